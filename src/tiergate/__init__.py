@@ -1,0 +1,1 @@
+"""tiergate: a local-first hybrid LLM gateway for fleets of agents."""

@@ -1,0 +1,193 @@
+"""The ``openai-chat`` protocol: every OpenAI-compatible upstream, one module.
+
+llama.cpp, Ollama /v1, vLLM, LM Studio, OpenAI, OpenRouter, DeepSeek, Groq,
+Kimi and Gemini's compatible endpoint differ only in config rows. An OpenAI
+client's body is forwarded with just the model rewritten (and max_tokens
+clamped to the deployment's limit); the reply bytes come back untouched and
+are parsed only for usage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tiergate.adapters.base import (
+    NO_HINTS,
+    AttemptError,
+    ClientHints,
+    UpstreamReply,
+    UpstreamStream,
+    classify_exception,
+    open_event_stream,
+    post_for_body,
+    sse_data,
+)
+from tiergate.ledger.budget import estimate_tokens_from_bytes
+from tiergate.router.catalog import Deployment
+from tiergate.types import Usage
+
+DONE = b"data: [DONE]"
+
+
+def upstream_body(body: dict[str, Any], d: Deployment) -> tuple[dict[str, Any], bool]:
+    """The body to send: model rewritten, max_tokens clamped, usage requested on streams.
+
+    Returns (body, injected_usage): when the client did not ask for the usage
+    chunk we ask for it anyway (the ledger needs it) and drop it on the way back.
+    """
+    out = dict(body)
+    out["model"] = d.model
+    if d.max_output_tokens:
+        for key in ("max_tokens", "max_completion_tokens"):
+            v = out.get(key)
+            if isinstance(v, int) and v > d.max_output_tokens:
+                out[key] = d.max_output_tokens
+    injected = False
+    if out.get("stream"):
+        opts = out.get("stream_options")
+        if not (isinstance(opts, dict) and opts.get("include_usage")):
+            out["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+            injected = True
+    return out, injected
+
+
+def usage_from_openai(obj: Any) -> Usage | None:
+    u = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(u, dict):
+        return None
+    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+
+
+def _headers(d: Deployment) -> dict[str, str]:
+    h = {"Content-Type": "application/json", **d.headers}
+    if d.api_key:
+        h["Authorization"] = f"Bearer {d.api_key}"
+    return h
+
+
+class OpenAIChatAdapter:
+    """Sends OpenAI Chat Completions requests to one OpenAI-compatible upstream per call."""
+
+    api = "openai-chat"
+    path = "/chat/completions"
+
+    def __init__(self, session: aiohttp.ClientSession, *, connect_timeout_s: float) -> None:
+        self._session = session
+        self._connect_timeout_s = connect_timeout_s
+
+    async def complete(
+        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
+    ) -> UpstreamReply:
+        payload, _ = upstream_body(body, d)
+        data = orjson.dumps(payload)
+        t0 = time.perf_counter()
+        raw, ctype = await post_for_body(self._session, f"{d.base_url}{self.path}", data, _headers(d),
+                                         timeout_s=timeout_s, connect_timeout_s=self._connect_timeout_s)
+        upstream_ms = (time.perf_counter() - t0) * 1000
+        try:
+            usage = usage_from_openai(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
+        if usage is None:
+            usage = Usage(estimate_tokens_from_bytes(len(data)), estimate_tokens_from_bytes(len(raw)), estimated=True)
+        return UpstreamReply(200, raw, ctype, usage, upstream_ms)
+
+    async def stream(
+        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
+    ) -> UpstreamStream:
+        payload, injected = upstream_body(body, d)
+        data = orjson.dumps(payload)
+        t0 = time.perf_counter()
+        resp, events, first = await open_event_stream(
+            self._session, f"{d.base_url}{self.path}", data, _headers(d),
+            timeout_s=timeout_s, connect_timeout_s=self._connect_timeout_s)
+        usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
+        state: dict[str, object] = {"completed": False}
+        stream = _OpenAIStream(events, usage, state, injected=injected, resp=resp)
+        first_out = stream.inspect(first)
+        return UpstreamStream(
+            first_event=first_out or b"",
+            rest=stream.rest(),
+            usage=usage,
+            content_type="text/event-stream",
+            upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
+            close=resp.close,
+            state=state,
+        )
+
+
+class _OpenAIStream:
+    """Watches OpenAI SSE events go by: records usage, notices the end, hides an injected usage chunk."""
+
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        usage: Usage,
+        state: dict[str, object],
+        *,
+        injected: bool,
+        resp: aiohttp.ClientResponse,
+    ) -> None:
+        self._events = events
+        self._resp = resp
+        self._usage = usage
+        self._state = state
+        self._injected = injected
+        self._content_events = 0
+        self._saw_usage = False
+
+    def inspect(self, ev: bytes) -> bytes | None:
+        """The event to forward (None to drop it)."""
+        if ev.startswith(DONE):
+            self._state["completed"] = True
+            self._finish()
+            return ev
+        if b'"usage"' in ev and b'"usage":null' not in ev:
+            obj = sse_data(ev)
+            u = usage_from_openai(obj)
+            if u is not None:
+                self._usage.prompt_tokens, self._usage.completion_tokens = u.prompt_tokens, u.completion_tokens
+                self._usage.estimated = False
+                self._saw_usage = True
+                if self._injected and not obj.get("choices"):
+                    return None
+        elif b'"delta"' in ev:
+            self._content_events += 1
+        return ev
+
+    def _finish(self) -> None:
+        if not self._saw_usage:
+            self._usage.completion_tokens = max(0, self._content_events - 1)
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        try:
+            async for ev in self._events:
+                out = self.inspect(ev)
+                if out is not None:
+                    yield out
+        except Exception as exc:  # noqa: BLE001
+            err = classify_exception(exc)
+            self._state["error"] = err.summary()
+        finally:
+            if self._state.get("completed"):
+                self._resp.release()
+            else:
+                self._resp.close()
+                self._finish()
+                self._state.setdefault("error", "upstream ended the stream without [DONE]")
+
+
+class OpenAIEmbeddingsAdapter(OpenAIChatAdapter):
+    """``/embeddings`` on the same upstreams: the same pass-through, never streamed."""
+
+    path = "/embeddings"
+
+    async def stream(
+        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
+    ) -> UpstreamStream:
+        raise AttemptError("protocol", "embeddings are not streamed")

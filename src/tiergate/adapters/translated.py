@@ -1,0 +1,152 @@
+"""Cross-protocol adapters: a client protocol on top of an upstream adapter of the other one.
+
+Each wraps an upstream adapter and translates on the way in (request) and
+on the way out (reply or stream), using the pure functions in
+``translate_*``. What the target protocol cannot express is dropped on
+purpose and reported as a note, which lands in the ledger's reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import orjson
+
+from tiergate.adapters.base import NO_HINTS, AttemptError, ClientHints, UpstreamReply, UpstreamStream
+from tiergate.errors import BadRequest
+from tiergate.adapters.translate_requests import anthropic_to_openai_request, openai_to_anthropic_request
+from tiergate.adapters.translate_responses import anthropic_to_openai_response, openai_to_anthropic_response
+from tiergate.adapters.translate_streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from tiergate.ledger.budget import estimate_tokens_from_bytes
+from tiergate.router.catalog import Deployment
+
+
+class UpstreamAdapter(Protocol):
+    async def complete(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
+                       hints: ClientHints = NO_HINTS) -> UpstreamReply: ...
+
+    async def stream(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
+                     hints: ClientHints = NO_HINTS) -> UpstreamStream: ...
+
+
+class TranslationError(BadRequest):
+    """The client's body cannot be translated (malformed for its own protocol): a 400."""
+
+
+def _dropped_note(dropped: list[str], target: str) -> list[str]:
+    return [f"not sent to {target}: {', '.join(sorted(set(dropped)))}"] if dropped else []
+
+
+def _translate(fn, body: dict[str, Any], **kw: Any) -> tuple[dict[str, Any], list[str]]:  # type: ignore[no-untyped-def]
+    try:
+        return fn(body, **kw)
+    except ValueError as exc:
+        raise TranslationError(str(exc)) from None
+
+
+async def _converted(s: UpstreamStream, inner: AsyncIterator[bytes], converter: Any) -> AsyncIterator[bytes]:
+    async for ev in inner:
+        try:
+            out = converter.feed(ev)
+        except ValueError as exc:  # malformed upstream event: end the stream with an error, not a crash
+            s.state["error"] = f"protocol: {exc}"
+            s.close()
+            return
+        if out:
+            yield out
+    if s.state.get("completed") and not s.state.get("error"):
+        tail = converter.finish()
+        if tail:
+            yield tail
+
+
+def _convert_reply(fn: Any, reply: UpstreamReply, model: str) -> bytes:
+    try:
+        return orjson.dumps(fn(_reply_json(reply), model=model))
+    except ValueError as exc:
+        raise AttemptError("protocol", f"upstream reply could not be translated: {exc}") from None
+
+
+def _first(s: UpstreamStream, converter: Any) -> bytes:
+    """Translate the first event; a malformed one is still a failed attempt (nothing sent yet)."""
+    try:
+        return converter.feed(s.first_event)
+    except ValueError as exc:
+        s.close()
+        raise AttemptError("protocol", f"upstream stream could not be translated: {exc}") from None
+
+
+def _reply_json(reply: UpstreamReply) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
+    if not isinstance(obj, dict):
+        raise AttemptError("protocol", "upstream sent a body that is not a JSON object")
+    return obj
+
+
+class _Bridge:
+    """A client protocol over an upstream adapter of the other protocol; subclasses name the translations."""
+
+    translate_request: Callable[..., tuple[dict[str, Any], list[str]]]
+    translate_response: Callable[..., dict[str, Any]]
+
+    def __init__(self, inner: UpstreamAdapter) -> None:
+        self.inner = inner
+
+    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> Any:
+        raise NotImplementedError
+
+    def _request(self, d: Deployment, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        return _translate(type(self).translate_request, body, model=d.model, max_tokens_limit=d.max_output_tokens)
+
+    async def complete(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
+                       hints: ClientHints = NO_HINTS) -> UpstreamReply:
+        upstream_body, dropped = self._request(d, body)
+        reply = await self.inner.complete(d, upstream_body, timeout_s=timeout_s)
+        reply.body = _convert_reply(type(self).translate_response, reply, d.model)
+        reply.content_type = "application/json"
+        reply.notes += _dropped_note(dropped, d.api)
+        return reply
+
+    async def stream(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
+                     hints: ClientHints = NO_HINTS) -> UpstreamStream:
+        upstream_body, dropped = self._request(d, body)
+        s = await self.inner.stream(d, upstream_body, timeout_s=timeout_s)
+        conv = self.stream_converter(d, body, s)
+        s.first_event = _first(s, conv)
+        s.rest = _converted(s, s.rest, conv)
+        s.notes += _dropped_note(dropped, d.api)
+        return s
+
+
+class AnthropicViaOpenAI(_Bridge):
+    """An Anthropic Messages client served by an OpenAI-protocol upstream (llama.cpp, Ollama, vLLM...)."""
+
+    translate_request = staticmethod(anthropic_to_openai_request)
+    translate_response = staticmethod(openai_to_anthropic_response)
+
+    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> Any:
+        return OpenAIToAnthropicStream(model=d.model, message_id=f"msg_{uuid.uuid4().hex[:24]}",
+                                       input_tokens_estimate=s.usage.prompt_tokens)
+
+
+class OpenAIViaAnthropic(_Bridge):
+    """An OpenAI Chat Completions client served by an Anthropic-protocol upstream."""
+
+    translate_request = staticmethod(openai_to_anthropic_request)
+    translate_response = staticmethod(anthropic_to_openai_response)
+
+    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> Any:
+        opts = body.get("stream_options")
+        return AnthropicToOpenAIStream(model=d.model, completion_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                                       include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")))
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """count_tokens without an upstream: about four bytes a token over what the model reads."""
+    parts = {k: body.get(k) for k in ("system", "messages", "tools") if body.get(k) is not None}
+    return estimate_tokens_from_bytes(len(orjson.dumps(parts)))

@@ -1,0 +1,286 @@
+"""Alert delivery to webhooks, Slack and Telegram, off the request path.
+
+``emit`` is synchronous and returns at once: it dedupes (each key is
+delivered once per dispatcher, or per shared ``seen`` set), writes one log
+line, and schedules one background task per sink. Delivery failures are
+retried with backoff and then logged; they never reach the request that
+raised the alert. Secrets (the Telegram token, the Slack webhook URL,
+webhook URLs and header values) are redacted from every log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, MutableSet, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+ALERT_EVENTS: tuple[str, ...] = (
+    "budget_threshold", "emergency_on", "emergency_off", "session_killed", "context_threshold",
+)
+TELEGRAM_MAX_TEXT = 4096
+_ERROR_BODY_CHARS = 200
+
+
+def _check_url(url: str, what: str) -> str:
+    """http(s) with a host; the message never echoes the URL, which may embed a secret."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host")
+    return url
+
+
+class _Sink(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebhookSinkConfig(_Sink):
+    """POSTs JSON ``{"event", "message", "severity", "ts", "details"}``."""
+
+    type: Literal["webhook"]
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v, "url")
+
+
+class SlackSinkConfig(_Sink):
+    """A Slack incoming webhook; its URL is itself the credential, hence SecretStr."""
+
+    type: Literal["slack"]
+    url: SecretStr
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: SecretStr) -> SecretStr:
+        _check_url(v.get_secret_value(), "url")
+        return v
+
+
+class TelegramSinkConfig(_Sink):
+    """Telegram Bot API ``sendMessage``; chat_id may be written as a number (groups are negative)."""
+
+    type: Literal["telegram"]
+    bot_token: SecretStr
+    chat_id: str
+    api_base: str = "https://api.telegram.org"
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("bot_token must not be empty")
+        return v
+
+    @field_validator("chat_id", mode="before")
+    @classmethod
+    def _chat(cls, v: object) -> object:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("chat_id must not be empty")
+        return v
+
+    @field_validator("api_base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        return _check_url(v, "api_base").rstrip("/")
+
+
+AlertSinkConfig = Annotated[WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig, Field(discriminator="type")]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    event: str  # one of ALERT_EVENTS
+    message: str
+    dedupe_key: str  # e.g. "budget:global:day:2026-11-22:0.8"; delivered once per key
+    severity: str = "warning"
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    label: str  # sink type and host: safe to log
+    secrets: tuple[str, ...]  # strings to redact from anything logged
+
+
+def _text(alert: Alert) -> str:
+    return f"[tiergate {alert.severity}] {alert.message}"
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
+
+
+def _json(payload: object) -> bytes:
+    return orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def build_request(sink: WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig, alert: Alert, ts: float) -> _Request:
+    """The HTTP request a sink receives for an alert (pure, so payload shapes are testable)."""
+    json_headers = {"Content-Type": "application/json"}
+    if isinstance(sink, WebhookSinkConfig):
+        payload = {"event": alert.event, "message": alert.message, "severity": alert.severity, "ts": ts,
+                   "details": dict(alert.details)}
+        return _Request(sink.url, _json(payload), {**json_headers, **sink.headers}, f"webhook {_host(sink.url)}",
+                        (sink.url, *sink.headers.values()))
+    if isinstance(sink, SlackSinkConfig):
+        url = sink.url.get_secret_value()
+        return _Request(url, _json({"text": _text(alert)}), json_headers, f"slack {_host(url)}", (url,))
+    token = sink.bot_token.get_secret_value()
+    url = f"{sink.api_base}/bot{token}/sendMessage"
+    text = _text(alert)
+    if len(text) > TELEGRAM_MAX_TEXT:
+        text = text[: TELEGRAM_MAX_TEXT - 1] + "…"
+    return _Request(url, _json({"chat_id": sink.chat_id, "text": text}), json_headers,
+                    f"telegram {_host(sink.api_base)}", (url, token))
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for s in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+def _retryable(status: int) -> bool:
+    return status >= 500 or status in (408, 429)
+
+
+class AlertDispatcher:
+    """Dedupes alerts and delivers each to every sink in the background; see the module docstring."""
+
+    def __init__(self, sinks: Sequence[AlertSinkConfig], session: aiohttp.ClientSession | None = None, *,
+                 logger: logging.Logger | None = None, retries: int = 2, timeout_s: float = 5,
+                 backoff_s: float = 0.5, seen: MutableSet[str] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.sinks = tuple(sinks)
+        self.log = logger or logging.getLogger("tiergate.alerts")
+        self.retries = max(0, retries)
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.seen: MutableSet[str] = set() if seen is None else seen
+        self.clock = clock
+        self.sent: list[tuple[str, str]] = []
+        self.failed: list[tuple[str, str]] = []
+        self._session = session
+        self._owns_session = session is None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def emit(self, alert: Alert) -> bool:
+        """Log and schedule delivery; False (and nothing sent) when the dedupe key was already emitted."""
+        try:
+            if alert.dedupe_key in self.seen:
+                self.log.debug("alert %s already emitted; not sent again", alert.dedupe_key)
+                return False
+            self.seen.add(alert.dedupe_key)
+            self.log.warning("alert %s [%s]: %s (key %s)", alert.event, alert.severity, alert.message, alert.dedupe_key)
+            self._schedule(alert)
+        except Exception as exc:  # noqa: BLE001 - an alert must never fail the request that raised it
+            self.log.error("alert %s could not be scheduled: %s", alert.dedupe_key, type(exc).__name__)
+        return True
+
+    def _schedule(self, alert: Alert) -> None:
+        if not self.sinks:
+            return
+        if self._closed:
+            self.log.warning("alert %s not delivered: dispatcher closed", alert.dedupe_key)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.log.warning("alert %s not delivered: no running event loop", alert.dedupe_key)
+            return
+        ts = self.clock()
+        for sink in self.sinks:
+            task = loop.create_task(self._deliver(sink, alert, ts), name=f"alert:{sink.type}:{alert.dedupe_key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, sink: WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig, alert: Alert,
+                       ts: float) -> None:
+        try:
+            req = build_request(sink, alert, ts)
+        except Exception as exc:  # noqa: BLE001 - e.g. details orjson cannot encode; the message says which alert
+            self.failed.append((sink.type, alert.dedupe_key))
+            self.log.error("alert %s to %s not sent: payload failed (%s)", alert.dedupe_key, sink.type,
+                           type(exc).__name__)
+            return
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                error, retry = await self._post(req, telegram=sink.type == "telegram")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - refused, timed out, bad answer: all retried then logged
+                error, retry = f"{type(exc).__name__}: {exc}".rstrip(": "), True
+            if error is None:
+                self.sent.append((sink.type, alert.dedupe_key))
+                return
+            error = _redact(error, req.secrets)
+            if not retry or attempt == attempts:
+                self.failed.append((sink.type, alert.dedupe_key))
+                self.log.error("alert %s to %s failed after %d attempt(s): %s", alert.dedupe_key, req.label, attempt,
+                               error)
+                return
+            delay = self.backoff_s * 2 ** (attempt - 1)
+            self.log.warning("alert %s to %s failed (attempt %d/%d), retrying in %.2fs: %s", alert.dedupe_key,
+                             req.label, attempt, attempts, delay, error)
+            await asyncio.sleep(delay)
+
+    async def _post(self, req: _Request, *, telegram: bool) -> tuple[str | None, bool]:
+        """(None, _) on success, else (what went wrong, whether a retry may help)."""
+        if self._session is None or (self._owns_session and self._session.closed):
+            self._session = aiohttp.ClientSession()
+            self._owns_session = True
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with self._session.post(req.url, data=req.body, headers=dict(req.headers), timeout=timeout) as resp:
+            body = await resp.text(errors="replace")
+            if not 200 <= resp.status < 300:
+                return f"HTTP {resp.status}: {body[:_ERROR_BODY_CHARS]}", _retryable(resp.status)
+            if telegram:
+                try:
+                    ok = orjson.loads(body).get("ok") is True
+                except (orjson.JSONDecodeError, AttributeError):
+                    ok = False
+                if not ok:
+                    return f"Telegram answered without ok: {body[:_ERROR_BODY_CHARS]}", False
+            return None, False
+
+    async def drain(self, timeout_s: float = 5) -> bool:
+        """Wait for in-flight deliveries; True when none is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._tasks:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+        return True
+
+    async def close(self) -> None:
+        """Cancel what is still in flight (call drain first to let it finish) and close our own session."""
+        self._closed = True
+        pending = list(self._tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None

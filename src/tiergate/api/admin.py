@@ -1,0 +1,156 @@
+"""Operator endpoints: /health (open), /metrics and /admin/* (master key)."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from tiergate.api.auth import MASTER
+from tiergate.api.common import JSON, read_json_object
+from tiergate.api.gateway import GATEWAY, Gateway
+from tiergate.budgets import EMERGENCY_FLAG, LATCH
+from tiergate.errors import BadRequest, Forbidden
+from tiergate.state_redis import StateUnavailable
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness plus what an operator needs at a glance; reveals no secrets."""
+    gw = request.app[GATEWAY]
+    breakers = gw.state.breaker_snapshot(now=time.time(), cooldown_s=gw.config.routing.breaker_cooldown_s)
+    try:
+        budgets: list[dict[str, object]] | str = await budget_status(gw)
+    except StateUnavailable as exc:  # /health must answer during an outage: it is how operators see it
+        budgets = f"unavailable: {exc.message}"
+    dependencies = gw.outages.health() if gw.outages is not None else {}
+    body = {
+        "status": "ok" if all(d["ok"] for d in dependencies.values()) else "degraded",
+        "dependencies": dependencies,
+        "budget_updates_to_reconcile": gw.budgets.pending_reconcile,
+        "uptime_s": round(time.time() - gw.started_at, 1),
+        "deployments": {
+            name: {"tier": d.tier, "local": d.local, "available": name not in breakers, "note": breakers.get(name)}
+            for name, d in gw.catalog.deployments.items()
+        },
+        "ledger_pending": gw.ledger.pending(),
+        "ledger": gw.ledger.health(),
+        "emergency": await gw.state.flag(EMERGENCY_FLAG),
+        "local_models": {r["name"]: r["state"] for r in gw.local.status()} if gw.local is not None else {},
+        "budgets": budgets,
+        "emergency_budgets": [b["budget"] for b in budgets if b["emergency"]] if isinstance(budgets, list) else [],
+    }
+    return web.Response(body=orjson.dumps(body), content_type=JSON)
+
+
+async def budget_status(gw: Gateway) -> list[dict[str, object]]:
+    """Each budget's counters in its current window (identity-free scopes only: global, deployment, provider)."""
+    from tiergate.ledger.budget import counter_key
+    from tiergate.ledger.windows import window_key
+
+    out = []
+    now = time.time()
+    for b in gw.config.budgets:
+        wk = window_key(b.window, now, gw.config.timezone)
+        values = ["*"] if b.scope == "global" else (
+            [d.name for d in gw.catalog.deployments.values() if b.scope == "deployment"
+             and (fnmatch.fnmatchcase(d.name, b.match or "") or d.name in gw.catalog.aliases.get(b.match or "", ()))]
+            + [p for p in {d.provider for d in gw.catalog.deployments.values()} if b.scope == "provider"
+               and fnmatch.fnmatchcase(p, b.match or "")])
+        for v in values:
+            spent, reserved, calls = await gw.state.budget_usage(counter_key(b, wk, v))
+            emergency = b.action == "local-only" and (
+                (b.limit_usd is not None and spent + reserved >= b.limit_usd)
+                or await gw.state.flag(f"{LATCH}{counter_key(b, wk, v)}") is not None)
+            out.append({"budget": b.id, "value": v, "window": wk, "emergency": emergency, "spent_usd": round(spent, 6),
+                        "reserved_usd": round(reserved, 6), "calls": calls, "limit_usd": b.limit_usd,
+                        "max_calls": b.max_calls, "action": b.action})
+    return out
+
+
+def _require_master(gw: Gateway, request: web.Request) -> None:
+    if gw.keys.identify(request.headers).key_name != MASTER:
+        raise Forbidden("admin endpoints need the master key")
+
+
+async def emergency(request: web.Request) -> web.Response:
+    """GET the emergency (local-only) switch, or POST {"on": bool, "reason": str} to flip it."""
+    gw = request.app[GATEWAY]
+    _require_master(gw, request)
+    if request.method == "POST":
+        _, body = await read_json_object(request)
+        on = body.get("on")
+        if not isinstance(on, bool):
+            raise BadRequest("'on' must be true or false", param="on")
+        reason = str(body.get("reason") or "switched on by an operator") if on else None
+        await asyncio.to_thread(gw.ledger.set_flag, EMERGENCY_FLAG, reason)
+        await gw.state.set_flag(EMERGENCY_FLAG, reason)
+        gw.budgets.alert("emergency_on" if on else "emergency_off",
+                          f"tiergate emergency local-only mode {'ON: ' + reason if on else 'OFF'}",
+                          f"emergency-manual:{time.time()}", severity="critical" if on else "info")
+    reason = await gw.state.flag(EMERGENCY_FLAG)
+    return web.Response(body=orjson.dumps({"on": reason is not None, "reason": reason}), content_type=JSON)
+
+
+async def sessions(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    _require_master(gw, request)
+    rows = [session_dict(s) for s in gw.sessions.states.values()]
+    return web.Response(body=orjson.dumps(sorted(rows, key=lambda r: -r["last_seen"])), content_type=JSON)
+
+
+def session_dict(s: object) -> dict[str, object]:
+    fields = ("session", "key_name", "agent", "first_seen", "last_seen", "requests", "prompt_tokens",
+              "completion_tokens", "cost_usd", "max_context_ratio", "killed_reason")
+    return {f: getattr(s, f) for f in fields}
+
+
+async def kill_sessions(request: web.Request) -> web.Response:
+    """POST {"session": ID} | {"agent": A} | {"over_usd": X}, optional "reason"."""
+    gw = request.app[GATEWAY]
+    _require_master(gw, request)
+    _, body = await read_json_object(request)
+    sel = {k: body.get(k) for k in ("session", "agent", "over_usd") if body.get(k) is not None}
+    if not sel:
+        raise BadRequest("give one of 'session', 'agent' or 'over_usd'")
+    if "over_usd" in sel and not isinstance(sel["over_usd"], (int, float)):
+        raise BadRequest("'over_usd' must be a number", param="over_usd")
+    reason = str(body.get("reason") or "killed by an operator")
+    killed = await asyncio.to_thread(gw.sessions.kill, reason, **sel)
+    return web.Response(body=orjson.dumps({"killed": killed}), content_type=JSON)
+
+
+async def local_models(request: web.Request) -> web.Response:
+    """Each managed local model: state, memory, last used, requests served, load time."""
+    gw = request.app[GATEWAY]
+    _require_master(gw, request)
+    rows = gw.local.status() if gw.local is not None else []
+    return web.Response(body=orjson.dumps(rows), content_type=JSON)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    gw.keys.identify(request.headers)
+    gw.metrics.ledger_pending.set(gw.ledger.pending())
+    return web.Response(body=gw.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def admin_config(request: web.Request) -> web.Response:
+    """The resolved tiers and aliases (no secrets): what check-config prints, over HTTP."""
+    gw = request.app[GATEWAY]
+    _require_master(gw, request)
+    body = {"tiers": gw.catalog.tiers(), "aliases": dict(gw.catalog.aliases), "tasks": dict(gw.catalog.tasks)}
+    return web.Response(body=orjson.dumps(body), content_type=JSON)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/config", admin_config)
+    app.router.add_route("*", "/admin/emergency", emergency)
+    app.router.add_get("/admin/sessions", sessions)
+    app.router.add_get("/admin/models", local_models)
+    app.router.add_post("/admin/sessions/kill", kill_sessions)

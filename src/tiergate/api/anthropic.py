@@ -1,0 +1,114 @@
+"""Anthropic surface: POST /v1/messages (any query string, e.g. ?beta=true) and count_tokens.
+
+Claude Code, OpenClaw's anthropic-messages providers and the anthropic SDK
+come in here and ride the same tiers, budgets and ledger as OpenAI clients.
+Errors leave in Anthropic's envelope (``{"type": "error", "error": {...}}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tiergate.adapters.anthropic_messages import FORWARDED_HEADERS
+from tiergate.adapters.base import ClientHints
+from tiergate.adapters.translated import estimate_input_tokens
+from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
+from tiergate.api.flow import effective_identity, finish_plain, limited, new_context, relay_stream, route
+from tiergate.api.gateway import GATEWAY
+from tiergate.ledger.budget import estimate_tokens_from_bytes
+from tiergate.types import Identity, RequestFeatures
+
+PROTOCOL = "anthropic-messages"
+CLAUDE_CODE_SESSION = "X-Claude-Code-Session-Id"
+
+
+def anthropic_stream_error(message: str) -> bytes:
+    payload = {"type": "error", "error": {"type": "api_error", "message": f"upstream stream failed: {message}"}}
+    return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def attributed(ident: Identity, headers: Any, body: dict[str, Any]) -> Identity:
+    """Claude Code's session header and metadata.user_id feed the same session/agent fields.
+
+    Claude Code's user_id is a JSON string (``{"device_id", "account_uuid", "session_id"}``)
+    in current versions and ``user_<hash>_account_<uuid>_session_<uuid>`` in older ones;
+    any other string names the user (agent) as it is.
+    """
+    meta = body.get("metadata")
+    user_id = meta.get("user_id") if isinstance(meta, dict) and isinstance(meta.get("user_id"), str) else None
+    session = headers.get("X-Tiergate-Session") or headers.get(CLAUDE_CODE_SESSION)
+    agent = ident.agent
+    if user_id:
+        who, from_user = _parse_user_id(user_id)
+        session = session or from_user
+        agent = agent or who
+    if session is None and agent == ident.agent:
+        return ident
+    return dataclasses.replace(ident, session=session or ident.session, agent=agent)
+
+
+def _parse_user_id(user_id: str) -> tuple[str | None, str | None]:
+    """(agent, session) from a metadata.user_id."""
+    if user_id.startswith("{"):
+        try:
+            obj = orjson.loads(user_id)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            account = obj.get("account_uuid") or ""
+            return (f"claude-code:{account}" if account else "claude-code"), (obj.get("session_id") or None)
+    who, sep, sess = user_id.partition("_session_")
+    return who, (sess if sep else None)
+
+
+def messages_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tuple[Identity, RequestFeatures]:
+    model = require_type(body, "model", str, "a string naming a model, alias or auto", required=True)
+    messages = require_type(body, "messages", list, "a non-empty list of messages", required=True)
+    if not messages:
+        raise BadRequest("messages: at least one message is required", param="messages")
+    max_tokens = require_type(body, "max_tokens", int, "a positive integer", required=True)
+    if max_tokens <= 0:
+        raise BadRequest("max_tokens: must be a positive integer", param="max_tokens")
+    stream = bool(require_type(body, "stream", bool, "a boolean"))
+    ident = effective_identity(ident, model)
+    return ident, RequestFeatures(
+        model=model, task=ident.task, prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+        max_tokens=max_tokens, local_only=ident.local_only, stream=stream,
+    )
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    ident = gw.keys.identify(request.headers)
+    raw, body = await read_json_object(request)
+    ident, features = messages_features(raw, body, attributed(ident, request.headers, body))
+    ctx = new_context(gw, request, ident, model=features.model, stream=features.stream, protocol=PROTOCOL)
+    ctx.hints = ClientHints(
+        headers={h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h))}, query=request.query_string
+    )
+    if gw.limits is not None:
+        return await limited(gw, request, ctx, features, body, error_event=anthropic_stream_error)
+    outcome = await route(gw, ctx, features, body)
+    if features.stream:
+        return await relay_stream(gw, request, ctx, outcome, error_event=anthropic_stream_error)
+    reply = outcome.reply
+    assert reply is not None
+    return await finish_plain(gw, ctx, outcome, reply.body, reply.usage, reply.content_type)
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """An estimate (about four bytes a token) of what the model would read; no upstream call."""
+    gw = request.app[GATEWAY]
+    gw.keys.identify(request.headers)
+    _, body = await read_json_object(request)
+    require_type(body, "messages", list, "a list of messages", required=True)
+    return web.Response(body=orjson.dumps({"input_tokens": estimate_input_tokens(body)}), content_type=JSON)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)

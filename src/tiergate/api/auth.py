@@ -1,0 +1,104 @@
+"""Who is calling: key check and identity from headers, with no database round trip.
+
+Virtual keys live hashed in the ledger; ``KeyStore`` keeps the active hashes
+in memory and reloads them only when the ledger's key version changes
+(checked in the background), so ``tiergate keys revoke`` takes effect in
+about a second without touching the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Mapping
+
+from tiergate.errors import Unauthorized
+from tiergate.ledger.base import Ledger, LedgerUnavailable
+from tiergate.ledger.records import KeyRecord, hash_key
+from tiergate.types import Identity
+
+log = logging.getLogger("tiergate.auth")
+
+MAX_VERIFIED = 10_000
+
+MASTER = "master"
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("Authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = headers.get("x-api-key")
+    return key.strip() if key else None
+
+
+def identity_from_headers(key_name: str, key_agent: str | None, headers: Mapping[str, str]) -> Identity:
+    """A key bound to an agent always reports as that agent; other keys may name one in a header."""
+    agent = key_agent or headers.get("X-Tiergate-Agent") or None
+    session = headers.get("X-Tiergate-Session") or f"{key_name}:{agent or '-'}"
+    privacy = (headers.get("X-Tiergate-Privacy") or "").strip().lower()
+    return Identity(
+        key_name=key_name,
+        agent=agent,
+        session=session,
+        task=headers.get("X-Tiergate-Task") or None,
+        local_only=privacy == "local-only",
+    )
+
+
+class KeyStore:
+    def __init__(self, ledger: Ledger, *, master_key: str | None, required: bool = True) -> None:
+        self._ledger = ledger
+        self._master_hash = hash_key(master_key) if master_key else None
+        self._required = required
+        self._keys: dict[str, KeyRecord] = {}
+        self._version = -1
+        # presented key -> (name, agent) of keys already verified: a SHA-256 per request is measurable CPU.
+        # Only valid keys are kept (bounded), and the cache is dropped whenever the key set changes.
+        self._verified: dict[str, tuple[str, str | None]] = {}
+
+    @property
+    def has_any_key(self) -> bool:
+        return self._master_hash is not None or bool(self._keys)
+
+    def reload_if_changed(self) -> None:
+        version = self._ledger.keys_version()
+        if version != self._version:
+            self._keys = self._ledger.active_key_hashes()
+            self._version = version
+            self._verified = {}
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.reload_if_changed)
+            except LedgerUnavailable as exc:  # the database is down: the keys known so far stay valid
+                log.warning("keys not refreshed, keeping the last known ones: %s", exc.message)
+            except Exception:  # noqa: BLE001 - a failed refresh keeps the last known keys
+                log.warning("could not refresh keys from the ledger", exc_info=True)
+
+    def identify(self, headers: Mapping[str, str]) -> Identity:
+        key = presented_key(headers)
+        if key is None:
+            if not self._required:
+                return identity_from_headers("anonymous", None, headers)
+            raise Unauthorized("missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+        known = self._verified.get(key)
+        if known is not None:
+            return identity_from_headers(known[0], known[1], headers)
+        h = hash_key(key)
+        if self._master_hash is not None and hmac.compare_digest(h, self._master_hash):
+            known = (MASTER, None)
+        else:
+            rec = self._keys.get(h)
+            if rec is None:
+                raise Unauthorized("invalid API key")
+            known = (rec.name, rec.agent)
+        if len(self._verified) >= MAX_VERIFIED:
+            self._verified = {}
+        self._verified[key] = known
+        return identity_from_headers(known[0], known[1], headers)

@@ -1,0 +1,44 @@
+"""The per-app object every handler reaches through ``request.app[GATEWAY]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from tiergate.alerts import AlertDispatcher
+from tiergate.api.auth import KeyStore
+from tiergate.budgets import BudgetGuard
+from tiergate.local.manager import LocalModelManager
+from tiergate.sessions import SessionTracker
+from tiergate.config import TiergateConfig
+from tiergate.limit_guard import LimitGuard
+from tiergate.ledger.base import Ledger
+from tiergate.metrics import Metrics
+from tiergate.outages import Outages
+from tiergate.router.catalog import Catalog
+from tiergate.router.executor import Executor
+from tiergate.state import SharedState
+
+
+@dataclass
+class Gateway:
+    config: TiergateConfig
+    catalog: Catalog
+    ledger: Ledger
+    keys: KeyStore
+    state: SharedState
+    metrics: Metrics
+    executor: Executor
+    session: aiohttp.ClientSession
+    started_at: float
+    budgets: BudgetGuard
+    sessions: SessionTracker
+    alerts: AlertDispatcher
+    local: LocalModelManager | None = None
+    outages: Outages | None = None
+    limits: LimitGuard | None = None  # None without limits[]: the request path then skips them entirely
+
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)

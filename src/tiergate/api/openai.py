@@ -1,0 +1,101 @@
+"""OpenAI surface: /v1/chat/completions, /v1/embeddings, /v1/models.
+
+Parses only what routing needs (model, messages present, stream,
+max_tokens); everything else in the body travels to the upstream untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
+from tiergate.api.flow import effective_identity, finish_plain, limited, new_context, relay_stream, route
+from tiergate.api.gateway import GATEWAY
+from tiergate.ledger.budget import estimate_tokens_from_bytes
+from tiergate.types import Identity, RequestFeatures
+
+PROTOCOL = "openai-chat"
+
+
+def openai_stream_error(message: str) -> bytes:
+    payload = {"error": {"message": f"upstream stream failed: {message}", "type": "api_error", "code": "stream_interrupted"}}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+
+def max_tokens_of(body: dict[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens"):
+        v = require_type(body, key, int, "a positive integer")
+        if v is not None:
+            if v <= 0:
+                raise BadRequest(f"'{key}' must be a positive integer", param=key)
+            return v
+    return None
+
+
+def chat_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tuple[Identity, RequestFeatures]:
+    """Validate the few fields routing reads and build its features; the rest is not looked at."""
+    model = require_type(body, "model", str, "a string") or "auto"
+    messages = require_type(body, "messages", list, "a non-empty list of messages", required=True)
+    if not messages:
+        raise BadRequest("'messages' must contain at least one message", param="messages")
+    stream = bool(require_type(body, "stream", bool, "a boolean"))
+    ident = effective_identity(ident, model)
+    features = RequestFeatures(
+        model=model, task=ident.task, prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+        max_tokens=max_tokens_of(body), local_only=ident.local_only, stream=stream,
+    )
+    return ident, features
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    ident = gw.keys.identify(request.headers)
+    raw, body = await read_json_object(request)
+    ident, features = chat_features(raw, body, ident)
+    model, stream = features.model, features.stream
+    ctx = new_context(gw, request, ident, model=model, stream=stream, protocol=PROTOCOL)
+    if gw.limits is not None:
+        return await limited(gw, request, ctx, features, body, error_event=openai_stream_error)
+    outcome = await route(gw, ctx, features, body)
+    if stream:
+        return await relay_stream(gw, request, ctx, outcome, error_event=openai_stream_error)
+    reply = outcome.reply
+    assert reply is not None
+    return await finish_plain(gw, ctx, outcome, reply.body, reply.usage, reply.content_type)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    ident = gw.keys.identify(request.headers)
+    raw, body = await read_json_object(request)
+    model = require_type(body, "model", str, "a string") or "auto"
+    if body.get("input") in (None, "", []):
+        raise BadRequest("'input' is required (a string or a list of strings)", param="input")
+    features = RequestFeatures(model=model, task=ident.task, prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+                               local_only=ident.local_only)
+    ctx = new_context(gw, request, ident, model=model, stream=False, protocol="openai-embeddings")
+    if gw.limits is not None:
+        return await limited(gw, request, ctx, features, body)  # type: ignore[return-value]
+    outcome = await route(gw, ctx, features, body)
+    reply = outcome.reply
+    assert reply is not None
+    return await finish_plain(gw, ctx, outcome, reply.body, reply.usage, reply.content_type)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    gw.keys.identify(request.headers)
+    created = int(gw.started_at)
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "tiergate"} for name in gw.catalog.model_names()]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)

@@ -1,0 +1,220 @@
+"""create_app(config) builds everything; nothing happens at import.
+
+The server is aiohttp (server and client): chosen by measurement, see
+docs/decisions/0001-http-stack.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
+from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
+from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
+from tiergate.alerts import AlertDispatcher
+from tiergate.api import admin, anthropic, openai
+from tiergate.budgets import EMERGENCY_FLAG, BudgetGuard
+from tiergate.ids import IdSource
+from tiergate.limit_guard import LimitGuard
+from tiergate.local.manager import LocalModelManager
+from tiergate.outages import GuardedState, Outages
+from tiergate.sessions import SessionTracker
+from tiergate.state import MemoryState, SharedState
+from tiergate.api.auth import KeyStore
+from tiergate.api.common import error_response
+from tiergate.api.gateway import GATEWAY, Gateway
+from tiergate.config import TiergateConfig
+from tiergate.errors import ConfigError, NotFound, TiergateError
+from tiergate.ledger.base import Ledger, LedgerUnavailable, open_ledger
+from tiergate.ledger.records import LocalModelEvent
+from tiergate.metrics import Metrics
+from tiergate.router.catalog import Catalog
+from tiergate.router.executor import Executor
+
+log = logging.getLogger("tiergate.app")
+
+REQUEST_IDS: web.AppKey[IdSource] = web.AppKey("request_ids", IdSource)
+
+
+def _is_anthropic(request: web.Request) -> bool:
+    return request.path.startswith("/v1/messages")
+
+
+@web.middleware
+async def edge(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Request id, and every error rendered in the client's own envelope; never a stack trace."""
+    request["started"] = time.perf_counter()
+    rid = request.headers.get("X-Request-ID") or request.app[REQUEST_IDS].new()
+    request["request_id"] = rid
+    try:
+        return await handler(request)
+    except TiergateError as err:
+        body = getattr(err, "body", None)
+        if body and err.code == "upstream_rejected":
+            return web.Response(body=body, status=err.status, content_type="application/json",
+                                headers={"X-Request-ID": rid})
+        return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+    except web.HTTPNotFound:
+        return error_response(NotFound(f"no route {request.method} {request.path}"), anthropic=False, request_id=rid)
+    except web.HTTPMethodNotAllowed:
+        err = TiergateError(f"method {request.method} not allowed on {request.path}")
+        err.status, err.openai_type, err.code = 405, "invalid_request_error", "method_not_allowed"
+        return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+    except web.HTTPException:
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:  # noqa: BLE001 - a bug must not leak a stack trace to the client
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
+        err = TiergateError(f"internal error; request id {rid}")
+        return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+
+
+async def sync_flags(ledger: Ledger, state: SharedState) -> None:
+    """Flags set by the CLI or another process (emergency mode) into shared state; kept while the ledger is down."""
+    try:
+        flags = await asyncio.to_thread(ledger.flags)
+    except LedgerUnavailable as exc:
+        log.warning("flags not refreshed, keeping the last known ones: %s", exc.message)
+        return
+    before = await state.flag(EMERGENCY_FLAG)
+    if flags.get(EMERGENCY_FLAG) != before:
+        await state.set_flag(EMERGENCY_FLAG, flags.get(EMERGENCY_FLAG))
+
+
+async def watch_control(gw: Gateway, interval_s: float = 1.0) -> None:
+    """About once a second: kills and flags from elsewhere, and idle sessions expiring."""
+    ticks = 0
+    while True:
+        await asyncio.sleep(interval_s)
+        ticks += 1
+        try:
+            if await asyncio.to_thread(gw.sessions.sync_control):
+                await sync_flags(gw.ledger, gw.state)
+            gw.sessions.expire_idle()
+            watch_dependencies(gw)
+            if gw.budgets.pending_reconcile:
+                await gw.budgets.reconcile()
+            if ticks % 60 == 0:
+                await gw.budgets.prune()
+        except Exception:  # noqa: BLE001 - keep the last known control state
+            log.warning("could not sync control state from the ledger", exc_info=True)
+
+
+def watch_dependencies(gw: Gateway) -> None:
+    """The ledger database's health into Outages (Redis outages are seen by the calls themselves)."""
+    health = getattr(gw.ledger, "health", None)
+    if health is None or gw.outages is None:
+        return
+    h = health()
+    if h.get("ok", True):
+        gw.outages.up("ledger")
+    else:
+        gw.outages.down("ledger", str(h.get("error") or "unreachable"))
+
+
+def check_auth_configured(config: TiergateConfig, ledger: Ledger) -> None:
+    if config.auth.required and config.auth.master_key is None and not ledger.list_keys():
+        raise ConfigError(
+            "auth.master_key: auth is required but no key exists; set auth.master_key: env:TIERGATE_MASTER_KEY "
+            "(or export TIERGATE_MASTER_KEY), or create a key with 'tiergate keys create --name NAME'"
+        )
+
+
+def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.Application:
+    """An aiohttp application serving both client protocols for this config."""
+    max_body = int(config.server.max_body_mb * 1024 * 1024)
+    app = web.Application(middlewares=[edge], client_max_size=max_body)
+    app["max_body_bytes"] = max_body
+    app[REQUEST_IDS] = IdSource()
+    owns_ledger = ledger is None
+    ledger = ledger or open_ledger(config.ledger_url, spool=config.ledger_spool_dir)
+    check_auth_configured(config, ledger)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        r = config.routing
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+            auto_decompress=True,
+        )
+        metrics = Metrics()
+        local = LocalModelManager(
+            config.local_models, registry=metrics.registry,
+            on_event=lambda event, model, details: ledger.record(
+                LocalModelEvent(time.time(), model, event, orjson.dumps(details).decode())),
+        ) if config.local_models else None
+        urls = {m.name: local.base_url(m.name) for m in config.local_models.models} if local and config.local_models else {}
+        catalog = Catalog.from_config(config, local_urls=urls)
+        if local is not None:
+            await local.start(wait=True)
+        state: SharedState
+        outages = Outages(config.on_outage, metrics=metrics)
+        if config.state:
+            from tiergate.state_redis import RedisState
+
+            redis_state = RedisState(config.state, prefix=config.state_prefix)
+            await redis_state.start()  # unreachable Redis at start: refuse to start with a clear error
+            state = GuardedState(redis_state, outages)  # later outages: explicit per-concern modes
+        else:
+            state = MemoryState()
+        chat = OpenAIChatAdapter(session, connect_timeout_s=r.connect_timeout_s)
+        messages = AnthropicMessagesAdapter(session, connect_timeout_s=r.connect_timeout_s)
+        adapters = {  # (client protocol, upstream api) -> adapter
+            ("openai-chat", "openai-chat"): chat,
+            ("openai-chat", "anthropic-messages"): OpenAIViaAnthropic(messages),
+            ("anthropic-messages", "anthropic-messages"): messages,
+            ("anthropic-messages", "openai-chat"): AnthropicViaOpenAI(chat),
+            ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(session, connect_timeout_s=r.connect_timeout_s),
+        }
+        keys = KeyStore(ledger, master_key=config.auth.master_key.get_secret_value() if config.auth.master_key else None,
+                        required=config.auth.required)
+        keys.reload_if_changed()
+        alerts = AlertDispatcher(config.alerts, session)
+        budgets = BudgetGuard(config.budgets, catalog=catalog, state=state, tz=config.timezone, alerts=alerts,
+                              outages=outages)
+        budgets.seed_from_ledger(ledger)
+        sessions = SessionTracker(config.guardian, ledger=ledger, alerts=alerts,
+                                  shared=state if config.state else None)
+        sessions.load()
+        await sync_flags(ledger, state)
+        executor = Executor(catalog=catalog, routing=r, state=state, ledger=ledger, metrics=metrics, adapters=adapters,
+                            budgets=budgets, local=local, context_reroute_at=config.guardian.context_reroute_at)
+        gw = Gateway(config=config, catalog=catalog, ledger=ledger, keys=keys, state=state, metrics=metrics,
+                     executor=executor, session=session, started_at=time.time(), budgets=budgets,
+                     sessions=sessions, alerts=alerts, local=local, outages=outages,
+                     limits=LimitGuard(config.limits, state=state, mode=config.on_outage.limits, metrics=metrics,
+                                       outages=outages) if config.limits else None)
+        app[GATEWAY] = gw
+        ledger.start()
+        watchers = [asyncio.create_task(keys.watch()), asyncio.create_task(watch_control(gw))]
+        if gw.limits is not None:
+            watchers.append(asyncio.create_task(gw.limits.renew_forever()))
+        try:
+            yield
+        finally:
+            for w in watchers:
+                w.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+            await alerts.drain()
+            await alerts.close()
+            await session.close()
+            if local is not None:
+                await local.stop()
+            if config.state:
+                await state.close()  # type: ignore[attr-defined]
+            if owns_ledger:
+                await asyncio.to_thread(ledger.close)
+
+    app.cleanup_ctx.append(lifecycle)
+    openai.add_routes(app)
+    anthropic.add_routes(app)
+    admin.add_routes(app)
+    return app

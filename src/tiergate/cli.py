@@ -1,0 +1,314 @@
+"""tiergate serve | check-config | migrate | keys | report | explain."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tiergate.config import TiergateConfig, find_config, load_config
+from tiergate.errors import ConfigError, TiergateError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="A local-first hybrid LLM gateway for agent fleets.")
+keys_app = typer.Typer(no_args_is_help=True, help="Virtual keys: create, list, revoke.")
+app.add_typer(keys_app, name="keys")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="config file (default ./tiergate.yaml, then the user config dir)")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"tiergate: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(config: Optional[Path], *, allow_discovery: bool = False) -> tuple[TiergateConfig, str]:
+    try:
+        path = find_config(config)
+        if path is not None:
+            return load_config(path), str(path)
+        if allow_discovery:
+            from tiergate.autoconfig import discover_config
+
+            cfg, summary = asyncio.run(discover_config())
+            typer.echo(summary, err=True)
+            return cfg, "discovered (no config file)"
+        return TiergateConfig(), "defaults (no config file)"
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _describe(cfg: TiergateConfig) -> str:
+    from tiergate.router.catalog import Catalog
+
+    cat = Catalog.from_config(cfg)
+    lines = ["tiers:"]
+    for tier, names in cat.tiers().items():
+        parts = []
+        for n in names:
+            d = cat.deployments[n]
+            where = "local" if d.local else d.provider
+            parts.append(f"{n} ({d.model} via {where}, {d.api}, ${d.input_per_mtok:g}/${d.output_per_mtok:g} per Mtok)")
+        lines.append(f"  {tier}: " + "; ".join(parts))
+    lines.append("aliases:" + ("" if cat.aliases else " none"))
+    lines += [f"  {a} -> {', '.join(m)}" for a, m in cat.aliases.items()]
+    lines.append("tasks (minimum tier):" + ("" if cat.tasks else " none"))
+    lines += [f"  {t}: {tier}" for t, tier in cat.tasks.items()]
+    if cat.fallbacks:
+        lines.append("fallbacks:")
+        lines += [f"  {s} -> {', '.join(d)}" for s, d in cat.fallbacks.items()]
+    return "\n".join(lines)
+
+
+@app.command("check-config")
+def check_config(file: Path = typer.Argument(..., help="config file to validate")) -> None:
+    """Validate a config and print the resolved tiers and aliases."""
+    try:
+        cfg = load_config(file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"{file}: ok")
+    typer.echo(_describe(cfg))
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = ConfigOpt,
+    host: Optional[str] = typer.Option(None, help="bind address (default server.host, 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="port (default server.port, 4000; 0 picks a free one)"),
+    workers: int = typer.Option(1, help="worker processes sharing the port (use the cores)"),
+    log_level: str = typer.Option("warning", help="log level"),
+) -> None:
+    """Run the gateway until SIGTERM/SIGINT; usage records are flushed before exit."""
+    from tiergate.server import check_workers, run_workers, serve as serve_one
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg, source = _load(config, allow_discovery=True)
+    bind_host, bind_port = host or cfg.server.host, cfg.server.port if port is None else port
+    try:
+        check_workers(cfg, workers)
+        if workers > 1:
+            run_workers(cfg, source, bind_host, bind_port, workers)
+        else:
+            asyncio.run(serve_one(cfg, source, bind_host, bind_port))
+    except TiergateError as exc:  # config errors, shared state unreachable at start
+        _fail(exc.message)
+    except OSError as exc:
+        _fail(f"cannot listen on {bind_host}:{bind_port}: {exc.strerror}")
+
+
+def _ledger(config: Optional[Path]):  # type: ignore[no-untyped-def]
+    from tiergate.ledger.base import LedgerUnavailable, open_ledger
+
+    cfg, _ = _load(config)
+    try:
+        return cfg, open_ledger(cfg.ledger_url, spool=cfg.ledger_spool_dir)
+    except LedgerUnavailable as exc:
+        _fail(exc.message, code=1)
+        raise  # unreachable
+
+
+@app.command()
+def migrate(config: Optional[Path] = ConfigOpt) -> None:
+    """Bring the ledger's schema up to date (every start does it too) and print what was applied."""
+    cfg, ledger = _ledger(config)
+    applied = ledger.applied_migrations
+    ledger.close()
+    for name in applied:
+        typer.echo(f"applied {name}")
+    typer.echo(f"ledger {cfg.ledger_display}: schema up to date" + ("" if applied else " (nothing to apply)"))
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="a unique name for the key"),
+    agent: Optional[str] = typer.Option(None, "--agent", help="attribute this key's traffic to an agent"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Issue a virtual key. It is shown once; only its hash is stored."""
+    _, ledger = _ledger(config)
+    try:
+        key = ledger.create_key(name, agent=agent)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        ledger.close()
+    typer.echo(key)
+    typer.echo(f"key {name!r} created{f' for agent {agent!r}' if agent else ''}; store it now, it is not shown again",
+               err=True)
+
+
+@keys_app.command("list")
+def keys_list(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List keys (name, prefix, agent, created, revoked); never the keys themselves."""
+    _, ledger = _ledger(config)
+    rows = ledger.list_keys()
+    ledger.close()
+    if as_json:
+        typer.echo(json.dumps([{"name": r.name, "prefix": r.prefix, "agent": r.agent,
+                                "created": r.created, "revoked": r.revoked} for r in rows]))
+        return
+    for r in rows:
+        status = "revoked" if r.revoked else "active"
+        created = dt.datetime.fromtimestamp(r.created).isoformat(timespec="seconds")
+        typer.echo(f"{r.name:<24} {r.prefix}...  agent={r.agent or '-':<16} {status:<8} created {created}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(...), config: Optional[Path] = ConfigOpt) -> None:
+    """Revoke a key; running gateways refuse it within about a second."""
+    _, ledger = _ledger(config)
+    ok = ledger.revoke_key(name)
+    ledger.close()
+    if not ok:
+        _fail(f"no active key named {name!r}", code=1)
+    typer.echo(f"key {name!r} revoked")
+
+
+@app.command()
+def report(
+    config: Optional[Path] = ConfigOpt,
+    day: Optional[str] = typer.Option(None, help="YYYY-MM-DD (default today, local time)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Requests, tokens and cost by deployment, tier, agent and task for one day."""
+    from tiergate.ledger.report import build_report, format_report
+    from tiergate.router.catalog import Catalog
+
+    cfg, ledger = _ledger(config)
+    day = day or dt.date.today().isoformat()
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        _fail(f"--day: expected YYYY-MM-DD, got {day!r}")
+    rep = build_report(ledger, day, Catalog.from_config(cfg))
+    ledger.close()
+    typer.echo(json.dumps(rep.to_dict(), indent=2) if as_json else format_report(rep))
+
+
+@app.command()
+def explain(
+    request_file: Path = typer.Argument(..., help="a chat completion request body (JSON)"),
+    config: Optional[Path] = ConfigOpt,
+    header: list[str] = typer.Option([], "--header", "-H", help="request header, e.g. 'X-Tiergate-Task: coding'"),
+) -> None:
+    """Print the routing plan and its reasons for a request, without sending anything."""
+    from tiergate.explain import explain_request
+
+    cfg, _ = _load(config)
+    headers = {}
+    for h in header:
+        k, sep, v = h.partition(":")
+        if not sep:
+            _fail(f"--header: expected 'Name: value', got {h!r}")
+        headers[k.strip()] = v.strip()
+    try:
+        typer.echo(explain_request(cfg, request_file.read_bytes(), headers))
+    except OSError as exc:
+        _fail(f"cannot read {request_file}: {exc.strerror}")
+    except TiergateError as exc:
+        _fail(f"no route: {exc.message}", code=1)
+
+
+@app.command()
+def models(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Managed local models of the running gateway: state, memory, last used, requests, load time."""
+    import urllib.error
+    import urllib.request
+
+    cfg, _ = _load(config)
+    if cfg.local_models is None:
+        _fail("no local_models section in the config", code=1)
+    key = cfg.auth.master_key.get_secret_value() if cfg.auth.master_key else ""
+    req = urllib.request.Request(f"http://{cfg.server.host}:{cfg.server.port}/admin/models",
+                                 headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            rows = json.loads(resp.read())
+    except (urllib.error.URLError, OSError) as exc:
+        _fail(f"cannot reach the gateway at {cfg.server.host}:{cfg.server.port} ({exc}); is 'tiergate serve' running?",
+              code=1)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        last = dt.datetime.fromtimestamp(r["last_used"]).isoformat(timespec="seconds") if r.get("last_used") else "-"
+        load = f"{r['load_time_s']:.1f}s" if r.get("load_time_s") is not None else "-"
+        typer.echo(f"{r['name']:<20} {r['state']:<10} {r.get('memory_mb') or 0:>7} MB  served {r['requests_served']:>6}"
+                   f"  last used {last}  load {load}  {r.get('reason') or ''}")
+
+
+sessions_app = typer.Typer(no_args_is_help=True, help="Agent sessions: list, kill.")
+app.add_typer(sessions_app, name="sessions")
+
+
+@app.command()
+def emergency(
+    state: str = typer.Argument(..., help="on | off | status"),
+    reason: str = typer.Option("switched on by an operator", help="why (shown in /health and X-Tiergate-Reason)"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Emergency mode: every request goes to local tiers only. Running gateways follow within a second."""
+    from tiergate.budgets import EMERGENCY_FLAG
+
+    if state not in ("on", "off", "status"):
+        _fail(f"expected on, off or status, got {state!r}")
+    _, ledger = _ledger(config)
+    if state != "status":
+        ledger.set_flag(EMERGENCY_FLAG, reason if state == "on" else None)
+    current = ledger.flags().get(EMERGENCY_FLAG)
+    ledger.close()
+    typer.echo(f"emergency mode: on ({current})" if current else "emergency mode: off")
+
+
+@sessions_app.command("list")
+def sessions_list(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Sessions with first/last seen, requests, tokens, cost, largest context share and kill reason."""
+    from tiergate.ledger.records import SESSION_COLUMNS
+
+    _, ledger = _ledger(config)
+    rows = [{c: r[c] for c in SESSION_COLUMNS} for r in ledger.sessions()]
+    ledger.close()
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        last = dt.datetime.fromtimestamp(r["last_seen"]).isoformat(timespec="seconds")
+        age_h = (r["last_seen"] - r["first_seen"]) / 3600
+        status = f"KILLED ({r['killed_reason']})" if r["killed_reason"] else "active"
+        typer.echo(f"{r['session']:<36} agent={r['agent'] or '-':<14} {r['requests']:>5} req  "
+                   f"${r['cost_usd']:.4f}  ctx {r['max_context_ratio']:.0%}  {age_h:.1f}h  last {last}  {status}")
+
+
+@sessions_app.command("kill")
+def sessions_kill(
+    session: Optional[str] = typer.Argument(None, help="a session id"),
+    agent: Optional[str] = typer.Option(None, "--agent", help="every session of this agent"),
+    over_usd: Optional[float] = typer.Option(None, "--all-over-usd", help="every session that spent more"),
+    reason: str = typer.Option("killed by an operator", help="shown to the agent in the 403"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Stop sessions: their next request gets 403 with the reason."""
+    if session is None and agent is None and over_usd is None:
+        _fail("give a session id, --agent NAME or --all-over-usd X")
+    _, ledger = _ledger(config)
+    killed = ledger.kill_sessions(reason, session=session, agent=agent, over_usd=over_usd)
+    ledger.close()
+    typer.echo(f"killed {len(killed)} session(s)" + (f": {', '.join(killed)}" if killed else ""))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

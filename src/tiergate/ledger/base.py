@@ -1,0 +1,87 @@
+"""The ``Ledger`` interface every caller codes against, and ``open_ledger`` to pick the backend.
+
+SQLite is the default (one file in the user's data directory); PostgreSQL
+(``postgresql://``) when several replicas share one ledger. Both keep the
+same contract: ``record`` only queues, one writer thread writes batches,
+``close`` loses nothing, reads raise ``LedgerUnavailable`` (503) rather than
+hang when the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from tiergate.errors import TiergateError
+from tiergate.ledger.records import KeyRecord, Record
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class LedgerUnavailable(TiergateError):
+    """The ledger's database cannot be reached; writes are spooled, reads fail with this."""
+
+    status = 503
+    openai_type = "api_error"
+    anthropic_type = "overloaded_error"
+    code = "ledger_unavailable"
+
+
+class Ledger(Protocol):
+    applied_migrations: list[str]  # what opening this ledger applied (``tiergate migrate`` prints it)
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def record(self, rec: Record) -> None: ...
+
+    def pending(self) -> int: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> Sequence[Mapping[str, Any]]: ...
+
+    def create_key(self, name: str, *, agent: str | None = None) -> str: ...
+
+    def revoke_key(self, name: str) -> bool: ...
+
+    def list_keys(self) -> list[KeyRecord]: ...
+
+    def keys_version(self) -> int: ...
+
+    def active_key_hashes(self) -> dict[str, KeyRecord]: ...
+
+    def control_version(self) -> int: ...
+
+    def set_flag(self, name: str, value: str | None) -> None: ...
+
+    def flags(self) -> dict[str, str]: ...
+
+    def kill_sessions(self, reason: str, *, session: str | None = None, agent: str | None = None,
+                      over_usd: float | None = None) -> list[str]: ...
+
+    def sessions(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def killed_sessions(self) -> dict[str, str]: ...
+
+
+def open_ledger(url_or_path: str | Path | None = None, *, spool: Path | None = None) -> Ledger:
+    """SQLite for ``sqlite:///PATH``, a plain path or nothing (the default file); PostgreSQL for ``postgresql://``.
+
+    ``spool`` is where the PostgreSQL ledger keeps records while the database is unreachable.
+    """
+    target = str(url_or_path) if url_or_path is not None else None
+    if target is not None and target.startswith(POSTGRES_SCHEMES):
+        from tiergate.config import default_data_dir
+        from tiergate.ledger.postgres import PostgresLedger
+
+        return PostgresLedger(target, spool_dir=spool or default_data_dir() / "spool")
+    from tiergate.ledger.sqlite import SqliteLedger
+
+    if target is None:
+        from tiergate.config import default_data_dir
+
+        return SqliteLedger(default_data_dir() / "ledger.db")
+    return SqliteLedger(Path(target.removeprefix("sqlite:///")).expanduser())

@@ -1,0 +1,235 @@
+"""SQLite ledger: usage records, virtual keys; one writer thread, batched, never lost.
+
+The request path only appends to a queue (no database round trip). One
+writer thread drains it in batches inside a transaction; ``close()`` drains
+everything that was queued before it returns, so a graceful stop (SIGTERM)
+loses nothing. Schema changes are a named list of migrations, applied once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tiergate.ids import IdSource
+from tiergate.ledger.records import (  # noqa: F401 - re-exported: callers imported these from here
+    KEY_PREFIX,
+    SESSION_COLUMNS,
+    USAGE_COLUMNS,
+    KeyRecord,
+    LocalModelEvent,
+    Pending,
+    Record,
+    SessionRow,
+    count_usage,
+    hash_key,
+    pending,
+    statements,
+)
+from tiergate.ledger.tables import DuplicateName, LedgerTables, Step
+from tiergate.ledger.writer import BatchWriter
+
+log = logging.getLogger("tiergate.ledger")
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_usage",
+        """
+        CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL,
+            key_name TEXT NOT NULL, agent TEXT, session TEXT, task TEXT,
+            requested_model TEXT NOT NULL, deployment TEXT, provider TEXT, tier INTEGER,
+            local INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+            usage_estimated INTEGER NOT NULL, cost_usd REAL NOT NULL, latency_ms REAL NOT NULL,
+            ttft_ms REAL, status INTEGER NOT NULL, stream INTEGER NOT NULL, fallbacks INTEGER NOT NULL,
+            reason TEXT NOT NULL, error TEXT, protocol TEXT NOT NULL, extra TEXT
+        );
+        CREATE INDEX usage_ts ON usage (ts);
+        CREATE INDEX usage_request ON usage (request_id);
+        CREATE INDEX usage_agent_ts ON usage (agent, ts);
+        CREATE INDEX usage_session_ts ON usage (session, ts);
+        """,
+    ),
+    (
+        "0002_keys",
+        """
+        CREATE TABLE keys (
+            name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+            agent TEXT, created REAL NOT NULL, revoked REAL
+        );
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO meta VALUES ('keys_version', 0);
+        """,
+    ),
+
+    (
+        "0003_sessions_and_flags",
+        """
+        CREATE TABLE sessions (
+            session TEXT PRIMARY KEY, key_name TEXT NOT NULL, agent TEXT,
+            first_seen REAL NOT NULL, last_seen REAL NOT NULL, requests INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+            max_context_ratio REAL NOT NULL, killed_reason TEXT
+        );
+        CREATE INDEX sessions_agent ON sessions (agent);
+        CREATE INDEX sessions_last_seen ON sessions (last_seen);
+        CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT, updated REAL NOT NULL);
+        INSERT INTO meta VALUES ('control_version', 0);
+        """,
+    ),
+    (
+        "0004_local_model_events",
+        """
+        CREATE TABLE local_model_events (
+            id INTEGER PRIMARY KEY, ts REAL NOT NULL, model TEXT NOT NULL, event TEXT NOT NULL, details TEXT
+        );
+        CREATE INDEX local_model_events_ts ON local_model_events (ts);
+        """,
+    ),
+    (
+        "0005_record_ids",  # writes are idempotent: a record written twice leaves one row
+        """
+        ALTER TABLE usage ADD COLUMN record_id TEXT;
+        CREATE UNIQUE INDEX usage_record_id ON usage (record_id);
+        ALTER TABLE local_model_events ADD COLUMN record_id TEXT;
+        CREATE UNIQUE INDEX local_model_events_record_id ON local_model_events (record_id);
+        CREATE INDEX usage_kind_ts ON usage (kind, ts);
+        """,
+    ),
+]
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open a ledger database (creating the file if needed); ``migrate`` brings its schema up to date."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations this database has not seen, each once; returns their names."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+    done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+    applied = []
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE name=?", (name,)).fetchone() is None:
+                for stmt in filter(str.strip, sql.split(";")):
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
+                applied.append(name)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+class SqliteLedger(LedgerTables):
+    """Usage records and keys in one SQLite file, written by a single thread."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._read = connect(path)
+        self._read_lock = threading.Lock()
+        self.applied_migrations = migrate(self._read)
+        self._writer: BatchWriter[Pending] = BatchWriter(self._write_batch, name="tiergate-ledger")
+        self._conn: sqlite3.Connection | None = None
+        self._ids = IdSource()  # record ids without a system call each: record() is on the request path
+        self.written = 0
+        self._closed = False
+
+    # ---------------------------------------------------------------- usage
+    def start(self) -> None:
+        self._writer.start()
+
+    def record(self, rec: Record) -> None:
+        """Queue a record; never blocks the event loop. After close, write it directly: never lose one."""
+        if self._closed:
+            log.warning("a ledger record arrived after the ledger closed; writing it directly")
+            conn = connect(self.path)
+            try:
+                self._write(conn, [pending(rec)])
+            finally:
+                conn.close()
+            return
+        self._writer.put(Pending(self._ids.new(), rec))
+
+    def pending(self) -> int:
+        return self._writer.pending()
+
+    def health(self) -> dict[str, Any]:
+        error = self._writer.error
+        return {"backend": self.backend, "ok": error is None, "spooled": 0, "pending": self.pending(),
+                "error": None if error is None else f"ledger writer stopped: {error!r}"}
+
+    def close(self) -> None:
+        """Drain every queued record to disk, then stop the writer."""
+        self._closed = True
+        left = self._writer.close()  # non-empty only when the writer never started or died
+        if left:
+            try:
+                self._write_batch(left)
+            except Exception:  # noqa: BLE001 - nothing else can keep them
+                log.exception("%d ledger records could not be written to %s", len(left), self.path)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        with self._read_lock:
+            self._read.close()
+
+    def _write_batch(self, batch: list[Pending]) -> None:
+        if self._conn is None:
+            self._conn = connect(self.path)
+        self._write(self._conn, batch)
+
+    def _write(self, conn: sqlite3.Connection, batch: list[Pending]) -> None:
+        for attempt in range(5):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for sql, rows in statements(batch):
+                    conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+                self.written += count_usage(batch)
+                return
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                log.warning("ledger write failed (%s), retry %d", exc, attempt + 1)
+                time.sleep(0.2 * (attempt + 1))
+        log.error("ledger write failed for %d records; they are kept in memory until stop", len(batch))
+        for p in batch:
+            self._writer.put(p)
+
+    # ---------------------------------------------------------------- reads and control writes (see tables.py)
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._read_lock:
+            return list(self._read.execute(sql, params))
+
+    def _transact(self, steps: Sequence[Step]) -> list[int]:
+        with self._read_lock:
+            self._read.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [self._read.execute(sql, params).rowcount for sql, params in steps]
+                self._read.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._read.execute("ROLLBACK")
+                raise DuplicateName from None
+            except BaseException:
+                self._read.execute("ROLLBACK")
+                raise
+            return counts

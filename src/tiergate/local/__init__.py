@@ -1,0 +1,1 @@
+"""Local inference runtimes: an embedded llama.cpp server, its supervisor, and discovery."""

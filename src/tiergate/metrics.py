@@ -1,0 +1,65 @@
+"""Every Prometheus metric, defined in one place, on a registry owned by the app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+        r = self.registry
+        self.requests = Counter(
+            "tiergate_requests", "Requests finished, by deployment, tier and HTTP status",
+            ["deployment", "tier", "status"], registry=r,
+        )
+        self.attempt_failures = Counter(
+            "tiergate_attempt_failures", "Failed upstream attempts, by deployment and kind",
+            ["deployment", "kind"], registry=r,
+        )
+        self.fallbacks = Counter("tiergate_fallbacks", "Requests served by a later candidate", ["deployment"], registry=r)
+        self.latency = Histogram(
+            "tiergate_request_seconds", "Total request time", ["deployment"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.overhead = Histogram(
+            "tiergate_overhead_seconds", "Gateway time: total minus upstream time", buckets=OVERHEAD_BUCKETS, registry=r
+        )
+        self.ttft = Histogram(
+            "tiergate_time_to_first_token_seconds", "Time to first streamed event", ["deployment"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter("tiergate_tokens", "Tokens, by deployment and direction", ["deployment", "direction"], registry=r)
+        self.cost = Counter("tiergate_cost_usd", "Spend in USD, by deployment", ["deployment"], registry=r)
+        self.breaker_open = Gauge("tiergate_breaker_open", "1 while a deployment's breaker is open", ["deployment"], registry=r)
+        self.dependency_up = Gauge(
+            "tiergate_dependency_up", "1 while a shared dependency (state: Redis, ledger: database) is reachable",
+            ["dependency"], registry=r,
+        )
+        self.outage_decisions = Counter(
+            "tiergate_outage_decisions", "Requests handled while a dependency was down, by concern, mode and decision",
+            ["concern", "mode", "decision"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "tiergate_rate_limited", "Requests refused by a limits[] line, by scope (key, agent) and limit "
+            "(rpm, tpm, max_concurrent)", ["scope", "limit"], registry=r,
+        )
+        self.limits_unchecked = Counter(
+            "tiergate_limits_unchecked", "Requests admitted without a limit check: shared state unreachable "
+            "and on_outage.limits is fail_open", registry=r,
+        )
+        self.ledger_pending = Gauge("tiergate_ledger_pending_records", "Usage records queued for the ledger", registry=r)
+
+    def child(self, metric, *labels: str):  # type: ignore[no-untyped-def]
+        """``metric.labels(*labels)``, memoised: the per-request path skips prometheus's validation and lock."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

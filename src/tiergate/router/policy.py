@@ -1,0 +1,184 @@
+"""Routing policy: a pure function from (request features, catalog, world) to a plan.
+
+No I/O and no clock reads: everything that changes at run time (breakers,
+which wire protocols the client can reach) arrives in ``WorldSnapshot``.
+Every candidate and every skipped deployment carries a human-readable
+reason; the chosen one's reason becomes ``X-Tiergate-Reason``.
+
+Order of candidates:
+1. the target the model field names (alias members in their listed order,
+   a deployment, or for ``auto``/``task/<type>`` the cheapest at the task's
+   minimum tier);
+2. LiteLLM-style ``routing.fallbacks`` for that target;
+3. escalation (when enabled): the remaining deployments at the same tier,
+   then up the tiers, cheapest first. Never down: a cheaper tier was not
+   asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from tiergate.errors import ContextTooLarge, ModelNotFound, NoCandidate
+from tiergate.router.catalog import Catalog, Deployment
+from tiergate.types import Candidate, RequestFeatures, RoutePlan, Skipped
+
+AUTO_NAMES = frozenset({"auto", ""})
+TASK_PREFIX = "task/"
+ASSUMED_OUTPUT_TOKENS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class WorldSnapshot:
+    """What the policy may know about the world at decision time."""
+
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # deployment -> why (breaker open, budget ...)
+    reachable_apis: frozenset[str] = frozenset({"openai-chat", "anthropic-messages"})
+    local_only_reason: str | None = None  # emergency mode: only local providers, and why
+    tier_cap: int | None = None  # budget downgrade: nothing above this tier
+    tier_cap_reason: str = ""
+    context_reroute_at: float | None = None  # prompt share of a window above which a larger one is used
+
+
+def _expected_cost(d: Deployment, f: RequestFeatures) -> float:
+    out = f.max_tokens or ASSUMED_OUTPUT_TOKENS
+    return d.cost(f.prompt_tokens_est, out)
+
+
+def _cheapest_first(ds: list[Deployment], f: RequestFeatures) -> list[Deployment]:
+    return sorted(ds, key=lambda d: (d.tier, _expected_cost(d, f), d.name))
+
+
+def _known(model: str, cat: Catalog) -> bool:
+    return (model in AUTO_NAMES or model.startswith(TASK_PREFIX) or model in cat.aliases
+            or model in cat.deployments or any(d.model == model for d in cat.deployments.values()))
+
+
+def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, str]], str, int]:
+    """(ordered (deployment, reason) pairs for the target, summary, minimum tier for escalation)."""
+    model = f.model.strip()
+    if not _known(model, cat):
+        mapped = cat.map_model(model)
+        if mapped is not None:
+            pairs, summary, min_tier = _resolve_target(replace(f, model=mapped), cat)
+            note = f"model_map {model} -> {mapped}"
+            return [(n, f"{note}; {r}") for n, r in pairs], f"{note}; {summary}", min_tier
+    task = f.task
+    if model in AUTO_NAMES or model.startswith(TASK_PREFIX):
+        if model.startswith(TASK_PREFIX):
+            task = model[len(TASK_PREFIX):]
+        if task and task in cat.tasks:
+            min_tier, why = cat.tasks[task], f"task={task} needs tier>={cat.tasks[task]}"
+        else:
+            min_tier, why = 0, (f"task={task} unknown, tier>=0" if task else "no task, tier>=0")
+        eligible = [d for d in cat.deployments.values() if d.tier >= min_tier]
+        if f.local_only and not any(d.local for d in eligible):
+            # privacy outranks the task's tier floor: the strongest local model, never the cloud
+            local = sorted((d for d in cat.deployments.values() if d.local),
+                           key=lambda d: (-d.tier, _expected_cost(d, f), d.name))
+            if local:
+                why = f"{why}, but privacy local-only and no local deployment reaches it"
+                return ([(d.name, f"{why}; strongest local" if i == 0 else f"{why}; next local")
+                         for i, d in enumerate(local)], f"auto ({why})", 0)
+        if not eligible:
+            raise NoCandidate(f"{why}: no deployment at or above tier {min_tier}")
+        lowest = min(d.tier for d in eligible)
+        first = _cheapest_first([d for d in eligible if d.tier == lowest], f)
+        pairs = [(d.name, f"{why}; cheapest at tier {lowest}" if i == 0 else f"{why}; next at tier {lowest}")
+                 for i, d in enumerate(first)]
+        return pairs, f"auto ({why})", min_tier
+    if model in cat.aliases:
+        members = cat.aliases[model]
+        pairs = [(n, f"alias {model} #{i + 1}") for i, n in enumerate(members)]
+        return pairs, f"alias {model}", min(cat.deployments[n].tier for n in members)
+    if model in cat.deployments:
+        return [(model, "requested deployment")], f"deployment {model}", cat.deployments[model].tier
+    by_upstream = [d for d in cat.deployments.values() if d.model == model]
+    if by_upstream:
+        ordered = _cheapest_first(by_upstream, f)
+        return ([(d.name, f"serves upstream model {model}") for d in ordered],
+                f"upstream model {model}", ordered[0].tier)
+    raise ModelNotFound(
+        f"model {model!r} names no alias, deployment or task; use one of: {', '.join(cat.model_names())}",
+        param="model",
+    )
+
+
+def _escalation(cat: Catalog, f: RequestFeatures, min_tier: int, seen: set[str]) -> list[tuple[str, str]]:
+    rest = [d for d in cat.deployments.values() if d.name not in seen and d.tier >= min_tier]
+    return [(d.name, f"escalation to tier {d.tier}") for d in _cheapest_first(rest, f)]
+
+
+def _skip_reason(d: Deployment, f: RequestFeatures, world: WorldSnapshot) -> str | None:
+    if f.local_only and not d.local:
+        return f"{world.local_only_reason}: not local" if world.local_only_reason else "privacy local-only: not a local provider"
+    if world.tier_cap is not None and d.tier > world.tier_cap:
+        return world.tier_cap_reason or f"tier capped at {world.tier_cap}"
+    if d.api not in world.reachable_apis:
+        return f"cannot translate to {d.api}"
+    out = f.max_tokens or 0
+    if d.max_output_tokens:
+        out = min(out, d.max_output_tokens)  # the adapter clamps max_tokens to the deployment's limit
+    need = f.prompt_tokens_est + out
+    if need > d.context_window:
+        return f"context: ~{need} tokens > window {d.context_window}"
+    if world.context_reroute_at and f.prompt_tokens_est > world.context_reroute_at * d.context_window:
+        return (f"context: prompt ~{f.prompt_tokens_est} tokens is over {world.context_reroute_at:.0%} "
+                f"of window {d.context_window}")
+    why = world.unavailable.get(d.name)
+    if why:
+        return why
+    return None
+
+
+def _capped(f: RequestFeatures, cat: Catalog, world: WorldSnapshot) -> tuple[list[tuple[str, str]], str, int]:
+    """The target, brought down to the budget's tier cap when the task asked for more."""
+    pairs, summary, min_tier = _resolve_target(f, cat)
+    cap = world.tier_cap
+    if cap is None or min_tier <= cap or not (f.model.strip() in AUTO_NAMES or f.model.startswith(TASK_PREFIX)
+                                              or cat.map_model(f.model.strip())):
+        return pairs, summary, min_tier
+    below = _cheapest_first([d for d in cat.deployments.values() if d.tier <= cap], f)
+    below.sort(key=lambda d: (-d.tier, _expected_cost(d, f), d.name))  # the strongest allowed tier first
+    note = world.tier_cap_reason or f"tier capped at {cap}"
+    return [(d.name, note) for d in below], f"{summary}; {note}", 0
+
+
+def decide(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) -> RoutePlan:
+    """The ordered candidates for one request, or a ClientError/UpstreamError saying why none."""
+    if world.local_only_reason and not features.local_only:
+        features = replace(features, local_only=True)
+    target_pairs, summary, min_tier = _capped(features, catalog, world)
+    if world.local_only_reason:
+        summary = f"{world.local_only_reason}; {summary}"
+        target_pairs = [(n, f"{world.local_only_reason}; {r}") for n, r in target_pairs]
+    ordered: list[tuple[str, str]] = list(target_pairs)
+    seen = {n for n, _ in ordered}
+    for fb in catalog.fallbacks.get(features.model, ()):
+        for n in catalog.expand(fb):
+            if n not in seen:
+                ordered.append((n, f"fallback {fb} for {features.model}"))
+                seen.add(n)
+    if catalog.escalate:
+        ordered += _escalation(catalog, features, min_tier, seen)
+
+    candidates: list[Candidate] = []
+    skipped: list[Skipped] = []
+    for name, reason in ordered:
+        d = catalog.deployments[name]
+        why_not = _skip_reason(d, features, world)
+        if why_not:
+            skipped.append(Skipped(name, why_not, len(candidates)))
+        else:
+            candidates.append(Candidate(name, d.tier, reason))
+    if not candidates:
+        detail = "; ".join(f"{s.deployment}: {s.reason}" for s in skipped) or "nothing configured"
+        if skipped and all(s.reason.startswith("context:") for s in skipped):
+            raise ContextTooLarge(f"no deployment's context window holds this request ({detail})", param="messages")
+        if world.local_only_reason:
+            raise NoCandidate(f"{world.local_only_reason}, and no local deployment is available ({detail})")
+        if features.local_only:
+            raise NoCandidate(f"X-Tiergate-Privacy: local-only and no local deployment is available ({detail})")
+        raise NoCandidate(f"no deployment available for {features.model!r} ({detail})")
+    return RoutePlan(target=features.model, summary=summary, candidates=tuple(candidates), skipped=tuple(skipped))

@@ -1,0 +1,117 @@
+"""Serving: one process, or N worker processes sharing one port (SO_REUSEPORT).
+
+Workers share keys, session kills, emergency mode and the ledger through the
+ledger. Budgets and guardian spend/age limits need ``state: redis://...`` to
+be shared; without it, and always for the local model manager (one process
+owns the model servers), several workers are refused rather than silently
+enforcing limits per process (docs/decisions/0002-workers.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+import socket
+import sys
+from typing import Any
+
+from tiergate.config import TiergateConfig
+from tiergate.errors import ConfigError
+
+
+def per_process_state(cfg: TiergateConfig) -> list[str]:
+    """Config that needs state shared between workers, which this version keeps per process."""
+    found = []
+    if cfg.budgets and cfg.state is None:
+        found.append("budgets (without state: redis://...)")
+    if cfg.limits and cfg.state is None:
+        found.append("limits (without state: redis://...)")
+    if (cfg.guardian.session_max_usd is not None or cfg.guardian.session_max_age is not None) and cfg.state is None:
+        found.append("guardian.session_max_usd / session_max_age (without state: redis://...)")
+    if cfg.local_models is not None:
+        found.append("local_models")
+    return found
+
+
+def check_workers(cfg: TiergateConfig, workers: int) -> None:
+    if workers < 1:
+        raise ConfigError("--workers: must be 1 or more")
+    shared = per_process_state(cfg)
+    if workers > 1 and shared:
+        raise ConfigError(
+            f"--workers {workers}: {', '.join(shared)} would be enforced per process, not across workers; "
+            "run one worker, or set state: redis://... for budgets and limits"
+        )
+
+
+async def serve(cfg: TiergateConfig, source: str, host: str, port: int, *, reuse_port: bool = False,
+                announce: bool = True, ready: Any = None) -> None:
+    """Serve until SIGTERM/SIGINT, then finish requests and flush the ledger."""
+    from aiohttp import web
+
+    from tiergate.app import create_app
+
+    runner = web.AppRunner(create_app(cfg), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port)
+    await site.start()
+    actual = runner.addresses[0][1] if runner.addresses else port
+    if announce:
+        print(f"tiergate listening on http://{host}:{actual} (config: {source}; "
+              f"{len(cfg.deployments)} deployments; ledger: {cfg.ledger_display})", flush=True)
+    if ready is not None:
+        ready.put(actual)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    if announce:
+        print("tiergate stopping: finishing requests and flushing the ledger", flush=True)
+    await runner.cleanup()
+
+
+def _worker(cfg: TiergateConfig, source: str, host: str, port: int, ready: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards a SIGTERM instead
+    try:
+        asyncio.run(serve(cfg, source, host, port, reuse_port=True, announce=False, ready=ready))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which exits non-zero
+        ready.put(f"error: {exc}")
+        sys.exit(1)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def run_workers(cfg: TiergateConfig, source: str, host: str, port: int, workers: int) -> None:
+    """Start N workers on one port, announce once they all listen, stop them all on SIGTERM/SIGINT."""
+    port = port or _free_port(host)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(cfg, source, host, port, ready), daemon=False) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    stop = {"sig": False}
+
+    def forward(*_: object) -> None:
+        stop["sig"] = True
+        for p in procs:
+            if p.is_alive() and p.pid:
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for _ in procs:
+        answer = ready.get(timeout=120)
+        if isinstance(answer, str):
+            forward()
+            raise ConfigError(f"a worker failed to start: {answer}")
+    print(f"tiergate listening on http://{host}:{port} (config: {source}; {workers} workers; "
+          f"{len(cfg.deployments)} deployments; ledger: {cfg.ledger_display})", flush=True)
+    for p in procs:
+        p.join()
+    print("tiergate stopped: every worker finished its requests and flushed the ledger", flush=True)

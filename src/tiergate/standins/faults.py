@@ -1,0 +1,391 @@
+"""Shared plumbing for the stand-ins.
+
+Both vendor servers need the same three things, so they live here once:
+
+* the ``/_control`` API -- a FIFO queue of faults popped by each model request,
+  plus a recording of every request -- so tests can script upstream failures
+  and assert on exactly what a gateway sent;
+* :class:`EventStream`, an SSE writer that sends each event as its own write
+  (so a proxy's pass-through can be observed) and honours ``cut_stream``;
+* the deterministic fake model (reply text, token counts, tool arguments), so
+  both protocols answer the same prompt with the same words.
+
+All state hangs off the ``aiohttp`` application; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import string
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+ErrorFactory = Callable[..., web.Response]
+"""``(status, message, *, code=None, param=None) -> Response`` in the vendor's shape."""
+
+MODES = ("status", "drop", "cut_stream", "slow")
+MAX_RECORDED = 10_000
+
+
+class ApiError(Exception):
+    """Raised by handlers; rendered by the middleware in the vendor's error shape."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None,
+                 param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+@dataclass(eq=False)
+class Fault:
+    mode: str
+    times: int = 1
+    status: int = 500
+    retry_after: float | None = None
+    after_chunks: int = 0
+    delay_s: float = 0.0
+    model: str | None = None
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> Fault:
+        """Validate one fault dict; ValueError says what is wrong."""
+        if not isinstance(raw, dict) or raw.get("mode") not in MODES:
+            raise ValueError(f"fault needs mode in {MODES}: {raw!r}")
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown fault keys {sorted(unknown)}")
+        fault = cls(**raw)
+        if not _is_num(fault.times, int) or fault.times < 1:
+            raise ValueError("times must be an integer >= 1")
+        if not _is_num(fault.status, int) or not 100 <= fault.status <= 599:
+            raise ValueError("status must be an HTTP status code")
+        if not _is_num(fault.after_chunks, int) or fault.after_chunks < 0:
+            raise ValueError("after_chunks must be an integer >= 0")
+        for key in ("retry_after", "delay_s"):
+            val = getattr(fault, key)
+            if val is not None and (not _is_num(val) or val < 0):
+                raise ValueError(f"{key} must be a number >= 0")
+        if fault.mode == "slow" and "delay_s" not in raw:
+            raise ValueError("slow fault needs delay_s")
+        return fault
+
+    def applies(self, model: str | None, path: str) -> bool:
+        return (self.model is None or self.model == model) and (
+            self.path is None or self.path == path)
+
+
+def _is_num(v: Any, kinds: type | tuple[type, ...] = (int, float)) -> bool:
+    return isinstance(v, kinds) and not isinstance(v, bool)
+
+
+class ControlState:
+    """Faults still to fire, requests seen so far, and per-model counts."""
+
+    def __init__(self, model_paths: Iterable[str], error_response: ErrorFactory) -> None:
+        self.model_paths = frozenset(model_paths)
+        self.error_response = error_response
+        self.faults: deque[Fault] = deque()
+        # Bounded so a long-running demo tier does not grow without limit.
+        self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED)
+        self.model_counts: Counter[str] = Counter()
+
+    def take(self, model: str | None, path: str) -> Fault | None:
+        """Pop (one use of) the oldest fault that applies to this request."""
+        for fault in self.faults:
+            if fault.applies(model, path):
+                fault.times -= 1
+                if fault.times == 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    def reset(self) -> None:
+        self.faults.clear()
+        self.requests.clear()
+        self.model_counts.clear()
+
+
+CONTROL = web.AppKey("tiergate_standin_control", ControlState)
+_CUT_AFTER = web.RequestKey("tiergate_standin_cut_after", int)
+
+
+def install_control(app: web.Application, *, model_paths: Iterable[str],
+                    error_response: ErrorFactory) -> None:
+    """Attach fault/recording state, its middleware and the /_control routes."""
+    app[CONTROL] = ControlState(model_paths, error_response)
+    app.middlewares.append(_control_middleware)
+    app.router.add_post("/_control/faults", _add_faults)
+    app.router.add_get("/_control/faults", _list_faults)
+    app.router.add_get("/_control/requests", _list_requests)
+    app.router.add_get("/_control/stats", _stats)
+    app.router.add_post("/_control/reset", _reset)
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parsed body, or None when it is empty or not JSON."""
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def _add_faults(request: web.Request) -> web.Response:
+    body = parse_json(await request.read())
+    if not isinstance(body, dict) or not isinstance(body.get("faults"), list):
+        return json_response({"error": 'expected {"faults": [...]}'}, 400)
+    try:
+        faults = [Fault.parse(raw) for raw in body["faults"]]
+    except (TypeError, ValueError) as exc:
+        return json_response({"error": str(exc)}, 400)
+    state = request.app[CONTROL]
+    state.faults.extend(faults)
+    return json_response({"queued": len(state.faults)})
+
+
+async def _list_faults(request: web.Request) -> web.Response:
+    return json_response([asdict(f) for f in request.app[CONTROL].faults])
+
+
+async def _list_requests(request: web.Request) -> web.Response:
+    return json_response(list(request.app[CONTROL].requests))
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return json_response(dict(request.app[CONTROL].model_counts))
+
+
+async def _reset(request: web.Request) -> web.Response:
+    request.app[CONTROL].reset()
+    return json_response({"ok": True})
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _control_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record the request, apply the next matching fault, render ApiError."""
+    if request.path.startswith("/_control/"):
+        return await handler(request)
+    state = request.app[CONTROL]
+    body = parse_json(await request.read())
+    model = body.get("model") if isinstance(body, dict) else None
+    model = model if isinstance(model, str) else None
+    fault = None
+    if request.path in state.model_paths:
+        fault = state.take(model, request.path)
+        if model is not None:
+            state.model_counts[model] += 1
+    state.requests.append({
+        "method": request.method, "path": request.path_qs,
+        "headers": {k.lower(): v for k, v in request.headers.items()},
+        "body": body, "fault": fault.mode if fault else None,
+    })
+    try:
+        if fault is None:
+            return await handler(request)
+        if fault.mode == "status":
+            resp = state.error_response(
+                fault.status, f"Injected fault: HTTP {fault.status} from the stand-in.")
+            if fault.retry_after is not None:
+                ra = fault.retry_after
+                resp.headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+            return resp
+        if fault.mode == "drop":
+            _hang_up(request)
+            return web.Response()  # never delivered: the transport is closed
+        if fault.mode == "slow":
+            await asyncio.sleep(fault.delay_s)
+            return await handler(request)
+        request[_CUT_AFTER] = fault.after_chunks
+        resp = await handler(request)
+        if isinstance(resp, web.Response) and not resp.prepared:
+            return await _truncate(request, resp)  # a non-streaming reply, cut mid-body
+        return resp
+    except ApiError as err:
+        return state.error_response(err.status, err.message, code=err.code, param=err.param)
+    except _StreamCut as cut:
+        return cut.response
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:  # vendor-shaped, like the cloud
+        return state.error_response(exc.status, f"Invalid URL ({request.method} {request.path})")
+
+
+def _hang_up(request: web.Request) -> None:
+    """Close the TCP connection; already-written bytes still go out first."""
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _truncate(request: web.Request, resp: web.Response) -> web.StreamResponse:
+    body = resp.body if isinstance(resp.body, bytes) else b""
+    out = web.StreamResponse(status=resp.status, headers=resp.headers)
+    out.content_length = len(body)
+    await out.prepare(request)
+    try:
+        await out.write(body[: len(body) // 2])
+    except ConnectionError:
+        pass
+    _hang_up(request)
+    return out
+
+
+class _StreamCut(Exception):
+    """Unwinds a streaming handler once its connection is gone."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__("stream cut")
+        self.response = response
+
+
+class EventStream:
+    """SSE response writer: one write per event, optional delay between events.
+
+    Under a ``cut_stream`` fault it hangs up after ``after_chunks`` events and
+    never sends the terminator (``final=True`` event). A client that goes away
+    mid-stream ends the handler quietly instead of logging a 500.
+    """
+
+    def __init__(self, request: web.Request, delay_s: float) -> None:
+        self._request = request
+        self._delay_s = delay_s
+        self._cut_after = request.get(_CUT_AFTER)
+        self._sent = 0
+        self.response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+
+    async def open(self) -> None:
+        await self.response.prepare(self._request)
+        if self._cut_after == 0:
+            self._cut()
+
+    async def send(self, event: bytes, *, final: bool = False) -> None:
+        if final and self._cut_after is not None:
+            self._cut()
+        if self._sent and self._delay_s > 0:
+            await asyncio.sleep(self._delay_s)
+        try:
+            await self.response.write(event)
+        except ConnectionError:
+            raise _StreamCut(self.response) from None
+        self._sent += 1
+        if self._cut_after is not None and self._sent >= self._cut_after:
+            self._cut()
+
+    async def close(self) -> web.StreamResponse:
+        try:
+            await self.response.write_eof()
+        except ConnectionError:
+            pass
+        return self.response
+
+    def _cut(self) -> None:
+        _hang_up(self._request)
+        raise _StreamCut(self.response)
+
+
+# --- the deterministic fake model -------------------------------------------
+
+VOCAB = (
+    "amber", "basalt", "cedar", "delta", "ember", "fjord", "granite", "harbor",
+    "indigo", "juniper", "kelp", "lagoon", "meadow", "nimbus", "onyx", "prairie",
+    "quartz", "river", "sierra", "tundra", "umber", "valley", "willow", "zephyr",
+)
+REPLY_WORDS = 24  # words after the "[name]" tag in an unconstrained reply
+
+
+@dataclass
+class Reply:
+    text: str
+    tokens: int  # one per whitespace-separated word
+    truncated: bool  # hit max_tokens
+    stop_sequence: str | None  # which stop sequence ended it, if any
+
+
+def scripted_reply(name: str, prompt: str, *, max_tokens: int | None = None,
+                   stop: Iterable[str] = ()) -> Reply:
+    """``[name] w1 w2 ...``: seeded by the prompt, so equal prompts get equal replies."""
+    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
+    words = [f"[{name}]"] + [VOCAB[(seed + 7 * i) % len(VOCAB)] for i in range(REPLY_WORDS)]
+    truncated = max_tokens is not None and max_tokens < len(words)
+    if truncated:
+        words = words[:max_tokens]
+    text, hit = " ".join(words), None
+    for seq in stop:
+        idx = text.find(seq) if seq else -1
+        if idx >= 0:  # text only shrinks, so a later hit is an earlier one
+            text, hit, truncated = text[:idx], seq, False
+    return Reply(text, len(text.split()), truncated, hit)
+
+
+def text_of(content: Any) -> str:
+    """All text inside a message content (string, parts list, tool blocks)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(text_of(part) for part in content)
+    if isinstance(content, dict):
+        if isinstance(content.get("text"), str):
+            return content["text"]
+        if "content" in content:
+            return text_of(content["content"])
+        if "input" in content:
+            return orjson.dumps(content["input"]).decode()
+    return ""
+
+
+def approx_tokens(text: str) -> int:
+    """Roughly four characters per token, never zero."""
+    return max(1, len(text) // 4)
+
+
+def tool_arguments(schema: Any) -> dict[str, Any]:
+    """A small object for the schema's first property, e.g. {"city": "Paris"}."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict) or not props:
+        return {}
+    key, spec = next(iter(props.items()))
+    spec = spec if isinstance(spec, dict) else {}
+    if isinstance(spec.get("enum"), list) and spec["enum"]:
+        return {key: spec["enum"][0]}
+    kind = spec.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    defaults = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
+    return {key: defaults.get(kind, "Paris")}
+
+
+def split_text(text: str, pieces: int) -> list[str]:
+    """Split into ``pieces`` near-equal non-empty slices (fewer if text is short).
+
+    Whole words per slice when there are enough words (like real token deltas),
+    otherwise plain character slices.
+    """
+    words = re.findall(r"\s*\S+|\s+$", text)
+    units = words if len(words) >= pieces else list(text)
+    n = max(1, min(pieces, len(units)))
+    size, extra = divmod(len(units), n)
+    out, pos = [], 0
+    for i in range(n):
+        step = size + (1 if i < extra else 0)
+        out.append("".join(units[pos:pos + step]))
+        pos += step
+    return out
+
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))

@@ -1,0 +1,102 @@
+"""Canonical types the router, executor and ledger share.
+
+They are small frozen dataclasses (cheap to build per request) rather than
+validation models: request bodies are never round-tripped through them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Protocol = Literal["openai-chat", "anthropic-messages"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: resolved from the key and the X-Tiergate-* headers."""
+
+    key_name: str
+    agent: str | None = None
+    session: str | None = None
+    task: str | None = None
+    local_only: bool = False
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    """What routing needs to know about one request; nothing more."""
+
+    model: str
+    task: str | None = None
+    prompt_tokens_est: int = 0
+    max_tokens: int | None = None
+    local_only: bool = False
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    deployment: str
+    tier: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    deployment: str
+    reason: str
+    rank: int = 0  # how many candidates were ahead of it: it was preferred over candidate #rank
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """Ordered candidates, each with why it is there, plus what was left out and why."""
+
+    target: str
+    summary: str
+    candidates: tuple[Candidate, ...]
+    skipped: tuple[Skipped, ...] = ()
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One row of the ledger: a request's outcome or one failed attempt."""
+
+    ts: float
+    request_id: str
+    kind: Literal["request", "attempt"]
+    key_name: str
+    agent: str | None
+    session: str | None
+    task: str | None
+    requested_model: str
+    deployment: str | None
+    provider: str | None
+    tier: int | None
+    local: bool
+    prompt_tokens: int
+    completion_tokens: int
+    usage_estimated: bool
+    cost_usd: float
+    latency_ms: float
+    ttft_ms: float | None
+    status: int
+    stream: bool
+    fallbacks: int
+    reason: str
+    error: str | None = None
+    protocol: str = "openai-chat"
+    extra: dict[str, str] = field(default_factory=dict)

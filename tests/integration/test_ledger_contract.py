@@ -1,0 +1,291 @@
+"""One contract, two ledgers: SQLite and PostgreSQL answer every Ledger method the same way.
+
+PostgreSQL-only cases put a CuttableProxy between the ledger and the server
+to make an outage: records spool to disk without blocking the caller, and
+land exactly once when the database is back (or when the next ledger opens
+on the same spool).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from procs import wait_until
+from tcp_cut import CuttableProxy
+from tiergate.ledger.base import Ledger, LedgerUnavailable, open_ledger
+from tiergate.ledger.records import LocalModelEvent, SessionRow, hash_key, pending
+from tiergate.types import UsageRecord
+
+
+def usage(i: int, *, ts: float | None = None, kind: str = "request", status: int = 200, agent: str = "a") -> UsageRecord:
+    return UsageRecord(ts=ts if ts is not None else time.time(), request_id=f"r{i}", kind=kind, key_name="k",
+                       agent=agent, session="s", task="t", requested_model="auto", deployment="d", provider="p",
+                       tier=1, local=i % 2 == 0, prompt_tokens=i, completion_tokens=1, usage_estimated=False,
+                       cost_usd=0.001, latency_ms=1.0, ttft_ms=None, status=status, stream=False, fallbacks=0,
+                       reason="r", extra={"note": "x"} if i == 0 else {})
+
+
+def session_row(name: str, *, last_seen: float, requests: int, killed: str | None = None) -> SessionRow:
+    return SessionRow(name, "k", "agent", 1.0, last_seen, requests, 10 * requests, requests, 0.5 * requests, 0.25,
+                      killed)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """Where a ledger lives: a SQLite path, or a PostgreSQL schema of this test's own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def make(target, tmp_path):
+    opened: list[Ledger] = []
+
+    def factory(url: str | None = None) -> Ledger:
+        led = open_ledger(url or target, spool=tmp_path / "spool")
+        opened.append(led)
+        return led
+
+    yield factory
+    for led in opened:
+        led.close()
+
+
+def count(led: Ledger, where: str = "1=1", params: tuple = ()) -> int:
+    return int(led.query(f"SELECT count(*) AS n FROM usage WHERE {where}", params)[0]["n"])
+
+
+# ---------------------------------------------------------------------------- both backends
+def test_close_drains_every_queued_record(make):
+    led = make()
+    led.start()
+    for i in range(5000):
+        led.record(usage(i))
+    led.record(session_row("s1", last_seen=2.0, requests=1))
+    led.record(LocalModelEvent(time.time(), "m", "load", "{}"))
+    led.close()  # returns only when every record is written
+    again = make()
+    assert count(again) == 5000
+    assert int(again.query("SELECT sum(prompt_tokens) AS s FROM usage")[0]["s"]) == sum(range(5000))
+    assert [r["session"] for r in again.sessions()] == ["s1"]
+    h = again.health()
+    assert (h["ok"], h["spooled"], h["error"]) == (True, 0, None) and h["backend"] in ("sqlite", "postgresql")
+
+
+def test_usage_rows_answer_the_report_and_budget_queries(make):
+    from tiergate.ledger.report import build_report, day_bounds
+
+    led = make()
+    led.start()
+    start, end = day_bounds("2026-11-20")
+    for i in range(6):
+        led.record(usage(i, ts=start + 60 * i))
+    led.record(usage(10, ts=start + 5, kind="attempt", status=503))
+    led.record(usage(11, ts=end + 5))  # the next day
+    led.close()
+    led = make()
+    rows = led.query("SELECT key_name, agent, session, task, deployment, cost_usd FROM usage "
+                     "WHERE kind = 'request' AND status < 400 AND deployment IS NOT NULL AND ts >= ? AND ts < ?",
+                     (start, end))
+    assert len(rows) == 6 and rows[0]["deployment"] == "d" and rows[0]["agent"] == "a"
+    assert count(led, "request_id LIKE 'r1%' AND ts >= ?", (start,)) == 3  # r1, r10, r11: a literal % survives
+    extra = led.query("SELECT extra, local FROM usage WHERE request_id = ?", ("r0",))[0]
+    assert extra["extra"] == '{"note":"x"}' and extra["local"] == 1
+    rep = build_report(led, "2026-11-20")
+    assert (rep.requests, rep.failed_attempts, rep.prompt_tokens) == (6, 1, sum(range(6)))
+    assert rep.local_share == 0.5 and rep.by_agent["a"].requests == 6
+
+
+def test_keys_create_list_revoke_and_versions(make):
+    led = make()
+    v0 = led.keys_version()
+    key = led.create_key("bot", agent="researcher")
+    assert key.startswith("tg-") and led.keys_version() == v0 + 1
+    active = led.active_key_hashes()
+    assert list(active) == [hash_key(key)] and active[hash_key(key)].agent == "researcher"
+    with pytest.raises(ValueError, match="already exists"):
+        led.create_key("bot")
+    led.create_key("other")
+    assert [(k.name, k.prefix, k.revoked) for k in led.list_keys()] == [("bot", key[:8], None),
+                                                                         ("other", led.list_keys()[1].prefix, None)]
+    assert led.revoke_key("bot") and not led.revoke_key("bot") and not led.revoke_key("ghost")
+    assert [k.name for k in led.active_key_hashes().values()] == ["other"]
+    assert led.list_keys()[0].revoked is not None
+    assert make().keys_version() == led.keys_version()  # another process sees the same version
+
+
+def test_flags_and_control_version(make):
+    led = make()
+    v0 = led.control_version()
+    led.set_flag("emergency", "budget gone")
+    led.set_flag("other", "x")
+    assert led.flags() == {"emergency": "budget gone", "other": "x"}
+    led.set_flag("emergency", None)
+    assert led.flags() == {"other": "x"} and led.control_version() == v0 + 3
+
+
+def test_kill_sessions_and_killed_sessions(make):
+    led = make()
+    led.start()
+    for name, agent, cost in (("s1", "a", 1.0), ("s2", "a", 5.0), ("s3", "b", 9.0)):
+        led.record(SessionRow(name, "k", agent, 1.0, 2.0, 1, 1, 1, cost, 0.1, None))
+    led.close()
+    led = make()
+    v0 = led.control_version()
+    assert sorted(led.kill_sessions("over budget", over_usd=4.0)) == ["s2", "s3"]
+    assert sorted(led.kill_sessions("agent a", agent="a")) == ["s1"]  # s2 was killed already
+    assert led.kill_sessions("ahead of time", session="future") == ["future"]  # not seen yet: killed in advance
+    assert led.kill_sessions("nothing", session="s1") == []
+    assert led.killed_sessions() == {"s1": "agent a", "s2": "over budget", "s3": "over budget",
+                                     "future": "ahead of time"}
+    assert led.control_version() == v0 + 3
+
+
+def test_session_upsert_keeps_kill_and_ignores_older_rows(make):
+    led = make()
+    led.start()
+    led.record(session_row("s", last_seen=10.0, requests=1))
+    led.close()
+    led = make()
+    led.kill_sessions("stop", session="s")
+    led.start()
+    led.record(session_row("s", last_seen=20.0, requests=2))  # the tracker's later row has no kill in it
+    led.record(LocalModelEvent(5.0, "llama", "load", '{"s": 1}'))
+    led.close()
+    led = make()
+    led.start()
+    led.record(session_row("s", last_seen=15.0, requests=9))  # an older row replayed late changes nothing
+    led.close()
+    led = make()
+    (row,) = led.sessions()
+    assert (row["requests"], row["last_seen"], row["killed_reason"], row["cost_usd"]) == (2, 20.0, "stop", 1.0)
+    events = led.query("SELECT ts, model, event, details FROM local_model_events")
+    assert [dict(e) for e in events] == [{"ts": 5.0, "model": "llama", "event": "load", "details": '{"s": 1}'}]
+
+
+def test_migrations_apply_once(make):
+    first = make()
+    names = [r["name"] for r in first.query("SELECT name FROM schema_migrations ORDER BY name")]
+    assert first.applied_migrations == names and "0005_record_ids" in names
+    second = make()
+    assert second.applied_migrations == []
+    assert [r["name"] for r in second.query("SELECT name FROM schema_migrations ORDER BY name")] == names
+
+
+def test_two_ledgers_migrating_one_fresh_database_at_once(make):
+    barrier, results, errors = threading.Barrier(2), [], []
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            results.append(make().applied_migrations)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(results) == 2
+    applied = results[0] + results[1]  # each migration applied by exactly one of them
+    assert sorted(applied) == sorted(set(applied)) and {"0001_usage", "0005_record_ids"} <= set(applied)
+    assert make().applied_migrations == []
+
+
+def test_a_record_written_twice_is_one_row(make):
+    led = make()
+    same = pending(usage(1))
+    led._write_batch([same, pending(usage(2))])  # noqa: SLF001 - what a spool replay or a re-sent batch does
+    led._write_batch([same])  # noqa: SLF001
+    event = pending(LocalModelEvent(1.0, "m", "load", "{}"))
+    led._write_batch([event])  # noqa: SLF001
+    led._write_batch([event])  # noqa: SLF001
+    assert count(led) == 2 and count(led, "record_id = ?", (same.record_id,)) == 1
+    assert led.query("SELECT count(*) AS n FROM local_model_events")[0]["n"] == 1
+
+
+# ---------------------------------------------------------------------------- PostgreSQL outages
+@pytest.fixture
+def proxy():
+    p = CuttableProxy("127.0.0.1", 5432).start()
+    yield p
+    p.stop()
+
+
+def postgres_via(proxy: CuttableProxy, pg_schema, spool: Path):  # type: ignore[no-untyped-def]
+    from tiergate.ledger.postgres import PostgresLedger
+
+    return PostgresLedger(pg_schema.url(port=proxy.port), spool_dir=spool, retry_max_s=0.5, close_timeout_s=10)
+
+
+def test_outage_spools_without_blocking_and_every_record_lands_once(proxy, pg_schema, tmp_path):
+    led = postgres_via(proxy, pg_schema, tmp_path / "spool")
+    led.start()
+    for i in range(200):
+        led.record(usage(i))
+    assert wait_until(lambda: led.pending() == 0 and led.written == 200, timeout=20)
+    proxy.cut()
+    slowest = 0.0
+    for i in range(200, 500):
+        t0 = time.perf_counter()
+        led.record(usage(i))
+        slowest = max(slowest, time.perf_counter() - t0)
+        if i % 50 == 0:
+            time.sleep(0.05)  # several batches, not one
+    assert slowest < 0.5  # the request path only queues (loose: a loaded CI machine stalls threads)
+    assert wait_until(lambda: led.health()["spooled"] == 300, timeout=20), led.health()
+    health = led.health()
+    assert health["ok"] is False and health["backend"] == "postgresql" and health["error"]
+    with pytest.raises(LedgerUnavailable) as err:
+        led.keys_version()
+    assert err.value.status == 503
+    assert list((tmp_path / "spool").rglob("*.jsonl"))
+    proxy.restore()
+    assert wait_until(lambda: led.health()["spooled"] == 0 and led.health()["ok"], timeout=30), led.health()
+    assert led.keys_version() == 0
+    led.close()
+    assert not list((tmp_path / "spool").rglob("*.jsonl"))
+    rows = pg_schema.rows("SELECT request_id, count(*) AS n FROM usage GROUP BY request_id")
+    assert len(rows) == 500 and {r["n"] for r in rows} == {1}
+
+
+def test_spool_left_by_a_ledger_closed_during_an_outage_is_replayed_next_start(proxy, pg_schema, tmp_path):
+    spool = tmp_path / "spool"
+    first = postgres_via(proxy, pg_schema, spool)
+    first.start()
+    first.record(usage(0))
+    assert wait_until(lambda: first.written == 1, timeout=20)
+    proxy.cut()
+    for i in range(1, 101):
+        first.record(usage(i))
+        first.record(session_row("s", last_seen=float(i), requests=i))
+    t0 = time.monotonic()
+    first.close()  # the database is down: close spools what is left, in bounded time
+    assert time.monotonic() - t0 < 12
+    first.record(usage(101))  # a straggler after close: spooled too, never a network wait
+    assert first.health()["spooled"] == 201
+    proxy.restore()
+    second = postgres_via(proxy, pg_schema, spool)
+    assert second.health()["spooled"] == 201  # seen at open, replayed once started
+    second.start()
+    assert wait_until(lambda: second.health()["spooled"] == 0, timeout=30), second.health()
+    second.close()
+    assert not list(spool.rglob("*.jsonl"))
+    rows = pg_schema.rows("SELECT request_id FROM usage")
+    assert sorted(r["request_id"] for r in rows) == sorted(f"r{i}" for i in range(102))
+    assert pg_schema.rows("SELECT requests FROM sessions") == [{"requests": 100}]
+
+
+def test_unreachable_at_open_is_a_clear_503_without_the_password(pg_schema, tmp_path):
+    proxy = CuttableProxy("127.0.0.1", 5432).start()
+    port = proxy.port
+    proxy.stop()  # nothing listens there now
+    with pytest.raises(LedgerUnavailable) as err:
+        open_ledger(pg_schema.url(port=port, password="hunter2-secret"), spool=tmp_path)
+    assert err.value.status == 503 and "hunter2-secret" not in err.value.message and ":***@" in err.value.message

@@ -1,0 +1,50 @@
+"""The SQLite ledger: migrations once, batched writes, close() drains everything queued."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from tiergate.ledger.sqlite import MIGRATIONS, SqliteLedger, hash_key
+from tiergate.types import UsageRecord
+
+
+def rec(i: int) -> UsageRecord:
+    return UsageRecord(ts=time.time(), request_id=f"r{i}", kind="request", key_name="k", agent="a", session="s",
+                       task=None, requested_model="auto", deployment="d", provider="p", tier=0, local=True,
+                       prompt_tokens=i, completion_tokens=1, usage_estimated=False, cost_usd=0.0, latency_ms=1.0,
+                       ttft_ms=None, status=200, stream=False, fallbacks=0, reason="r")
+
+
+def test_close_drains_every_queued_record(tmp_path):
+    led = SqliteLedger(tmp_path / "l.db")
+    led.start()
+    for i in range(30_000):
+        led.record(rec(i))
+    led.close()  # returns only when all of them are on disk
+    conn = sqlite3.connect(tmp_path / "l.db")
+    assert conn.execute("SELECT count(*), sum(prompt_tokens) FROM usage").fetchone() == (30_000, sum(range(30_000)))
+
+
+def test_migrations_apply_once_and_are_recorded(tmp_path):
+    SqliteLedger(tmp_path / "l.db").close()
+    SqliteLedger(tmp_path / "l.db").close()
+    conn = sqlite3.connect(tmp_path / "l.db")
+    assert [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")] == [n for n, _ in MIGRATIONS]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_keys_are_hashed_unique_and_revocable(tmp_path):
+    led = SqliteLedger(tmp_path / "l.db")
+    v0 = led.keys_version()
+    key = led.create_key("bot", agent="researcher")
+    assert led.keys_version() == v0 + 1
+    active = led.active_key_hashes()
+    assert hash_key(key) in active and active[hash_key(key)].agent == "researcher"
+    with pytest.raises(ValueError, match="already exists"):
+        led.create_key("bot")
+    assert led.revoke_key("bot") and not led.revoke_key("bot")
+    assert led.active_key_hashes() == {}
+    led.close()

@@ -1,0 +1,127 @@
+"""Routing policy, table-driven: (request, world) -> ordered candidates with reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiergate.config import config_from_dict
+from tiergate.errors import ContextTooLarge, ModelNotFound, NoCandidate
+from tiergate.router.catalog import Catalog
+from tiergate.router.policy import WorldSnapshot, decide
+from tiergate.types import RequestFeatures
+
+RAW = {
+    "providers": {
+        "box": {"api": "openai-chat", "base_url": "http://127.0.0.1:8080/v1", "local": True},
+        "box2": {"api": "openai-chat", "base_url": "http://127.0.0.1:8081/v1", "local": True},
+        "cheapco": {"api": "openai-chat", "base_url": "https://cheap.example/v1"},
+        "midco": {"api": "openai-chat", "base_url": "https://mid.example/v1"},
+        "anthro": {"api": "anthropic-messages", "base_url": "https://api.anthropic.example"},
+    },
+    "deployments": [
+        {"name": "local-8b", "provider": "box", "model": "llama-8b", "tier": 0, "context_window": 8192},
+        {"name": "local-3b", "provider": "box2", "model": "llama-3b", "tier": 0, "context_window": 4096,
+         "max_output_tokens": 512},
+        {"name": "cheap", "provider": "cheapco", "model": "mini", "tier": 1, "context_window": 128000,
+         "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
+        {"name": "cheaper", "provider": "cheapco", "model": "nano", "tier": 1, "context_window": 16000,
+         "price": {"input_per_mtok": 0.05, "output_per_mtok": 0.2}},
+        {"name": "mid", "provider": "midco", "model": "mid-1", "tier": 2, "context_window": 128000,
+         "price": {"input_per_mtok": 1, "output_per_mtok": 5}},
+        {"name": "sonnet", "provider": "anthro", "model": "claude-sonnet", "tier": 3, "context_window": 200000,
+         "price": {"input_per_mtok": 3, "output_per_mtok": 15}},
+    ],
+    "aliases": {"local/fast": ["local-3b", "local-8b"], "cloud/frontier": ["sonnet"]},
+    "tasks": {"classification": 0, "coding": 1, "reasoning": 3},
+    "routing": {"fallbacks": {"local-8b": ["mid"]}},
+    "model_map": {"claude-*haiku*": "local/fast", "claude-*": "task/coding"},
+}
+CAT = Catalog.from_config(config_from_dict(RAW, env={}))
+ALL = WorldSnapshot()
+OPENAI_ONLY = WorldSnapshot(reachable_apis=frozenset({"openai-chat"}))
+
+
+def names(plan):
+    return [c.deployment for c in plan.candidates]
+
+
+@pytest.mark.parametrize(
+    ("features", "world", "expected"),
+    [
+        # auto with no task: tier 0 cheapest first (equal price -> by name), then escalation up the tiers
+        (RequestFeatures("auto"), ALL, ["local-3b", "local-8b", "cheaper", "cheap", "mid", "sonnet"]),
+        # a task's minimum tier: coding starts at tier 1, cheapest first
+        (RequestFeatures("auto", task="coding"), ALL, ["cheaper", "cheap", "mid", "sonnet"]),
+        (RequestFeatures("task/reasoning"), ALL, ["sonnet"]),
+        # an unknown task is treated as tier 0
+        (RequestFeatures("task/poetry"), ALL, ["local-3b", "local-8b", "cheaper", "cheap", "mid", "sonnet"]),
+        # alias order is the user's order, then escalation from the alias's tier
+        (RequestFeatures("local/fast"), ALL, ["local-3b", "local-8b", "cheaper", "cheap", "mid", "sonnet"]),
+        # a deployment, then its LiteLLM-style fallbacks, then same tier, then up
+        (RequestFeatures("local-8b"), ALL, ["local-8b", "mid", "local-3b", "cheaper", "cheap", "sonnet"]),
+        # requesting by upstream model id works too
+        (RequestFeatures("mini"), ALL, ["cheap", "cheaper", "mid", "sonnet"]),
+        # privacy: never leaves local providers
+        (RequestFeatures("auto", task="reasoning", local_only=False), ALL, ["sonnet"]),
+        (RequestFeatures("auto", local_only=True), ALL, ["local-3b", "local-8b"]),
+        # privacy outranks a task's tier floor: served by the strongest local model rather than refused
+        (RequestFeatures("task/reasoning", local_only=True), ALL, ["local-3b", "local-8b"]),
+        # context window: a 16.5k-token need skips the windows of 4k, 8k and 16k
+        (RequestFeatures("auto", prompt_tokens_est=15500, max_tokens=1000), ALL, ["cheap", "mid", "sonnet"]),
+        # max_tokens is clamped to a deployment's output limit before the window check (128k from Claude Code):
+        # local-3b (limit 512) fits; the 128k windows without a limit cannot hold 3k + 128k; sonnet's 200k can
+        (RequestFeatures("local/fast", prompt_tokens_est=3000, max_tokens=128000), ALL, ["local-3b", "sonnet"]),
+        # model_map: vendor names a client cannot change are mapped by glob, first match wins
+        (RequestFeatures("claude-3-5-haiku-20241022"), ALL, ["local-3b", "local-8b", "cheaper", "cheap", "mid", "sonnet"]),
+        (RequestFeatures("claude-sonnet-4-5"), ALL, ["cheaper", "cheap", "mid", "sonnet"]),
+        # open breakers are skipped
+        (RequestFeatures("auto"), WorldSnapshot(unavailable={"local-3b": "breaker open"}),
+         ["local-8b", "cheaper", "cheap", "mid", "sonnet"]),
+        # a protocol the client cannot reach is skipped
+        (RequestFeatures("auto", task="coding"), OPENAI_ONLY, ["cheaper", "cheap", "mid"]),
+    ],
+)
+def test_candidate_order(features, world, expected):
+    assert names(decide(features, CAT, world)) == expected
+
+
+def test_escalation_can_be_disabled():
+    raw = {**RAW, "routing": {"escalate": False}}
+    cat = Catalog.from_config(config_from_dict(raw, env={}))
+    assert names(decide(RequestFeatures("local/fast"), cat, ALL)) == ["local-3b", "local-8b"]
+
+
+def test_reasons_explain_each_candidate_and_skip():
+    plan = decide(RequestFeatures("auto", task="coding"), CAT, WorldSnapshot(unavailable={"cheaper": "breaker open (x)"}))
+    assert plan.candidates[0].deployment == "cheap"
+    assert "task=coding needs tier>=1" in plan.candidates[0].reason
+    assert plan.candidates[1].reason == "escalation to tier 2"
+    assert [(s.deployment, s.reason) for s in plan.skipped] == [("cheaper", "breaker open (x)")]
+
+
+def test_local_only_with_all_local_down_is_an_error_not_the_cloud():
+    world = WorldSnapshot(unavailable={"local-3b": "breaker open", "local-8b": "breaker open"})
+    with pytest.raises(NoCandidate, match="local-only"):
+        decide(RequestFeatures("auto", local_only=True), CAT, world)
+
+
+def test_unknown_model_lists_what_exists():
+    with pytest.raises(ModelNotFound) as ei:
+        decide(RequestFeatures("gpt-9"), CAT, ALL)
+    assert "local/fast" in ei.value.message and ei.value.status == 404
+
+
+def test_prompt_too_big_for_every_window_is_a_400():
+    with pytest.raises(ContextTooLarge) as ei:
+        decide(RequestFeatures("auto", prompt_tokens_est=300000), CAT, ALL)
+    assert ei.value.status == 400
+
+
+def test_decide_is_deterministic():
+    f = RequestFeatures("auto", prompt_tokens_est=50)
+    assert decide(f, CAT, ALL) == decide(f, CAT, ALL)
+
+
+def test_model_map_explains_itself():
+    plan = decide(RequestFeatures("claude-sonnet-4-5"), CAT, ALL)
+    assert plan.candidates[0].reason.startswith("model_map claude-sonnet-4-5 -> task/coding; task=coding")
