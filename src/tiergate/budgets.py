@@ -188,13 +188,19 @@ class BudgetGuard:
         if c.tier_cap is None or tier < c.tier_cap:
             c.tier_cap, c.tier_cap_reason = tier, f"downgraded to tier<={tier}: {why}"
 
-    async def tighten(self, c: Constraints, refusals: Sequence[tuple[BudgetLine, str, Deployment]]) -> bool:
+    async def tighten(self, c: Constraints, refusals: Sequence[tuple[BudgetLine | None, str, Deployment]]) -> bool:
         """Apply the actions of budgets that refused a reservation; True when routing should try again.
 
         A local-only budget that refused latches emergency mode for the rest of its window.
         """
         changed = False
         for line, why, d in refusals:
+            if line is None:  # the budgets could not be checked (fail_closed): local tiers only
+                if c.local_only is None:
+                    c.local_only, changed = why, True
+                    if self.outages is not None:
+                        self.outages.decided("budgets", "local_only")
+                continue
             b = line.budget
             if b.action == "local-only" and c.local_only is None:
                 c.local_only, changed = f"emergency local-only: {why}", True
@@ -220,16 +226,23 @@ class BudgetGuard:
         return lines
 
     async def reserve(self, lines: Sequence[BudgetLine]) -> tuple[str | None, BudgetLine | None]:
-        """(why not, the line that refused) or (None, None) once reserved."""
+        """(why not, the line that refused) or (None, None) once reserved.
+
+        The refusing line is None when the shared state is down and on_outage.budgets is fail_closed.
+        """
         if not lines:
             return None, None
         try:
             why = await self.state.budget_reserve(lines)
-        except StateUnavailable:
+        except StateUnavailable as exc:
             mode = self._outage_mode("budgets")
-            # fail_closed still serves what costs nothing (local tiers); cloud spend that cannot be checked is refused
-            if mode is None or (mode == "fail_closed" and any(ln.amount_usd > 0 for ln in lines)):
+            if mode is None:
                 raise
+            if mode == "fail_closed" and any(ln.amount_usd > 0 for ln in lines):
+                # Redis went away between planning and this reservation: skip the candidate, and the
+                # caller's tighten() re-routes to local tiers (fail_closed still serves what costs nothing)
+                return (f"budgets cannot be checked ({exc.message}; on_outage.budgets: fail_closed): "
+                        "local tiers only"), None
             self._unchecked.add(id(lines))
             return None, None
         if why is None:

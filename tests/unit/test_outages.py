@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tiergate.budgets import BudgetGuard
+from tiergate.budgets import BudgetGuard, Constraints
 from tiergate.config import config_from_dict
 from tiergate.guardrails_config import OutageConfig
 from tiergate.metrics import Metrics
@@ -86,8 +86,12 @@ def test_budget_outage_modes(mode, local_only, cloud_reserve, decision):
         await guard.settle(local_lines, 0.0)
         cloud_lines = guard.lines_for(WHO, CAT.deployments["cloud"], 100, 100)
         if cloud_reserve == "refused":
-            with pytest.raises(StateUnavailable):
-                await guard.reserve(cloud_lines)
+            # Redis died between planning and reserving: the candidate is skipped and routing turns local-only
+            why, line = await guard.reserve(cloud_lines)
+            assert line is None and "on_outage.budgets: fail_closed" in why
+            fresh = Constraints()
+            assert await guard.tighten(fresh, [(None, why, CAT.deployments["cloud"])]) is True
+            assert fresh.local_only == why
         else:
             assert await guard.reserve(cloud_lines) == (None, None)
             await guard.settle(cloud_lines, 0.3)

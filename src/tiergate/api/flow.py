@@ -147,6 +147,7 @@ async def relay_stream(
     gw.metrics.overhead.observe(overhead_ms / 1000)
     resp = web.StreamResponse(status=200, headers=headers)
     resp.content_type = "text/event-stream"
+    delivered = False  # every event written: a client that hangs up during write_eof got the whole answer
     try:
         await resp.prepare(request)
         if s.first_event:
@@ -157,9 +158,11 @@ async def relay_stream(
             status, error = 502, str(s.state["error"])
             if error_event is not None:
                 await resp.write(error_event(error))
+        delivered = True
         await resp.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
-        status, error = 499, "client closed the connection"
+        if not delivered:
+            status, error = 499, "client closed the connection"
         s.close()
         raise
     except Exception as exc:  # noqa: BLE001 - headers are sent: end the stream in-band, never a second response
