@@ -84,6 +84,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--py-spy", default="/tmp/tiergate-bench-tools/bin/py-spy")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--keep-raw", metavar="FILE", help="copy py-spy's raw stacks here (for flame graphs or your own cuts)")
     args = ap.parse_args()
     R.NICE = -15 if os.geteuid() == 0 else 0
     spy_bin = args.py_spy if os.access(args.py_spy, os.X_OK) else shutil.which("py-spy")
@@ -107,7 +108,7 @@ def main() -> int:
         spy = None
         if spy_bin:
             spy = subprocess.Popen([spy_bin, "record", "-p", str(p.p.pid), "-d", str(max(1, args.seconds - 1)),
-                                    "-r", "250", "-f", "raw", "--threads", "--nonblocking", "-o", raw],
+                                    "-r", "250", "-f", "raw", "--threads", *([] if os.environ.get("BENCH_PYSPY_BLOCKING") else ["--nonblocking"]), "-o", raw],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = threads(p.p.pid)
         path, bf, hf = run.lanes.get(args.target, args.lane)
@@ -124,6 +125,8 @@ def main() -> int:
             spy.wait(args.seconds + 60)
             if os.path.exists(raw):
                 summary = summarize(raw, args.top)
+                if args.keep_raw:
+                    shutil.copyfile(raw, args.keep_raw)
                 for ln in open(raw):
                     head = ln.rstrip().rpartition(" ")[0].split(";", 1)[0]  # "thread (TID): NAME"
                     if head.startswith("thread (") and "): " in head:

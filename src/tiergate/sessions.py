@@ -1,7 +1,7 @@
 """Every request belongs to a session; the guardian's verdicts are applied here.
 
-Session totals live in memory (no database round trip per request) and are
-upserted to the ledger by its writer thread. With shared state (Redis), each
+Session totals live in memory (no database round trip per request) and the
+ones that changed are upserted to the ledger about once a second (``flush``). With shared state (Redis), each
 settled request also adds to the session's totals there and the guardian
 judges the totals of every replica together, never one replica's share. Kills made elsewhere (the CLI,
 another process) arrive through the ledger's control version, polled
@@ -51,6 +51,7 @@ class SessionTracker:
         self.alerts = alerts
         self.clock = clock
         self.states: dict[str, guardian.SessionState] = {}
+        self._dirty: dict[str, guardian.SessionState] = {}  # totals changed since the last flush()
         self._control_version = -1
 
     def load(self) -> None:
@@ -134,7 +135,7 @@ class SessionTracker:
         if verdict.action == "kill":
             await self._kill(state, verdict.reason)
         else:
-            self._persist(state)
+            self._dirty[state.session] = state  # written by flush(), once a second, not once per request
 
     async def _add_shared(self, state: guardian.SessionState, usage: Usage, cost: float) -> None:
         """Judge the totals of every replica; while Redis is down, this replica's own count (logged)."""
@@ -170,7 +171,20 @@ class SessionTracker:
         self._alert("session_killed", f"session {state.session} killed: {reason}", f"kill:{state.session}",
                     session=state.session, cost_usd=state.cost_usd)
 
+    def flush(self) -> int:
+        """Queue one ledger row per session whose totals changed since the last call; returns how many.
+
+        Called about once a second and on shutdown: a busy session costs one
+        upsert a second instead of one per request (the usage rows themselves
+        are recorded per request, so nothing is lost if a crash skips a flush).
+        """
+        dirty, self._dirty = self._dirty, {}
+        for state in dirty.values():
+            self._persist(state)
+        return len(dirty)
+
     def _persist(self, s: guardian.SessionState) -> None:
+        self._dirty.pop(s.session, None)
         self.ledger.record(SessionRow(s.session, s.key_name, s.agent, s.first_seen, s.last_seen, s.requests,
                                       s.prompt_tokens, s.completion_tokens, s.cost_usd, s.max_context_ratio,
                                       s.killed_reason))

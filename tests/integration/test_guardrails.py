@@ -170,8 +170,11 @@ def test_sessions_killed_by_cli_and_by_the_guardian(standins, gateway):
         anthropic.Anthropic(base_url=gw.base_url, api_key=MASTER_KEY, max_retries=0).messages.create(
             model="cloud", max_tokens=5, messages=[{"role": "user", "content": "x"}],
             extra_headers={"X-Tiergate-Session": "s-a"})
-    time.sleep(1.2)  # the writer thread persists session totals off the request path
-    rows = {r["session"]: r for r in json.loads(gw.cli("sessions", "list", "--json").stdout)}
+    def listed() -> dict:  # session totals reach the ledger about once a second, off the request path
+        return {r["session"]: r for r in json.loads(gw.cli("sessions", "list", "--json").stdout)}
+
+    assert wait_until(lambda: listed().get("s-a", {}).get("requests", 0) >= 2, timeout=10)
+    rows = listed()
     assert rows["s-a"]["killed_reason"] and rows["s-a"]["agent"] == "bot" and rows["s-a"]["requests"] >= 2
     assert rows["s-b"]["killed_reason"] == "runaway loop"
 

@@ -125,3 +125,64 @@ def test_decide_is_deterministic():
 def test_model_map_explains_itself():
     plan = decide(RequestFeatures("claude-sonnet-4-5"), CAT, ALL)
     assert plan.candidates[0].reason.startswith("model_map claude-sonnet-4-5 -> task/coding; task=coding")
+
+
+# ---------------------------------------------------------------- the memoised planner used per request
+def _with_prices(**tier1: tuple[float, float]) -> Catalog:
+    raw = {**RAW, "deployments": [
+        {**d, "price": {"input_per_mtok": tier1[d["name"]][0], "output_per_mtok": tier1[d["name"]][1]}}
+        if d["name"] in tier1 else d for d in RAW["deployments"]]}
+    return Catalog.from_config(config_from_dict(raw, env={}))
+
+
+@pytest.mark.parametrize(("prices", "independent"), [
+    ({}, True),  # cheaper is cheaper on both input and output
+    ({"cheap": (0.15, 0.6), "cheaper": (0.15, 0.6)}, True),  # equal: by name, whatever the tokens
+    ({"cheap": (0.10, 0.6), "cheaper": (0.15, 0.2)}, False),  # cheap on input, cheaper on output
+])
+def test_order_is_token_independent(prices, independent):
+    from tiergate.router.policy import order_is_token_independent
+
+    assert order_is_token_independent(_with_prices(**prices)) is independent
+
+
+CROSSED = _with_prices(cheap=(0.10, 0.6), cheaper=(0.15, 0.2))
+WORLDS = [
+    ALL, OPENAI_ONLY,
+    WorldSnapshot(unavailable={"cheaper": "breaker open"}),
+    WorldSnapshot(local_only_reason="emergency mode on (by hand)"),
+    WorldSnapshot(tier_cap=1, tier_cap_reason="downgraded to tier<=1: budget"),
+    WorldSnapshot(context_reroute_at=0.5),
+]
+REQUESTS = [
+    RequestFeatures("auto"), RequestFeatures("auto", task="coding"), RequestFeatures("auto", task="coding", local_only=True),
+    RequestFeatures("task/reasoning"), RequestFeatures("local/fast"), RequestFeatures("local-8b"),
+    RequestFeatures("claude-3-5-haiku"), RequestFeatures("claude-sonnet-4"), RequestFeatures("nope"),
+    RequestFeatures("auto", task="coding", prompt_tokens_est=10, max_tokens=4000),  # output-heavy
+    RequestFeatures("auto", task="coding", prompt_tokens_est=12000, max_tokens=1),  # input-heavy; past nano's window
+    RequestFeatures("auto", prompt_tokens_est=5000, max_tokens=100),  # past local-3b's window
+]
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - the same error is part of "the same result"
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("catalog", [CAT, CROSSED], ids=["token-independent", "crossed-prices"])
+def test_planner_gives_exactly_what_decide_gives(catalog):
+    from tiergate.router.policy import Planner
+
+    planner = Planner(catalog)
+    assert planner.memoise is (catalog is CAT)
+    for _ in range(2):  # the second pass is served from the memo
+        for world in WORLDS:
+            for f in REQUESTS:
+                assert _outcome(lambda: planner.decide(f, world)) == _outcome(lambda: decide(f, catalog, world)), (f, world)
+    # crossed prices: the order really does follow the tokens, so memoising it would be wrong
+    out_heavy, in_heavy = (RequestFeatures("auto", task="coding", prompt_tokens_est=p, max_tokens=m)
+                           for p, m in ((10, 4000), (4000, 1)))
+    if catalog is CROSSED:
+        assert names(planner.decide(out_heavy, ALL))[0] == "cheaper" and names(planner.decide(in_heavy, ALL))[0] == "cheap"

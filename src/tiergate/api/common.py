@@ -39,6 +39,8 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
 
 def header_value(text: str, limit: int = 400) -> str:
     """Make free text safe for an HTTP header (ASCII, bounded)."""
+    if len(text) <= limit and text.isascii() and text.isprintable():  # the usual case: no regex pass
+        return text
     text = _UNSAFE_HEADER.sub("?", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

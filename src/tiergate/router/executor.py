@@ -26,7 +26,7 @@ from tiergate.ledger.budget import BudgetLine, conservative_tokens, reserved_out
 from tiergate.local.manager import LocalModelManager, ModelNotReady
 from tiergate.metrics import Metrics
 from tiergate.router.catalog import Catalog, Deployment
-from tiergate.router.policy import WorldSnapshot, decide
+from tiergate.router.policy import Planner, WorldSnapshot, decide
 from tiergate.state import SharedState
 from tiergate.types import Candidate, Identity, RequestFeatures, RoutePlan, Usage, UsageRecord
 
@@ -129,13 +129,18 @@ class Executor:
         self.metrics = metrics
         self.adapters = adapters
         self.clock = clock
+        self.planner = Planner(catalog)
+        self._reachable = {client: frozenset(api for (c, api) in adapters if c == client) for (client, _) in adapters}
 
     def snapshot(self, protocol: str, constraints: Constraints | None = None) -> WorldSnapshot:
         unavailable = self.state.breaker_snapshot(now=self.clock(), cooldown_s=self.routing.breaker_cooldown_s)
-        reachable = frozenset(api for (client, api) in self.adapters if client == protocol)
+        reachable = self._reachable.get(protocol, frozenset())
         c = constraints or Constraints()
+        local_down = self._local_unavailable()
+        if local_down or c.blocked:
+            unavailable = {**unavailable, **local_down, **c.blocked}
         return WorldSnapshot(
-            unavailable={**unavailable, **self._local_unavailable(), **c.blocked}, reachable_apis=reachable, local_only_reason=c.local_only,
+            unavailable=unavailable, reachable_apis=reachable, local_only_reason=c.local_only,
             tier_cap=c.tier_cap, tier_cap_reason=c.tier_cap_reason, context_reroute_at=self.context_reroute_at,
         )
 
@@ -152,7 +157,7 @@ class Executor:
     def plan(self, features: RequestFeatures, protocol: str, constraints: Constraints | None = None) -> RoutePlan:
         world = self.snapshot(protocol, constraints)
         try:
-            plan = decide(features, self.catalog, world)
+            plan = self.planner.decide(features, world)
         except NoCandidate:
             self._load_on_demand(features, world, None)
             raise
@@ -315,7 +320,7 @@ class Executor:
         )
 
     def _outcome(self, ctx: CallContext, d: Deployment, c: Candidate, *, reply=None, stream=None) -> Outcome:
-        self.metrics.breaker_open.labels(d.name).set(0)
+        self.metrics.child(self.metrics.breaker_open, d.name).set(0)
         reason = c.reason
         if ctx.plan is not None:
             rank = next((i for i, x in enumerate(ctx.plan.candidates) if x.deployment == c.deployment), 0)
@@ -324,7 +329,7 @@ class Executor:
                 reason = f"{reason}; skipped {', '.join(passed)}"
         if ctx.failures:
             reason = f"{reason}; after {summarize_failures(ctx.failures)}"
-            self.metrics.fallbacks.labels(d.name).inc()
+            self.metrics.child(self.metrics.fallbacks, d.name).inc()
         if ctx.notes:
             reason = f"{reason}; {'; '.join(ctx.notes)}"
         return Outcome(d, c, len(ctx.failures), reason, reply=reply, stream=stream)

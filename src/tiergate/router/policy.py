@@ -18,7 +18,7 @@ Order of candidates:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from tiergate.errors import ContextTooLarge, ModelNotFound, NoCandidate
 from tiergate.router.catalog import Catalog, Deployment
@@ -149,6 +149,12 @@ def decide(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) ->
     """The ordered candidates for one request, or a ClientError/UpstreamError saying why none."""
     if world.local_only_reason and not features.local_only:
         features = replace(features, local_only=True)
+    ordered, summary = _ordered(features, catalog, world)
+    return _filtered(ordered, summary, features, catalog, world)
+
+
+def _ordered(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) -> tuple[list[tuple[str, str]], str]:
+    """Every deployment worth trying, in order, with its reason; before any per-request filter."""
     target_pairs, summary, min_tier = _capped(features, catalog, world)
     if world.local_only_reason:
         summary = f"{world.local_only_reason}; {summary}"
@@ -162,7 +168,12 @@ def decide(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) ->
                 seen.add(n)
     if catalog.escalate:
         ordered += _escalation(catalog, features, min_tier, seen)
+    return ordered, summary
 
+
+def _filtered(ordered: Sequence[tuple[str, str]], summary: str, features: RequestFeatures, catalog: Catalog,
+              world: WorldSnapshot) -> RoutePlan:
+    """The plan: what the context windows, breakers, budgets and privacy leave of the ordered list."""
     candidates: list[Candidate] = []
     skipped: list[Skipped] = []
     for name, reason in ordered:
@@ -182,3 +193,57 @@ def decide(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) ->
             raise NoCandidate(f"X-Tiergate-Privacy: local-only and no local deployment is available ({detail})")
         raise NoCandidate(f"no deployment available for {features.model!r} ({detail})")
     return RoutePlan(target=features.model, summary=summary, candidates=tuple(candidates), skipped=tuple(skipped))
+
+
+def order_is_token_independent(catalog: Catalog) -> bool:
+    """True when no request's token counts can change the order of candidates.
+
+    Candidates are ordered by (tier, expected cost, name); expected cost mixes
+    prompt and output tokens, so two deployments of one tier can swap places
+    with the request's shape unless one is no dearer than the other on both
+    input and output prices.
+    """
+    by_tier: dict[int, list[Deployment]] = {}
+    for d in catalog.deployments.values():
+        by_tier.setdefault(d.tier, []).append(d)
+    for same in by_tier.values():
+        for i, a in enumerate(same):
+            for b in same[i + 1:]:
+                a_first = a.input_per_mtok <= b.input_per_mtok and a.output_per_mtok <= b.output_per_mtok
+                b_first = b.input_per_mtok <= a.input_per_mtok and b.output_per_mtok <= a.output_per_mtok
+                if not (a_first or b_first):
+                    return False
+    return True
+
+
+class Planner:
+    """``decide`` for one catalog, with the ordering step memoised (the hot path calls it per request).
+
+    The ordering depends only on the model field, task, privacy and the
+    budget's emergency / tier-cap state, unless a catalog's prices make it
+    depend on token counts (see ``order_is_token_independent``); then every
+    request is planned from scratch. The per-request filter (context windows,
+    breakers, budgets) always runs. Same result as ``decide``, by test.
+    """
+
+    MAX_ENTRIES = 4096  # model names come from clients: bound the memo
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.memoise = order_is_token_independent(catalog)
+        self._orders: dict[tuple[object, ...], tuple[tuple[tuple[str, str], ...], str]] = {}
+
+    def decide(self, features: RequestFeatures, world: WorldSnapshot) -> RoutePlan:
+        if not self.memoise:
+            return decide(features, self.catalog, world)
+        if world.local_only_reason and not features.local_only:
+            features = replace(features, local_only=True)
+        key = (features.model, features.task, features.local_only, world.local_only_reason, world.tier_cap,
+               world.tier_cap_reason)
+        hit = self._orders.get(key)
+        if hit is None:
+            ordered, summary = _ordered(features, self.catalog, world)
+            if len(self._orders) >= self.MAX_ENTRIES:
+                self._orders.clear()
+            hit = self._orders[key] = (tuple(ordered), summary)
+        return _filtered(hit[0], hit[1], features, self.catalog, world)
