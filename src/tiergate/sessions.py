@@ -46,6 +46,7 @@ class SessionTracker:
     def __init__(self, cfg: GuardianConfig, *, ledger: Ledger, alerts: AlertDispatcher | None = None,
                  clock: Callable[[], float] = time.time, shared: SharedState | None = None) -> None:
         self.rules = rules_from(cfg)
+        self._first_context_alert = min(self.rules.context_alert_at, default=float("inf"))
         self.shared = shared
         self.ledger = ledger
         self.alerts = alerts
@@ -117,6 +118,8 @@ class SessionTracker:
     def observe_context(self, state: guardian.SessionState, prompt_tokens: int, window: int, deployment: str) -> None:
         ratio = prompt_tokens / window if window else 0.0
         state.max_context_ratio = max(state.max_context_ratio, ratio)
+        if ratio < self._first_context_alert:  # the usual case: no threshold reached
+            return
         for t in guardian.context_alerts_due(state, ratio, self.rules):
             state.context_alerts_sent = (*state.context_alerts_sent, t)
             self._alert("context_threshold",

@@ -130,6 +130,9 @@ class Executor:
         self.adapters = adapters
         self.clock = clock
         self.planner = Planner(catalog)
+        self._shown_open: set[str] = set()  # deployments whose tiergate_breaker_open gauge reads 1
+        for name in catalog.deployments:  # every deployment is on the dashboard from the start, at 0
+            metrics.child(metrics.breaker_open, name).set(0)
         self._reachable = {client: frozenset(api for (c, api) in adapters if c == client) for (client, _) in adapters}
 
     def snapshot(self, protocol: str, constraints: Constraints | None = None) -> WorldSnapshot:
@@ -184,7 +187,7 @@ class Executor:
 
     async def _reserve(self, ctx: CallContext, d: Deployment, body: dict[str, Any]) -> dict[str, Any] | None:
         """Hold the worst-case cost against every budget; None when a budget says skip this candidate."""
-        if self.budgets is None or ctx.features is None:
+        if self.budgets is None or ctx.features is None or not self.budgets.budgets:
             return body
         f = ctx.features
         lines = self.budgets.lines_for(ctx.identity, d, f.prompt_tokens_est, f.max_tokens)
@@ -312,7 +315,8 @@ class Executor:
             definitive=err.kind == "refused",
         )
         if state.opened_at is not None:
-            self.metrics.breaker_open.labels(d.name).set(1)
+            self.metrics.child(self.metrics.breaker_open, d.name).set(1)
+            self._shown_open.add(d.name)
         self.ledger.record(
             self._record(ctx, d, kind="attempt", usage=Usage(), status=err.status or 502,
                          latency_ms=(time.perf_counter() - t0) * 1000, ttft_ms=None,
@@ -320,7 +324,9 @@ class Executor:
         )
 
     def _outcome(self, ctx: CallContext, d: Deployment, c: Candidate, *, reply=None, stream=None) -> Outcome:
-        self.metrics.child(self.metrics.breaker_open, d.name).set(0)
+        if d.name in self._shown_open:  # the gauge changes only when a breaker does, not per request
+            self._shown_open.discard(d.name)
+            self.metrics.child(self.metrics.breaker_open, d.name).set(0)
         reason = c.reason
         if ctx.plan is not None:
             rank = next((i for i, x in enumerate(ctx.plan.candidates) if x.deployment == c.deployment), 0)
