@@ -45,11 +45,16 @@ def call(c, task: str = "coding", **kw):
         return exc
 
 
-def test_budget_holds_under_hundreds_of_concurrent_requests(standins, gateway):
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "redis+postgresql"])
+def test_budget_holds_under_hundreds_of_concurrent_requests(standins, gateway, shared, request):
     local, cloud = standins(name="local", models=["llama-8b"]), standins(name="cloud", models=["gpt-4o-mini"])
     limit = 0.05
+    extra = {}
+    if shared:  # the same test on the shared backends: counters in Redis, the ledger in PostgreSQL
+        extra = {"state": "redis://127.0.0.1:6379/0", "state_prefix": request.getfixturevalue("redis_prefix"),
+                 "ledger": request.getfixturevalue("pg_schema").url()}
     gw = gateway(config(local, cloud, budgets=[{"scope": "global", "window": "day", "limit_usd": limit,
-                                                 "action": "reject"}]))
+                                                 "action": "reject"}], **extra))
     c = client(gw)
     with cf.ThreadPoolExecutor(32) as pool:
         results = list(pool.map(lambda _: call(c), range(240)))
