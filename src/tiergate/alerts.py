@@ -22,6 +22,8 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from tiergate.tasks import stop
+
 ALERT_EVENTS: tuple[str, ...] = (
     "budget_threshold", "emergency_on", "emergency_off", "session_killed", "context_threshold",
 )
@@ -276,11 +278,7 @@ class AlertDispatcher:
     async def close(self) -> None:
         """Cancel what is still in flight (call drain first to let it finish) and close our own session."""
         self._closed = True
-        pending = list(self._tasks)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(stop(task) for task in list(self._tasks)))
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None

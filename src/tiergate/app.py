@@ -7,7 +7,6 @@ docs/decisions/0001-http-stack.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -20,23 +19,24 @@ from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAda
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
 from tiergate.alerts import AlertDispatcher
 from tiergate.api import admin, anthropic, openai
-from tiergate.budgets import EMERGENCY_FLAG, BudgetGuard
-from tiergate.ids import IdSource
-from tiergate.limit_guard import LimitGuard
-from tiergate.local.manager import LocalModelManager
-from tiergate.outages import GuardedState, Outages
-from tiergate.sessions import SessionTracker
-from tiergate.state import MemoryState, SharedState
 from tiergate.api.auth import KeyStore
 from tiergate.api.common import error_response
 from tiergate.api.gateway import GATEWAY, Gateway
+from tiergate.budgets import EMERGENCY_FLAG, BudgetGuard
 from tiergate.config import TiergateConfig
 from tiergate.errors import ConfigError, NotFound, TiergateError
+from tiergate.ids import IdSource
 from tiergate.ledger.base import Ledger, LedgerUnavailable, open_ledger
 from tiergate.ledger.records import LocalModelEvent
+from tiergate.limit_guard import LimitGuard
+from tiergate.local.manager import LocalModelManager
 from tiergate.metrics import Metrics
+from tiergate.outages import GuardedState, Outages
 from tiergate.router.catalog import Catalog
 from tiergate.router.executor import Executor
+from tiergate.sessions import SessionTracker
+from tiergate.state import MemoryState, SharedState
+from tiergate.tasks import stop, stop_requested
 
 log = logging.getLogger("tiergate.app")
 
@@ -105,7 +105,9 @@ async def watch_control(gw: Gateway, interval_s: float = 1.0) -> None:
                 await gw.budgets.reconcile()
             if ticks % 60 == 0:
                 await gw.budgets.prune()
-        except Exception:  # noqa: BLE001 - keep the last known control state
+        except Exception as exc:  # noqa: BLE001 - keep the last known control state
+            if stop_requested():
+                raise asyncio.CancelledError from exc
             log.warning("could not sync control state from the ledger", exc_info=True)
 
 
@@ -201,9 +203,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             yield
         finally:
             for w in watchers:
-                w.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w
+                await stop(w)
             sessions.flush()  # session totals since the last tick, before the ledger closes
             await alerts.drain()
             await alerts.close()

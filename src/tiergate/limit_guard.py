@@ -39,6 +39,7 @@ from tiergate.limits import (
 )
 from tiergate.state import SharedState
 from tiergate.state_redis import StateUnavailable
+from tiergate.tasks import stop_requested
 from tiergate.types import Identity, Usage
 
 if TYPE_CHECKING:
@@ -159,12 +160,16 @@ class LimitGuard:
             try:
                 await self.renew()
             except StateUnavailable as exc:
+                if stop_requested():
+                    raise asyncio.CancelledError from exc
                 if not failing:
                     log.warning("cannot renew concurrency leases; they expire in %gs unless renewed: %s",
                                 self.lease_ttl_s, exc.message)
                 failing = True
                 continue
-            except Exception:  # noqa: BLE001 - keep renewing; a lost renewal only frees a slot early
+            except Exception as exc:  # noqa: BLE001 - keep renewing; a lost renewal only frees a slot early
+                if stop_requested():
+                    raise asyncio.CancelledError from exc
                 log.warning("renewing concurrency leases failed", exc_info=True)
                 continue
             failing = False

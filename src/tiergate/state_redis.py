@@ -60,6 +60,7 @@ from tiergate.ledger.budget import BudgetLine, over_limit
 from tiergate.router import breaker as br
 from tiergate.state_redis_limits import RedisLimits
 from tiergate.state_redis_sessions import RedisSessionTotals
+from tiergate.tasks import stop, stop_requested
 
 log = logging.getLogger("tiergate.state")
 
@@ -263,11 +264,8 @@ class RedisState(RedisSessionTotals, RedisLimits):
         self._refresher = asyncio.create_task(self._refresh_forever(), name="tiergate-redis-state-refresh")
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        refresher, self._refresher = self._refresher, None
+        await stop(refresher)
         if self._aio is not None:
             with contextlib.suppress(Exception):
                 await self._aio.aclose()
@@ -400,6 +398,8 @@ class RedisState(RedisSessionTotals, RedisLimits):
             try:
                 await self.refresh()
             except Exception as exc:  # keep refreshing; readers see the staleness and raise
+                if stop_requested():
+                    raise asyncio.CancelledError from exc
                 if not self._failing:
                     log.warning("cannot refresh breaker states: %s", exc, exc_info=not isinstance(exc, StateUnavailable))
                 self._failing = True

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -119,8 +121,24 @@ def redis_backend():
     b.cleanup()
 
 
-def run(coro) -> object:
-    return asyncio.run(coro)
+def run(coro, timeout_s: float = 120) -> object:
+    """asyncio.run, bounded: a hang fails with every task's stack instead of stalling the worker."""
+
+    async def bounded() -> object:
+        task = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if done:
+            return task.result()
+        out = io.StringIO()
+        for t in asyncio.all_tasks():
+            if t is not asyncio.current_task():
+                print(f"--- {t.get_name()}", file=out)
+                t.print_stack(limit=40, file=out)
+        print(out.getvalue(), file=sys.stderr, flush=True)  # in case the cancellation hangs too
+        task.cancel()
+        raise AssertionError(f"hung for {timeout_s}s; tasks:\n{out.getvalue()}")
+
+    return asyncio.run(bounded())
 
 
 def budget(name: str, *, limit_usd: float | None = None, max_calls: int | None = None) -> BudgetConfig:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from tiergate.errors import Unauthorized
 from tiergate.ledger.base import Ledger, LedgerUnavailable
 from tiergate.ledger.records import KeyRecord, hash_key
+from tiergate.tasks import stop_requested
 from tiergate.types import Identity
 
 log = logging.getLogger("tiergate.auth")
@@ -78,7 +79,9 @@ class KeyStore:
                 await asyncio.to_thread(self.reload_if_changed)
             except LedgerUnavailable as exc:  # the database is down: the keys known so far stay valid
                 log.warning("keys not refreshed, keeping the last known ones: %s", exc.message)
-            except Exception:  # noqa: BLE001 - a failed refresh keeps the last known keys
+            except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the last known keys
+                if stop_requested():
+                    raise asyncio.CancelledError from exc
                 log.warning("could not refresh keys from the ledger", exc_info=True)
 
     def identify(self, headers: Mapping[str, str]) -> Identity:

@@ -58,6 +58,7 @@ from tiergate.local.swap_policy import (
     residents_to_restore,
     serve_order,
 )
+from tiergate.tasks import stop, stop_requested
 
 log = logging.getLogger("tiergate.local.manager")
 
@@ -134,10 +135,7 @@ class LocalModelManager:
             return
         self._running = False
         for task in (self._worker, self._watcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop(task)
         self._worker = self._watcher = None
         if self._tasks:  # unloads in progress finish on their own (bounded by the stop grace)
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -259,9 +257,9 @@ class LocalModelManager:
                 continue
             try:
                 await self._execute(*job)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never let one bad load stop all future loads
+            except Exception as exc:  # never let one bad load stop all future loads (a cancellation is not one)
+                if stop_requested():
+                    raise asyncio.CancelledError from exc
                 log.exception("local model load of %s failed unexpectedly", job[0].name)
                 self._fail(job[0], f"unexpected error: {exc}", retry_in=BACKOFF_MAX_S)
 
@@ -379,9 +377,9 @@ class LocalModelManager:
         while True:
             try:
                 await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
+            except Exception as exc:
+                if stop_requested():
+                    raise asyncio.CancelledError from exc
                 log.exception("local model watcher tick failed")
             await asyncio.sleep(self._tick_s)
 

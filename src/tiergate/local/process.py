@@ -14,6 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tiergate.tasks import stop
+
 _SRC_ROOT = Path(__file__).resolve().parents[2]  # directory containing the ``tiergate`` package
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.5, 30.0
 _STABLE_AFTER_S = 30.0  # a child that ran this long resets the backoff
@@ -183,11 +185,8 @@ class LlamaCppProcess:
     async def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the child, SIGKILL it after ``grace_s``, and stop supervising."""
         self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._supervisor
-            self._supervisor = None
+        supervisor, self._supervisor = self._supervisor, None
+        await stop(supervisor)
         if self._proc is not None:
             await self._kill(self._proc, grace_s)
 
