@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -99,16 +100,20 @@ INSERT_EVENT = (f"INSERT INTO local_model_events ({', '.join(EVENT_COLUMNS)}, re
                 "ON CONFLICT (record_id) DO NOTHING")
 
 
+_USAGE_VALUES = operator.attrgetter(*USAGE_COLUMNS)
+_BOOL_COLUMNS = tuple(i for i, f in enumerate(dataclasses.fields(UsageRecord)) if f.type in ("bool", bool))
+_EXTRA = USAGE_COLUMNS.index("extra")
+
+
 def usage_row(rec: UsageRecord, record_id: str) -> tuple[Any, ...]:
-    values = []
-    for name in USAGE_COLUMNS:
-        v = getattr(rec, name)
-        if name == "extra":
-            v = orjson.dumps(v).decode() if v else None
-        elif isinstance(v, bool):
-            v = int(v)
-        values.append(v)
-    return (*values, record_id)
+    """The row for INSERT_USAGE (the writer thread runs this per record while holding the GIL: keep it lean)."""
+    values = list(_USAGE_VALUES(rec))
+    for i in _BOOL_COLUMNS:  # 0/1 in both databases (PostgreSQL's columns are integers, not booleans)
+        values[i] = int(values[i])
+    extra = values[_EXTRA]
+    values[_EXTRA] = orjson.dumps(extra).decode() if extra else None
+    values.append(record_id)
+    return tuple(values)
 
 
 def statements(batch: Iterable[Pending]) -> list[tuple[str, list[tuple[Any, ...]]]]:
