@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from tiergate.request_metrics import RequestMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -13,27 +15,15 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         r = self.registry
-        self.requests = Counter(
-            "tiergate_requests", "Requests finished, by deployment, tier and HTTP status",
-            ["deployment", "tier", "status"], registry=r,
-        )
+        # requests, latency, time to first token, overhead, tokens and cost: written per request, so kept
+        # without prometheus_client's locks (tiergate.request_metrics)
+        self.per_request = RequestMetrics(LATENCY_BUCKETS, OVERHEAD_BUCKETS)
+        r.register(self.per_request)
         self.attempt_failures = Counter(
             "tiergate_attempt_failures", "Failed upstream attempts, by deployment and kind",
             ["deployment", "kind"], registry=r,
         )
         self.fallbacks = Counter("tiergate_fallbacks", "Requests served by a later candidate", ["deployment"], registry=r)
-        self.latency = Histogram(
-            "tiergate_request_seconds", "Total request time", ["deployment"], buckets=LATENCY_BUCKETS, registry=r
-        )
-        self.overhead = Histogram(
-            "tiergate_overhead_seconds", "Gateway time: total minus upstream time", buckets=OVERHEAD_BUCKETS, registry=r
-        )
-        self.ttft = Histogram(
-            "tiergate_time_to_first_token_seconds", "Time to first streamed event", ["deployment"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.tokens = Counter("tiergate_tokens", "Tokens, by deployment and direction", ["deployment", "direction"], registry=r)
-        self.cost = Counter("tiergate_cost_usd", "Spend in USD, by deployment", ["deployment"], registry=r)
         self.breaker_open = Gauge("tiergate_breaker_open", "1 while a deployment's breaker is open", ["deployment"], registry=r)
         self.dependency_up = Gauge(
             "tiergate_dependency_up", "1 while a shared dependency (state: Redis, ledger: database) is reachable",

@@ -128,7 +128,7 @@ async def finish_plain(
     headers["X-Tiergate-Cost-USD"] = f"{cost:.8f}"
     overhead_ms = max(0.0, (time.perf_counter() - ctx.started) * 1000 - ctx.upstream_ms)
     headers["X-Tiergate-Overhead-Ms"] = f"{overhead_ms:.3f}"
-    gw.metrics.overhead.observe(overhead_ms / 1000)
+    gw.metrics.per_request.observe_overhead(overhead_ms / 1000)
     # the upstream's content type as a plain header: aiohttp's content_type= parses it again per response
     headers["Content-Type"] = ctype if ctype.isascii() and ctype.isprintable() else "application/json"
     return web.Response(body=body, status=200, headers=headers)
@@ -146,7 +146,7 @@ async def relay_stream(
     ttft_ms = (time.perf_counter() - ctx.started) * 1000
     overhead_ms = max(0.0, ttft_ms - ctx.upstream_ms)  # gateway time until the first event, known before headers go
     headers["X-Tiergate-Overhead-Ms"] = f"{overhead_ms:.3f}"
-    gw.metrics.overhead.observe(overhead_ms / 1000)
+    gw.metrics.per_request.observe_overhead(overhead_ms / 1000)
     resp = web.StreamResponse(status=200, headers=headers)
     resp.content_type = "text/event-stream"
     delivered = False  # every event written: a client that hangs up during write_eof got the whole answer

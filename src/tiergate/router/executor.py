@@ -18,7 +18,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from tiergate.adapters.base import NO_HINTS, AttemptError, ClientHints, UpstreamReply, UpstreamStream
+from tiergate.adapters.base import (
+    NO_HINTS,
+    AttemptError,
+    ClientHints,
+    UpstreamReply,
+    UpstreamStream,
+)
 from tiergate.budgets import BudgetExceeded, BudgetGuard, Constraints
 from tiergate.config import RoutingConfig
 from tiergate.errors import AllCandidatesFailed, NoCandidate, TiergateError
@@ -28,7 +34,14 @@ from tiergate.metrics import Metrics
 from tiergate.router.catalog import Catalog, Deployment
 from tiergate.router.policy import Planner, WorldSnapshot, decide
 from tiergate.state import SharedState
-from tiergate.types import Candidate, Identity, RequestFeatures, RoutePlan, Usage, UsageRecord
+from tiergate.types import (
+    Candidate,
+    Identity,
+    RequestFeatures,
+    RoutePlan,
+    Usage,
+    UsageRecord,
+)
 
 log = logging.getLogger("tiergate.executor")
 WAITABLE = ("stopped", "queued", "loading")  # local model states a request may wait out (local_models.load_wait_s)
@@ -328,7 +341,7 @@ class Executor:
             self._shown_open.discard(d.name)
             self.metrics.child(self.metrics.breaker_open, d.name).set(0)
         reason = c.reason
-        if ctx.plan is not None:
+        if ctx.plan is not None and ctx.plan.skipped:
             rank = next((i for i, x in enumerate(ctx.plan.candidates) if x.deployment == c.deployment), 0)
             passed = [f"{s.deployment} ({s.reason})" for s in ctx.plan.skipped if s.rank <= rank][:3]
             if passed:
@@ -354,15 +367,9 @@ class Executor:
         rec = self._record(ctx, d, kind="request", usage=usage, status=status, latency_ms=total_s * 1000,
                            ttft_ms=ttft_ms, reason=outcome.reason, error=error, fallbacks=outcome.fallbacks, cost=cost)
         self.ledger.record(rec)
-        m = self.metrics
-        m.child(m.requests, d.name, str(d.tier), str(status)).inc()
-        m.child(m.latency, d.name).observe(total_s)
-        m.child(m.tokens, d.name, "in").inc(usage.prompt_tokens)
-        m.child(m.tokens, d.name, "out").inc(usage.completion_tokens)
-        if cost:
-            m.child(m.cost, d.name).inc(cost)
-        if ttft_ms is not None:
-            m.child(m.ttft, d.name).observe(ttft_ms / 1000)
+        self.metrics.per_request.answered(
+            d.name, str(d.tier), str(status), seconds=total_s, tokens_in=usage.prompt_tokens,
+            tokens_out=usage.completion_tokens, cost=cost, ttft_s=None if ttft_ms is None else ttft_ms / 1000)
         return cost
 
     def record_failure(self, ctx: CallContext, *, status: int, error: str, reason: str) -> None:
@@ -372,7 +379,7 @@ class Executor:
                          latency_ms=(time.perf_counter() - ctx.started) * 1000, ttft_ms=None,
                          reason=reason, error=error, fallbacks=len(ctx.failures))
         )
-        self.metrics.child(self.metrics.requests, "none", "", str(status)).inc()
+        self.metrics.per_request.count("none", "", str(status))
 
     def _record(
         self, ctx: CallContext, d: Deployment | None, *, kind: str, usage: Usage, status: int, latency_ms: float,
