@@ -129,8 +129,7 @@ async def finish_plain(
     overhead_ms = max(0.0, (time.perf_counter() - ctx.started) * 1000 - ctx.upstream_ms)
     headers["X-Tiergate-Overhead-Ms"] = f"{overhead_ms:.3f}"
     gw.metrics.per_request.observe_overhead(overhead_ms / 1000)
-    # the upstream's content type as a plain header: aiohttp's content_type= parses it again per response
-    headers["Content-Type"] = ctype if ctype.isascii() and ctype.isprintable() else "application/json"
+    headers["Content-Type"] = header_value(ctype)  # a plain header: aiohttp's content_type= would parse it again
     return web.Response(body=body, status=200, headers=headers)
 
 

@@ -18,13 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from tiergate.adapters.base import (
-    NO_HINTS,
-    AttemptError,
-    ClientHints,
-    UpstreamReply,
-    UpstreamStream,
-)
+from tiergate.adapters.base import NO_HINTS, AttemptError, ClientHints, UpstreamReply, UpstreamStream
 from tiergate.budgets import BudgetExceeded, BudgetGuard, Constraints
 from tiergate.config import RoutingConfig
 from tiergate.errors import AllCandidatesFailed, NoCandidate, TiergateError
@@ -34,14 +28,7 @@ from tiergate.metrics import Metrics
 from tiergate.router.catalog import Catalog, Deployment
 from tiergate.router.policy import Planner, WorldSnapshot, decide
 from tiergate.state import SharedState
-from tiergate.types import (
-    Candidate,
-    Identity,
-    RequestFeatures,
-    RoutePlan,
-    Usage,
-    UsageRecord,
-)
+from tiergate.types import Candidate, Identity, RequestFeatures, RoutePlan, Usage, UsageRecord
 
 log = logging.getLogger("tiergate.executor")
 WAITABLE = ("stopped", "queued", "loading")  # local model states a request may wait out (local_models.load_wait_s)
