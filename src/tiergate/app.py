@@ -36,7 +36,7 @@ from tiergate.router.catalog import Catalog
 from tiergate.router.executor import Executor
 from tiergate.sessions import SessionTracker
 from tiergate.state import MemoryState, SharedState
-from tiergate.tasks import stop, stop_requested
+from tiergate.tasks import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.app")
 
@@ -106,8 +106,7 @@ async def watch_control(gw: Gateway, interval_s: float = 1.0) -> None:
             if ticks % 60 == 0:
                 await gw.budgets.prune()
         except Exception as exc:  # noqa: BLE001 - keep the last known control state
-            if stop_requested():
-                raise asyncio.CancelledError from exc
+            reraise_if_stopping(exc)
             log.warning("could not sync control state from the ledger", exc_info=True)
 
 

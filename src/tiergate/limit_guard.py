@@ -39,7 +39,7 @@ from tiergate.limits import (
 )
 from tiergate.state import SharedState
 from tiergate.state_redis import StateUnavailable
-from tiergate.tasks import stop_requested
+from tiergate.tasks import reraise_if_stopping
 from tiergate.types import Identity, Usage
 
 if TYPE_CHECKING:
@@ -160,16 +160,14 @@ class LimitGuard:
             try:
                 await self.renew()
             except StateUnavailable as exc:
-                if stop_requested():
-                    raise asyncio.CancelledError from exc
+                reraise_if_stopping(exc)
                 if not failing:
                     log.warning("cannot renew concurrency leases; they expire in %gs unless renewed: %s",
                                 self.lease_ttl_s, exc.message)
                 failing = True
                 continue
             except Exception as exc:  # noqa: BLE001 - keep renewing; a lost renewal only frees a slot early
-                if stop_requested():
-                    raise asyncio.CancelledError from exc
+                reraise_if_stopping(exc)
                 log.warning("renewing concurrency leases failed", exc_info=True)
                 continue
             failing = False

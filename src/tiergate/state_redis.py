@@ -60,7 +60,7 @@ from tiergate.ledger.budget import BudgetLine, over_limit
 from tiergate.router import breaker as br
 from tiergate.state_redis_limits import RedisLimits
 from tiergate.state_redis_sessions import RedisSessionTotals
-from tiergate.tasks import stop, stop_requested
+from tiergate.tasks import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.state")
 
@@ -398,8 +398,7 @@ class RedisState(RedisSessionTotals, RedisLimits):
             try:
                 await self.refresh()
             except Exception as exc:  # keep refreshing; readers see the staleness and raise
-                if stop_requested():
-                    raise asyncio.CancelledError from exc
+                reraise_if_stopping(exc)
                 if not self._failing:
                     log.warning("cannot refresh breaker states: %s", exc, exc_info=not isinstance(exc, StateUnavailable))
                 self._failing = True

@@ -4,7 +4,7 @@ A background loop that catches ``Exception`` around a library call can lose a
 cancellation when the library turns it into an error of its own: under load,
 redis-py did that to the breaker refresher, which went back to sleep while
 ``close()`` waited for it forever (a test worker, and a graceful stop, hung).
-Loops therefore check ``stop_requested()`` after catching, and owners stop
+Loops therefore call ``reraise_if_stopping(exc)`` after catching, and owners stop
 tasks with ``stop()``, which cancels again until the task has ended.
 """
 
@@ -20,6 +20,12 @@ def stop_requested() -> bool:
     """True when the running task was asked to stop, even if the CancelledError was turned into another error."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def reraise_if_stopping(exc: BaseException) -> None:
+    """In a loop's ``except Exception``: end the loop if this error stands for a cancellation."""
+    if stop_requested():
+        raise asyncio.CancelledError from exc
 
 
 async def stop(task: asyncio.Task | None, *, timeout_s: float = 10.0) -> None:

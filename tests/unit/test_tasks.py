@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tiergate.tasks import stop, stop_requested
+from tiergate.tasks import reraise_if_stopping, stop
 
 
 async def _library_call() -> None:
@@ -14,14 +14,13 @@ async def _library_call() -> None:
         raise ConnectionError("Timeout reading from server") from None
 
 
-def test_a_loop_that_checks_stop_requested_ends_on_the_first_cancel():
+def test_a_loop_that_calls_reraise_if_stopping_ends_on_the_first_cancel():
     async def loop(errors: list) -> None:
         while True:
             try:
                 await _library_call()
             except Exception as exc:  # noqa: BLE001 - as the refresher and watchers do
-                if stop_requested():
-                    raise asyncio.CancelledError from exc
+                reraise_if_stopping(exc)
                 errors.append(exc)
 
     async def main() -> None:

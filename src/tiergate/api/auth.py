@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from tiergate.errors import Unauthorized
 from tiergate.ledger.base import Ledger, LedgerUnavailable
 from tiergate.ledger.records import KeyRecord, hash_key
-from tiergate.tasks import stop_requested
+from tiergate.tasks import reraise_if_stopping
 from tiergate.types import Identity
 
 log = logging.getLogger("tiergate.auth")
@@ -80,8 +80,7 @@ class KeyStore:
             except LedgerUnavailable as exc:  # the database is down: the keys known so far stay valid
                 log.warning("keys not refreshed, keeping the last known ones: %s", exc.message)
             except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the last known keys
-                if stop_requested():
-                    raise asyncio.CancelledError from exc
+                reraise_if_stopping(exc)
                 log.warning("could not refresh keys from the ledger", exc_info=True)
 
     def identify(self, headers: Mapping[str, str]) -> Identity:

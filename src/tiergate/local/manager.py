@@ -58,7 +58,7 @@ from tiergate.local.swap_policy import (
     residents_to_restore,
     serve_order,
 )
-from tiergate.tasks import stop, stop_requested
+from tiergate.tasks import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.local.manager")
 
@@ -258,8 +258,7 @@ class LocalModelManager:
             try:
                 await self._execute(*job)
             except Exception as exc:  # never let one bad load stop all future loads (a cancellation is not one)
-                if stop_requested():
-                    raise asyncio.CancelledError from exc
+                reraise_if_stopping(exc)
                 log.exception("local model load of %s failed unexpectedly", job[0].name)
                 self._fail(job[0], f"unexpected error: {exc}", retry_in=BACKOFF_MAX_S)
 
@@ -378,8 +377,7 @@ class LocalModelManager:
             try:
                 await self.tick()
             except Exception as exc:
-                if stop_requested():
-                    raise asyncio.CancelledError from exc
+                reraise_if_stopping(exc)
                 log.exception("local model watcher tick failed")
             await asyncio.sleep(self._tick_s)
 
