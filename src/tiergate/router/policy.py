@@ -78,7 +78,7 @@ def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, s
             local = sorted((d for d in cat.deployments.values() if d.local),
                            key=lambda d: (-d.tier, _expected_cost(d, f), d.name))
             if local:
-                why = f"{why}, but privacy local-only and no local deployment reaches it"
+                why = f"{why}, but only local deployments may serve it (privacy or emergency) and none reaches that tier"
                 return ([(d.name, f"{why}; strongest local" if i == 0 else f"{why}; next local")
                          for i, d in enumerate(local)], f"auto ({why})", 0)
         if not eligible:
