@@ -21,6 +21,7 @@ import argparse
 import collections
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +78,16 @@ def summarize(raw: str, top: int) -> str:
     return "\n".join(out)
 
 
+def syscalls_per_request(path: str, n: int) -> str:
+    """strace -c's table, as calls per request (strace slows the target: read counts, not times)."""
+    out = [f"system calls per request (strace -c -f over {n:,} requests):"]
+    for ln in open(path).read().splitlines():
+        parts = ln.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            out.append(f"  {parts[-1]:20s} {int(parts[3]) / n:8.2f}")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", default=T.TIERGATE, choices=[T.TIERGATE, T.BARE, T.LITELLM])
@@ -85,6 +96,8 @@ def main() -> int:
     ap.add_argument("--py-spy", default="/tmp/tiergate-bench-tools/bin/py-spy")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--keep-raw", metavar="FILE", help="copy py-spy's raw stacks here (for flame graphs or your own cuts)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count the target's system calls per request with strace -c instead of sampling with py-spy")
     args = ap.parse_args()
     R.NICE = -15 if os.geteuid() == 0 else 0
     spy_bin = args.py_spy if os.access(args.py_spy, os.X_OK) else shutil.which("py-spy")
@@ -105,8 +118,13 @@ def main() -> int:
         p = run.start(args.target)
         run.warm(args.target, p, "chat" if args.lane == "stream" else args.lane)
         raw = os.path.join(run.work, "py-spy.raw")
-        spy = None
-        if spy_bin:
+        spy = trace = None
+        if args.syscalls:
+            trace_out = os.path.join(run.work, "strace.txt")
+            trace = subprocess.Popen(["strace", "-c", "-f", "-o", trace_out, "-p", str(p.p.pid)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        elif spy_bin:
             spy = subprocess.Popen([spy_bin, "record", "-p", str(p.p.pid), "-d", str(max(1, args.seconds - 1)),
                                     "-r", "250", "-f", "raw", "--threads", *([] if os.environ.get("BENCH_PYSPY_BLOCKING") else ["--nonblocking"]), "-o", raw],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -121,6 +139,10 @@ def main() -> int:
         after = threads(p.p.pid)
         names: dict[str, str] = {}
         summary = "py-spy not found: per-thread CPU only (see the docstring to install it)"
+        if trace is not None:
+            trace.send_signal(signal.SIGINT)
+            trace.wait(30)
+            summary = syscalls_per_request(trace_out, n)
         if spy is not None:
             spy.wait(args.seconds + 60)
             if os.path.exists(raw):

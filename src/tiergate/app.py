@@ -20,11 +20,11 @@ from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
 from tiergate.alerts import AlertDispatcher
 from tiergate.api import admin, anthropic, openai
 from tiergate.api.auth import KeyStore
-from tiergate.api.common import error_response
+from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
 from tiergate.budgets import EMERGENCY_FLAG, BudgetGuard
 from tiergate.config import TiergateConfig
-from tiergate.errors import ConfigError, NotFound, TiergateError
+from tiergate.errors import ConfigError
 from tiergate.ids import IdSource
 from tiergate.ledger.base import Ledger, LedgerUnavailable, open_ledger
 from tiergate.ledger.records import LocalModelEvent
@@ -39,42 +39,6 @@ from tiergate.state import MemoryState, SharedState
 from tiergate.tasks import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.app")
-
-REQUEST_IDS: web.AppKey[IdSource] = web.AppKey("request_ids", IdSource)
-
-
-def _is_anthropic(request: web.Request) -> bool:
-    return request.path.startswith("/v1/messages")
-
-
-@web.middleware
-async def edge(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Request id, and every error rendered in the client's own envelope; never a stack trace."""
-    request["started"] = time.perf_counter()
-    rid = request.headers.get("X-Request-ID") or request.app[REQUEST_IDS].new()
-    request["request_id"] = rid
-    try:
-        return await handler(request)
-    except TiergateError as err:
-        body = getattr(err, "body", None)
-        if body and err.code == "upstream_rejected":
-            return web.Response(body=body, status=err.status, content_type="application/json",
-                                headers={"X-Request-ID": rid})
-        return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
-    except web.HTTPNotFound:
-        return error_response(NotFound(f"no route {request.method} {request.path}"), anthropic=False, request_id=rid)
-    except web.HTTPMethodNotAllowed:
-        err = TiergateError(f"method {request.method} not allowed on {request.path}")
-        err.status, err.openai_type, err.code = 405, "invalid_request_error", "method_not_allowed"
-        return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
-    except web.HTTPException:
-        raise
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except Exception:  # noqa: BLE001 - a bug must not leak a stack trace to the client
-        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
-        err = TiergateError(f"internal error; request id {rid}")
-        return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
 
 
 async def sync_flags(ledger: Ledger, state: SharedState) -> None:
@@ -133,7 +97,7 @@ def check_auth_configured(config: TiergateConfig, ledger: Ledger) -> None:
 def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.Application:
     """An aiohttp application serving both client protocols for this config."""
     max_body = int(config.server.max_body_mb * 1024 * 1024)
-    app = web.Application(middlewares=[edge], client_max_size=max_body)
+    app = web.Application(client_max_size=max_body)
     app["max_body_bytes"] = max_body
     app[REQUEST_IDS] = IdSource()
     owns_ledger = ledger is None
@@ -145,6 +109,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
             auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),  # one session serves every caller: never carry cookies between them
         )
         metrics = Metrics()
         local = LocalModelManager(
@@ -215,7 +180,9 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
                 await asyncio.to_thread(ledger.close)
 
     app.cleanup_ctx.append(lifecycle)
-    openai.add_routes(app)
-    anthropic.add_routes(app)
-    admin.add_routes(app)
+    routes = EdgeRoutes(app)
+    openai.add_routes(routes)
+    anthropic.add_routes(routes)
+    admin.add_routes(routes)
+    routes.finish()
     return app

@@ -6,8 +6,8 @@ validation models: request bodies are never round-tripped through them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 Protocol = Literal["openai-chat", "anthropic-messages"]
 
@@ -71,9 +71,12 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(slots=True)
-class UsageRecord:
-    """One row of the ledger: a request's outcome or one failed attempt."""
+class UsageRecord(NamedTuple):
+    """One row of the ledger: a request's outcome or one failed attempt.
+
+    A named tuple in column order: built per request, and the SQLite writer binds it as it is
+    (no per-row conversion while holding the GIL, docs/decisions/0003-hot-path.md).
+    """
 
     ts: float
     request_id: str
@@ -99,4 +102,4 @@ class UsageRecord:
     reason: str
     error: str | None = None
     protocol: str = "openai-chat"
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] | None = None

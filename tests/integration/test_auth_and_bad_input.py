@@ -102,8 +102,20 @@ def test_huge_body_is_413_and_unknown_route_is_404(standins, gateway):
     big = json.dumps({"messages": [{"role": "user", "content": "x" * 600_000}]}).encode()
     status, body = post(gw, big)
     assert status == 413 and "server.max_body_mb" in body["error"]["message"]
-    status, _, raw = http("GET", f"{gw.base_url}/v1/nope", headers={"Authorization": f"Bearer {MASTER_KEY}"})
-    assert status == 404 and json.loads(raw)["error"]["type"] == "invalid_request_error"
+    auth = {"Authorization": f"Bearer {MASTER_KEY}"}
+    status, headers, raw = http("GET", f"{gw.base_url}/v1/nope", headers=auth)
+    assert status == 404 and json.loads(raw)["error"]["type"] == "invalid_request_error", raw
+    assert headers.get("X-Request-ID")
+    # a known path with the wrong method: 405 in the client's envelope, naming what is allowed
+    status, headers, raw = http("GET", f"{gw.base_url}/v1/chat/completions", headers=auth)
+    got = json.loads(raw)["error"]
+    assert status == 405 and got["code"] == "method_not_allowed" and "POST" in got["message"], raw
+    assert headers.get("Allow") == "POST"
+    status, headers, raw = http("PUT", f"{gw.base_url}/v1/messages", headers={"x-api-key": MASTER_KEY})
+    got = json.loads(raw)
+    assert status == 405 and got["type"] == "error" and "POST" in got["error"]["message"], raw
+    # GET routes answer HEAD as well
+    assert http("HEAD", f"{gw.base_url}/health")[0] == 200
     # the server is still fine afterwards
     assert post(gw, json.dumps({"messages": MSG}).encode())[0] == 200
 

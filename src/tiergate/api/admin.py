@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tiergate.api.auth import MASTER
 from tiergate.api.common import JSON, read_json_object
+from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
 from tiergate.budgets import EMERGENCY_FLAG, LATCH
 from tiergate.errors import BadRequest, Forbidden
@@ -146,11 +147,11 @@ async def admin_config(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/admin/config", admin_config)
-    app.router.add_route("*", "/admin/emergency", emergency)
-    app.router.add_get("/admin/sessions", sessions)
-    app.router.add_get("/admin/models", local_models)
-    app.router.add_post("/admin/sessions/kill", kill_sessions)
+def add_routes(routes: EdgeRoutes) -> None:
+    routes.get("/health", health)
+    routes.get("/metrics", metrics)
+    routes.get("/admin/config", admin_config)
+    routes.add("*", "/admin/emergency", emergency)
+    routes.get("/admin/sessions", sessions)
+    routes.get("/admin/models", local_models)
+    routes.post("/admin/sessions/kill", kill_sessions)

@@ -17,6 +17,7 @@ from tiergate.adapters.anthropic_messages import FORWARDED_HEADERS
 from tiergate.adapters.base import ClientHints
 from tiergate.adapters.translated import estimate_input_tokens
 from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
+from tiergate.api.edge import EdgeRoutes
 from tiergate.api.flow import effective_identity, finish_plain, limited, new_context, relay_stream, route
 from tiergate.api.gateway import GATEWAY
 from tiergate.ledger.budget import estimate_tokens_from_bytes
@@ -109,6 +110,6 @@ async def count_tokens(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"input_tokens": estimate_input_tokens(body)}), content_type=JSON)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/messages", messages)
-    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+def add_routes(routes: EdgeRoutes) -> None:
+    routes.post("/v1/messages", messages)
+    routes.post("/v1/messages/count_tokens", count_tokens)

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
+from tiergate.api.edge import EdgeRoutes
 from tiergate.api.flow import effective_identity, finish_plain, limited, new_context, relay_stream, route
 from tiergate.api.gateway import GATEWAY
 from tiergate.ledger.budget import estimate_tokens_from_bytes
@@ -94,8 +95,8 @@ async def list_models(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/chat/completions", chat_completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/v1/models", list_models)
+def add_routes(routes: EdgeRoutes) -> None:
+    routes.post("/v1/chat/completions", chat_completions)
+    routes.post("/chat/completions", chat_completions)
+    routes.post("/v1/embeddings", embeddings)
+    routes.get("/v1/models", list_models)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import operator
+import typing
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ import orjson
 from tiergate.types import UsageRecord
 
 KEY_PREFIX = "tg-"
-USAGE_COLUMNS = [f.name for f in dataclasses.fields(UsageRecord)]
+USAGE_COLUMNS = list(UsageRecord._fields)
 SESSION_COLUMNS = ("session", "key_name", "agent", "first_seen", "last_seen", "requests", "prompt_tokens",
                    "completion_tokens", "cost_usd", "max_context_ratio", "killed_reason")
 EVENT_COLUMNS = ("ts", "model", "event", "details")
@@ -100,28 +100,31 @@ INSERT_EVENT = (f"INSERT INTO local_model_events ({', '.join(EVENT_COLUMNS)}, re
                 "ON CONFLICT (record_id) DO NOTHING")
 
 
-_USAGE_VALUES = operator.attrgetter(*USAGE_COLUMNS)
-_BOOL_COLUMNS = tuple(i for i, f in enumerate(dataclasses.fields(UsageRecord)) if f.type in ("bool", bool))
-_EXTRA = USAGE_COLUMNS.index("extra")
+_BOOL_COLUMNS = tuple(i for i, t in enumerate(typing.get_type_hints(UsageRecord).values()) if t is bool)
 
 
-def usage_row(rec: UsageRecord, record_id: str) -> tuple[Any, ...]:
-    """The row for INSERT_USAGE (the writer thread runs this per record while holding the GIL: keep it lean)."""
-    values = list(_USAGE_VALUES(rec))
-    for i in _BOOL_COLUMNS:  # 0/1 in both databases (PostgreSQL's columns are integers, not booleans)
+def usage_row(rec: UsageRecord, record_id: str, *, bools_as_int: bool = True) -> tuple[Any, ...]:
+    """The row for INSERT_USAGE (the writer thread runs this per record while holding the GIL: keep it lean).
+
+    SQLite binds a bool as the integer 0/1 by itself; PostgreSQL's columns are integers and its driver
+    would send a boolean, so ``bools_as_int`` converts them there.
+    """
+    if rec.extra is not None:
+        rec = rec._replace(extra=orjson.dumps(rec.extra).decode() if rec.extra else None)
+    if not bools_as_int:
+        return (*rec, record_id)
+    values = [*rec, record_id]
+    for i in _BOOL_COLUMNS:
         values[i] = int(values[i])
-    extra = values[_EXTRA]
-    values[_EXTRA] = orjson.dumps(extra).decode() if extra else None
-    values.append(record_id)
     return tuple(values)
 
 
-def statements(batch: Iterable[Pending]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+def statements(batch: Iterable[Pending], *, bools_as_int: bool = True) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """(statement, rows) pairs that write a batch; for each session only its latest state is kept."""
     usage, events, sessions = [], [], {}
     for rid, r in batch:
         if isinstance(r, UsageRecord):
-            usage.append(usage_row(r, rid))
+            usage.append(usage_row(r, rid, bools_as_int=bools_as_int))
         elif isinstance(r, SessionRow):
             sessions[r.session] = dataclasses.astuple(r)
         else:
@@ -140,7 +143,8 @@ _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 
 
 def to_line(p: Pending) -> bytes:
-    return orjson.dumps({"id": p.record_id, "kind": _KIND_OF[type(p.record)], "record": p.record}) + b"\n"
+    rec = p.record._asdict() if isinstance(p.record, UsageRecord) else p.record  # a tuple would be a JSON list
+    return orjson.dumps({"id": p.record_id, "kind": _KIND_OF[type(p.record)], "record": rec}) + b"\n"
 
 
 def from_line(line: bytes) -> Pending:

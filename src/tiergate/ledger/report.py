@@ -56,7 +56,7 @@ def build_report(ledger: Ledger, day: str, catalog: Catalog | None = None) -> Re
     start, end = day_bounds(day)
     rows = ledger.query(
         "SELECT kind, deployment, tier, local, agent, task, prompt_tokens, completion_tokens, cost_usd, status "
-        "FROM usage WHERE ts >= ? AND ts < ?",
+        "FROM usage WHERE kind IN ('request', 'attempt') AND ts >= ? AND ts < ?",  # the (kind, ts) index
         (start, end),
     )
     served = [r for r in rows if r["kind"] == "request" and r["status"] < 400 and r["deployment"]]

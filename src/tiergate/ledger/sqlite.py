@@ -102,6 +102,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX usage_kind_ts ON usage (kind, ts);
         """,
     ),
+    (
+        # Every index costs the one writer ~1 us of CPU per row on the gateway's own core. Reports and
+        # budget seeding read by (kind, ts); nothing reads these three (docs/decisions/0003-hot-path.md).
+        "0006_trim_usage_indexes",
+        """
+        DROP INDEX IF EXISTS usage_ts;
+        DROP INDEX IF EXISTS usage_agent_ts;
+        DROP INDEX IF EXISTS usage_session_ts;
+        """,
+    ),
 ]
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -201,7 +211,7 @@ class SqliteLedger(LedgerTables):
         for attempt in range(5):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for sql, rows in statements(batch):
+                for sql, rows in statements(batch, bools_as_int=False):
                     conn.executemany(sql, rows)
                 conn.execute("COMMIT")
                 self.written += count_usage(batch)

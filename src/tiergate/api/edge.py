@@ -1,0 +1,99 @@
+"""The HTTP edge around every handler: a request id, and every error in the client's own envelope.
+
+This is a handler wrapper, not an aiohttp middleware: with any middleware
+installed aiohttp rebuilds the chain per request (a cache lookup that hashes
+the app, plus its own current-app middleware), a few microseconds of every
+request (docs/decisions/0003-hot-path.md). Requests no route matches reach a
+catch-all route wrapped the same way, so a 404 or 405 is rendered in the
+client's envelope too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from tiergate.api.common import error_response
+from tiergate.errors import NotFound, TiergateError
+from tiergate.ids import IdSource
+
+log = logging.getLogger("tiergate.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REQUEST_IDS: web.AppKey[IdSource] = web.AppKey("request_ids", IdSource)
+
+
+def _is_anthropic(request: web.Request) -> bool:
+    return request.path.startswith("/v1/messages")
+
+
+def guarded(handler: Handler) -> Handler:
+    """``handler`` with a request id (X-Request-ID, or a new one) and errors mapped to 4xx/5xx bodies."""
+
+    async def at_the_edge(request: web.Request) -> web.StreamResponse:
+        request["started"] = time.perf_counter()
+        rid = request.headers.get("X-Request-ID") or request.app[REQUEST_IDS].new()
+        request["request_id"] = rid
+        try:
+            return await handler(request)
+        except TiergateError as err:
+            body = getattr(err, "body", None)
+            if body and err.code == "upstream_rejected":
+                return web.Response(body=body, status=err.status, content_type="application/json",
+                                    headers={"X-Request-ID": rid})
+            return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:  # noqa: BLE001 - a bug must not leak a stack trace to the client
+            log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
+            err = TiergateError(f"internal error; request id {rid}")
+            return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+
+    at_the_edge.__name__ = at_the_edge.__qualname__ = getattr(handler, "__name__", "handler")
+    return at_the_edge
+
+
+class EdgeRoutes:
+    """Registers guarded handlers and remembers each path's methods for the catch-all's 404 and 405."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._methods: dict[str, set[str]] = {}
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        if method == "GET":
+            self._app.router.add_get(path, guarded(handler))  # and HEAD, as aiohttp does
+            self._methods.setdefault(path, set()).update(("GET", "HEAD"))
+        else:
+            self._app.router.add_route(method, path, guarded(handler))
+            self._methods.setdefault(path, set()).add(method)
+
+    def get(self, path: str, handler: Handler) -> None:
+        self.add("GET", path, handler)
+
+    def post(self, path: str, handler: Handler) -> None:
+        self.add("POST", path, handler)
+
+    def finish(self) -> None:
+        """Last: the route every other request falls through to."""
+        methods = {path: frozenset(m) for path, m in self._methods.items()}
+
+        async def not_routed(request: web.Request) -> web.StreamResponse:
+            allowed = methods.get(request.path)
+            if allowed is None or "*" in allowed:
+                raise NotFound(f"no route {request.method} {request.path}")
+            err = TiergateError(f"method {request.method} not allowed on {request.path}; "
+                                f"allowed: {', '.join(sorted(allowed))}")
+            err.status, err.openai_type, err.code = 405, "invalid_request_error", "method_not_allowed"
+            resp = error_response(err, anthropic=_is_anthropic(request), request_id=request["request_id"])
+            resp.headers["Allow"] = ", ".join(sorted(allowed))
+            return resp
+
+        self._app.router.add_route("*", "/{tail:.*}", guarded(not_routed))
