@@ -52,6 +52,21 @@ def test_task_header_and_task_model_pick_minimum_tier_and_cost_is_priced(standin
     assert "authorization" not in local.requests()[0]["headers"]  # the client's key never goes upstream
 
 
+def test_an_upstream_cookie_never_reaches_another_callers_request(standins, gateway):
+    """Upstreams set cookies (the stand-in, like the real API's CDN, on every answer); one session serves all callers."""
+    local = standins(name="local", models=["llama-8b"])
+    cfg = tiered_config(local, None)
+    for p in cfg["providers"].values():  # a host name: aiohttp's default jar ignores cookies from IP addresses
+        p["base_url"] = p["base_url"].replace("127.0.0.1", "localhost")
+    gw = gateway(cfg)
+    for _ in range(3):
+        raw = client(gw).chat.completions.with_raw_response.create(model="auto", messages=MSG)
+        assert "set-cookie" not in raw.headers  # nor is the upstream's cookie handed to the client
+    seen = local.requests()
+    assert len(seen) == 3
+    assert [r["headers"].get("cookie") for r in seen] == [None, None, None]
+
+
 def test_body_passes_through_untouched_except_model(standins, gateway):
     local = standins(name="local", models=["llama-8b"])
     gw = gateway(tiered_config(local, None))

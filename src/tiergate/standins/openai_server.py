@@ -68,6 +68,9 @@ def build_openai_standin(*, name: str, models: list[str], api_key: str | None = 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("x-request-id", new_id("req_", 32))
+    # the real API sits behind a CDN that sets a bot-management cookie on every answer: a gateway must not
+    # hand one caller's cookie to the next caller's request
+    response.headers.setdefault("set-cookie", f"__cf_bm={new_id('', 24)}; path=/; HttpOnly; SameSite=None")
 
 
 def _authorize(request: web.Request, cfg: _Config) -> None:
