@@ -264,3 +264,26 @@ def test_entry_point_ready_line_and_sigterm(gguf: Path):
             if child.poll() is None:
                 child.kill()
                 child.wait()
+
+
+@pytest.mark.parametrize("how", ["sigterm-later", "stdin-eof"])
+def test_entry_point_stops_promptly_however_it_is_told(gguf: Path, how: str):
+    """SIGTERM a while after READY (llama.cpp's threads are all up by then), or the supervisor's stdin closing."""
+    with subprocess.Popen([sys.executable, "-m", "tiergate.local.llamacpp_server", "--gguf", str(gguf),
+                           "--port", "0", "--ctx", "512", "--parallel", "1", "--exit-on-stdin-eof"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert child.stdout.readline().startswith("READY ")
+            time.sleep(1.5)
+            t0 = time.monotonic()
+            if how == "stdin-eof":
+                child.stdin.close()
+            else:
+                child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=10) == 0
+            assert time.monotonic() - t0 < 5
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()

@@ -107,8 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"xllamacpp is not importable ({exc}); install tiergate[local]")
 
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    waits_for_signals = hasattr(signal, "sigtimedwait")  # Linux; not macOS
+    if waits_for_signals:
+        # Blocked before any thread starts, so llama.cpp's threads inherit the mask: its server installs a
+        # SIGTERM/SIGINT handler of its own from one of them at some point after start, which swallowed the
+        # signal (reproduced: 1 SIGTERM in 3, sent 2 s after READY, never stopped the process). A blocked
+        # signal stays pending for sigtimedwait below, whoever installed a handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    else:
+        for sig in stop_signals:
+            signal.signal(sig, lambda *_: stop.set())
     if args.exit_on_stdin_eof:
         def _watch_stdin() -> None:
             try:
@@ -152,18 +161,21 @@ def main(argv: list[str] | None = None) -> int:
         probe_host = f"[{probe_host}]"
     if not _wait_healthy(f"http://{probe_host}:{port}", args.ready_timeout):
         os._exit(_fail(f"/health on port {port} did not become ok within {args.ready_timeout:g}s", code=3))
-    if not stop.is_set():
-        print(f"READY {port}", flush=True)
-    while not stop.wait(1.0):
-        pass
 
-    # Graceful teardown (drops the last reference -> llama.cpp stops its loop and frees the
-    # model), but never let a stuck slot delay exit by more than a couple of seconds.
-    holder = [server]
-    del server
-    t = threading.Thread(target=holder.clear, name="teardown", daemon=True)
-    t.start()
-    t.join(timeout=3.0)
+    def stop_asked(wait_s: float) -> bool:
+        if waits_for_signals:
+            return stop.is_set() or signal.sigtimedwait(stop_signals, wait_s) is not None
+        return stop.wait(wait_s)
+
+    if not stop_asked(0):
+        print(f"READY {port}", flush=True)
+        while not stop_asked(1.0):
+            pass
+
+    # Exit without tearing llama.cpp down: its destructor runs holding the GIL, so a stuck slot or
+    # server thread would hold the process for as long as it likes (a join with a timeout cannot
+    # preempt it). The kernel frees the model, the sockets and any GPU context just the same;
+    # ``server`` stays referenced until then.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
