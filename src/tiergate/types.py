@@ -1,7 +1,10 @@
 """Canonical types the router, executor and ledger share.
 
-They are small frozen dataclasses (cheap to build per request) rather than
-validation models: request bodies are never round-tripped through them.
+They are small slotted dataclasses rather than validation models: request
+bodies are never round-tripped through them. They are built per request and
+never changed once built, but not ``frozen``: a frozen dataclass sets each
+field through ``object.__setattr__``, 2.5x the cost of a plain one, and six of
+them are built per request (docs/decisions/0003-hot-path.md).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Literal, NamedTuple
 Protocol = Literal["openai-chat", "anthropic-messages"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Identity:
     """Who is calling: resolved from the key and the X-Tiergate-* headers."""
 
@@ -24,7 +27,7 @@ class Identity:
     tags: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFeatures:
     """What routing needs to know about one request; nothing more."""
 
@@ -36,21 +39,21 @@ class RequestFeatures:
     stream: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
     deployment: str
     tier: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Skipped:
     deployment: str
     reason: str
     rank: int = 0  # how many candidates were ahead of it: it was preferred over candidate #rank
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoutePlan:
     """Ordered candidates, each with why it is there, plus what was left out and why."""
 

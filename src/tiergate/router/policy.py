@@ -29,7 +29,7 @@ TASK_PREFIX = "task/"
 ASSUMED_OUTPUT_TOKENS = 256
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorldSnapshot:
     """What the policy may know about the world at decision time."""
 
