@@ -96,7 +96,10 @@ class MemoryState(MemoryLimits):
         self._sessions: dict[str, SessionTotals] = {}
 
     async def breaker_admit(self, deployment: str, *, now: float, cooldown_s: float) -> bool:
-        ok, new = br.admit(self._breakers.get(deployment, br.CLOSED), now=now, cooldown_s=cooldown_s)
+        current = self._breakers.get(deployment)
+        if current is None:  # closed breakers are not stored: the usual case, decided without a call
+            return True
+        ok, new = br.admit(current, now=now, cooldown_s=cooldown_s)
         if new is not br.CLOSED:
             self._breakers[deployment] = new
         return ok

@@ -79,6 +79,14 @@ class OpenAIChatAdapter:
     def __init__(self, session: aiohttp.ClientSession, *, connect_timeout_s: float) -> None:
         self._session = session
         self._connect_timeout_s = connect_timeout_s
+        self._targets: dict[str, tuple[Deployment, str, dict[str, str]]] = {}
+
+    def _target(self, d: Deployment) -> tuple[str, dict[str, str]]:
+        """The URL and headers of a deployment, built once: they never change while the app runs."""
+        t = self._targets.get(d.name)
+        if t is None or t[0] is not d:
+            t = self._targets[d.name] = (d, f"{d.base_url}{self.path}", _headers(d))
+        return t[1], t[2]
 
     async def complete(
         self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
@@ -86,7 +94,8 @@ class OpenAIChatAdapter:
         payload, _ = upstream_body(body, d)
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
-        raw, ctype = await post_for_body(self._session, f"{d.base_url}{self.path}", data, _headers(d),
+        url, headers = self._target(d)
+        raw, ctype = await post_for_body(self._session, url, data, headers,
                                          timeout_s=timeout_s, connect_timeout_s=self._connect_timeout_s)
         upstream_ms = (time.perf_counter() - t0) * 1000
         try:
@@ -103,8 +112,9 @@ class OpenAIChatAdapter:
         payload, injected = upstream_body(body, d)
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
+        url, headers = self._target(d)
         resp, events, first = await open_event_stream(
-            self._session, f"{d.base_url}{self.path}", data, _headers(d),
+            self._session, url, data, headers,
             timeout_s=timeout_s, connect_timeout_s=self._connect_timeout_s)
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
         state: dict[str, object] = {"completed": False}

@@ -130,6 +130,7 @@ class Executor:
         self.adapters = adapters
         self.clock = clock
         self.planner = Planner(catalog)
+        self._budgeted = budgets is not None and bool(budgets.budgets)  # else no reservation to make per attempt
         self._shown_open: set[str] = set()  # deployments whose tiergate_breaker_open gauge reads 1
         for name in catalog.deployments:  # every deployment is on the dashboard from the start, at 0
             metrics.child(metrics.breaker_open, name).set(0)
@@ -218,7 +219,7 @@ class Executor:
                 ctx.failures.append((d.name, "breaker open"))
                 continue
             adapter = self.adapters[(ctx.protocol, d.api)]
-            attempt_body = await self._reserve(ctx, d, body)
+            attempt_body = await self._reserve(ctx, d, body) if self._budgeted else body
             if attempt_body is None:
                 continue
             try:
