@@ -22,14 +22,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import runner as R  # noqa: E402
 import targets as T  # noqa: E402
-import upstream  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 
@@ -59,13 +57,7 @@ def main() -> int:
     try:
         for i, rev in enumerate(args.revs):
             srcs[rev] = None if rev == "worktree" else checkout(rev, os.path.join(tmp, f"rev{i}"))
-        run.up_port = R.free_port()
-        run.nginx = R.Proc("nginx", ["nginx", "-c", upstream.write_conf(run.work, run.up_port), "-p", run.work],
-                           R.LOAD_CPU, os.path.join(run.work, "nginx.out"), stop_wait=5)
-        run.procs.append(run.nginx)
-        time.sleep(0.5)
-        run.tg_config = T.tiergate_config(run.work, run.up_port)
-        run.lanes = R.Lanes(run.work, T.tiergate_create_key(run.tg_config))
+        run.setup()
         for rnd in range(args.rounds):
             for v in variants:
                 src = srcs.get(v)

@@ -31,7 +31,6 @@ sys.path.insert(0, HERE)
 
 import runner as R  # noqa: E402
 import targets as T  # noqa: E402
-import upstream  # noqa: E402
 
 
 def threads(pid: int) -> dict[str, tuple[str, int]]:
@@ -105,16 +104,9 @@ def main() -> int:
                             soak_delay_ms=6, no_litellm=False, skip_workers=True)
     run = R.Run(ns)
     try:
-        run.up_port = R.free_port()
-        run.nginx = R.Proc("nginx", ["nginx", "-c", upstream.write_conf(run.work, run.up_port), "-p", run.work],
-                           R.LOAD_CPU, os.path.join(run.work, "nginx.out"), stop_wait=5)
-        run.procs.append(run.nginx)
-        time.sleep(0.5)
-        run.tg_config = T.tiergate_config(run.work, run.up_port)
-        run.tg_ledger = os.path.join(run.work, "tiergate-ledger", "ledger.db")
+        run.setup()
         if args.target == T.LITELLM:
             run.ll_config = T.litellm_config(run.work, run.up_port)
-        run.lanes = R.Lanes(run.work, T.tiergate_create_key(run.tg_config))
         p = run.start(args.target)
         run.warm(args.target, p, "chat" if args.lane == "stream" else args.lane)
         raw = os.path.join(run.work, "py-spy.raw")

@@ -285,8 +285,8 @@ class Run:
         return res
 
     # -- main
-    def main(self) -> dict:
-        a = self.args
+    def setup(self) -> None:
+        """The nginx upstream (answering), tiergate's config and ledger path, a virtual key and the lanes."""
         body_chat = bodies.chat_body("gpt-4o-mini")
         self.up_port = free_port()
         self.nginx = Proc("nginx", ["nginx", "-c", upstream.write_conf(self.work, self.up_port), "-p", self.work],
@@ -302,11 +302,13 @@ class Run:
         if st != 200:
             raise RuntimeError(f"nginx upstream did not start: {self.nginx.tail()}")
         log(f"nginx upstream on 127.0.0.1:{self.up_port} (core {LOAD_CPU}); work dir {self.work}")
-
         self.tg_config = T.tiergate_config(self.work, self.up_port)
         self.tg_ledger = os.path.join(self.work, "tiergate-ledger", "ledger.db")
-        key = T.tiergate_create_key(self.tg_config)
-        self.lanes = Lanes(self.work, key)
+        self.lanes = Lanes(self.work, T.tiergate_create_key(self.tg_config))
+
+    def main(self) -> dict:
+        a = self.args
+        self.setup()
         names = [T.DIRECT, T.BARE, T.TIERGATE]
         if a.no_litellm:
             self.notes.append("LiteLLM left out (--no-litellm).")

@@ -8,6 +8,7 @@ max_tokens <= 16) because the suite runs on 2 cores under pytest-xdist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -246,44 +247,42 @@ def test_entry_point_without_xllamacpp(tmp_path: Path):
     assert len(lines) == 1 and "xllamacpp is not importable" in lines[0], r.stderr
 
 
-def test_entry_point_ready_line_and_sigterm(gguf: Path):
+@contextlib.contextmanager
+def _serving_child(gguf: Path, *extra: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """The entry point serving a tiny model; killed on the way out if a test left it running."""
     with subprocess.Popen([sys.executable, "-m", "tiergate.local.llamacpp_server", "--gguf", str(gguf),
-                           "--port", "0", "--ctx", "512", "--parallel", "1", "--verbosity", "1"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+                           "--port", "0", "--ctx", "512", "--parallel", "1", *extra],
+                          stdout=subprocess.PIPE, text=True, **popen) as child:
         try:
-            assert child.stdout is not None and child.stderr is not None
-            line = child.stdout.readline()
-            assert line.startswith("READY "), (line, child.stderr.read() if child.poll() is not None else "")
-            port = int(line.split()[1])
-            assert line == f"READY {port}\n" and _port_open(port)
-            t0 = time.monotonic()
-            child.send_signal(signal.SIGTERM)
-            assert child.wait(timeout=10) == 0
-            assert time.monotonic() - t0 < 5
+            yield child
         finally:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+
+
+def _stops_promptly(child: subprocess.Popen[str], stop: Callable[[], None]) -> None:
+    t0 = time.monotonic()
+    stop()
+    assert child.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 5
+
+
+def test_entry_point_ready_line_and_sigterm(gguf: Path):
+    with _serving_child(gguf, "--verbosity", "1", stderr=subprocess.PIPE) as child:
+        assert child.stdout is not None and child.stderr is not None
+        line = child.stdout.readline()
+        assert line.startswith("READY "), (line, child.stderr.read() if child.poll() is not None else "")
+        port = int(line.split()[1])
+        assert line == f"READY {port}\n" and _port_open(port)
+        _stops_promptly(child, lambda: child.send_signal(signal.SIGTERM))
 
 
 @pytest.mark.parametrize("how", ["sigterm-later", "stdin-eof"])
 def test_entry_point_stops_promptly_however_it_is_told(gguf: Path, how: str):
     """SIGTERM a while after READY (llama.cpp's threads are all up by then), or the supervisor's stdin closing."""
-    with subprocess.Popen([sys.executable, "-m", "tiergate.local.llamacpp_server", "--gguf", str(gguf),
-                           "--port", "0", "--ctx", "512", "--parallel", "1", "--exit-on-stdin-eof"],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as child:
-        try:
-            assert child.stdout is not None and child.stdin is not None
-            assert child.stdout.readline().startswith("READY ")
-            time.sleep(1.5)
-            t0 = time.monotonic()
-            if how == "stdin-eof":
-                child.stdin.close()
-            else:
-                child.send_signal(signal.SIGTERM)
-            assert child.wait(timeout=10) == 0
-            assert time.monotonic() - t0 < 5
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+    with _serving_child(gguf, "--exit-on-stdin-eof", stdin=subprocess.PIPE, stderr=subprocess.DEVNULL) as child:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().startswith("READY ")
+        time.sleep(1.5)
+        _stops_promptly(child, child.stdin.close if how == "stdin-eof" else lambda: child.send_signal(signal.SIGTERM))
