@@ -69,6 +69,11 @@ class NotFound(ClientError):
     code = "not_found"
 
 
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class ModelNotFound(NotFound):
     code = "model_not_found"
 

@@ -1,9 +1,9 @@
 """The HTTP edge around every handler: a request id, and every error in the client's own envelope.
 
 This is a handler wrapper, not an aiohttp middleware: with any middleware
-installed aiohttp rebuilds the chain per request (a cache lookup that hashes
-the app, plus its own current-app middleware), a few microseconds of every
-request (docs/decisions/0003-hot-path.md). Requests no route matches reach a
+installed aiohttp looks up the built chain per request (a cache lookup that
+hashes the app) and runs its own current-app middleware, a few microseconds
+of every request (docs/decisions/0003-hot-path.md). Requests no route matches reach a
 catch-all route wrapped the same way, so a 404 or 405 is rendered in the
 client's envelope too.
 """
@@ -11,6 +11,7 @@ client's envelope too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tiergate.api.common import error_response
-from tiergate.errors import NotFound, TiergateError
+from tiergate.errors import MethodNotAllowed, NotFound, TiergateError
 from tiergate.ids import IdSource
 
 log = logging.getLogger("tiergate.app")
@@ -35,6 +36,7 @@ def _is_anthropic(request: web.Request) -> bool:
 def guarded(handler: Handler) -> Handler:
     """``handler`` with a request id (X-Request-ID, or a new one) and errors mapped to 4xx/5xx bodies."""
 
+    @functools.wraps(handler)
     async def at_the_edge(request: web.Request) -> web.StreamResponse:
         request["started"] = time.perf_counter()
         rid = request.headers.get("X-Request-ID") or request.app[REQUEST_IDS].new()
@@ -56,7 +58,6 @@ def guarded(handler: Handler) -> Handler:
             err = TiergateError(f"internal error; request id {rid}")
             return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
 
-    at_the_edge.__name__ = at_the_edge.__qualname__ = getattr(handler, "__name__", "handler")
     return at_the_edge
 
 
@@ -83,17 +84,16 @@ class EdgeRoutes:
 
     def finish(self) -> None:
         """Last: the route every other request falls through to."""
-        methods = {path: frozenset(m) for path, m in self._methods.items()}
+        methods = {path: frozenset(m) for path, m in self._methods.items()}  # a "*" path never falls through
 
         async def not_routed(request: web.Request) -> web.StreamResponse:
             allowed = methods.get(request.path)
-            if allowed is None or "*" in allowed:
+            if allowed is None:
                 raise NotFound(f"no route {request.method} {request.path}")
-            err = TiergateError(f"method {request.method} not allowed on {request.path}; "
-                                f"allowed: {', '.join(sorted(allowed))}")
-            err.status, err.openai_type, err.code = 405, "invalid_request_error", "method_not_allowed"
+            allow = ", ".join(sorted(allowed))
+            err = MethodNotAllowed(f"method {request.method} not allowed on {request.path}; allowed: {allow}")
             resp = error_response(err, anthropic=_is_anthropic(request), request_id=request["request_id"])
-            resp.headers["Allow"] = ", ".join(sorted(allowed))
+            resp.headers["Allow"] = allow
             return resp
 
         self._app.router.add_route("*", "/{tail:.*}", guarded(not_routed))

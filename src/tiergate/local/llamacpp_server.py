@@ -110,10 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     waits_for_signals = hasattr(signal, "sigtimedwait")  # Linux; not macOS
     if waits_for_signals:
-        # Blocked before any thread starts, so llama.cpp's threads inherit the mask: its server installs a
-        # SIGTERM/SIGINT handler of its own from one of them at some point after start, which swallowed the
-        # signal (reproduced: 1 SIGTERM in 3, sent 2 s after READY, never stopped the process). A blocked
-        # signal stays pending for sigtimedwait below, whoever installed a handler.
+        # Blocked before any thread starts, so llama.cpp's threads inherit the mask. Its server carries a
+        # SIGTERM/SIGINT handler of its own; a SIGTERM sent 2 s after READY once left this process running.
+        # A blocked signal stays pending for sigtimedwait below, whoever installed a handler.
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     else:
         for sig in stop_signals:

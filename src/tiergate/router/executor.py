@@ -188,7 +188,7 @@ class Executor:
 
     async def _reserve(self, ctx: CallContext, d: Deployment, body: dict[str, Any]) -> dict[str, Any] | None:
         """Hold the worst-case cost against every budget; None when a budget says skip this candidate."""
-        if self.budgets is None or ctx.features is None or not self.budgets.budgets:
+        if self.budgets is None or ctx.features is None:  # run() calls this only when budgets are configured
             return body
         f = ctx.features
         lines = self.budgets.lines_for(ctx.identity, d, f.prompt_tokens_est, f.max_tokens)
