@@ -1,7 +1,8 @@
 """create_app(config) builds everything; nothing happens at import.
 
-The server is aiohttp (server and client): chosen by measurement, see
-docs/decisions/0001-http-stack.md.
+The server is aiohttp, chosen by measurement (docs/decisions/0001-http-stack.md);
+upstream calls go through tiergate's own lean HTTP/1.1 client
+(docs/decisions/0004-upstream-client.md); webhooks use aiohttp's client.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
+from tiergate.adapters.upstream_http import UpstreamHTTP
 from tiergate.alerts import AlertDispatcher
 from tiergate.api import admin, anthropic, openai
 from tiergate.api.auth import KeyStore
@@ -106,11 +108,8 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         r = config.routing
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
-            auto_decompress=True,
-            cookie_jar=aiohttp.DummyCookieJar(),  # one session serves every caller: never carry cookies between them
-        )
+        upstream = UpstreamHTTP(connect_timeout_s=r.connect_timeout_s)  # no cookie jar: callers never share state
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())  # webhooks only
         metrics = Metrics()
         local = LocalModelManager(
             config.local_models, registry=metrics.registry,
@@ -131,14 +130,14 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             state = GuardedState(redis_state, outages)  # later outages: explicit per-concern modes
         else:
             state = MemoryState()
-        chat = OpenAIChatAdapter(session, connect_timeout_s=r.connect_timeout_s)
-        messages = AnthropicMessagesAdapter(session, connect_timeout_s=r.connect_timeout_s)
+        chat = OpenAIChatAdapter(upstream)
+        messages = AnthropicMessagesAdapter(upstream)
         adapters = {  # (client protocol, upstream api) -> adapter
             ("openai-chat", "openai-chat"): chat,
             ("openai-chat", "anthropic-messages"): OpenAIViaAnthropic(messages),
             ("anthropic-messages", "anthropic-messages"): messages,
             ("anthropic-messages", "openai-chat"): AnthropicViaOpenAI(chat),
-            ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(session, connect_timeout_s=r.connect_timeout_s),
+            ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(upstream),
         }
         keys = KeyStore(ledger, master_key=config.auth.master_key.get_secret_value() if config.auth.master_key else None,
                         required=config.auth.required)
@@ -154,7 +153,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         executor = Executor(catalog=catalog, routing=r, state=state, ledger=ledger, metrics=metrics, adapters=adapters,
                             budgets=budgets, local=local, context_reroute_at=config.guardian.context_reroute_at)
         gw = Gateway(config=config, catalog=catalog, ledger=ledger, keys=keys, state=state, metrics=metrics,
-                     executor=executor, session=session, started_at=time.time(), budgets=budgets,
+                     executor=executor, upstream=upstream, started_at=time.time(), budgets=budgets,
                      sessions=sessions, alerts=alerts, local=local, outages=outages,
                      limits=LimitGuard(config.limits, state=state, mode=config.on_outage.limits, metrics=metrics,
                                        outages=outages) if config.limits else None)
@@ -172,6 +171,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             await alerts.drain()
             await alerts.close()
             await session.close()
+            await upstream.close()
             if local is not None:
                 await local.stop()
             if config.state:

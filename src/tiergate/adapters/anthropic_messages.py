@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tiergate.adapters.base import (
@@ -27,6 +26,7 @@ from tiergate.adapters.base import (
     post_for_body,
     sse_data,
 )
+from tiergate.adapters.upstream_http import USER_AGENT, UpstreamHTTP, UpstreamResponse
 from tiergate.ledger.budget import estimate_tokens_from_bytes
 from tiergate.router.catalog import Deployment
 from tiergate.types import Usage
@@ -53,7 +53,8 @@ def usage_from_anthropic(u: Any) -> Usage | None:
 
 
 def headers_for(d: Deployment, hints: ClientHints) -> dict[str, str]:
-    h = {"Content-Type": "application/json", "anthropic-version": DEFAULT_VERSION, **d.headers}
+    h = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "anthropic-version": DEFAULT_VERSION,
+         **d.headers}
     for name in FORWARDED_HEADERS:
         value = hints.headers.get(name)
         if value:
@@ -68,9 +69,8 @@ class AnthropicMessagesAdapter:
 
     api = "anthropic-messages"
 
-    def __init__(self, session: aiohttp.ClientSession, *, connect_timeout_s: float) -> None:
-        self._session = session
-        self._connect_timeout_s = connect_timeout_s
+    def __init__(self, client: UpstreamHTTP) -> None:
+        self._client = client
 
     def _url(self, d: Deployment, hints: ClientHints) -> str:
         base = d.base_url.removesuffix("/v1")
@@ -81,8 +81,8 @@ class AnthropicMessagesAdapter:
     ) -> UpstreamReply:
         data = orjson.dumps(upstream_body(body, d))
         t0 = time.perf_counter()
-        raw, ctype = await post_for_body(self._session, self._url(d, hints), data, headers_for(d, hints),
-                                         timeout_s=timeout_s, connect_timeout_s=self._connect_timeout_s)
+        raw, ctype = await post_for_body(self._client, self._url(d, hints), data, headers_for(d, hints),
+                                         timeout_s=timeout_s)
         upstream_ms = (time.perf_counter() - t0) * 1000
         try:
             usage = usage_from_anthropic(orjson.loads(raw).get("usage"))
@@ -98,8 +98,8 @@ class AnthropicMessagesAdapter:
         data = orjson.dumps(upstream_body(body, d))
         t0 = time.perf_counter()
         resp, events, first = await open_event_stream(
-            self._session, self._url(d, hints), data, headers_for(d, hints),
-            timeout_s=timeout_s, connect_timeout_s=self._connect_timeout_s)
+            self._client, self._url(d, hints), data, headers_for(d, hints),
+            timeout_s=timeout_s)
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
         state: dict[str, object] = {"completed": False}
         watcher = _AnthropicStream(events, usage, state, resp=resp)
@@ -117,7 +117,7 @@ class _AnthropicStream:
     """Watches Anthropic SSE events go by: usage from message_start / message_delta, the end, errors."""
 
     def __init__(self, events: AsyncIterator[bytes], usage: Usage, state: dict[str, object], *,
-                 resp: aiohttp.ClientResponse) -> None:
+                 resp: UpstreamResponse) -> None:
         self._events = events
         self._usage = usage
         self._state = state

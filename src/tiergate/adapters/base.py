@@ -9,54 +9,21 @@ The executor decides what to do next; adapters never retry.
 from __future__ import annotations
 
 import asyncio
-import errno
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any
 
-import aiohttp
 import orjson
 
+from tiergate.adapters.errors import AttemptError, AttemptKind
+from tiergate.adapters.upstream_http import UpstreamHTTP, UpstreamResponse
 from tiergate.types import Usage
 
-AttemptKind = Literal["refused", "connect", "timeout", "status", "dropped", "protocol"]
+__all__ = ["AttemptError", "AttemptKind"]  # re-exported: adapters and the executor import them from here
+
 MAX_ERROR_BODY = 64 * 1024
-
-
-class AttemptError(Exception):
-    """One failed attempt; ``retryable`` says whether the same deployment may be tried again."""
-
-    def __init__(
-        self,
-        kind: AttemptKind,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        body: bytes | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-        self.body = body
-
-    @property
-    def retryable(self) -> bool:
-        if self.kind in ("timeout", "dropped", "connect"):
-            return True
-        return self.kind == "status" and self.status is not None and (self.status in (408, 409, 429) or self.status >= 500)
-
-    @property
-    def client_fault(self) -> bool:
-        """The upstream rejected the request itself (400, 404, 413, 422): no other deployment will like it more."""
-        return self.kind == "status" and self.status in (400, 404, 413, 422)
-
-    def summary(self) -> str:
-        return f"{self.status} {self.message}" if self.status else f"{self.kind}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +61,15 @@ class UpstreamStream:
     notes: list[str] = field(default_factory=list)
 
 
-def parse_retry_after(headers: "aiohttp.typedefs.LooseHeaders") -> float | None:
-    ms = headers.get("retry-after-ms")  # type: ignore[union-attr]
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the upstream asks us to wait (``retry-after-ms`` or ``Retry-After``; names lower-case)."""
+    ms = headers.get("retry-after-ms")
     if ms:
         try:
             return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
-    value = headers.get("Retry-After")  # type: ignore[union-attr]
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -114,20 +82,13 @@ def parse_retry_after(headers: "aiohttp.typedefs.LooseHeaders") -> float | None:
 
 
 def classify_exception(exc: BaseException) -> AttemptError:
-    """Map a transport exception to an AttemptError; refused connections are definitive."""
+    """An AttemptError for whatever ended an attempt (the client raises AttemptErrors already)."""
     if isinstance(exc, AttemptError):
         return exc
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        os_err = getattr(exc, "os_error", None)
-        if isinstance(os_err, OSError) and os_err.errno == errno.ECONNREFUSED:
-            return AttemptError("refused", "connection refused")
-        return AttemptError("connect", f"cannot connect: {exc.os_error if hasattr(exc, 'os_error') else exc}")
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    if isinstance(exc, TimeoutError):
         return AttemptError("timeout", "timed out")
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError)):
+    if isinstance(exc, (ConnectionError, EOFError)):
         return AttemptError("dropped", "connection dropped by upstream")
-    if isinstance(exc, aiohttp.ClientError):
-        return AttemptError("dropped", f"{type(exc).__name__}: {exc}")
     return AttemptError("protocol", f"{type(exc).__name__}: {exc}")
 
 
@@ -145,8 +106,8 @@ def vendor_error_message(body: bytes) -> str | None:
     return None
 
 
-async def error_from_response(resp: aiohttp.ClientResponse) -> AttemptError:
-    body = await resp.content.read(MAX_ERROR_BODY)
+async def error_from_response(resp: UpstreamResponse) -> AttemptError:
+    body = await resp.read(MAX_ERROR_BODY)
     text = vendor_error_message(body) or body.decode("utf-8", "replace").strip().replace("\n", " ")
     return AttemptError(
         "status",
@@ -157,10 +118,10 @@ async def error_from_response(resp: aiohttp.ClientResponse) -> AttemptError:
     )
 
 
-async def iter_sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def iter_sse_events(resp: UpstreamResponse, read_timeout_s: float | None) -> AsyncIterator[bytes]:
     """Split an SSE body into whole events (each ending in a blank line), as they arrive."""
     buf = b""
-    async for chunk in resp.content.iter_any():
+    async for chunk in resp.chunks(read_timeout_s):
         buf += chunk
         if b"\r\n" in buf:
             buf = buf.replace(b"\r\n", b"\n")
@@ -175,53 +136,49 @@ async def iter_sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 
 async def post_for_body(
-    session: aiohttp.ClientSession, url: str, data: bytes, headers: Mapping[str, str], *,
-    timeout_s: float, connect_timeout_s: float,
+    client: UpstreamHTTP, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
 ) -> tuple[bytes, str]:
-    """POST and return (body, content type); any failure becomes an AttemptError."""
+    """POST and return (body, content type) within ``timeout_s``; any failure becomes an AttemptError."""
+    resp: UpstreamResponse | None = None
     try:
-        async with session.post(
-            url, data=data, headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, connect_timeout_s)),
-        ) as resp:
+        async with asyncio.timeout(timeout_s):
+            resp = await client.post(url, data, headers, connect_timeout_s=min(timeout_s, client.connect_timeout_s))
             if resp.status >= 400:
                 raise await error_from_response(resp)
-            return await resp.read(), resp.headers.get("Content-Type", "application/json")
-    except Exception as exc:  # noqa: BLE001 - every transport failure becomes an AttemptError
-        raise classify_exception(exc) from None
+            return await resp.read(), resp.headers.get("content-type", "application/json")
+    except TimeoutError:
+        if resp is not None:
+            resp.close()
+        raise AttemptError("timeout", f"no answer within {timeout_s:g} s") from None
 
 
 async def open_event_stream(
-    session: aiohttp.ClientSession, url: str, data: bytes, headers: Mapping[str, str], *,
-    timeout_s: float, connect_timeout_s: float,
-) -> tuple[aiohttp.ClientResponse, AsyncIterator[bytes], bytes]:
+    client: UpstreamHTTP, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
+) -> tuple[UpstreamResponse, AsyncIterator[bytes], bytes]:
     """POST, wait for the first whole SSE event, return (response, remaining events, first event).
 
     Until the first event is in hand nothing has reached the client, so any
-    failure here is an AttemptError and the executor may fail over.
+    failure here is an AttemptError and the executor may fail over. After it,
+    a wait of over ``timeout_s`` for the next bytes ends the stream.
     """
-    ctx = session.post(
-        url, data=data, headers=headers,
-        timeout=aiohttp.ClientTimeout(total=None, connect=min(timeout_s, connect_timeout_s), sock_read=timeout_s),
-    )
-    resp: aiohttp.ClientResponse | None = None
+    resp: UpstreamResponse | None = None
     try:
-        # asyncio.timeout, not wait_for: wait_for wraps each await in a new task (an extra loop turn each,
-        # measurable in the added time to first token); both bound the wait for the first event to timeout_s
         async with asyncio.timeout(timeout_s):
-            resp = await ctx.__aenter__()
+            resp = await client.post(url, data, headers, connect_timeout_s=min(timeout_s, client.connect_timeout_s))
             if resp.status >= 400:
                 raise await error_from_response(resp)
-            events = iter_sse_events(resp)
+            events = iter_sse_events(resp, timeout_s)
             first = await events.__anext__()
     except StopAsyncIteration:
         if resp is not None:
             resp.close()
         raise AttemptError("dropped", "upstream closed the stream before the first event") from None
-    except Exception as exc:  # noqa: BLE001
+    except BaseException as exc:
         if resp is not None:
             resp.close()
-        raise classify_exception(exc) from None
+        if isinstance(exc, TimeoutError):
+            raise AttemptError("timeout", f"no first event within {timeout_s:g} s") from None
+        raise
     return resp, events, first
 
 

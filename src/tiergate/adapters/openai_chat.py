@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tiergate.adapters.base import (
@@ -27,6 +26,7 @@ from tiergate.adapters.base import (
     post_for_body,
     sse_data,
 )
+from tiergate.adapters.upstream_http import USER_AGENT, UpstreamHTTP, UpstreamResponse
 from tiergate.ledger.budget import estimate_tokens_from_bytes
 from tiergate.router.catalog import Deployment
 from tiergate.types import Usage
@@ -64,7 +64,7 @@ def usage_from_openai(obj: Any) -> Usage | None:
 
 
 def _headers(d: Deployment) -> dict[str, str]:
-    h = {"Content-Type": "application/json", **d.headers}
+    h = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **d.headers}
     if d.api_key:
         h["Authorization"] = f"Bearer {d.api_key}"
     return h
@@ -76,9 +76,8 @@ class OpenAIChatAdapter:
     api = "openai-chat"
     path = "/chat/completions"
 
-    def __init__(self, session: aiohttp.ClientSession, *, connect_timeout_s: float) -> None:
-        self._session = session
-        self._connect_timeout_s = connect_timeout_s
+    def __init__(self, client: UpstreamHTTP) -> None:
+        self._client = client
         self._targets: dict[str, tuple[Deployment, str, dict[str, str]]] = {}
 
     def _target(self, d: Deployment) -> tuple[str, dict[str, str]]:
@@ -95,8 +94,7 @@ class OpenAIChatAdapter:
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
         url, headers = self._target(d)
-        raw, ctype = await post_for_body(self._session, url, data, headers,
-                                         timeout_s=timeout_s, connect_timeout_s=self._connect_timeout_s)
+        raw, ctype = await post_for_body(self._client, url, data, headers, timeout_s=timeout_s)
         upstream_ms = (time.perf_counter() - t0) * 1000
         try:
             usage = usage_from_openai(orjson.loads(raw))
@@ -113,9 +111,7 @@ class OpenAIChatAdapter:
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
         url, headers = self._target(d)
-        resp, events, first = await open_event_stream(
-            self._session, url, data, headers,
-            timeout_s=timeout_s, connect_timeout_s=self._connect_timeout_s)
+        resp, events, first = await open_event_stream(self._client, url, data, headers, timeout_s=timeout_s)
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
         state: dict[str, object] = {"completed": False}
         stream = _OpenAIStream(events, usage, state, injected=injected, resp=resp)
@@ -141,7 +137,7 @@ class _OpenAIStream:
         state: dict[str, object],
         *,
         injected: bool,
-        resp: aiohttp.ClientResponse,
+        resp: UpstreamResponse,
     ) -> None:
         self._events = events
         self._resp = resp

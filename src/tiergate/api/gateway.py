@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
+from tiergate.adapters.upstream_http import UpstreamHTTP
 from tiergate.alerts import AlertDispatcher
 from tiergate.api.auth import KeyStore
 from tiergate.budgets import BudgetGuard
@@ -31,7 +31,7 @@ class Gateway:
     state: SharedState
     metrics: Metrics
     executor: Executor
-    session: aiohttp.ClientSession
+    upstream: UpstreamHTTP
     started_at: float
     budgets: BudgetGuard
     sessions: SessionTracker

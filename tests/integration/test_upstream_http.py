@@ -1,0 +1,445 @@
+"""tiergate's upstream HTTP/1.1 client against real sockets that misbehave on purpose.
+
+Each test runs a small asyncio server speaking raw HTTP/1.1, so the client
+meets what real upstreams do: keep-alive and idle closes, chunked and
+until-EOF bodies, answers cut short, answers that never come, late answers,
+gzip nobody asked for, TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import ssl
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from tiergate.adapters.base import AttemptError, open_event_stream, post_for_body
+from tiergate.adapters.upstream_http import UpstreamHTTP
+
+Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[bool]]  # True: keep the connection
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+class RawServer:
+    """Answers every request with ``reply``; counts connections and requests."""
+
+    def __init__(self, reply: Reply, ssl_ctx: ssl.SSLContext | None = None) -> None:
+        self.reply = reply
+        self.ssl_ctx = ssl_ctx
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_ctx)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if self.ssl_ctx else 'http'}://127.0.0.1:{port}/v1/chat/completions"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                req = await read_request(reader)
+                if req is None:
+                    break
+                self.requests.append(req)
+                if not await self.reply(reader, writer, req):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # cancelled: the test is over and asyncio.run is tearing down
+        finally:
+            writer.close()
+
+
+def answer(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+            ).encode() + body
+
+
+async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
+    writer.write(answer(b'{"n": %d}' % req.count(b"x")))
+    await writer.drain()
+    return True
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+
+
+HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-test"}
+
+
+def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given():
+    async def main():
+        async with RawServer(ok) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            for _ in range(3):
+                body, ctype = await post_for_body(client, srv.url + "?beta=true", b'{"xx": 1}', HEADERS, timeout_s=5)
+                assert body == b'{"n": 2}' and ctype == "application/json"
+            assert srv.connections == 1 and len(srv.requests) == 3
+            first = srv.requests[0]
+            assert first.startswith(b"POST /v1/chat/completions?beta=true HTTP/1.1\r\n")
+            assert b"\r\nHost: 127.0.0.1:" in first and b"\r\nAuthorization: Bearer sk-test\r\n" in first
+            assert b"\r\nContent-Length: 9\r\n\r\n" in first and first.endswith(b'{"xx": 1}')
+            assert b"cookie" not in first.lower()
+            await client.close()
+            assert client.open_connections == 0
+
+    run(main())
+
+
+def test_an_idle_connection_the_upstream_closed_is_not_used_again():
+    async def close_after(reader, writer, req):
+        writer.write(answer(b"{}"))
+        await writer.drain()
+        return False  # like a server whose keep-alive timeout is shorter than ours
+
+    async def main():
+        async with RawServer(close_after) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            for _ in range(3):
+                await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+                await asyncio.sleep(0.05)
+            assert srv.connections == 3
+            await client.close()
+
+    run(main())
+
+
+def test_connection_close_and_idle_timeout_open_new_connections():
+    async def says_close(reader, writer, req):
+        writer.write(answer(b"{}", extra="Connection: close\r\n"))
+        await writer.drain()
+        return True  # the server would keep it: the client must not
+
+    async def main():
+        async with RawServer(says_close) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            assert srv.connections == 2
+        async with RawServer(ok) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5, idle_timeout_s=0.05)
+            await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            await asyncio.sleep(0.1)
+            await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            assert srv.connections == 2
+            await client.close()
+
+    run(main())
+
+
+def test_chunked_and_until_eof_bodies_are_read_whole():
+    async def chunked(reader, writer, req):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n")
+        for part in (b'{"a"', b': "', b'b"}'):
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    async def until_eof(reader, writer, req):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"eof\": true}")
+        await writer.drain()
+        return False
+
+    async def main():
+        client = UpstreamHTTP(connect_timeout_s=5)
+        async with RawServer(chunked) as srv:
+            assert (await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"a": "b"}'
+            assert (await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"a": "b"}'
+            assert srv.connections == 1
+        async with RawServer(until_eof) as srv:
+            assert (await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"eof": true}'
+        await client.close()
+
+    run(main())
+
+
+def test_an_answer_cut_short_is_a_dropped_attempt():
+    async def cut(reader, writer, req):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial")
+        await writer.drain()
+        return False
+
+    async def main():
+        async with RawServer(cut) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            with pytest.raises(AttemptError) as e:
+                await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            assert e.value.kind == "dropped" and e.value.retryable
+            await client.close()
+
+    run(main())
+
+
+def test_a_timed_out_request_never_lends_its_late_answer_to_the_next_one():
+    slow_first = asyncio.Event()
+
+    async def late(reader, writer, req):
+        if not slow_first.is_set():
+            slow_first.set()
+            await asyncio.sleep(0.3)
+            writer.write(answer(b'{"late": true}'))
+        else:
+            writer.write(answer(b'{"late": false}'))
+        await writer.drain()
+        return True
+
+    async def main():
+        async with RawServer(late) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            t0 = time.perf_counter()
+            with pytest.raises(AttemptError) as e:
+                await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=0.1)
+            assert e.value.kind == "timeout" and time.perf_counter() - t0 < 0.3
+            # at once, while the late answer is still coming: on the old connection it would be taken for this one's
+            body, _ = await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            assert body == b'{"late": false}' and srv.connections == 2
+            await client.close()
+
+    run(main())
+
+
+def test_a_cancelled_request_closes_its_connection():
+    async def never(reader, writer, req):
+        await asyncio.sleep(10)
+        return False
+
+    async def main():
+        async with RawServer(never) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            task = asyncio.create_task(post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0)
+            assert client.open_connections == 0
+            await client.close()
+
+    run(main())
+
+
+def test_refused_unreachable_malformed_and_bad_headers_are_attempt_errors_of_their_kind():
+    async def garbage(reader, writer, req):
+        writer.write(b"SMTP ready\r\n\r\n")
+        await writer.drain()
+        return False
+
+    async def main():
+        client = UpstreamHTTP(connect_timeout_s=5)
+        async with RawServer(ok) as srv:
+            port = srv.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)
+        with pytest.raises(AttemptError) as e:
+            await post_for_body(client, f"http://127.0.0.1:{port}/v1", b"{}", HEADERS, timeout_s=5)
+        assert e.value.kind == "refused" and not e.value.retryable
+        with pytest.raises(AttemptError) as e:
+            await post_for_body(client, "http://tiergate-no-such-host.invalid/v1", b"{}", HEADERS, timeout_s=5)
+        assert e.value.kind == "connect"
+        async with RawServer(garbage) as srv:
+            with pytest.raises(AttemptError) as e:
+                await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            assert e.value.kind in ("protocol", "dropped")
+        async with RawServer(ok) as srv:
+            with pytest.raises(AttemptError) as e:
+                await post_for_body(client, srv.url, b"{}", {"X-Bad": "a\r\nInjected: 1"}, timeout_s=5)
+            assert e.value.kind == "protocol" and "X-Bad" in e.value.message
+            assert srv.requests == []
+        await client.close()
+
+    run(main())
+
+
+def test_error_status_carries_body_and_retry_after_and_keeps_the_connection():
+    async def limited(reader, writer, req):
+        body = b'{"error": {"message": "slow down", "type": "rate_limit"}}'
+        writer.write(answer(body, status="429 Too Many Requests", extra="Retry-After: 7\r\n"))
+        await writer.drain()
+        return True
+
+    async def main():
+        async with RawServer(limited) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            for _ in range(2):
+                with pytest.raises(AttemptError) as e:
+                    await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+                err = e.value
+                assert (err.kind, err.status, err.retry_after, err.message) == ("status", 429, 7.0, "slow down")
+                assert err.body is not None and b"rate_limit" in err.body
+            assert srv.connections == 1
+            await client.close()
+
+    run(main())
+
+
+def test_gzip_nobody_asked_for_is_decompressed_and_early_hints_are_skipped():
+    async def gz(reader, writer, req):
+        assert b"accept-encoding" not in req.lower()
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(answer(gzip.compress(b'{"zipped": true}'), extra="Content-Encoding: gzip\r\n"))
+        await writer.drain()
+        return True
+
+    async def main():
+        async with RawServer(gz) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            for _ in range(2):
+                resp = await client.post(srv.url, b"{}", HEADERS)
+                assert resp.status == 200 and "link" not in resp.headers
+                assert await resp.read() == b'{"zipped": true}'
+            assert srv.connections == 1
+            await client.close()
+
+    run(main())
+
+
+def test_a_stream_relays_each_event_as_it_arrives_and_large_bodies_survive_flow_control():
+    proceed = asyncio.Event()
+    big = b"data: " + b"x" * 4000 + b"\n\n"
+
+    async def sse(reader, writer, req):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        first = b"data: first\n\n"
+        writer.write(b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        await proceed.wait()  # the client must have the first event before the rest is even sent
+        for _ in range(300):  # 1.2 MB: more than the client buffers before it pauses reading
+            writer.write(b"%x\r\n%s\r\n" % (len(big), big))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def main():
+        async with RawServer(sse) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            resp, events, first = await open_event_stream(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            assert first == b"data: first\n\n"
+            proceed.set()
+            rest = [ev async for ev in events]
+            assert len(rest) == 300 and all(ev == big for ev in rest)
+            assert srv.connections == 1 and client.open_connections == 1  # a finished stream's connection is kept
+            await client.close()
+
+    run(main())
+
+
+def test_a_stream_that_goes_quiet_times_out():
+    async def quiet(reader, writer, req):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"d\r\ndata: first\n\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+        return False
+
+    async def main():
+        async with RawServer(quiet) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            resp, events, first = await open_event_stream(client, srv.url, b"{}", HEADERS, timeout_s=0.2)
+            with pytest.raises(AttemptError) as e:
+                await events.__anext__()
+            assert e.value.kind == "timeout"
+            assert client.open_connections == 0
+            await client.close()
+
+    run(main())
+
+
+def test_concurrent_requests_each_get_their_own_answer():
+    async def echo(reader, writer, req):
+        await asyncio.sleep(0.001 * (req.count(b"x") % 5))
+        writer.write(answer(b'{"n": %d}' % req.count(b"x")))
+        await writer.drain()
+        return True
+
+    async def main():
+        async with RawServer(echo) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+
+            async def one(i: int) -> bytes:
+                return (await post_for_body(client, srv.url, b"x" * i, HEADERS, timeout_s=5))[0]
+
+            for _ in range(3):
+                got = await asyncio.gather(*(one(i) for i in range(1, 41)))
+                assert got == [b'{"n": %d}' % i for i in range(1, 41)]
+            assert srv.connections <= 40
+            await client.close()
+
+    run(main())
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_tls_upstream_is_verified(tls_files):
+    cert, key = tls_files
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def main():
+        async with RawServer(ok, ssl_ctx=server_ctx) as srv:
+            untrusting = UpstreamHTTP(connect_timeout_s=5)
+            with pytest.raises(AttemptError) as e:
+                await post_for_body(untrusting, srv.url, b"{}", HEADERS, timeout_s=5)
+            assert e.value.kind == "connect" and "TLS" in e.value.message
+            trusting = UpstreamHTTP(connect_timeout_s=5, ssl_context=ssl.create_default_context(cafile=cert))
+            for _ in range(2):
+                assert (await post_for_body(trusting, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"n": 0}'
+            assert srv.connections == 1  # the refused handshake never got in; then one kept-alive connection
+            await untrusting.close()
+            await trusting.close()
+
+    run(main())
+
+
+def test_the_default_tls_context_honours_ssl_cert_file(tls_files, monkeypatch):
+    cert, key = tls_files
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def main():
+        async with RawServer(ok, ssl_ctx=server_ctx) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            assert (await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"n": 0}'
+            await client.close()
+
+    assert os.environ["SSL_CERT_FILE"] == cert
+    run(main())
