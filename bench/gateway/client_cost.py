@@ -73,7 +73,7 @@ async def aiosonic_client(url: str, body: bytes):
         return await r.content()
 
     async def close() -> None:
-        await client.shutdown()
+        await client.aclose()
 
     return one, close
 
