@@ -354,6 +354,26 @@ def test_a_stream_relays_each_event_as_it_arrives_and_large_bodies_survive_flow_
     run(main())
 
 
+def test_a_body_larger_than_the_stream_buffer_is_read_whole():
+    big = b'{"data": "' + b"e" * (3 * 1024 * 1024) + b'"}'  # e.g. embeddings of many inputs
+
+    async def large(reader, writer, req):
+        writer.write(answer(big))
+        await writer.drain()
+        return True
+
+    async def main():
+        async with RawServer(large) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            for _ in range(2):
+                body, _ = await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+                assert body == big
+            assert srv.connections == 1
+            await client.close()
+
+    run(main())
+
+
 def test_a_stream_that_goes_quiet_times_out():
     async def quiet(reader, writer, req):
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -78,6 +78,7 @@ class UpstreamResponse:
         self.headers_in: asyncio.Future[None] = loop.create_future()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
+        self._pause_at = PAUSE_AT  # read() takes the whole body at once: it lifts this
         self._waiter: asyncio.Future[None] | None = None
         self._complete = False
         self._keep_alive = False
@@ -122,7 +123,7 @@ class UpstreamResponse:
         if body:
             self._chunks.append(body)
             self._buffered += len(body)
-            if self._buffered > PAUSE_AT:
+            if self._buffered > self._pause_at:
                 self._conn.pause()
             self._wake()
 
@@ -198,6 +199,8 @@ class UpstreamResponse:
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body (or its first ``limit`` bytes; the connection is then not reused)."""
+        self._pause_at = limit if limit is not None else 1 << 62
+        self._conn.resume()
         while not self._complete and self._error is None and (limit is None or self._buffered < limit):
             await self._more(None)
         if self._error is not None and not self._complete:
