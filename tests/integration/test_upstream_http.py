@@ -227,22 +227,30 @@ def test_a_timed_out_request_never_lends_its_late_answer_to_the_next_one():
     run(main())
 
 
-def test_a_cancelled_request_closes_its_connection():
+def test_a_cancelled_request_closes_its_connection_before_or_during_the_body():
     async def never(reader, writer, req):
         await asyncio.sleep(10)
         return False
 
+    async def half(reader, writer, req):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial")
+        await writer.drain()
+        await asyncio.sleep(10)
+        return False
+
     async def main():
-        async with RawServer(never) as srv:
-            client = UpstreamHTTP(connect_timeout_s=5)
-            task = asyncio.create_task(post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))
-            await asyncio.sleep(0.1)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            await asyncio.sleep(0)
-            assert client.open_connections == 0
-            await client.close()
+        for reply in (never, half):
+            async with RawServer(reply) as srv:
+                client = UpstreamHTTP(connect_timeout_s=5)
+                task = asyncio.create_task(post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))
+                await asyncio.sleep(0.1)
+                assert client.open_connections == 1
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(0)
+                assert client.open_connections == 0, reply.__name__
+                await client.close()
 
     run(main())
 

@@ -201,8 +201,12 @@ class UpstreamResponse:
         """The whole body (or its first ``limit`` bytes; the connection is then not reused)."""
         self._pause_at = limit if limit is not None else 1 << 62
         self._conn.resume()
-        while not self._complete and self._error is None and (limit is None or self._buffered < limit):
-            await self._more(None)
+        try:
+            while not self._complete and self._error is None and (limit is None or self._buffered < limit):
+                await self._more(None)
+        except BaseException:  # cancelled (the caller's deadline, a client that hung up): the answer is abandoned
+            self.close()
+            raise
         if self._error is not None and not self._complete:
             raise self._error
         body = self._take()
