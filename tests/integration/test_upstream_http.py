@@ -322,7 +322,7 @@ def test_gzip_nobody_asked_for_is_decompressed_and_early_hints_are_skipped():
         async with RawServer(gz) as srv:
             client = UpstreamHTTP(connect_timeout_s=5)
             for _ in range(2):
-                resp = await client.post(srv.url, b"{}", HEADERS)
+                resp = await client.post(srv.url, b"{}", HEADERS, timeout_s=5)
                 assert resp.status == 200 and "link" not in resp.headers
                 assert await resp.read() == b'{"zipped": true}'
             assert srv.connections == 1
@@ -398,6 +398,29 @@ def test_a_stream_that_goes_quiet_times_out():
                 await events.__anext__()
             assert e.value.kind == "timeout"
             assert client.open_connections == 0
+            await client.close()
+
+    run(main())
+
+
+def test_a_slow_reader_is_not_mistaken_for_a_quiet_upstream():
+    big = b"data: " + b"y" * 8000 + b"\n\n"
+
+    async def fast(reader, writer, req):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(200):  # 1.6 MB at once: the client stops reading long before it takes them
+            writer.write(b"%x\r\n%s\r\n" % (len(big), big))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def main():
+        async with RawServer(fast) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            resp, events, first = await open_event_stream(client, srv.url, b"{}", HEADERS, timeout_s=0.2)
+            await asyncio.sleep(0.6)  # a client slow to read: reading is paused, the upstream is not quiet
+            rest = [ev async for ev in events]
+            assert [first, *rest] == [big] * 200
             await client.close()
 
     run(main())

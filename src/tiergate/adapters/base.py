@@ -8,7 +8,6 @@ The executor decides what to do next; adapters never retry.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -118,10 +117,10 @@ async def error_from_response(resp: UpstreamResponse) -> AttemptError:
     )
 
 
-async def iter_sse_events(resp: UpstreamResponse, read_timeout_s: float | None) -> AsyncIterator[bytes]:
+async def iter_sse_events(resp: UpstreamResponse) -> AsyncIterator[bytes]:
     """Split an SSE body into whole events (each ending in a blank line), as they arrive."""
     buf = b""
-    async for chunk in resp.chunks(read_timeout_s):
+    async for chunk in resp.chunks():
         buf += chunk
         if b"\r\n" in buf:
             buf = buf.replace(b"\r\n", b"\n")
@@ -138,18 +137,11 @@ async def iter_sse_events(resp: UpstreamResponse, read_timeout_s: float | None) 
 async def post_for_body(
     client: UpstreamHTTP, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
 ) -> tuple[bytes, str]:
-    """POST and return (body, content type) within ``timeout_s``; any failure becomes an AttemptError."""
-    resp: UpstreamResponse | None = None
-    try:
-        async with asyncio.timeout(timeout_s):
-            resp = await client.post(url, data, headers, connect_timeout_s=min(timeout_s, client.connect_timeout_s))
-            if resp.status >= 400:
-                raise await error_from_response(resp)
-            return await resp.read(), resp.headers.get("content-type", "application/json")
-    except TimeoutError:
-        if resp is not None:
-            resp.close()
-        raise AttemptError("timeout", f"no answer within {timeout_s:g} s") from None
+    """POST and return (body, content type) within ``timeout_s``; any failure is an AttemptError."""
+    resp = await client.post(url, data, headers, timeout_s=timeout_s)
+    if resp.status >= 400:
+        raise await error_from_response(resp)
+    return await resp.read(), resp.headers.get("content-type", "application/json")
 
 
 async def open_event_stream(
@@ -163,22 +155,20 @@ async def open_event_stream(
     """
     resp: UpstreamResponse | None = None
     try:
-        async with asyncio.timeout(timeout_s):
-            resp = await client.post(url, data, headers, connect_timeout_s=min(timeout_s, client.connect_timeout_s))
-            if resp.status >= 400:
-                raise await error_from_response(resp)
-            events = iter_sse_events(resp, timeout_s)
-            first = await events.__anext__()
+        resp = await client.post(url, data, headers, timeout_s=timeout_s)
+        if resp.status >= 400:
+            raise await error_from_response(resp)
+        events = iter_sse_events(resp)
+        first = await events.__anext__()
     except StopAsyncIteration:
         if resp is not None:
             resp.close()
         raise AttemptError("dropped", "upstream closed the stream before the first event") from None
-    except BaseException as exc:
+    except BaseException:
         if resp is not None:
             resp.close()
-        if isinstance(exc, TimeoutError):
-            raise AttemptError("timeout", f"no first event within {timeout_s:g} s") from None
         raise
+    resp.idle_timeout(timeout_s)
     return resp, events, first
 
 
