@@ -1,7 +1,7 @@
 """Where one target spends its CPU under one lane: per-thread CPU, and py-spy's view.
 
   .venv/bin/python bench/gateway/profile.py [--target tiergate] [--lane chat|anthropic|stream]
-                                            [--seconds 15] [--py-spy PATH] [--top 25]
+                                            [--seconds 15] [--conns 32] [--py-spy PATH] [--top 25]
 
 Starts the nginx upstream (core 1) and the target (core 0) as runner.py does,
 warms it up, then drives the lane (wrk -c32, or sequential streams) while
@@ -92,6 +92,7 @@ def main() -> int:
     ap.add_argument("--target", default=T.TIERGATE, choices=[T.TIERGATE, T.BARE, T.LITELLM])
     ap.add_argument("--lane", default="chat", choices=["chat", "anthropic", "stream"])
     ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--conns", type=int, default=32, help="wrk connections for the chat and anthropic lanes")
     ap.add_argument("--py-spy", default="/tmp/tiergate-bench-tools/bin/py-spy")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--keep-raw", metavar="FILE", help="copy py-spy's raw stacks here (for flame graphs or your own cuts)")
@@ -126,8 +127,8 @@ def main() -> int:
             r = R.stream_lane(p.port, path, bf, hf, args.seconds * 30, p)
             n, what = r["n"] + 5, f"{r['n']} streams, TTFT p50 {r['ttft_p50_ms']:.2f} ms"
         else:
-            r = R.wrk(p.port, path, bf, hf, 32, args.seconds, p, run.nginx)
-            n, what = r["requests"], f"{r['rps']:,.0f} req/s @32c, {r['errors']} errors"
+            r = R.wrk(p.port, path, bf, hf, args.conns, args.seconds, p, run.nginx)
+            n, what = r["requests"], f"{r['rps']:,.0f} req/s @{args.conns}c, p50 {r['p50_us'] / 1000:.2f} ms, {r['errors']} errors"
         after = threads(p.p.pid)
         names: dict[str, str] = {}
         summary = "py-spy not found: per-thread CPU only (see the docstring to install it)"
