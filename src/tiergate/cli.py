@@ -86,7 +86,7 @@ def serve(
     log_level: str = typer.Option("warning", help="log level"),
 ) -> None:
     """Run the gateway until SIGTERM/SIGINT; usage records are flushed before exit."""
-    from tiergate.server import check_workers, run_workers, serve as serve_one
+    from tiergate.server import check_workers, run_loop, run_workers, serve as serve_one
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg, source = _load(config, allow_discovery=True)
@@ -96,7 +96,7 @@ def serve(
         if workers > 1:
             run_workers(cfg, source, bind_host, bind_port, workers)
         else:
-            asyncio.run(serve_one(cfg, source, bind_host, bind_port))
+            run_loop(serve_one(cfg, source, bind_host, bind_port))
     except TiergateError as exc:  # config errors, shared state unreachable at start
         _fail(exc.message)
     except OSError as exc:
