@@ -13,10 +13,12 @@ import gzip
 import os
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+import uvloop
 
 from tiergate.adapters.base import AttemptError, open_event_stream, post_for_body
 from tiergate.adapters.upstream_http import UpstreamHTTP
@@ -87,8 +89,21 @@ async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: by
     return True
 
 
+LOOP = "asyncio"
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request, monkeypatch):
+    """Every test on both loops: ``tiergate serve`` runs on uvloop where it is installed."""
+    monkeypatch.setattr(sys.modules[__name__], "LOOP", request.param)
+
+
 def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+    bounded = asyncio.wait_for(coro, 30)  # type: ignore[arg-type]
+    if LOOP == "uvloop":
+        uvloop.run(bounded)
+    else:
+        asyncio.run(bounded)
 
 
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-test"}
