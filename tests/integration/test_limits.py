@@ -92,6 +92,24 @@ def test_rpm_admits_exactly_the_limit_of_a_concurrent_burst_and_refuses_in_each_
     assert all("allows 5 requests per minute" in r["error"] for r in rows if r["status"] == 429)
 
 
+def test_a_streams_slot_is_free_by_the_time_its_client_sees_the_end(standins, gateway):
+    """One slot; a stream ends and another connection asks at once: never a 429.
+
+    The SDK stops reading at [DONE]; the stand-in ends the body 50 ms after it, as upstreams may.
+    """
+    local = standins(name="local", models=["llama-8b"], chunks=3, chunk_delay=0.05)
+    cfg = tiered_config(local, None)
+    cfg["limits"] = [{"scope": "agent", "match": "*", "max_concurrent": 1}]
+    gw = gateway(cfg)
+    streamer, asker = oai(gw, agent="a"), oai(gw, agent="a")  # two clients: two connection pools
+    refused = 0
+    for _ in range(8):
+        for _chunk in streamer.chat.completions.create(model="local-8b", messages=MSG, stream=True):
+            pass
+        refused += status_of(asker) == 429
+    assert refused == 0
+
+
 def test_max_concurrent_holds_per_agent_and_frees_slots_when_streams_end_or_clients_leave(standins, gateway):
     local = standins(name="local", models=["llama-8b"], chunks=100, chunk_delay=0.1)  # a stream lasts ~10 s
     cfg = tiered_config(local, None)

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -90,16 +91,24 @@ async def limited(gw: Gateway, request: web.Request, ctx: CallContext, features:
         gw.executor.record_failure(ctx, status=err.status, error=err.message, reason="rate limited")
         raise
     outcome: Outcome | None = None
+    released = admission is None
+
+    async def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            await limits.release(admission, usage_of(outcome))  # type: ignore[arg-type]
+
     try:
         outcome = await route(gw, ctx, features, body)
         if features.stream:
-            return await relay_stream(gw, request, ctx, outcome, error_event=error_event)
+            # freed before the client can see the answer end: its next request must find the slot free
+            return await relay_stream(gw, request, ctx, outcome, error_event=error_event, on_complete=release)
         reply = outcome.reply
         assert reply is not None
         return await finish_plain(gw, ctx, outcome, reply.body, reply.usage, reply.content_type)
     finally:
-        if admission is not None:
-            await limits.release(admission, usage_of(outcome))
+        await release()
 
 
 def usage_of(outcome: Outcome | None) -> Usage | None:
@@ -135,8 +144,14 @@ async def finish_plain(
 
 async def relay_stream(
     gw: Gateway, request: web.Request, ctx: CallContext, outcome: Outcome, *, error_event: Any = None,
+    on_complete: Callable[[], Awaitable[None]] | None = None,
 ) -> web.StreamResponse:
-    """Forward events as they arrive; settle the ledger exactly once however the stream ends."""
+    """Forward events as they arrive; settle the ledger exactly once however the stream ends.
+
+    ``on_complete`` runs once the answer is complete and before the client can know it: ahead of
+    the event that completes it ([DONE], message_stop; SDKs stop reading there), or at the latest
+    before the final bytes. Limits free the request's concurrency slot in it.
+    """
     s = outcome.stream
     assert s is not None
     headers = route_headers(ctx, outcome)
@@ -152,14 +167,22 @@ async def relay_stream(
     try:
         await resp.prepare(request)
         if s.first_event:
+            if on_complete is not None and s.state.get("completed"):
+                await on_complete()
+                on_complete = None
             await resp.write(s.first_event)
         async for ev in s.rest:
+            if on_complete is not None and s.state.get("completed"):
+                await on_complete()
+                on_complete = None
             await resp.write(ev)
         if s.state.get("error"):
             status, error = 502, str(s.state["error"])
             if error_event is not None:
                 await resp.write(error_event(error))
         delivered = True
+        if on_complete is not None:
+            await on_complete()
         await resp.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         if not delivered:

@@ -285,6 +285,9 @@ class EventStream:
             self._cut()
 
     async def close(self) -> web.StreamResponse:
+        """End the body one delay after the last event, like an upstream that flushes its terminator apart."""
+        if self._sent and self._delay_s > 0:
+            await asyncio.sleep(self._delay_s)
         try:
             await self.response.write_eof()
         except ConnectionError:
