@@ -89,6 +89,17 @@ async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: by
     return True
 
 
+def sends(data: bytes, *, keep: bool) -> Reply:
+    """A reply that writes ``data`` to every request; ``keep``: leave the connection open for the next."""
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
+        writer.write(data)
+        await writer.drain()
+        return keep
+
+    return reply
+
+
 LOOP = "asyncio"
 
 
@@ -107,6 +118,11 @@ def run(coro: Awaitable[None]) -> None:
 
 
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-test"}
+
+
+async def fetch(client: UpstreamHTTP, url: str) -> bytes:
+    """The body of a plain POST through ``post_for_body``, as the adapters make it."""
+    return (await post_for_body(client, url, b"{}", HEADERS, timeout_s=5))[0]
 
 
 def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given():
@@ -129,16 +145,13 @@ def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given():
 
 
 def test_an_idle_connection_the_upstream_closed_is_not_used_again():
-    async def close_after(reader, writer, req):
-        writer.write(answer(b"{}"))
-        await writer.drain()
-        return False  # like a server whose keep-alive timeout is shorter than ours
+    close_after = sends(answer(b"{}"), keep=False)  # like a server whose keep-alive timeout is shorter than ours
 
     async def main():
         async with RawServer(close_after) as srv:
             client = UpstreamHTTP(connect_timeout_s=5)
             for _ in range(3):
-                await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+                await fetch(client, srv.url)
                 await asyncio.sleep(0.05)
             assert srv.connections == 3
             await client.close()
@@ -147,22 +160,20 @@ def test_an_idle_connection_the_upstream_closed_is_not_used_again():
 
 
 def test_connection_close_and_idle_timeout_open_new_connections():
-    async def says_close(reader, writer, req):
-        writer.write(answer(b"{}", extra="Connection: close\r\n"))
-        await writer.drain()
-        return True  # the server would keep it: the client must not
+    # the server would keep the connection: the client must not
+    says_close = sends(answer(b"{}", extra="Connection: close\r\n"), keep=True)
 
     async def main():
         async with RawServer(says_close) as srv:
             client = UpstreamHTTP(connect_timeout_s=5)
-            await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
-            await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            await fetch(client, srv.url)
+            await fetch(client, srv.url)
             assert srv.connections == 2
         async with RawServer(ok) as srv:
             client = UpstreamHTTP(connect_timeout_s=5, idle_timeout_s=0.05)
-            await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            await fetch(client, srv.url)
             await asyncio.sleep(0.1)
-            await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            await fetch(client, srv.url)
             assert srv.connections == 2
             await client.close()
 
@@ -179,35 +190,30 @@ def test_chunked_and_until_eof_bodies_are_read_whole():
         writer.write(b"0\r\n\r\n")
         return True
 
-    async def until_eof(reader, writer, req):
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"eof\": true}")
-        await writer.drain()
-        return False
+    until_eof = sends(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                      b'{"eof": true}', keep=False)
 
     async def main():
         client = UpstreamHTTP(connect_timeout_s=5)
         async with RawServer(chunked) as srv:
-            assert (await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"a": "b"}'
-            assert (await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"a": "b"}'
+            assert await fetch(client, srv.url) == b'{"a": "b"}'
+            assert await fetch(client, srv.url) == b'{"a": "b"}'
             assert srv.connections == 1
         async with RawServer(until_eof) as srv:
-            assert (await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"eof": true}'
+            assert await fetch(client, srv.url) == b'{"eof": true}'
         await client.close()
 
     run(main())
 
 
 def test_an_answer_cut_short_is_a_dropped_attempt():
-    async def cut(reader, writer, req):
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial")
-        await writer.drain()
-        return False
+    cut = sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial", keep=False)
 
     async def main():
         async with RawServer(cut) as srv:
             client = UpstreamHTTP(connect_timeout_s=5)
             with pytest.raises(AttemptError) as e:
-                await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+                await fetch(client, srv.url)
             assert e.value.kind == "dropped" and e.value.retryable
             await client.close()
 
@@ -235,7 +241,7 @@ def test_a_timed_out_request_never_lends_its_late_answer_to_the_next_one():
                 await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=0.1)
             assert e.value.kind == "timeout" and time.perf_counter() - t0 < 0.3
             # at once, while the late answer is still coming: on the old connection it would be taken for this one's
-            body, _ = await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+            body = await fetch(client, srv.url)
             assert body == b'{"late": false}' and srv.connections == 2
             await client.close()
 
@@ -271,10 +277,7 @@ def test_a_cancelled_request_closes_its_connection_before_or_during_the_body():
 
 
 def test_refused_unreachable_malformed_and_bad_headers_are_attempt_errors_of_their_kind():
-    async def garbage(reader, writer, req):
-        writer.write(b"SMTP ready\r\n\r\n")
-        await writer.drain()
-        return False
+    garbage = sends(b"SMTP ready\r\n\r\n", keep=False)
 
     async def main():
         client = UpstreamHTTP(connect_timeout_s=5)
@@ -282,14 +285,14 @@ def test_refused_unreachable_malformed_and_bad_headers_are_attempt_errors_of_the
             port = srv.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         await asyncio.sleep(0.05)
         with pytest.raises(AttemptError) as e:
-            await post_for_body(client, f"http://127.0.0.1:{port}/v1", b"{}", HEADERS, timeout_s=5)
+            await fetch(client, f"http://127.0.0.1:{port}/v1")
         assert e.value.kind == "refused" and not e.value.retryable
         with pytest.raises(AttemptError) as e:
-            await post_for_body(client, "http://tiergate-no-such-host.invalid/v1", b"{}", HEADERS, timeout_s=5)
+            await fetch(client, "http://tiergate-no-such-host.invalid/v1")
         assert e.value.kind == "connect"
         async with RawServer(garbage) as srv:
             with pytest.raises(AttemptError) as e:
-                await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+                await fetch(client, srv.url)
             assert e.value.kind in ("protocol", "dropped")
         async with RawServer(ok) as srv:
             with pytest.raises(AttemptError) as e:
@@ -302,18 +305,15 @@ def test_refused_unreachable_malformed_and_bad_headers_are_attempt_errors_of_the
 
 
 def test_error_status_carries_body_and_retry_after_and_keeps_the_connection():
-    async def limited(reader, writer, req):
-        body = b'{"error": {"message": "slow down", "type": "rate_limit"}}'
-        writer.write(answer(body, status="429 Too Many Requests", extra="Retry-After: 7\r\n"))
-        await writer.drain()
-        return True
+    limited = sends(answer(b'{"error": {"message": "slow down", "type": "rate_limit"}}',
+                           status="429 Too Many Requests", extra="Retry-After: 7\r\n"), keep=True)
 
     async def main():
         async with RawServer(limited) as srv:
             client = UpstreamHTTP(connect_timeout_s=5)
             for _ in range(2):
                 with pytest.raises(AttemptError) as e:
-                    await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+                    await fetch(client, srv.url)
                 err = e.value
                 assert (err.kind, err.status, err.retry_after, err.message) == ("status", 429, 7.0, "slow down")
                 assert err.body is not None and b"rate_limit" in err.body
@@ -380,16 +380,13 @@ def test_a_stream_relays_each_event_as_it_arrives_and_large_bodies_survive_flow_
 def test_a_body_larger_than_the_stream_buffer_is_read_whole():
     big = b'{"data": "' + b"e" * (3 * 1024 * 1024) + b'"}'  # e.g. embeddings of many inputs
 
-    async def large(reader, writer, req):
-        writer.write(answer(big))
-        await writer.drain()
-        return True
+    large = sends(answer(big), keep=True)
 
     async def main():
         async with RawServer(large) as srv:
             client = UpstreamHTTP(connect_timeout_s=5)
             for _ in range(2):
-                body, _ = await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5)
+                body = await fetch(client, srv.url)
                 assert body == big
             assert srv.connections == 1
             await client.close()
@@ -504,7 +501,7 @@ def test_the_default_tls_context_honours_ssl_cert_file(tls_files, monkeypatch):
     async def main():
         async with RawServer(ok, ssl_ctx=server_ctx) as srv:
             client = UpstreamHTTP(connect_timeout_s=5)
-            assert (await post_for_body(client, srv.url, b"{}", HEADERS, timeout_s=5))[0] == b'{"n": 0}'
+            assert await fetch(client, srv.url) == b'{"n": 0}'
             await client.close()
 
     assert os.environ["SSL_CERT_FILE"] == cert

@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from tiergate.adapters.errors import AttemptError, AttemptKind
+from tiergate.adapters.errors import AttemptError
 from tiergate.adapters.upstream_http import UpstreamHTTP, UpstreamResponse
 from tiergate.types import Usage
 
-__all__ = ["AttemptError", "AttemptKind"]  # re-exported: adapters and the executor import them from here
+__all__ = ["AttemptError"]  # re-exported: adapters and the executor import it from here
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -160,13 +160,11 @@ async def open_event_stream(
             raise await error_from_response(resp)
         events = iter_sse_events(resp)
         first = await events.__anext__()
-    except StopAsyncIteration:
+    except BaseException as exc:
         if resp is not None:
             resp.close()
-        raise AttemptError("dropped", "upstream closed the stream before the first event") from None
-    except BaseException:
-        if resp is not None:
-            resp.close()
+        if isinstance(exc, StopAsyncIteration):
+            raise AttemptError("dropped", "upstream closed the stream before the first event") from None
         raise
     resp.idle_timeout(timeout_s)
     return resp, events, first
