@@ -19,26 +19,26 @@ from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.alerts import AlertDispatcher
+from tiergate.guardrails.alerts import AlertDispatcher
 from tiergate.api import admin, anthropic, openai
 from tiergate.api.auth import KeyStore
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
-from tiergate.budgets import EMERGENCY_FLAG, BudgetGuard
-from tiergate.config import TiergateConfig
-from tiergate.errors import ConfigError
-from tiergate.ids import IdSource
+from tiergate.guardrails.budgets import EMERGENCY_FLAG, BudgetGuard
+from tiergate.config.schema import TiergateConfig
+from tiergate.core.errors import ConfigError
+from tiergate.core.ids import IdSource
 from tiergate.ledger.base import Ledger, LedgerUnavailable, open_ledger
 from tiergate.ledger.records import LocalModelEvent
-from tiergate.limit_guard import LimitGuard
+from tiergate.guardrails.limits import LimitGuard
 from tiergate.local.manager import LocalModelManager
-from tiergate.metrics import Metrics
-from tiergate.outages import GuardedState, Outages
-from tiergate.router.catalog import Catalog
+from tiergate.observability.metrics import Metrics
+from tiergate.guardrails.outages import GuardedState, Outages
+from tiergate.core.catalog import Catalog
 from tiergate.router.executor import Executor
-from tiergate.sessions import SessionTracker
-from tiergate.state import MemoryState, SharedState
-from tiergate.tasks import reraise_if_stopping, stop
+from tiergate.guardrails.sessions import SessionTracker
+from tiergate.state.memory import MemoryState, SharedState
+from tiergate.background import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.app")
 
@@ -123,7 +123,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         state: SharedState
         outages = Outages(config.on_outage, metrics=metrics)
         if config.state:
-            from tiergate.state_redis import RedisState
+            from tiergate.state.redis_state import RedisState
 
             redis_state = RedisState(config.state, prefix=config.state_prefix)
             await redis_state.start()  # unreachable Redis at start: refuse to start with a clear error

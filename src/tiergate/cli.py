@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from tiergate.config import TiergateConfig, find_config, load_config
-from tiergate.errors import ConfigError, TiergateError
+from tiergate.config.schema import TiergateConfig, find_config, load_config
+from tiergate.core.errors import ConfigError, TiergateError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A local-first hybrid LLM gateway for agent fleets.")
 keys_app = typer.Typer(no_args_is_help=True, help="Virtual keys: create, list, revoke.")
@@ -33,7 +33,7 @@ def _load(config: Optional[Path], *, allow_discovery: bool = False) -> tuple[Tie
         if path is not None:
             return load_config(path), str(path)
         if allow_discovery:
-            from tiergate.autoconfig import discover_config
+            from tiergate.config.discovery import discover_config
 
             cfg, summary = asyncio.run(discover_config())
             typer.echo(summary, err=True)
@@ -45,7 +45,7 @@ def _load(config: Optional[Path], *, allow_discovery: bool = False) -> tuple[Tie
 
 
 def _describe(cfg: TiergateConfig) -> str:
-    from tiergate.router.catalog import Catalog
+    from tiergate.core.catalog import Catalog
 
     cat = Catalog.from_config(cfg)
     lines = ["tiers:"]
@@ -179,7 +179,7 @@ def report(
 ) -> None:
     """Requests, tokens and cost by deployment, tier, agent and task for one day."""
     from tiergate.ledger.report import build_report, format_report
-    from tiergate.router.catalog import Catalog
+    from tiergate.core.catalog import Catalog
 
     cfg, ledger = _ledger(config)
     day = day or dt.date.today().isoformat()
@@ -199,7 +199,7 @@ def explain(
     header: list[str] = typer.Option([], "--header", "-H", help="request header, e.g. 'X-Tiergate-Task: coding'"),
 ) -> None:
     """Print the routing plan and its reasons for a request, without sending anything."""
-    from tiergate.explain import explain_request
+    from tiergate.api.explain import explain_request
 
     cfg, _ = _load(config)
     headers = {}
@@ -255,7 +255,7 @@ def emergency(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Emergency mode: every request goes to local tiers only. Running gateways follow within a second."""
-    from tiergate.budgets import EMERGENCY_FLAG
+    from tiergate.guardrails.budgets import EMERGENCY_FLAG
 
     if state not in ("on", "off", "status"):
         _fail(f"expected on, off or status, got {state!r}")

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from tiergate.autoconfig import CLOUD_DEFAULTS
-from tiergate.config import environment
+from tiergate.config.discovery import CLOUD_DEFAULTS
+from tiergate.config.schema import environment
 
 SIM = "SIMULATED"
 # (deployment, tier, upstream model it imitates, input $/Mtok, output $/Mtok)

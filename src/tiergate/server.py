@@ -18,8 +18,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from tiergate.config import TiergateConfig
-from tiergate.errors import ConfigError
+from tiergate.config.schema import TiergateConfig
+from tiergate.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from tiergate.alerts import (
+from tiergate.guardrails.alerts import (
     Alert,
     AlertDispatcher,
     AlertSinkConfig,
@@ -117,7 +117,7 @@ def test_payload_shapes_for_each_sink():
 
 
 def test_exactly_once_per_dedupe_key(caplog):
-    caplog.set_level(logging.DEBUG, logger="tiergate.alerts")
+    caplog.set_level(logging.DEBUG, logger="tiergate.guardrails.alerts")
     rec = Recorder()
 
     async def body(rec: Recorder) -> None:
@@ -157,7 +157,7 @@ def test_shared_seen_set_dedupes_across_dispatchers():
 
 
 def test_retry_after_500_then_success(caplog):
-    caplog.set_level(logging.DEBUG, logger="tiergate.alerts")
+    caplog.set_level(logging.DEBUG, logger="tiergate.guardrails.alerts")
     rec = Recorder(statuses=[500, 503])
 
     async def body(rec: Recorder) -> None:
@@ -174,7 +174,7 @@ def test_retry_after_500_then_success(caplog):
 
 
 def test_gives_up_after_retries_and_does_not_retry_client_errors(caplog):
-    caplog.set_level(logging.DEBUG, logger="tiergate.alerts")
+    caplog.set_level(logging.DEBUG, logger="tiergate.guardrails.alerts")
     rec = Recorder(statuses=[500, 500, 500, 500, 401])
 
     async def body(rec: Recorder) -> None:
@@ -233,7 +233,7 @@ def test_no_secret_in_logs_or_reprs(caplog):
 
 
 def test_emit_returns_at_once_and_slow_sinks_time_out(caplog):
-    caplog.set_level(logging.DEBUG, logger="tiergate.alerts")
+    caplog.set_level(logging.DEBUG, logger="tiergate.guardrails.alerts")
     rec = Recorder(delay_s=0.6)
 
     async def body(rec: Recorder) -> None:
@@ -269,7 +269,7 @@ def test_close_cancels_in_flight_and_leaves_an_injected_session_open():
 
 
 def test_emit_without_a_running_loop_or_sinks_only_logs(caplog):
-    caplog.set_level(logging.DEBUG, logger="tiergate.alerts")
+    caplog.set_level(logging.DEBUG, logger="tiergate.guardrails.alerts")
     d = AlertDispatcher(all_sinks("http://127.0.0.1:9"))
     assert d.emit(alert("no-loop")) is True
     assert "no running event loop" in caplog.text

@@ -18,7 +18,7 @@ from procs import wait_until
 from tcp_cut import CuttableProxy
 from tiergate.ledger.base import Ledger, LedgerUnavailable, open_ledger
 from tiergate.ledger.records import LocalModelEvent, SessionRow, hash_key, pending
-from tiergate.types import UsageRecord
+from tiergate.core.types import UsageRecord
 
 
 def usage(i: int, *, ts: float | None = None, kind: str = "request", status: int = 200, agent: str = "a") -> UsageRecord:

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from tiny_gguf import write_tiny_llama
 
 from tiergate.local.manager import LocalModelManager, ModelNotReady
-from tiergate.local.models_config import LocalModelsConfig
+from tiergate.config.local_models import LocalModelsConfig
 from tiergate.local.process import LlamaCppProcess
 
 TIMEOUT_S = 45

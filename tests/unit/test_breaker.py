@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.router import breaker as br
+from tiergate.core import breaker as br
 
 
 def run(events, *, threshold=3, cooldown=30.0):

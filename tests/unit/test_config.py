@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from tiergate.config import config_from_dict, load_config
-from tiergate.errors import ConfigError
+from tiergate.config.schema import config_from_dict, load_config
+from tiergate.core.errors import ConfigError
 
 BASE = {
     "providers": {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:8080/v1", "local": True}},
@@ -61,7 +61,7 @@ def test_env_secret_is_resolved_and_hidden():
 
 
 def test_literal_secret_warns_without_leaking(caplog):
-    with caplog.at_level(logging.WARNING, logger="tiergate.config"):
+    with caplog.at_level(logging.WARNING, logger="tiergate.config.schema"):
         config_from_dict({**BASE, "auth": {"master_key": "sk-literal-999"}}, env={})
     assert "auth.master_key: literal secret" in caplog.text
     assert "sk-literal-999" not in caplog.text

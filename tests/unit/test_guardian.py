@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tiergate.guardian import (
+from tiergate.guardrails.guardian import (
     GuardianRules,
     SessionState,
     Verdict,

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tiergate.ledger.sqlite import MIGRATIONS, SqliteLedger, hash_key
-from tiergate.types import UsageRecord
+from tiergate.core.types import UsageRecord
 
 
 def rec(i: int) -> UsageRecord:

@@ -7,15 +7,15 @@ import logging
 
 import pytest
 
-from tiergate.config import config_from_dict
-from tiergate.errors import ConfigError, RateLimited
-from tiergate.guardrails_config import LimitConfig
-from tiergate.limit_guard import LimitGuard
-from tiergate.limits import counters_for, end_tokens, refusal_message, retry_after_s, tokens_fit
-from tiergate.metrics import Metrics
-from tiergate.state import MemoryState
-from tiergate.state_redis import StateUnavailable
-from tiergate.types import Identity, Usage
+from tiergate.config.schema import config_from_dict
+from tiergate.core.errors import ConfigError, RateLimited
+from tiergate.config.guardrails import LimitConfig
+from tiergate.guardrails.limits import LimitGuard
+from tiergate.core.limits import counters_for, end_tokens, refusal_message, retry_after_s, tokens_fit
+from tiergate.observability.metrics import Metrics
+from tiergate.state.memory import MemoryState
+from tiergate.state.redis_state import StateUnavailable
+from tiergate.core.types import Identity, Usage
 
 
 def limits(*lines: dict) -> list[LimitConfig]:
@@ -194,7 +194,7 @@ def test_outage_fail_open_admits_warns_once_per_outage_and_counts(caplog):
         metrics, state = Metrics(), FlakyState()
         guard = LimitGuard(limits({"scope": "key", "match": "*", "rpm": 5}), state=state, mode="fail_open",
                            metrics=metrics)
-        with caplog.at_level(logging.WARNING, logger="tiergate.limits"):
+        with caplog.at_level(logging.WARNING, logger="tiergate.core.limits"):
             for _ in range(3):
                 assert await guard.admit(CI, 1) is None  # admitted, unchecked: nothing to release
             state.down = False

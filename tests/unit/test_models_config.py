@@ -14,7 +14,7 @@ from tiergate.local.gguf_memory import (
     kv_cache_bytes,
     read_gguf_shape,
 )
-from tiergate.local.models_config import LocalModelsConfig, parse_duration
+from tiergate.config.local_models import LocalModelsConfig, parse_duration
 
 EXAMPLE = """
 budget_mb: 20000

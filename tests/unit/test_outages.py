@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from tiergate.budgets import BudgetGuard, Constraints
-from tiergate.config import config_from_dict
-from tiergate.guardrails_config import OutageConfig
-from tiergate.metrics import Metrics
-from tiergate.outages import GuardedState, Outages
-from tiergate.router.catalog import Catalog
-from tiergate.state import MemoryState
-from tiergate.state_redis import StateUnavailable
-from tiergate.types import Identity
+from tiergate.guardrails.budgets import BudgetGuard, Constraints
+from tiergate.config.schema import config_from_dict
+from tiergate.config.guardrails import OutageConfig
+from tiergate.observability.metrics import Metrics
+from tiergate.guardrails.outages import GuardedState, Outages
+from tiergate.core.catalog import Catalog
+from tiergate.state.memory import MemoryState
+from tiergate.state.redis_state import StateUnavailable
+from tiergate.core.types import Identity
 
 RAW = {
     "providers": {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:1/v1", "local": True},

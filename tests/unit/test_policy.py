@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.config import config_from_dict
-from tiergate.errors import ContextTooLarge, ModelNotFound, NoCandidate
-from tiergate.router.catalog import Catalog
+from tiergate.config.schema import config_from_dict
+from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
+from tiergate.core.catalog import Catalog
 from tiergate.router.policy import WorldSnapshot, decide
-from tiergate.types import RequestFeatures
+from tiergate.core.types import RequestFeatures
 
 RAW = {
     "providers": {

@@ -6,7 +6,7 @@ import random
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from tiergate.metrics import LATENCY_BUCKETS, OVERHEAD_BUCKETS, Metrics
+from tiergate.observability.metrics import LATENCY_BUCKETS, OVERHEAD_BUCKETS, Metrics
 
 
 def samples(registry: CollectorRegistry, prefix: str) -> dict[tuple, float]:

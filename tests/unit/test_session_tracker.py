@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tiergate.guardrails_config import GuardianConfig
+from tiergate.config.guardrails import GuardianConfig
 from tiergate.ledger.records import SessionRow
-from tiergate.sessions import SessionTracker
-from tiergate.types import Identity, Usage
+from tiergate.guardrails.sessions import SessionTracker
+from tiergate.core.types import Identity, Usage
 
 
 class RecordingLedger:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tiergate.tasks import reraise_if_stopping, stop
+from tiergate.background import reraise_if_stopping, stop
 
 
 async def _library_call() -> None:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tiergate.ledger.windows import WINDOWS, parse_duration, window_bounds, window_key
+from tiergate.core.windows import WINDOWS, parse_duration, window_bounds, window_key
 
 NY, IST, UTC_NAME, LHI = "America/New_York", "Asia/Kolkata", "UTC", "Australia/Lord_Howe"
 

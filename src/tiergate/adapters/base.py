@@ -18,7 +18,7 @@ import orjson
 
 from tiergate.adapters.errors import AttemptError
 from tiergate.adapters.upstream_http import UpstreamHTTP, UpstreamResponse
-from tiergate.types import Usage
+from tiergate.core.types import Usage
 
 __all__ = ["AttemptError"]  # re-exported: adapters and the executor import it from here
 

@@ -27,9 +27,9 @@ from tiergate.adapters.base import (
     sse_data,
 )
 from tiergate.adapters.upstream_http import USER_AGENT, UpstreamHTTP, UpstreamResponse
-from tiergate.ledger.budget import estimate_tokens_from_bytes
-from tiergate.router.catalog import Deployment
-from tiergate.types import Usage
+from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.catalog import Deployment
+from tiergate.core.types import Usage
 
 DONE = b"data: [DONE]"
 

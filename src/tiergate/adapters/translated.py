@@ -15,12 +15,12 @@ from typing import Any, Protocol
 import orjson
 
 from tiergate.adapters.base import NO_HINTS, AttemptError, ClientHints, UpstreamReply, UpstreamStream
-from tiergate.errors import BadRequest
+from tiergate.core.errors import BadRequest
 from tiergate.adapters.translate_requests import anthropic_to_openai_request, openai_to_anthropic_request
 from tiergate.adapters.translate_responses import anthropic_to_openai_response, openai_to_anthropic_response
 from tiergate.adapters.translate_streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
-from tiergate.ledger.budget import estimate_tokens_from_bytes
-from tiergate.router.catalog import Deployment
+from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.catalog import Deployment
 
 
 class UpstreamAdapter(Protocol):

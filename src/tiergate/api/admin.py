@@ -14,9 +14,9 @@ from tiergate.api.auth import MASTER
 from tiergate.api.common import JSON, read_json_object
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
-from tiergate.budgets import EMERGENCY_FLAG, LATCH
-from tiergate.errors import BadRequest, Forbidden
-from tiergate.state_redis import StateUnavailable
+from tiergate.guardrails.budgets import EMERGENCY_FLAG, LATCH
+from tiergate.core.errors import BadRequest, Forbidden
+from tiergate.state.redis_state import StateUnavailable
 
 
 async def health(request: web.Request) -> web.Response:
@@ -49,8 +49,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def budget_status(gw: Gateway) -> list[dict[str, object]]:
     """Each budget's counters in its current window (identity-free scopes only: global, deployment, provider)."""
-    from tiergate.ledger.budget import counter_key
-    from tiergate.ledger.windows import window_key
+    from tiergate.core.money import counter_key
+    from tiergate.core.windows import window_key
 
     out = []
     now = time.time()

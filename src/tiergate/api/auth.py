@@ -13,11 +13,11 @@ import hmac
 import logging
 from collections.abc import Mapping
 
-from tiergate.errors import Unauthorized
+from tiergate.core.errors import Unauthorized
 from tiergate.ledger.base import Ledger, LedgerUnavailable
 from tiergate.ledger.records import KeyRecord, hash_key
-from tiergate.tasks import reraise_if_stopping
-from tiergate.types import Identity
+from tiergate.background import reraise_if_stopping
+from tiergate.core.types import Identity
 
 log = logging.getLogger("tiergate.auth")
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tiergate.errors import BadRequest, PayloadTooLarge, TiergateError
+from tiergate.core.errors import BadRequest, PayloadTooLarge, TiergateError
 
 log = logging.getLogger("tiergate.api")
 

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tiergate.api.common import error_response
-from tiergate.errors import MethodNotAllowed, NotFound, TiergateError
-from tiergate.ids import IdSource
+from tiergate.core.errors import MethodNotAllowed, NotFound, TiergateError
+from tiergate.core.ids import IdSource
 
 log = logging.getLogger("tiergate.app")
 

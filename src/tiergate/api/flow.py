@@ -14,10 +14,10 @@ from aiohttp import web
 
 from tiergate.api.common import header_value
 from tiergate.api.gateway import Gateway
-from tiergate.budgets import BudgetExceeded
-from tiergate.errors import AllCandidatesFailed, NoCandidate, TiergateError
+from tiergate.guardrails.budgets import BudgetExceeded
+from tiergate.core.errors import AllCandidatesFailed, NoCandidate, TiergateError
 from tiergate.router.executor import CallContext, Outcome
-from tiergate.types import Identity, RequestFeatures, Usage
+from tiergate.core.types import Identity, RequestFeatures, Usage
 
 log = logging.getLogger("tiergate.api")
 

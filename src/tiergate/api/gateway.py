@@ -7,19 +7,19 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.alerts import AlertDispatcher
+from tiergate.guardrails.alerts import AlertDispatcher
 from tiergate.api.auth import KeyStore
-from tiergate.budgets import BudgetGuard
+from tiergate.guardrails.budgets import BudgetGuard
 from tiergate.local.manager import LocalModelManager
-from tiergate.sessions import SessionTracker
-from tiergate.config import TiergateConfig
-from tiergate.limit_guard import LimitGuard
+from tiergate.guardrails.sessions import SessionTracker
+from tiergate.config.schema import TiergateConfig
+from tiergate.guardrails.limits import LimitGuard
 from tiergate.ledger.base import Ledger
-from tiergate.metrics import Metrics
-from tiergate.outages import Outages
-from tiergate.router.catalog import Catalog
+from tiergate.observability.metrics import Metrics
+from tiergate.guardrails.outages import Outages
+from tiergate.core.catalog import Catalog
 from tiergate.router.executor import Executor
-from tiergate.state import SharedState
+from tiergate.state.memory import SharedState
 
 
 @dataclass

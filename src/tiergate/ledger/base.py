@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tiergate.errors import TiergateError
+from tiergate.core.errors import TiergateError
 from tiergate.ledger.records import KeyRecord, Record
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -74,14 +74,14 @@ def open_ledger(url_or_path: str | Path | None = None, *, spool: Path | None = N
     """
     target = str(url_or_path) if url_or_path is not None else None
     if target is not None and target.startswith(POSTGRES_SCHEMES):
-        from tiergate.config import default_data_dir
+        from tiergate.config.schema import default_data_dir
         from tiergate.ledger.postgres import PostgresLedger
 
         return PostgresLedger(target, spool_dir=spool or default_data_dir() / "spool")
     from tiergate.ledger.sqlite import SqliteLedger
 
     if target is None:
-        from tiergate.config import default_data_dir
+        from tiergate.config.schema import default_data_dir
 
         return SqliteLedger(default_data_dir() / "ledger.db")
     return SqliteLedger(Path(target.removeprefix("sqlite:///")).expanduser())

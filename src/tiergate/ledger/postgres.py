@@ -25,8 +25,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from tiergate.config import masked_url
-from tiergate.ids import IdSource
+from tiergate.config.schema import masked_url
+from tiergate.core.ids import IdSource
 from tiergate.ledger.base import LedgerUnavailable
 from tiergate.ledger.pg_schema import migrate
 from tiergate.ledger.records import Pending, Record, count_usage, statements

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from tiergate.types import UsageRecord
+from tiergate.core.types import UsageRecord
 
 KEY_PREFIX = "tg-"
 USAGE_COLUMNS = list(UsageRecord._fields)

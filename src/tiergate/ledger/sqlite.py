@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tiergate.ids import IdSource
+from tiergate.core.ids import IdSource
 from tiergate.ledger.records import (  # noqa: F401 - re-exported: callers imported these from here
     KEY_PREFIX,
     SESSION_COLUMNS,

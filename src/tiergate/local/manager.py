@@ -36,7 +36,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from tiergate.errors import UpstreamError
+from tiergate.core.errors import UpstreamError
 from tiergate.local.model_metrics import LocalModelMetrics
 from tiergate.local.model_slot import (
     BACKOFF_MAX_S,
@@ -47,7 +47,7 @@ from tiergate.local.model_slot import (
     free_port,
     port_free,
 )
-from tiergate.local.models_config import LocalModelsConfig
+from tiergate.config.local_models import LocalModelsConfig
 from tiergate.local.pressure import PressureMonitor
 from tiergate.local.process import LlamaCppProcess
 from tiergate.local.swap_policy import (
@@ -58,7 +58,7 @@ from tiergate.local.swap_policy import (
     residents_to_restore,
     serve_order,
 )
-from tiergate.tasks import reraise_if_stopping, stop
+from tiergate.background import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.local.manager")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tiergate.tasks import stop
+from tiergate.background import stop
 
 _SRC_ROOT = Path(__file__).resolve().parents[2]  # directory containing the ``tiergate`` package
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.5, 30.0

@@ -19,16 +19,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tiergate.adapters.base import NO_HINTS, AttemptError, ClientHints, UpstreamReply, UpstreamStream
-from tiergate.budgets import BudgetExceeded, BudgetGuard, Constraints
-from tiergate.config import RoutingConfig
-from tiergate.errors import AllCandidatesFailed, NoCandidate, TiergateError
-from tiergate.ledger.budget import BudgetLine, conservative_tokens, reserved_output
+from tiergate.guardrails.budgets import BudgetExceeded, BudgetGuard, Constraints
+from tiergate.config.schema import RoutingConfig
+from tiergate.core.errors import AllCandidatesFailed, NoCandidate, TiergateError
+from tiergate.core.money import BudgetLine, conservative_tokens, reserved_output
 from tiergate.local.manager import LocalModelManager, ModelNotReady
-from tiergate.metrics import Metrics
-from tiergate.router.catalog import Catalog, Deployment
+from tiergate.observability.metrics import Metrics
+from tiergate.core.catalog import Catalog, Deployment
 from tiergate.router.policy import Planner, WorldSnapshot, decide
-from tiergate.state import SharedState
-from tiergate.types import Candidate, Identity, RequestFeatures, RoutePlan, Usage, UsageRecord
+from tiergate.state.memory import SharedState
+from tiergate.core.types import Candidate, Identity, RequestFeatures, RoutePlan, Usage, UsageRecord
 
 log = logging.getLogger("tiergate.executor")
 WAITABLE = ("stopped", "queued", "loading")  # local model states a request may wait out (local_models.load_wait_s)

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
-from tiergate.errors import ContextTooLarge, ModelNotFound, NoCandidate
-from tiergate.router.catalog import Catalog, Deployment
-from tiergate.types import Candidate, RequestFeatures, RoutePlan, Skipped
+from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
+from tiergate.core.catalog import Catalog, Deployment
+from tiergate.core.types import Candidate, RequestFeatures, RoutePlan, Skipped
 
 AUTO_NAMES = frozenset({"auto", ""})
 TASK_PREFIX = "task/"

@@ -25,16 +25,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tiergate.ledger.budget import BudgetLine
-from tiergate.router import breaker as br
-from tiergate.state import MemoryState, SessionTotals, SharedState
-from tiergate.state_redis import StateUnavailable
+from tiergate.core.money import BudgetLine
+from tiergate.core import breaker as br
+from tiergate.state.memory import MemoryState, SessionTotals, SharedState
+from tiergate.state.redis_state import StateUnavailable
 
 if TYPE_CHECKING:
-    from tiergate.guardrails_config import OutageConfig
-    from tiergate.metrics import Metrics
+    from tiergate.config.guardrails import OutageConfig
+    from tiergate.observability.metrics import Metrics
 
-log = logging.getLogger("tiergate.outages")
+log = logging.getLogger("tiergate.guardrails.outages")
 
 CONCERN_DEPENDENCY = {"budgets": "state", "limits": "state", "ledger": "ledger"}
 

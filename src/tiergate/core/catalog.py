@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from tiergate.config import DeploymentConfig, TiergateConfig
-from tiergate.ledger.budget import cost_usd
+from tiergate.config.schema import DeploymentConfig, TiergateConfig
+from tiergate.core.money import cost_usd
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tiergate.state import SessionTotals
+from tiergate.state.memory import SessionTotals
 
 
 class RedisSessionTotals:
@@ -25,7 +25,7 @@ class RedisSessionTotals:
 
     async def session_add(self, session: str, *, now: float, cost_usd: float, prompt_tokens: int,
                           completion_tokens: int, ttl_s: float) -> SessionTotals:
-        from tiergate.state_redis import _units
+        from tiergate.state.redis_state import _units
 
         k = self._skey(session)
         pipe = self._client().pipeline(transaction=True)
@@ -51,7 +51,7 @@ FIELDS = ("first_seen", "requests", "cost", "prompt", "completion", "killed")
 
 
 def _totals(values: list[Any]) -> SessionTotals | None:
-    from tiergate.state_redis import _usd
+    from tiergate.state.redis_state import _usd
 
     first, requests, cost, prompt, completion, killed = values
     if first is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-log = logging.getLogger("tiergate.tasks")
+log = logging.getLogger("tiergate.background")
 
 
 def stop_requested() -> bool:

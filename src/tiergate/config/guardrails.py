@@ -18,7 +18,7 @@ class _Model(BaseModel):
 
 
 def _duration(v: object) -> float:
-    from tiergate.ledger.windows import parse_duration
+    from tiergate.core.windows import parse_duration
 
     return parse_duration(v)  # type: ignore[arg-type]
 
@@ -76,7 +76,7 @@ OutageMode = Literal["fail_closed", "fail_open"]
 
 
 class OutageConfig(_Model):
-    """What each concern does while Redis (state) or PostgreSQL (ledger) is unreachable; see tiergate.outages."""
+    """What each concern does while Redis (state) or PostgreSQL (ledger) is unreachable; see tiergate.guardrails.outages."""
 
     budgets: OutageMode = Field("fail_closed", description="budget counters in the shared state")
     limits: OutageMode = Field("fail_closed", description="rate and concurrency limits in the shared state")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tiergate.errors import ConfigError
+from tiergate.core.errors import ConfigError
 
 LITELLM_KEYS = {"model_list", "router_settings", "general_settings", "litellm_settings", "environment_variables"}
 # tiergate's own sections may sit beside LiteLLM's, so a migrating user can add tasks or a ledger path

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tiergate.guardrails_config import LimitConfig
-from tiergate.types import Identity, Usage
+from tiergate.config.guardrails import LimitConfig
+from tiergate.core.types import Identity, Usage
 
 WINDOW_S = 60.0
 LEASE_TTL_S = 30.0  # how long a dead replica's slot stays taken

@@ -17,12 +17,12 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from tiergate.alerts import AlertSinkConfig
-from tiergate.errors import ConfigError
-from tiergate.guardrails_config import BudgetConfig, GuardianConfig, LimitList, OutageConfig
-from tiergate.local.models_config import LocalModelsConfig
+from tiergate.guardrails.alerts import AlertSinkConfig
+from tiergate.core.errors import ConfigError
+from tiergate.config.guardrails import BudgetConfig, GuardianConfig, LimitList, OutageConfig
+from tiergate.config.local_models import LocalModelsConfig
 
-log = logging.getLogger("tiergate.config")
+log = logging.getLogger("tiergate.config.schema")
 
 ApiType = Literal["openai-chat", "anthropic-messages"]
 API_TYPES: tuple[str, ...] = get_args(ApiType)
@@ -268,7 +268,7 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
 
 
 def config_from_dict(raw: dict[str, Any], *, env: Mapping[str, str] | None = None, source: str = "config") -> TiergateConfig:
-    from tiergate.litellm_import import is_litellm_config, translate_litellm
+    from tiergate.config.litellm import is_litellm_config, translate_litellm
 
     env = os.environ if env is None else env
     if is_litellm_config(raw):

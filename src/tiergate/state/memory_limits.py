@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from tiergate.limits import WINDOW_S, LimitCounter, tokens_fit
+from tiergate.core.limits import WINDOW_S, LimitCounter, tokens_fit
 
 SWEEP_EVERY = 4096  # admissions between sweeps that forget idle counters
 

@@ -1,6 +1,6 @@
 """Rate and concurrency limits on the request path: admit before routing, release however it ends.
 
-``tiergate.limits`` decides which counters a request is counted in; the
+``tiergate.core.limits`` decides which counters a request is counted in; the
 shared state counts them atomically (one Redis script across replicas), so
 N replicas enforce a limit once, never N times. Concurrency slots are
 leases: this replica renews the leases of its requests in flight every
@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tiergate.errors import RateLimited
-from tiergate.guardrails_config import LimitConfig
-from tiergate.limits import (
+from tiergate.core.errors import RateLimited
+from tiergate.config.guardrails import LimitConfig
+from tiergate.core.limits import (
     LEASE_TTL_S,
     RENEW_EVERY_S,
     LimitCounter,
@@ -37,16 +37,16 @@ from tiergate.limits import (
     refusal_message,
     retry_after_s,
 )
-from tiergate.state import SharedState
-from tiergate.state_redis import StateUnavailable
-from tiergate.tasks import reraise_if_stopping
-from tiergate.types import Identity, Usage
+from tiergate.state.memory import SharedState
+from tiergate.state.redis_state import StateUnavailable
+from tiergate.background import reraise_if_stopping
+from tiergate.core.types import Identity, Usage
 
 if TYPE_CHECKING:
-    from tiergate.metrics import Metrics
-    from tiergate.outages import Outages
+    from tiergate.observability.metrics import Metrics
+    from tiergate.guardrails.outages import Outages
 
-log = logging.getLogger("tiergate.limits")
+log = logging.getLogger("tiergate.core.limits")
 
 
 @dataclass(slots=True)

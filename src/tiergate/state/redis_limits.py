@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tiergate.limits import LEASE_TTL_S, WINDOW_S, LimitCounter
+from tiergate.core.limits import LEASE_TTL_S, WINDOW_S, LimitCounter
 
 KEY_TTL_S = int(2 * max(WINDOW_S, LEASE_TTL_S))
 

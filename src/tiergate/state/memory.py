@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tiergate.ledger.budget import BudgetLine, over_limit
-from tiergate.limits import LimitCounter
-from tiergate.router import breaker as br
-from tiergate.state_limits import MemoryLimits
+from tiergate.core.money import BudgetLine, over_limit
+from tiergate.core.limits import LimitCounter
+from tiergate.core import breaker as br
+from tiergate.state.memory_limits import MemoryLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class SharedState(Protocol):
 
     async def set_flag(self, name: str, value: str | None) -> None: ...
 
-    # rate and concurrency limits (tiergate.limits): admission is all or nothing, atomic across replicas
+    # rate and concurrency limits (tiergate.core.limits): admission is all or nothing, atomic across replicas
     async def limit_admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
                           lease_ttl_s: float) -> tuple[int, float] | None: ...
 

@@ -16,19 +16,19 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tiergate import guardian
-from tiergate.errors import Forbidden
-from tiergate.guardrails_config import GuardianConfig
+from tiergate.guardrails import guardian
+from tiergate.core.errors import Forbidden
+from tiergate.config.guardrails import GuardianConfig
 from tiergate.ledger.base import Ledger, LedgerUnavailable
 from tiergate.ledger.records import SessionRow
-from tiergate.state import SessionTotals, SharedState
-from tiergate.state_redis import StateUnavailable
-from tiergate.types import Identity, Usage
+from tiergate.state.memory import SessionTotals, SharedState
+from tiergate.state.redis_state import StateUnavailable
+from tiergate.core.types import Identity, Usage
 
 if TYPE_CHECKING:
-    from tiergate.alerts import AlertDispatcher
+    from tiergate.guardrails.alerts import AlertDispatcher
 
-log = logging.getLogger("tiergate.sessions")
+log = logging.getLogger("tiergate.guardrails.sessions")
 
 
 class SessionKilled(Forbidden):
@@ -194,7 +194,7 @@ class SessionTracker:
 
     def _alert(self, event: str, message: str, key: str, **details: object) -> None:
         if self.alerts is not None:
-            from tiergate.alerts import Alert
+            from tiergate.guardrails.alerts import Alert
 
             self.alerts.emit(Alert(event=event, message=message, dedupe_key=key, details=details))
 

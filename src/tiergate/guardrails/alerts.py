@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from tiergate.tasks import stop
+from tiergate.background import stop
 
 ALERT_EVENTS: tuple[str, ...] = (
     "budget_threshold", "emergency_on", "emergency_off", "session_killed", "context_threshold",
@@ -171,7 +171,7 @@ class AlertDispatcher:
                  backoff_s: float = 0.5, seen: MutableSet[str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.sinks = tuple(sinks)
-        self.log = logger or logging.getLogger("tiergate.alerts")
+        self.log = logger or logging.getLogger("tiergate.guardrails.alerts")
         self.retries = max(0, retries)
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s

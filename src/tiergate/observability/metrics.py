@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from tiergate.request_metrics import RequestMetrics
+from tiergate.observability.request_metrics import RequestMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -16,7 +16,7 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         r = self.registry
         # requests, latency, time to first token, overhead, tokens and cost: written per request, so kept
-        # without prometheus_client's locks (tiergate.request_metrics)
+        # without prometheus_client's locks (tiergate.observability.request_metrics)
         self.per_request = RequestMetrics(LATENCY_BUCKETS, OVERHEAD_BUCKETS)
         r.register(self.per_request)
         self.attempt_failures = Counter(

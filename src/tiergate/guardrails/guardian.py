@@ -3,7 +3,7 @@
 Budgets cap spend per calendar window; the guardian caps one session
 (a single agent run), which is where loops burn money. Everything here is a
 function of the session's totals and the clock, so the caller owns the
-state, persistence and alerting (see ``tiergate.sessions``).
+state, persistence and alerting (see ``tiergate.guardrails.sessions``).
 
 Precedence in :func:`admit`: a kill is final (until the caller drops the
 session), then idleness (the caller starts afresh), then the limits.

@@ -55,14 +55,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from tiergate.errors import TiergateError
-from tiergate.ledger.budget import BudgetLine, over_limit
-from tiergate.router import breaker as br
-from tiergate.state_redis_limits import RedisLimits
-from tiergate.state_redis_sessions import RedisSessionTotals
-from tiergate.tasks import reraise_if_stopping, stop
+from tiergate.core.errors import TiergateError
+from tiergate.core.money import BudgetLine, over_limit
+from tiergate.core import breaker as br
+from tiergate.state.redis_limits import RedisLimits
+from tiergate.state.redis_sessions import RedisSessionTotals
+from tiergate.background import reraise_if_stopping, stop
 
-log = logging.getLogger("tiergate.state")
+log = logging.getLogger("tiergate.state.memory")
 
 T = TypeVar("T")
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tiergate.errors import TiergateError
-from tiergate.guardrails_config import IDENTITY_SCOPES, BudgetConfig
-from tiergate.ledger.budget import (
+from tiergate.core.errors import TiergateError
+from tiergate.config.guardrails import IDENTITY_SCOPES, BudgetConfig
+from tiergate.core.money import (
     BudgetLine,
     applies,
     counter_key,
@@ -27,18 +27,18 @@ from tiergate.ledger.budget import (
     thresholds_crossed,
     worst_case_cost,
 )
-from tiergate.ledger.windows import window_bounds, window_key
-from tiergate.router.catalog import Catalog, Deployment
-from tiergate.state import SharedState
-from tiergate.state_redis import StateUnavailable
-from tiergate.types import Identity
+from tiergate.core.windows import window_bounds, window_key
+from tiergate.core.catalog import Catalog, Deployment
+from tiergate.state.memory import SharedState
+from tiergate.state.redis_state import StateUnavailable
+from tiergate.core.types import Identity
 
 if TYPE_CHECKING:
-    from tiergate.alerts import AlertDispatcher
-    from tiergate.outages import Outages
+    from tiergate.guardrails.alerts import AlertDispatcher
+    from tiergate.guardrails.outages import Outages
     from tiergate.ledger.base import Ledger
 
-log = logging.getLogger("tiergate.budgets")
+log = logging.getLogger("tiergate.guardrails.budgets")
 
 EMERGENCY_FLAG = "emergency"
 MAX_PENDING = 1_000_000  # counter updates held for reconciliation during a long outage (~200 bytes each)
@@ -78,7 +78,7 @@ class BudgetGuard:
         self._unchecked: set[int] = set()  # id() of line lists admitted while the state was unreachable
         self._pending: list[tuple[str, Sequence[BudgetLine], float]] = []  # (op, lines, usd) to reconcile
 
-    # ------------------------------------------------------------------ outages (see tiergate.outages)
+    # ------------------------------------------------------------------ outages (see tiergate.guardrails.outages)
     def _outage_mode(self, concern: str) -> str | None:
         return self.outages.mode(concern) if self.outages is not None else None
 
@@ -287,7 +287,7 @@ class BudgetGuard:
     def alert(self, event: str, message: str, key: str, *, severity: str = "warning", **details: object) -> None:
         if self.alerts is None:
             return
-        from tiergate.alerts import Alert
+        from tiergate.guardrails.alerts import Alert
 
         self.alerts.emit(Alert(event=event, message=message, dedupe_key=key, severity=severity, details=details))
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tiergate.guardrails_config import BudgetConfig
-    from tiergate.router.catalog import Deployment
-    from tiergate.types import Identity
+    from tiergate.config.guardrails import BudgetConfig
+    from tiergate.core.catalog import Deployment
+    from tiergate.core.types import Identity
 
 DEFAULT_RESERVED_OUTPUT = 4096  # reserved output when a request sets no max_tokens (and is then capped to it)
 
