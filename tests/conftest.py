@@ -9,8 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from procs import CHEAP_KEY, Gateway, Standin, start_gateway, start_standin  # noqa: E402
 from pg import pg_schema, pg_url  # noqa: E402,F401 - fixtures: a PostgreSQL schema of the test's own
+from procs import CHEAP_KEY, Gateway, Standin, start_gateway, start_standin  # noqa: E402
+
 
 @pytest.fixture
 def standins():

@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-
 from procs import require
 
 HOST, PORT, DATABASE = "127.0.0.1", 5432, "test"

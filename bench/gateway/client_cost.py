@@ -32,6 +32,7 @@ sys.path.insert(0, HERE)
 
 import bodies  # noqa: E402
 import upstream  # noqa: E402
+
 sys.path.insert(0, os.path.dirname(HERE))
 from benchlib import free_port  # noqa: E402
 

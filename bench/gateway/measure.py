@@ -1,6 +1,7 @@
 """Measuring helpers for the gateway benchmark: pinned processes, wrk runs, stream timing, CPU accounting."""
 
 from __future__ import annotations
+
 import http.client
 import json
 import os
@@ -15,10 +16,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # bench/, for benchlib
 
-from benchlib import busy_pct, cpu_times, quiet_wait  # noqa: E402
-
 import bodies  # noqa: E402
 import targets as T  # noqa: E402
+from benchlib import busy_pct, cpu_times, quiet_wait  # noqa: E402
 
 PROXY_CPU = "0"
 LOAD_CPU = "1"

@@ -51,11 +51,23 @@ import upstream  # noqa: E402
 
 SWEEP = (1, 16, 64)  # plus 4 and 32 from the chat lane
 
-from measure import (  # noqa: E402
-    BOTH_CPUS, CLK, LOAD_CPU, PROXY_CPU, SETTINGS, Lanes, Proc, measure, pin, post, quiet_wait,
-    stream_lane, wrk,
-)
 from benchlib import free_port, log  # noqa: E402  (measure put bench/ on the path)
+from measure import (  # noqa: E402
+    BOTH_CPUS,
+    CLK,
+    LOAD_CPU,
+    PROXY_CPU,
+    SETTINGS,
+    Lanes,
+    Proc,
+    measure,
+    pin,
+    post,
+    quiet_wait,
+    stream_lane,
+    wrk,
+)
+
 
 class Run:
     def __init__(self, args):

@@ -18,7 +18,6 @@ import re
 import sys
 import time
 
-
 # the first event that carries a token (a non-empty delta content; the first
 # upstream event only has the role, and some proxies merge it into the next)
 CONTENT = re.compile(rb'"content":\s*"[^"]')

@@ -14,7 +14,6 @@ import sys
 import timeit
 
 import orjson
-
 from payloads import chat_request
 
 REPEAT = 9

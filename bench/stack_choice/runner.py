@@ -35,18 +35,25 @@ import sys
 import tempfile
 import time
 
-from report import _med, fmt_ms, table_main, table_stream_check, table_stream_load, tool_version, versions  # noqa: F401
+from report import (  # noqa: F401
+    _med,
+    fmt_ms,
+    table_main,
+    table_stream_check,
+    table_stream_load,
+    tool_version,
+    versions,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # bench/, for benchlib
 
+import upstream  # noqa: E402
 from benchlib import busy_pct, cpu_times, free_port, log, quiet_wait  # noqa: E402
-
 from payloads import chat_request  # noqa: E402
 from proxies import UPSTREAM_MODEL  # noqa: E402
 from serve import CANDIDATES  # noqa: E402
-import upstream  # noqa: E402
 
 PROXY_CPU = "0"
 LOAD_CPU = "1"

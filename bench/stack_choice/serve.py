@@ -28,9 +28,8 @@ CANDIDATES = {
 
 
 def _serve_aiohttp(port: int, loop: str) -> None:
-    from aiohttp import web
-
     import proxies
+    from aiohttp import web
 
     async def main():
         runner = web.AppRunner(proxies.aiohttp_app(), access_log=None,
@@ -51,9 +50,8 @@ def _serve_aiohttp(port: int, loop: str) -> None:
 
 
 def _serve_uvicorn(port: int, client: str) -> None:
-    import uvicorn
-
     import proxies
+    import uvicorn
 
     uvicorn.run(proxies.starlette_app(client), host="127.0.0.1", port=port,
                 loop="uvloop", http="httptools", lifespan="on",

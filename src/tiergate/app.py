@@ -19,26 +19,26 @@ from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.guardrails.alerts import AlertDispatcher
 from tiergate.api import admin, anthropic, openai
 from tiergate.api.auth import KeyStore
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
-from tiergate.guardrails.budgets import EMERGENCY_FLAG, BudgetGuard
+from tiergate.background import reraise_if_stopping, stop
 from tiergate.config.schema import TiergateConfig
-from tiergate.core.errors import ConfigError
+from tiergate.core.catalog import Catalog
+from tiergate.core.errors import ConfigError, LedgerUnavailable
 from tiergate.core.ids import IdSource
-from tiergate.ledger.base import Ledger, LedgerUnavailable, open_ledger
-from tiergate.ledger.records import LocalModelEvent
+from tiergate.guardrails.alerts import AlertDispatcher
+from tiergate.guardrails.budgets import EMERGENCY_FLAG, BudgetGuard
 from tiergate.guardrails.limits import LimitGuard
+from tiergate.guardrails.outages import GuardedState, Outages
+from tiergate.guardrails.sessions import SessionTracker
+from tiergate.ledger.base import Ledger, open_ledger
+from tiergate.ledger.records import LocalModelEvent
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
-from tiergate.guardrails.outages import GuardedState, Outages
-from tiergate.core.catalog import Catalog
 from tiergate.router.executor import Executor
-from tiergate.guardrails.sessions import SessionTracker
 from tiergate.state.memory import MemoryState, SharedState
-from tiergate.background import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.app")
 

@@ -86,7 +86,8 @@ def serve(
     log_level: str = typer.Option("warning", help="log level"),
 ) -> None:
     """Run the gateway until SIGTERM/SIGINT; usage records are flushed before exit."""
-    from tiergate.server import check_workers, run_loop, run_workers, serve as serve_one
+    from tiergate.server import check_workers, run_loop, run_workers
+    from tiergate.server import serve as serve_one
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg, source = _load(config, allow_discovery=True)
@@ -104,7 +105,8 @@ def serve(
 
 
 def _ledger(config: Optional[Path]):  # type: ignore[no-untyped-def]
-    from tiergate.ledger.base import LedgerUnavailable, open_ledger
+    from tiergate.core.errors import LedgerUnavailable
+    from tiergate.ledger.base import open_ledger
 
     cfg, _ = _load(config)
     try:
@@ -178,8 +180,8 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Requests, tokens and cost by deployment, tier, agent and task for one day."""
-    from tiergate.ledger.report import build_report, format_report
     from tiergate.core.catalog import Catalog
+    from tiergate.ledger.report import build_report, format_report
 
     cfg, ledger = _ledger(config)
     day = day or dt.date.today().isoformat()

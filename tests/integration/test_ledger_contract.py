@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from procs import wait_until
 from tcp_cut import CuttableProxy
-from tiergate.ledger.base import Ledger, LedgerUnavailable, open_ledger
-from tiergate.ledger.records import LocalModelEvent, SessionRow, hash_key, pending
+
+from tiergate.core.errors import LedgerUnavailable
 from tiergate.core.types import UsageRecord
+from tiergate.ledger.base import Ledger, open_ledger
+from tiergate.ledger.records import LocalModelEvent, SessionRow, hash_key, pending
 
 
 def usage(i: int, *, ts: float | None = None, kind: str = "request", status: int = 200, agent: str = "a") -> UsageRecord:

@@ -7,8 +7,15 @@ import json
 import signal
 
 import openai
-
-from procs import MASTER_KEY, cli_env, http, run_cli, tiered_config, wait_until, write_config
+from procs import (
+    MASTER_KEY,
+    cli_env,
+    http,
+    run_cli,
+    tiered_config,
+    wait_until,
+    write_config,
+)
 
 MSG = [{"role": "user", "content": "summarise: the meeting moved to friday"}]
 PASSWORD = "not-shown-anywhere-5f1c"  # trust auth ignores it; it must still never reach a log line

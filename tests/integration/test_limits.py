@@ -15,8 +15,15 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
-
-from procs import MASTER_KEY, http, require, run_cli, tiered_config, wait_until, write_config
+from procs import (
+    MASTER_KEY,
+    http,
+    require,
+    run_cli,
+    tiered_config,
+    wait_until,
+    write_config,
+)
 
 MSG = [{"role": "user", "content": "hi"}]
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import openai
-
 from procs import MASTER_KEY
 
 

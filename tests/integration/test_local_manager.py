@@ -20,8 +20,9 @@ from procs import bundled_gguf
 from prometheus_client import CollectorRegistry
 from tiny_gguf import write_tiny_llama
 
-from tiergate.local.manager import LocalModelManager, ModelNotReady
 from tiergate.config.local_models import LocalModelsConfig
+from tiergate.core.errors import ModelNotReady
+from tiergate.local.manager import LocalModelManager
 from tiergate.local.process import LlamaCppProcess
 
 TIMEOUT_S = 45

@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tiergate.core.errors import EngineStartError
 from tiergate.local.discovery import discover_local_runtimes
 from tiergate.local.llamacpp_server import find_bundled_gguf
-from tiergate.local.process import LlamaCppProcess, LlamaCppStartError
+from tiergate.local.process import LlamaCppProcess
 
 T = TypeVar("T")
 ALIAS = "smollm2"
@@ -202,7 +203,7 @@ def test_start_failure_raises_with_log_tail(gguf: Path, loop: LoopThread, tmp_pa
     bogus = tmp_path / "not-a-model.gguf"
     bogus.write_bytes(b"definitely not GGUF")
     proc = LlamaCppProcess(gguf=bogus, ctx=512, log_path=tmp_path / "bad.log")
-    with pytest.raises(LlamaCppStartError) as err:
+    with pytest.raises(EngineStartError) as err:
         loop.run(proc.start(timeout_s=30))
     msg = str(err.value)
     assert "exited with code" in msg and "not-a-model.gguf" in msg

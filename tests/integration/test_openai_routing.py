@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import openai
 import pytest
-
-import json
-
 from procs import CHEAP_KEY, MASTER_KEY, http, tiered_config
 
 

@@ -7,7 +7,6 @@ dependency); the tests themselves are plain sync code, like an SDK user.
 from __future__ import annotations
 
 import asyncio
-from http import client as http_client
 import json
 import signal
 import subprocess
@@ -16,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http import client as http_client
 from typing import Any
 
 import anthropic
@@ -23,7 +23,11 @@ import httpx2
 import openai
 import pytest
 
-from tiergate.standins import build_anthropic_standin, build_openai_standin, start_standin
+from tiergate.standins import (
+    build_anthropic_standin,
+    build_openai_standin,
+    start_standin,
+)
 
 OAI_KEY = "sk-standin-test-123456"
 ANTH_KEY = "sk-ant-standin-test"

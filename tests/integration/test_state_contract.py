@@ -23,9 +23,9 @@ import pytest
 from procs import require
 
 from tiergate.config.guardrails import BudgetConfig, LimitConfig
-from tiergate.core.money import BudgetLine, over_limit
-from tiergate.core.limits import LimitCounter
 from tiergate.core import breaker as br
+from tiergate.core.limits import LimitCounter
+from tiergate.core.money import BudgetLine, over_limit
 from tiergate.state.memory import MemoryState
 
 REDIS_URL = os.environ.get("TIERGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -664,8 +664,8 @@ class Proxy:
 
 
 def test_redis_unreachable_raises_state_unavailable_never_falls_back(redis_backend):
-    from tiergate.core.errors import TiergateError
-    from tiergate.state.redis_state import RedisState, StateUnavailable
+    from tiergate.core.errors import StateUnavailable, TiergateError
+    from tiergate.state.redis_state import RedisState
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -715,7 +715,7 @@ def test_redis_unreachable_raises_state_unavailable_never_falls_back(redis_backe
 
 
 def _snapshot_ok(state) -> bool:
-    from tiergate.state.redis_state import StateUnavailable
+    from tiergate.core.errors import StateUnavailable
 
     try:
         state.breaker_snapshot(now=1.0, cooldown_s=1)
@@ -727,7 +727,7 @@ def _snapshot_ok(state) -> bool:
 def test_redis_limit_keys_expire_and_outages_raise_state_unavailable(redis_backend):
     import redis
 
-    from tiergate.state.redis_state import StateUnavailable
+    from tiergate.core.errors import StateUnavailable
     from tiergate.state.redis_limits import KEY_TTL_S
 
     proxy = Proxy(("127.0.0.1", 6379))

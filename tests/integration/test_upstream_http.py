@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from tiergate.adapters.base import AttemptError, open_event_stream, post_for_body
+from tiergate.adapters.base import open_event_stream, post_for_body
 from tiergate.adapters.upstream_http import UpstreamHTTP
+from tiergate.core.errors import AttemptError
 
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[bool]]  # True: keep the connection
 

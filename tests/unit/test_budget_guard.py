@@ -8,12 +8,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tiergate.guardrails.budgets import BudgetGuard
 from tiergate.config.schema import config_from_dict
-from tiergate.core.money import conservative_tokens, reserved_output, worst_case_cost
 from tiergate.core.catalog import Catalog
-from tiergate.state.memory import MemoryState
+from tiergate.core.money import conservative_tokens, reserved_output, worst_case_cost
 from tiergate.core.types import Identity
+from tiergate.guardrails.budgets import BudgetGuard
+from tiergate.state.memory import MemoryState
 
 RAW = {
     "providers": {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:1/v1", "local": True},

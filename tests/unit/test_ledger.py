@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tiergate.ledger.sqlite import MIGRATIONS, SqliteLedger, hash_key
 from tiergate.core.types import UsageRecord
+from tiergate.ledger.sqlite import MIGRATIONS, SqliteLedger, hash_key
 
 
 def rec(i: int) -> UsageRecord:

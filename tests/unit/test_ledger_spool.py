@@ -9,10 +9,16 @@ import pytest
 
 from tiergate.config.schema import config_from_dict, masked_url
 from tiergate.core.errors import ConfigError
-from tiergate.ledger.postgres import spool_dir_for, to_pyformat
-from tiergate.ledger.records import LocalModelEvent, SessionRow, from_line, pending, to_line
-from tiergate.ledger.spool import Spool
 from tiergate.core.types import UsageRecord
+from tiergate.ledger.postgres import spool_dir_for, to_pyformat
+from tiergate.ledger.records import (
+    LocalModelEvent,
+    SessionRow,
+    from_line,
+    pending,
+    to_line,
+)
+from tiergate.ledger.spool import Spool
 
 
 def usage(i: int) -> UsageRecord:

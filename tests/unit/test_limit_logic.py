@@ -7,15 +7,20 @@ import logging
 
 import pytest
 
-from tiergate.config.schema import config_from_dict
-from tiergate.core.errors import ConfigError, RateLimited
 from tiergate.config.guardrails import LimitConfig
+from tiergate.config.schema import config_from_dict
+from tiergate.core.errors import ConfigError, RateLimited, StateUnavailable
+from tiergate.core.limits import (
+    counters_for,
+    end_tokens,
+    refusal_message,
+    retry_after_s,
+    tokens_fit,
+)
+from tiergate.core.types import Identity, Usage
 from tiergate.guardrails.limits import LimitGuard
-from tiergate.core.limits import counters_for, end_tokens, refusal_message, retry_after_s, tokens_fit
 from tiergate.observability.metrics import Metrics
 from tiergate.state.memory import MemoryState
-from tiergate.state.redis_state import StateUnavailable
-from tiergate.core.types import Identity, Usage
 
 
 def limits(*lines: dict) -> list[LimitConfig]:

@@ -6,6 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from tiergate.config.local_models import LocalModelsConfig, parse_duration
 from tiergate.local.gguf_memory import (
     MIB,
     GgufShape,
@@ -14,7 +15,6 @@ from tiergate.local.gguf_memory import (
     kv_cache_bytes,
     read_gguf_shape,
 )
-from tiergate.config.local_models import LocalModelsConfig, parse_duration
 
 EXAMPLE = """
 budget_mb: 20000

@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from tiergate.guardrails.budgets import BudgetGuard, Constraints
-from tiergate.config.schema import config_from_dict
 from tiergate.config.guardrails import OutageConfig
-from tiergate.observability.metrics import Metrics
-from tiergate.guardrails.outages import GuardedState, Outages
+from tiergate.config.schema import config_from_dict
 from tiergate.core.catalog import Catalog
-from tiergate.state.memory import MemoryState
-from tiergate.state.redis_state import StateUnavailable
+from tiergate.core.errors import StateUnavailable
 from tiergate.core.types import Identity
+from tiergate.guardrails.budgets import BudgetGuard, Constraints
+from tiergate.guardrails.outages import GuardedState, Outages
+from tiergate.observability.metrics import Metrics
+from tiergate.state.memory import MemoryState
 
 RAW = {
     "providers": {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:1/v1", "local": True},

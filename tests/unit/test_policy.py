@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tiergate.config.schema import config_from_dict
-from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
 from tiergate.core.catalog import Catalog
-from tiergate.router.policy import WorldSnapshot, decide
+from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
 from tiergate.core.types import RequestFeatures
+from tiergate.router.policy import WorldSnapshot, decide
 
 RAW = {
     "providers": {

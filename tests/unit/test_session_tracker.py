@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from tiergate.config.guardrails import GuardianConfig
-from tiergate.ledger.records import SessionRow
-from tiergate.guardrails.sessions import SessionTracker
 from tiergate.core.types import Identity, Usage
+from tiergate.guardrails.sessions import SessionTracker
+from tiergate.ledger.records import SessionRow
 
 
 class RecordingLedger:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.adapters.errors import AttemptError
 from tiergate.adapters.upstream_http import header_block, parse_origin
+from tiergate.core.errors import AttemptError
 
 
 @pytest.mark.parametrize(("url", "key", "tls", "head"), [

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from wire_helpers import anthropic_client, fixture_names, load, openai_client, parsed_arguments
+from wire_helpers import (
+    anthropic_client,
+    fixture_names,
+    load,
+    openai_client,
+    parsed_arguments,
+)
 
 from tiergate.adapters.translate_responses import (
     ANTHROPIC_TO_OPENAI_STOP,

@@ -14,7 +14,10 @@ from wire_helpers import (
     split_events,
 )
 
-from tiergate.adapters.translate_streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from tiergate.adapters.translate_streams import (
+    AnthropicToOpenAIStream,
+    OpenAIToAnthropicStream,
+)
 
 
 def _to_anthropic(sse_name: str, **params) -> tuple[bytes, OpenAIToAnthropicStream]:

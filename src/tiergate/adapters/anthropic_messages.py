@@ -16,9 +16,6 @@ from typing import Any
 import orjson
 
 from tiergate.adapters.base import (
-    NO_HINTS,
-    AttemptError,
-    ClientHints,
     UpstreamReply,
     UpstreamStream,
     classify_exception,
@@ -27,9 +24,10 @@ from tiergate.adapters.base import (
     sse_data,
 )
 from tiergate.adapters.upstream_http import USER_AGENT, UpstreamHTTP, UpstreamResponse
-from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.catalog import Deployment
-from tiergate.core.types import Usage
+from tiergate.core.errors import AttemptError
+from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 DEFAULT_VERSION = "2023-06-01"
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -101,26 +99,26 @@ class AnthropicMessagesAdapter:
             self._client, self._url(d, hints), data, headers_for(d, hints),
             timeout_s=timeout_s)
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
-        state: dict[str, object] = {"completed": False}
-        watcher = _AnthropicStream(events, usage, state, resp=resp)
+        status = StreamStatus()
+        watcher = _AnthropicStream(events, usage, status, resp=resp)
         watcher.inspect(first)
-        if state.get("error"):
+        if status.error is not None:
             resp.close()
-            raise AttemptError("status", str(state["error"]), status=529)
+            raise AttemptError("status", status.error, status=529)
         return UpstreamStream(
             first_event=first, rest=watcher.rest(), usage=usage, content_type="text/event-stream",
-            upstream_ms_to_first=(time.perf_counter() - t0) * 1000, close=resp.close, state=state,
+            upstream_ms_to_first=(time.perf_counter() - t0) * 1000, close=resp.close, status=status,
         )
 
 
 class _AnthropicStream:
     """Watches Anthropic SSE events go by: usage from message_start / message_delta, the end, errors."""
 
-    def __init__(self, events: AsyncIterator[bytes], usage: Usage, state: dict[str, object], *,
+    def __init__(self, events: AsyncIterator[bytes], usage: Usage, status: StreamStatus, *,
                  resp: UpstreamResponse) -> None:
         self._events = events
         self._usage = usage
-        self._state = state
+        self._status = status
         self._resp = resp
         self._deltas = 0
 
@@ -139,10 +137,10 @@ class _AnthropicStream:
             if "output_tokens" in u:
                 self._usage.completion_tokens = int(u["output_tokens"] or 0)
         elif kind == "message_stop":
-            self._state["completed"] = True
+            self._status.completed = True
         elif kind == "error":
             err = obj.get("error") or {}
-            self._state["error"] = f"{err.get('type', 'error')}: {err.get('message', '')}"
+            self._status.error = f"{err.get('type', 'error')}: {err.get('message', '')}"
 
     async def rest(self) -> AsyncIterator[bytes]:
         try:
@@ -150,12 +148,12 @@ class _AnthropicStream:
                 self.inspect(ev)
                 yield ev
         except Exception as exc:  # noqa: BLE001
-            self._state["error"] = classify_exception(exc).summary()
+            self._status.error = classify_exception(exc).summary()
         finally:
-            if self._state.get("completed"):
+            if self._status.completed:
                 self._resp.release()
             else:
                 self._resp.close()
                 if not self._usage.completion_tokens:
                     self._usage.completion_tokens = self._deltas
-                self._state.setdefault("error", "upstream ended the stream without message_stop")
+                self._status.fail("upstream ended the stream without message_stop")

@@ -16,24 +16,11 @@ from typing import Any
 
 import orjson
 
-from tiergate.adapters.errors import AttemptError
 from tiergate.adapters.upstream_http import UpstreamHTTP, UpstreamResponse
-from tiergate.core.types import Usage
-
-__all__ = ["AttemptError"]  # re-exported: adapters and the executor import it from here
+from tiergate.core.errors import AttemptError
+from tiergate.core.types import StreamStatus, Usage
 
 MAX_ERROR_BODY = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ClientHints:
-    """What of the client's own request may travel upstream on a same-protocol pass-through."""
-
-    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. anthropic-version, anthropic-beta
-    query: str = ""  # e.g. "beta=true" from Claude Code
-
-
-NO_HINTS = ClientHints()
 
 
 @dataclass(slots=True)
@@ -56,7 +43,7 @@ class UpstreamStream:
     content_type: str
     upstream_ms_to_first: float
     close: Callable[[], None]
-    state: dict[str, object] = field(default_factory=dict)  # completed: bool, error: str
+    status: StreamStatus = field(default_factory=StreamStatus)
     notes: list[str] = field(default_factory=list)
 
 

@@ -16,9 +16,6 @@ from typing import Any
 import orjson
 
 from tiergate.adapters.base import (
-    NO_HINTS,
-    AttemptError,
-    ClientHints,
     UpstreamReply,
     UpstreamStream,
     classify_exception,
@@ -27,9 +24,10 @@ from tiergate.adapters.base import (
     sse_data,
 )
 from tiergate.adapters.upstream_http import USER_AGENT, UpstreamHTTP, UpstreamResponse
-from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.catalog import Deployment
-from tiergate.core.types import Usage
+from tiergate.core.errors import AttemptError
+from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 DONE = b"data: [DONE]"
 
@@ -113,8 +111,8 @@ class OpenAIChatAdapter:
         url, headers = self._target(d)
         resp, events, first = await open_event_stream(self._client, url, data, headers, timeout_s=timeout_s)
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
-        state: dict[str, object] = {"completed": False}
-        stream = _OpenAIStream(events, usage, state, injected=injected, resp=resp)
+        status = StreamStatus()
+        stream = _OpenAIStream(events, usage, status, injected=injected, resp=resp)
         first_out = stream.inspect(first)
         return UpstreamStream(
             first_event=first_out or b"",
@@ -123,7 +121,7 @@ class OpenAIChatAdapter:
             content_type="text/event-stream",
             upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
             close=resp.close,
-            state=state,
+            status=status,
         )
 
 
@@ -134,7 +132,7 @@ class _OpenAIStream:
         self,
         events: AsyncIterator[bytes],
         usage: Usage,
-        state: dict[str, object],
+        status: StreamStatus,
         *,
         injected: bool,
         resp: UpstreamResponse,
@@ -142,7 +140,7 @@ class _OpenAIStream:
         self._events = events
         self._resp = resp
         self._usage = usage
-        self._state = state
+        self._status = status
         self._injected = injected
         self._content_events = 0
         self._saw_usage = False
@@ -150,7 +148,7 @@ class _OpenAIStream:
     def inspect(self, ev: bytes) -> bytes | None:
         """The event to forward (None to drop it)."""
         if ev.startswith(DONE):
-            self._state["completed"] = True
+            self._status.completed = True
             self._finish()
             return ev
         if b'"usage"' in ev and b'"usage":null' not in ev:
@@ -178,14 +176,14 @@ class _OpenAIStream:
                     yield out
         except Exception as exc:  # noqa: BLE001
             err = classify_exception(exc)
-            self._state["error"] = err.summary()
+            self._status.error = err.summary()
         finally:
-            if self._state.get("completed"):
+            if self._status.completed:
                 self._resp.release()
             else:
                 self._resp.close()
                 self._finish()
-                self._state.setdefault("error", "upstream ended the stream without [DONE]")
+                self._status.fail("upstream ended the stream without [DONE]")
 
 
 class OpenAIEmbeddingsAdapter(OpenAIChatAdapter):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # OpenAI fields whose value is the protocol default: nothing is lost by not sending them.
 _OPENAI_NEUTRAL = (("n", 1), ("logprobs", False), ("presence_penalty", 0), ("frequency_penalty", 0),
                    ("top_logprobs", 0), ("store", False), ("parallel_tool_calls", True))

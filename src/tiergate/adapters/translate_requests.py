@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 
 from tiergate.adapters.translate_common import (
-    OPENAI_MAX_STOP,
     _ANTHROPIC_CONSUMED,
     _TOOL_CHOICE,
     _TOOL_KEYS,
+    OPENAI_MAX_STOP,
     _bad,
     _blocks,
     _clamp,

@@ -7,11 +7,11 @@ from typing import Any
 import orjson
 
 from tiergate.adapters.translate_common import (
-    JSON_OBJECT_INSTRUCTION,
-    SAMPLING_REMOVED_IN,
     _OPENAI_CONSUMED,
     _OPENAI_NEUTRAL,
     _TOOL_CHOICE,
+    JSON_OBJECT_INSTRUCTION,
+    SAMPLING_REMOVED_IN,
     _bad,
     _clamp,
     _joined_text,

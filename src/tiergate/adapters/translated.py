@@ -14,13 +14,23 @@ from typing import Any, Protocol
 
 import orjson
 
-from tiergate.adapters.base import NO_HINTS, AttemptError, ClientHints, UpstreamReply, UpstreamStream
-from tiergate.core.errors import BadRequest
-from tiergate.adapters.translate_requests import anthropic_to_openai_request, openai_to_anthropic_request
-from tiergate.adapters.translate_responses import anthropic_to_openai_response, openai_to_anthropic_response
-from tiergate.adapters.translate_streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
-from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.adapters.base import UpstreamReply, UpstreamStream
+from tiergate.adapters.translate_requests import (
+    anthropic_to_openai_request,
+    openai_to_anthropic_request,
+)
+from tiergate.adapters.translate_responses import (
+    anthropic_to_openai_response,
+    openai_to_anthropic_response,
+)
+from tiergate.adapters.translate_streams import (
+    AnthropicToOpenAIStream,
+    OpenAIToAnthropicStream,
+)
 from tiergate.core.catalog import Deployment
+from tiergate.core.errors import AttemptError, TranslationError
+from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.types import NO_HINTS, ClientHints
 
 
 class UpstreamAdapter(Protocol):
@@ -31,8 +41,6 @@ class UpstreamAdapter(Protocol):
                      hints: ClientHints = NO_HINTS) -> UpstreamStream: ...
 
 
-class TranslationError(BadRequest):
-    """The client's body cannot be translated (malformed for its own protocol): a 400."""
 
 
 def _dropped_note(dropped: list[str], target: str) -> list[str]:
@@ -51,12 +59,12 @@ async def _converted(s: UpstreamStream, inner: AsyncIterator[bytes], converter: 
         try:
             out = converter.feed(ev)
         except ValueError as exc:  # malformed upstream event: end the stream with an error, not a crash
-            s.state["error"] = f"protocol: {exc}"
+            s.status.error = f"protocol: {exc}"
             s.close()
             return
         if out:
             yield out
-    if s.state.get("completed") and not s.state.get("error"):
+    if s.status.completed and s.status.error is None:
         tail = converter.finish()
         if tail:
             yield tail

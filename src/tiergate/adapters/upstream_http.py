@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from tiergate.adapters.errors import AttemptError
+from tiergate.core.errors import AttemptError
 
 USER_AGENT = "tiergate"
 PAUSE_AT = 256 * 1024  # bytes buffered from a stream the client has not taken yet: stop reading the socket

@@ -14,9 +14,8 @@ from tiergate.api.auth import MASTER
 from tiergate.api.common import JSON, read_json_object
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
+from tiergate.core.errors import BadRequest, Forbidden, StateUnavailable
 from tiergate.guardrails.budgets import EMERGENCY_FLAG, LATCH
-from tiergate.core.errors import BadRequest, Forbidden
-from tiergate.state.redis_state import StateUnavailable
 
 
 async def health(request: web.Request) -> web.Response:

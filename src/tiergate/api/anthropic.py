@@ -14,14 +14,20 @@ import orjson
 from aiohttp import web
 
 from tiergate.adapters.anthropic_messages import FORWARDED_HEADERS
-from tiergate.adapters.base import ClientHints
 from tiergate.adapters.translated import estimate_input_tokens
 from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
-from tiergate.api.flow import effective_identity, finish_plain, limited, new_context, relay_stream, route
+from tiergate.api.flow import (
+    effective_identity,
+    finish_plain,
+    limited,
+    new_context,
+    relay_stream,
+    route,
+)
 from tiergate.api.gateway import GATEWAY
 from tiergate.core.money import estimate_tokens_from_bytes
-from tiergate.core.types import Identity, RequestFeatures
+from tiergate.core.types import ClientHints, Identity, RequestFeatures
 
 PROTOCOL = "anthropic-messages"
 CLAUDE_CODE_SESSION = "X-Claude-Code-Session-Id"

@@ -13,11 +13,11 @@ import hmac
 import logging
 from collections.abc import Mapping
 
-from tiergate.core.errors import Unauthorized
-from tiergate.ledger.base import Ledger, LedgerUnavailable
-from tiergate.ledger.records import KeyRecord, hash_key
 from tiergate.background import reraise_if_stopping
+from tiergate.core.errors import LedgerUnavailable, Unauthorized
 from tiergate.core.types import Identity
+from tiergate.ledger.base import Ledger
+from tiergate.ledger.records import KeyRecord, hash_key
 
 log = logging.getLogger("tiergate.auth")
 

@@ -19,7 +19,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tiergate.api.common import error_response
-from tiergate.core.errors import MethodNotAllowed, NotFound, TiergateError
+from tiergate.core.errors import (
+    MethodNotAllowed,
+    NotFound,
+    TiergateError,
+    UpstreamRejected,
+)
 from tiergate.core.ids import IdSource
 
 log = logging.getLogger("tiergate.app")
@@ -44,9 +49,8 @@ def guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except TiergateError as err:
-            body = getattr(err, "body", None)
-            if body and err.code == "upstream_rejected":
-                return web.Response(body=body, status=err.status, content_type="application/json",
+            if isinstance(err, UpstreamRejected) and err.body:  # the vendor's own bytes, for its own clients
+                return web.Response(body=err.body, status=err.status, content_type="application/json",
                                     headers={"X-Request-ID": rid})
             return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
         except web.HTTPException:

@@ -9,8 +9,8 @@ import orjson
 from tiergate.api.auth import identity_from_headers
 from tiergate.api.openai import chat_features
 from tiergate.config.schema import TiergateConfig
-from tiergate.core.errors import BadRequest
 from tiergate.core.catalog import Catalog
+from tiergate.core.errors import BadRequest
 from tiergate.router.policy import WorldSnapshot, decide
 
 REACHABLE_FROM_OPENAI = frozenset({"openai-chat", "anthropic-messages"})

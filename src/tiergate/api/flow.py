@@ -14,10 +14,14 @@ from aiohttp import web
 
 from tiergate.api.common import header_value
 from tiergate.api.gateway import Gateway
-from tiergate.guardrails.budgets import BudgetExceeded
-from tiergate.core.errors import AllCandidatesFailed, NoCandidate, TiergateError
-from tiergate.router.executor import CallContext, Outcome
+from tiergate.core.errors import (
+    AllCandidatesFailed,
+    BudgetExceeded,
+    NoCandidate,
+    TiergateError,
+)
 from tiergate.core.types import Identity, RequestFeatures, Usage
+from tiergate.router.executor import CallContext, Outcome
 
 log = logging.getLogger("tiergate.api")
 
@@ -167,17 +171,17 @@ async def relay_stream(
     try:
         await resp.prepare(request)
         if s.first_event:
-            if on_complete is not None and s.state.get("completed"):
+            if on_complete is not None and s.status.completed:
                 await on_complete()
                 on_complete = None
             await resp.write(s.first_event)
         async for ev in s.rest:
-            if on_complete is not None and s.state.get("completed"):
+            if on_complete is not None and s.status.completed:
                 await on_complete()
                 on_complete = None
             await resp.write(ev)
-        if s.state.get("error"):
-            status, error = 502, str(s.state["error"])
+        if s.status.error is not None:
+            status, error = 502, s.status.error
             if error_event is not None:
                 await resp.write(error_event(error))
         delivered = True

@@ -7,17 +7,17 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.guardrails.alerts import AlertDispatcher
 from tiergate.api.auth import KeyStore
-from tiergate.guardrails.budgets import BudgetGuard
-from tiergate.local.manager import LocalModelManager
-from tiergate.guardrails.sessions import SessionTracker
 from tiergate.config.schema import TiergateConfig
-from tiergate.guardrails.limits import LimitGuard
-from tiergate.ledger.base import Ledger
-from tiergate.observability.metrics import Metrics
-from tiergate.guardrails.outages import Outages
 from tiergate.core.catalog import Catalog
+from tiergate.guardrails.alerts import AlertDispatcher
+from tiergate.guardrails.budgets import BudgetGuard
+from tiergate.guardrails.limits import LimitGuard
+from tiergate.guardrails.outages import Outages
+from tiergate.guardrails.sessions import SessionTracker
+from tiergate.ledger.base import Ledger
+from tiergate.local.manager import LocalModelManager
+from tiergate.observability.metrics import Metrics
 from tiergate.router.executor import Executor
 from tiergate.state.memory import SharedState
 

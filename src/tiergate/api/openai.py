@@ -13,7 +13,14 @@ from aiohttp import web
 
 from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
-from tiergate.api.flow import effective_identity, finish_plain, limited, new_context, relay_stream, route
+from tiergate.api.flow import (
+    effective_identity,
+    finish_plain,
+    limited,
+    new_context,
+    relay_stream,
+    route,
+)
 from tiergate.api.gateway import GATEWAY
 from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import Identity, RequestFeatures

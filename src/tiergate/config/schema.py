@@ -15,12 +15,25 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from tiergate.guardrails.alerts import AlertSinkConfig
-from tiergate.core.errors import ConfigError
-from tiergate.config.guardrails import BudgetConfig, GuardianConfig, LimitList, OutageConfig
+from tiergate.config.guardrails import (
+    BudgetConfig,
+    GuardianConfig,
+    LimitList,
+    OutageConfig,
+)
 from tiergate.config.local_models import LocalModelsConfig
+from tiergate.core.errors import ConfigError
+from tiergate.guardrails.alerts import AlertSinkConfig
 
 log = logging.getLogger("tiergate.config.schema")
 

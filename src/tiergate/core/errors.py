@@ -4,22 +4,39 @@
     ├── ConfigError                 bad config file or field (CLI exit 2, never HTTP)
     ├── ClientError (4xx)
     │   ├── BadRequest              400 malformed JSON, wrong types, missing fields
+    │   │   └── TranslationError    400 a body that cannot be translated to the upstream's protocol
     │   ├── Unauthorized            401 missing or wrong key
     │   ├── Forbidden               403
+    │   │   └── SessionKilled       403 the guardian stopped this session
     │   ├── NotFound                404 unknown route
-    │   ├── ModelNotFound           404 model name names no alias, deployment or task
+    │   │   └── ModelNotFound       404 model name names no alias, deployment or task
+    │   ├── MethodNotAllowed        405 known path, other method
     │   ├── PayloadTooLarge         413 body over server.max_body_mb
     │   ├── ContextTooLarge         400 no candidate's context window holds the request
-    │   └── RateLimited             429 a rate or concurrency limit (limits[]); carries Retry-After
-    └── UpstreamError (5xx)
-        ├── AllCandidatesFailed     503 every candidate failed; lists each one's error
-        └── NoCandidate             503 policy left nothing to try (privacy, breakers)
+    │   ├── RateLimited             429 a rate or concurrency limit (limits[]); carries Retry-After
+    │   ├── BudgetExceeded          429 a budget whose action is reject
+    │   └── UpstreamRejected        4xx the upstream refused the request itself; may carry its bytes
+    ├── UpstreamError (5xx)
+    │   ├── AllCandidatesFailed     503 every candidate failed; lists each one's error
+    │   ├── NoCandidate             503 policy left nothing to try (privacy, breakers)
+    │   └── ModelNotReady           503 a managed local model cannot serve now (the executor moves on)
+    └── DependencyUnavailable (503) a store tiergate itself needs
+        ├── StateUnavailable        shared state (Redis) unreachable; callers apply on_outage modes
+        └── LedgerUnavailable       the ledger database unreachable; writes spool, reads fail
 
-Routing and adapters raise these; only ``api/`` turns them into OpenAI or
-Anthropic error envelopes.
+Internal signals, never rendered to a client:
+
+    AttemptError        one failed attempt at one deployment (adapters -> executor), with its kind
+    DuplicateName       a unique name refused by the ledger (keys create)
+    EngineStartError    a local inference engine did not become ready
+
+Routing, guardrails, stores and adapters raise these; only ``api/`` turns
+them into a client's error envelope (OpenAI, Anthropic, ...), in one place.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 
 class TiergateError(Exception):
@@ -74,6 +91,14 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
+class TranslationError(BadRequest):
+    """The client's body cannot be translated (malformed for its own protocol): a 400."""
+
+
+class SessionKilled(Forbidden):
+    code = "session_killed"
+
+
 class ModelNotFound(NotFound):
     code = "model_not_found"
 
@@ -116,3 +141,101 @@ class AllCandidatesFailed(UpstreamError):
     def __init__(self, message: str, *, failures: list[tuple[str, str]]) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+class ModelNotReady(UpstreamError):
+    """The local model cannot serve this request now; try the next candidate. ``reason`` says why."""
+
+    code = "local_model_not_ready"
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"{model} {reason}")
+        self.model, self.reason = model, reason
+
+
+class BudgetExceeded(ClientError):
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    code = "budget_exceeded"
+
+
+class UpstreamRejected(ClientError):
+    """The upstream refused the request itself (400/404/413/422); passed to the client as is.
+
+    ``body`` holds the vendor's own bytes only when the client speaks the upstream's protocol;
+    the edge then sends them unchanged, else the client's own envelope.
+    """
+
+    code = "upstream_rejected"
+
+    def __init__(self, message: str, *, status: int, deployment: str, body: bytes | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.deployment = deployment
+        self.body = body
+
+
+# ---------------------------------------------------------------------------- dependencies
+class DependencyUnavailable(TiergateError):
+    status = 503
+    openai_type = "api_error"
+    anthropic_type = "overloaded_error"
+
+
+class StateUnavailable(DependencyUnavailable):
+    """Shared state (Redis) cannot be reached; the caller chooses fail-open or fail-closed."""
+
+    code = "state_unavailable"
+
+
+class LedgerUnavailable(DependencyUnavailable):
+    """The ledger's database cannot be reached; writes are spooled, reads fail with this."""
+
+    code = "ledger_unavailable"
+
+
+# ---------------------------------------------------------------------------- internal signals
+AttemptKind = Literal["refused", "connect", "timeout", "status", "dropped", "protocol"]
+
+
+class AttemptError(Exception):
+    """One failed attempt; ``retryable`` says whether the same deployment may be tried again."""
+
+    def __init__(
+        self,
+        kind: AttemptKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        if self.kind in ("timeout", "dropped", "connect"):
+            return True
+        return self.kind == "status" and self.status is not None and (self.status in (408, 409, 429) or self.status >= 500)
+
+    @property
+    def client_fault(self) -> bool:
+        """The upstream rejected the request itself (400, 404, 413, 422): no other deployment will like it more."""
+        return self.kind == "status" and self.status in (400, 404, 413, 422)
+
+    def summary(self) -> str:
+        return f"{self.status} {self.message}" if self.status else f"{self.kind}: {self.message}"
+
+
+class DuplicateName(Exception):
+    """A unique constraint refused a row (a key name that exists already)."""
+
+
+class EngineStartError(RuntimeError):
+    """A local inference engine (the llama.cpp child) did not become ready; the message carries its log tail."""

@@ -9,10 +9,35 @@ them are built per request (docs/decisions/0003-hot-path.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 Protocol = Literal["openai-chat", "anthropic-messages"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHints:
+    """What of the client's own request may travel upstream on a same-protocol pass-through."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. anthropic-version, anthropic-beta
+    query: str = ""  # e.g. "beta=true" from Claude Code
+
+
+NO_HINTS = ClientHints()
+
+
+@dataclass(slots=True)
+class StreamStatus:
+    """How an upstream stream is going: the adapter watching its events writes it, the relay reads it."""
+
+    completed: bool = False  # the protocol's own end marker arrived ([DONE], message_stop)
+    error: str | None = None  # why the stream failed, when it did
+
+    def fail(self, error: str) -> None:
+        """Record ``error`` unless an earlier, more specific one is already there."""
+        if self.error is None:
+            self.error = error
 
 
 @dataclass(slots=True)

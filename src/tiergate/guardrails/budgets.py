@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tiergate.core.errors import TiergateError
 from tiergate.config.guardrails import IDENTITY_SCOPES, BudgetConfig
+from tiergate.core.catalog import Catalog, Deployment
+from tiergate.core.errors import StateUnavailable
 from tiergate.core.money import (
     BudgetLine,
     applies,
@@ -27,11 +28,9 @@ from tiergate.core.money import (
     thresholds_crossed,
     worst_case_cost,
 )
-from tiergate.core.windows import window_bounds, window_key
-from tiergate.core.catalog import Catalog, Deployment
-from tiergate.state.memory import SharedState
-from tiergate.state.redis_state import StateUnavailable
 from tiergate.core.types import Identity
+from tiergate.core.windows import window_bounds, window_key
+from tiergate.state.memory import SharedState
 
 if TYPE_CHECKING:
     from tiergate.guardrails.alerts import AlertDispatcher
@@ -45,11 +44,6 @@ MAX_PENDING = 1_000_000  # counter updates held for reconciliation during a long
 LATCH = "latched:"  # flag prefix: a local-only budget that refused stays in emergency mode for its window
 
 
-class BudgetExceeded(TiergateError):
-    status = 429
-    openai_type = "rate_limit_error"
-    anthropic_type = "rate_limit_error"
-    code = "budget_exceeded"
 
 
 @dataclass(slots=True)

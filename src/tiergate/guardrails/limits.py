@@ -26,8 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tiergate.core.errors import RateLimited
+from tiergate.background import reraise_if_stopping
 from tiergate.config.guardrails import LimitConfig
+from tiergate.core.errors import RateLimited, StateUnavailable
 from tiergate.core.limits import (
     LEASE_TTL_S,
     RENEW_EVERY_S,
@@ -37,14 +38,12 @@ from tiergate.core.limits import (
     refusal_message,
     retry_after_s,
 )
-from tiergate.state.memory import SharedState
-from tiergate.state.redis_state import StateUnavailable
-from tiergate.background import reraise_if_stopping
 from tiergate.core.types import Identity, Usage
+from tiergate.state.memory import SharedState
 
 if TYPE_CHECKING:
-    from tiergate.observability.metrics import Metrics
     from tiergate.guardrails.outages import Outages
+    from tiergate.observability.metrics import Metrics
 
 log = logging.getLogger("tiergate.core.limits")
 

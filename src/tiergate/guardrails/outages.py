@@ -25,10 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tiergate.core.money import BudgetLine
 from tiergate.core import breaker as br
+from tiergate.core.errors import StateUnavailable
+from tiergate.core.money import BudgetLine
 from tiergate.state.memory import MemoryState, SessionTotals, SharedState
-from tiergate.state.redis_state import StateUnavailable
 
 if TYPE_CHECKING:
     from tiergate.config.guardrails import OutageConfig

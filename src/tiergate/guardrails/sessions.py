@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tiergate.guardrails import guardian
-from tiergate.core.errors import Forbidden
 from tiergate.config.guardrails import GuardianConfig
-from tiergate.ledger.base import Ledger, LedgerUnavailable
+from tiergate.core.errors import LedgerUnavailable, SessionKilled, StateUnavailable
+from tiergate.core.types import Identity, Usage
+from tiergate.guardrails import guardian
+from tiergate.ledger.base import Ledger
 from tiergate.ledger.records import SessionRow
 from tiergate.state.memory import SessionTotals, SharedState
-from tiergate.state.redis_state import StateUnavailable
-from tiergate.core.types import Identity, Usage
 
 if TYPE_CHECKING:
     from tiergate.guardrails.alerts import AlertDispatcher
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tiergate.guardrails.sessions")
 
 
-class SessionKilled(Forbidden):
-    code = "session_killed"
 
 
 def rules_from(cfg: GuardianConfig) -> guardian.GuardianRules:

@@ -13,19 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tiergate.core.errors import TiergateError
 from tiergate.ledger.records import KeyRecord, Record
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-class LedgerUnavailable(TiergateError):
-    """The ledger's database cannot be reached; writes are spooled, reads fail with this."""
-
-    status = 503
-    openai_type = "api_error"
-    anthropic_type = "overloaded_error"
-    code = "ledger_unavailable"
 
 
 class Ledger(Protocol):

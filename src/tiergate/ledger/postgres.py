@@ -26,12 +26,12 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from tiergate.config.schema import masked_url
+from tiergate.core.errors import DuplicateName, LedgerUnavailable
 from tiergate.core.ids import IdSource
-from tiergate.ledger.base import LedgerUnavailable
 from tiergate.ledger.pg_schema import migrate
 from tiergate.ledger.records import Pending, Record, count_usage, statements
 from tiergate.ledger.spool import Spool
-from tiergate.ledger.tables import DuplicateName, LedgerTables, Step
+from tiergate.ledger.tables import LedgerTables, Step
 from tiergate.ledger.writer import BatchWriter
 
 log = logging.getLogger("tiergate.ledger.postgres")

@@ -11,9 +11,9 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tiergate.core.catalog import Catalog
 from tiergate.core.money import cost_usd
 from tiergate.ledger.base import Ledger
-from tiergate.core.catalog import Catalog
 
 
 @dataclass

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tiergate.core.errors import DuplicateName
 from tiergate.core.ids import IdSource
 from tiergate.ledger.records import (  # noqa: F401 - re-exported: callers imported these from here
     KEY_PREFIX,
@@ -31,7 +32,7 @@ from tiergate.ledger.records import (  # noqa: F401 - re-exported: callers impor
     pending,
     statements,
 )
-from tiergate.ledger.tables import DuplicateName, LedgerTables, Step
+from tiergate.ledger.tables import LedgerTables, Step
 from tiergate.ledger.writer import BatchWriter
 
 log = logging.getLogger("tiergate.ledger")

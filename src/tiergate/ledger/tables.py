@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tiergate.core.errors import DuplicateName
 from tiergate.ledger.records import KEY_PREFIX, SESSION_COLUMNS, KeyRecord, hash_key
 
 Row = Mapping[str, Any]
@@ -23,8 +24,6 @@ _BUMP_KEYS = ("UPDATE meta SET value = value + 1 WHERE key = 'keys_version'", ()
 _BUMP_CONTROL = ("UPDATE meta SET value = value + 1 WHERE key = 'control_version'", ())
 
 
-class DuplicateName(Exception):
-    """A unique constraint refused a row (a key name that exists already)."""
 
 
 class LedgerTables:

@@ -36,7 +36,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from tiergate.core.errors import UpstreamError
+from tiergate.background import reraise_if_stopping, stop
+from tiergate.config.local_models import LocalModelsConfig
+from tiergate.core.errors import ModelNotReady
 from tiergate.local.model_metrics import LocalModelMetrics
 from tiergate.local.model_slot import (
     BACKOFF_MAX_S,
@@ -47,7 +49,6 @@ from tiergate.local.model_slot import (
     free_port,
     port_free,
 )
-from tiergate.config.local_models import LocalModelsConfig
 from tiergate.local.pressure import PressureMonitor
 from tiergate.local.process import LlamaCppProcess
 from tiergate.local.swap_policy import (
@@ -58,7 +59,6 @@ from tiergate.local.swap_policy import (
     residents_to_restore,
     serve_order,
 )
-from tiergate.background import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.local.manager")
 
@@ -67,14 +67,6 @@ MAX_AUTO_RESTARTS = 5  # consecutive failures after which only a request retries
 NEVER = float("inf")
 
 
-class ModelNotReady(UpstreamError):
-    """The local model cannot serve this request now; try the next candidate. ``reason`` says why."""
-
-    code = "local_model_not_ready"
-
-    def __init__(self, model: str, reason: str) -> None:
-        super().__init__(f"{model} {reason}")
-        self.model, self.reason = model, reason
 
 
 class LocalModelManager:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiergate.local.gguf_memory import estimate_file_memory_mb
 from tiergate.config.local_models import LocalModelConfig
+from tiergate.local.gguf_memory import estimate_file_memory_mb
 from tiergate.local.swap_policy import ModelView
 
 HOST = "127.0.0.1"

@@ -15,14 +15,13 @@ from pathlib import Path
 import aiohttp
 
 from tiergate.background import stop
+from tiergate.core.errors import EngineStartError
 
 _SRC_ROOT = Path(__file__).resolve().parents[2]  # directory containing the ``tiergate`` package
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.5, 30.0
 _STABLE_AFTER_S = 30.0  # a child that ran this long resets the backoff
 
 
-class LlamaCppStartError(RuntimeError):
-    """The llama.cpp child did not become ready; the message carries its log tail."""
 
 
 class LlamaCppProcess:
@@ -109,11 +108,11 @@ class LlamaCppProcess:
         proc = self._proc
         try:
             port = await asyncio.wait_for(self._read_ready(proc), timeout_s)
-        except (asyncio.TimeoutError, LlamaCppStartError) as exc:
+        except (asyncio.TimeoutError, EngineStartError) as exc:
             await self._kill(proc, grace_s=1.0)
             why = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
             self.last_error = f"llama.cpp server ({self.gguf.name}) failed to start: {why}"
-            raise LlamaCppStartError(f"{self.last_error}\n--- log tail ({self.log_path}) ---\n"
+            raise EngineStartError(f"{self.last_error}\n--- log tail ({self.log_path}) ---\n"
                                      f"{self.log_tail()}") from None
         self.port = port
         self._started_at = time.monotonic()
@@ -126,13 +125,13 @@ class LlamaCppProcess:
             line = await proc.stdout.readline()
             if not line:
                 rc = await proc.wait()
-                raise LlamaCppStartError(f"process exited with code {rc} before READY")
+                raise EngineStartError(f"process exited with code {rc} before READY")
             text = line.decode(errors="replace").strip()
             if text.startswith("READY "):
                 port = int(text.split()[1])
                 if await self._health_at(port):
                     return port
-                raise LlamaCppStartError(f"printed READY {port} but /health is not ok")
+                raise EngineStartError(f"printed READY {port} but /health is not ok")
 
     @staticmethod
     async def _drain(proc: asyncio.subprocess.Process) -> None:
@@ -176,7 +175,7 @@ class LlamaCppProcess:
                     return
                 try:
                     await self._spawn(self._start_timeout_s)
-                except LlamaCppStartError as exc:
+                except EngineStartError as exc:
                     self._log(f"restart attempt {failures} failed: {str(exc).splitlines()[0]}")
                     continue
                 self.restarts += 1

@@ -18,17 +18,33 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from tiergate.adapters.base import NO_HINTS, AttemptError, ClientHints, UpstreamReply, UpstreamStream
-from tiergate.guardrails.budgets import BudgetExceeded, BudgetGuard, Constraints
+from tiergate.adapters.base import UpstreamReply, UpstreamStream
 from tiergate.config.schema import RoutingConfig
-from tiergate.core.errors import AllCandidatesFailed, NoCandidate, TiergateError
-from tiergate.core.money import BudgetLine, conservative_tokens, reserved_output
-from tiergate.local.manager import LocalModelManager, ModelNotReady
-from tiergate.observability.metrics import Metrics
 from tiergate.core.catalog import Catalog, Deployment
+from tiergate.core.errors import (
+    AllCandidatesFailed,
+    AttemptError,
+    BudgetExceeded,
+    ModelNotReady,
+    NoCandidate,
+    UpstreamRejected,
+)
+from tiergate.core.money import BudgetLine, conservative_tokens, reserved_output
+from tiergate.core.types import (
+    NO_HINTS,
+    Candidate,
+    ClientHints,
+    Identity,
+    RequestFeatures,
+    RoutePlan,
+    Usage,
+    UsageRecord,
+)
+from tiergate.guardrails.budgets import BudgetGuard, Constraints
+from tiergate.local.manager import LocalModelManager
+from tiergate.observability.metrics import Metrics
 from tiergate.router.policy import Planner, WorldSnapshot, decide
 from tiergate.state.memory import SharedState
-from tiergate.core.types import Candidate, Identity, RequestFeatures, RoutePlan, Usage, UsageRecord
 
 log = logging.getLogger("tiergate.executor")
 WAITABLE = ("stopped", "queued", "loading")  # local model states a request may wait out (local_models.load_wait_s)
@@ -46,18 +62,6 @@ class LedgerSink(Protocol):
     def record(self, rec: UsageRecord) -> None: ...
 
 
-class UpstreamRejected(TiergateError):
-    """The upstream refused the request itself (400/404/413/422); passed to the client as is."""
-
-    openai_type = "invalid_request_error"
-    anthropic_type = "invalid_request_error"
-    code = "upstream_rejected"
-
-    def __init__(self, err: AttemptError, deployment: str, *, same_protocol: bool) -> None:
-        super().__init__(f"{deployment} rejected the request: {err.message}")
-        self.status = err.status or 400
-        self.body = err.body if same_protocol else None  # the vendor's own bytes only when the client speaks them
-        self.deployment = deployment
 
 
 @dataclass(slots=True)
@@ -285,7 +289,8 @@ class Executor:
                 ctx.upstream_ms += (time.perf_counter() - t0) * 1000
                 if err.client_fault:
                     same = d.api == ctx.protocol or (d.api == "openai-chat" and ctx.protocol == "openai-embeddings")
-                    raise UpstreamRejected(err, d.name, same_protocol=same) from None
+                    raise UpstreamRejected(f"{d.name} rejected the request: {err.message}", status=err.status or 400,
+                                           deployment=d.name, body=err.body if same else None) from None
                 await self._attempt_failed(ctx, d, err, t0)
                 delay = self._retry_delay(err, attempt, ctx)
                 if delay is None:

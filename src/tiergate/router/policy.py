@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
-from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
 from tiergate.core.catalog import Catalog, Deployment
+from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
 from tiergate.core.types import Candidate, RequestFeatures, RoutePlan, Skipped
 
 AUTO_NAMES = frozenset({"auto", ""})

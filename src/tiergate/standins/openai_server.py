@@ -18,8 +18,17 @@ import orjson
 from aiohttp import web
 
 from .faults import (
-    ApiError, EventStream, approx_tokens, install_control, json_response, new_id,
-    parse_json, scripted_reply, split_text, text_of, tool_arguments,
+    ApiError,
+    EventStream,
+    approx_tokens,
+    install_control,
+    json_response,
+    new_id,
+    parse_json,
+    scripted_reply,
+    split_text,
+    text_of,
+    tool_arguments,
 )
 
 EMBED_DIMS = 8

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tiergate.core.money import BudgetLine, over_limit
-from tiergate.core.limits import LimitCounter
 from tiergate.core import breaker as br
+from tiergate.core.limits import LimitCounter
+from tiergate.core.money import BudgetLine, over_limit
 from tiergate.state.memory_limits import MemoryLimits
 
 

@@ -55,12 +55,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from tiergate.core.errors import TiergateError
-from tiergate.core.money import BudgetLine, over_limit
+from tiergate.background import reraise_if_stopping, stop
 from tiergate.core import breaker as br
+from tiergate.core.errors import StateUnavailable
+from tiergate.core.money import BudgetLine, over_limit
 from tiergate.state.redis_limits import RedisLimits
 from tiergate.state.redis_sessions import RedisSessionTotals
-from tiergate.background import reraise_if_stopping, stop
 
 log = logging.getLogger("tiergate.state.memory")
 
@@ -71,13 +71,6 @@ COUNTER_TTL_S = 40 * 86400  # longer than the longest budget window (a month)
 BREAKER_TTL_S = 7 * 86400  # a breaker nobody touched for a week is forgotten (closed)
 
 
-class StateUnavailable(TiergateError):
-    """Shared state (Redis) cannot be reached; the caller chooses fail-open or fail-closed."""
-
-    status = 503
-    openai_type = "api_error"
-    anthropic_type = "overloaded_error"
-    code = "state_unavailable"
 
 
 # ---------------------------------------------------------------------------- Lua
