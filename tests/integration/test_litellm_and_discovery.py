@@ -34,7 +34,7 @@ def test_litellm_config_served_as_is(standins, gateway):
 
 
 def test_no_config_discovers_local_runtime_and_cloud_keys(standins, monkeypatch):
-    from tiergate.config.schema import discovery as autoconfig
+    from tiergate.config import discovery as autoconfig
     from tiergate.local import discovery
 
     local = standins(name="ollama", models=["qwen2.5:7b", "llama3.1:8b"])
