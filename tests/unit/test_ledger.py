@@ -48,7 +48,7 @@ def test_a_ledger_from_before_0006_upgrades_with_its_rows_and_reads_by_kind_and_
     old.close()
     monkeypatch.undo()
     led = SqliteLedger(tmp_path / "l.db")
-    assert led.applied_migrations == ["0006_trim_usage_indexes"]
+    assert led.applied_migrations == ["0006_trim_usage_indexes", *(n for n, _ in MIGRATIONS[6:])]  # and the later ones
     led.start()
     led.record(rec(3))
     led.close()

@@ -9,10 +9,12 @@ order before new batches, and deleted. Records carry gateway-made ids and
 are inserted with ``ON CONFLICT DO NOTHING``, so a replay (or a batch sent
 twice) never adds a second row. Reads fail fast with ``LedgerUnavailable``
 (503) while the database is down; pollers keep their last known state.
+The schema comes from migrations.py, the list both backends share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -23,12 +25,13 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from tiergate.config.schema import masked_url
 from tiergate.core.errors import DuplicateName, LedgerUnavailable
 from tiergate.core.ids import IdSource
-from tiergate.ledger.pg_schema import migrate
+from tiergate.ledger.migrations import bookkeeping_sql, for_dialect
+from tiergate.ledger.migrations import statements as migration_statements
 from tiergate.ledger.records import Pending, Record, count_usage, statements
 from tiergate.ledger.spool import Spool
 from tiergate.ledger.tables import LedgerTables, Step
@@ -56,6 +59,36 @@ def spool_dir_for(base: Path, url: str) -> Path:
     """One spool subdirectory per database, so a spool is never replayed into another database."""
     info = {k: v for k, v in conninfo_to_dict(url).items() if k != "password"}
     return base / f"postgresql-{hashlib.sha256(repr(sorted(info.items())).encode()).hexdigest()[:16]}"
+
+
+_MIGRATE_LOCK = "hashtextextended('tiergate.ledger.migrate:' || coalesce(current_schema(), ''), 0)"
+
+
+def migrate(conn: psycopg.Connection) -> list[str]:
+    """Apply what this schema has not recorded (``conn`` in autocommit mode); returns the names applied.
+
+    Replicas starting together all call this; a session-level advisory lock, one per schema (databases
+    shared by several tiergate installs do not wait on each other), lets one apply and the others find
+    nothing left. Each migration runs in one transaction with its bookkeeping row.
+    """
+    conn.execute(f"SELECT pg_advisory_lock({_MIGRATE_LOCK})")
+    try:
+        conn.execute(bookkeeping_sql("postgres"))
+        with conn.cursor(row_factory=tuple_row) as cur:
+            done = {r[0] for r in cur.execute("SELECT name FROM schema_migrations").fetchall()}
+        applied = []
+        for name, sql in for_dialect("postgres"):
+            if name in done:
+                continue
+            with conn.transaction():
+                for stmt in migration_statements(sql):
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (name, time.time()))
+            applied.append(name)
+        return applied
+    finally:
+        with contextlib.suppress(psycopg.Error):  # a broken connection has released the lock already
+            conn.execute(f"SELECT pg_advisory_unlock({_MIGRATE_LOCK})")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,7 +3,7 @@
 The request path only appends to a queue (no database round trip). One
 writer thread drains it in batches inside a transaction; ``close()`` drains
 everything that was queued before it returns, so a graceful stop (SIGTERM)
-loses nothing. Schema changes are a named list of migrations, applied once.
+loses nothing. The schema comes from migrations.py, the list both backends share.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 from tiergate.core.errors import DuplicateName
 from tiergate.core.ids import IdSource
+from tiergate.ledger.migrations import bookkeeping_sql, for_dialect
+from tiergate.ledger.migrations import statements as migration_statements
 from tiergate.ledger.records import (  # noqa: F401 - re-exported: callers imported these from here
     KEY_PREFIX,
     SESSION_COLUMNS,
@@ -37,83 +39,10 @@ from tiergate.ledger.writer import BatchWriter
 
 log = logging.getLogger("tiergate.ledger")
 
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "0001_usage",
-        """
-        CREATE TABLE usage (
-            id INTEGER PRIMARY KEY,
-            ts REAL NOT NULL, request_id TEXT NOT NULL, kind TEXT NOT NULL,
-            key_name TEXT NOT NULL, agent TEXT, session TEXT, task TEXT,
-            requested_model TEXT NOT NULL, deployment TEXT, provider TEXT, tier INTEGER,
-            local INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-            usage_estimated INTEGER NOT NULL, cost_usd REAL NOT NULL, latency_ms REAL NOT NULL,
-            ttft_ms REAL, status INTEGER NOT NULL, stream INTEGER NOT NULL, fallbacks INTEGER NOT NULL,
-            reason TEXT NOT NULL, error TEXT, protocol TEXT NOT NULL, extra TEXT
-        );
-        CREATE INDEX usage_ts ON usage (ts);
-        CREATE INDEX usage_request ON usage (request_id);
-        CREATE INDEX usage_agent_ts ON usage (agent, ts);
-        CREATE INDEX usage_session_ts ON usage (session, ts);
-        """,
-    ),
-    (
-        "0002_keys",
-        """
-        CREATE TABLE keys (
-            name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
-            agent TEXT, created REAL NOT NULL, revoked REAL
-        );
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-        INSERT INTO meta VALUES ('keys_version', 0);
-        """,
-    ),
+# this dialect's (name, SQL) pairs from the one list; ``migrate`` reads the name at call time, so a test can
+# stand in an older prefix of it to make a ledger from before a migration
+MIGRATIONS = for_dialect("sqlite")
 
-    (
-        "0003_sessions_and_flags",
-        """
-        CREATE TABLE sessions (
-            session TEXT PRIMARY KEY, key_name TEXT NOT NULL, agent TEXT,
-            first_seen REAL NOT NULL, last_seen REAL NOT NULL, requests INTEGER NOT NULL,
-            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
-            max_context_ratio REAL NOT NULL, killed_reason TEXT
-        );
-        CREATE INDEX sessions_agent ON sessions (agent);
-        CREATE INDEX sessions_last_seen ON sessions (last_seen);
-        CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT, updated REAL NOT NULL);
-        INSERT INTO meta VALUES ('control_version', 0);
-        """,
-    ),
-    (
-        "0004_local_model_events",
-        """
-        CREATE TABLE local_model_events (
-            id INTEGER PRIMARY KEY, ts REAL NOT NULL, model TEXT NOT NULL, event TEXT NOT NULL, details TEXT
-        );
-        CREATE INDEX local_model_events_ts ON local_model_events (ts);
-        """,
-    ),
-    (
-        "0005_record_ids",  # writes are idempotent: a record written twice leaves one row
-        """
-        ALTER TABLE usage ADD COLUMN record_id TEXT;
-        CREATE UNIQUE INDEX usage_record_id ON usage (record_id);
-        ALTER TABLE local_model_events ADD COLUMN record_id TEXT;
-        CREATE UNIQUE INDEX local_model_events_record_id ON local_model_events (record_id);
-        CREATE INDEX usage_kind_ts ON usage (kind, ts);
-        """,
-    ),
-    (
-        # Every index costs the one writer ~1 us of CPU per row on the gateway's own core. Reports and
-        # budget seeding read by (kind, ts); nothing reads these three (docs/decisions/0003-hot-path.md).
-        "0006_trim_usage_indexes",
-        """
-        DROP INDEX IF EXISTS usage_ts;
-        DROP INDEX IF EXISTS usage_agent_ts;
-        DROP INDEX IF EXISTS usage_session_ts;
-        """,
-    ),
-]
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open a ledger database (creating the file if needed); ``migrate`` brings its schema up to date."""
@@ -128,7 +57,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply the migrations this database has not seen, each once; returns their names."""
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+    conn.execute(bookkeeping_sql("sqlite"))
     done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
     applied = []
     for name, sql in MIGRATIONS:
@@ -137,7 +66,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("SELECT 1 FROM schema_migrations WHERE name=?", (name,)).fetchone() is None:
-                for stmt in filter(str.strip, sql.split(";")):
+                for stmt in migration_statements(sql):
                     conn.execute(stmt)
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
                 applied.append(name)
@@ -195,7 +124,7 @@ class SqliteLedger(LedgerTables):
         if left:
             try:
                 self._write_batch(left)
-            except Exception:  # noqa: BLE001 - nothing else can keep them
+            except Exception:  # nothing else can keep them
                 log.exception("%d ledger records could not be written to %s", len(left), self.path)
         if self._conn is not None:
             self._conn.close()

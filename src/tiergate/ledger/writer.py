@@ -97,6 +97,6 @@ class BatchWriter(Generic[T]):
                     self._inflight = batch
                     self._write(batch)
                     self._inflight = []
-        except BaseException as exc:  # noqa: BLE001 - recorded for health(); close() hands back the records
+        except BaseException as exc:  # recorded for health(); close() hands back the records
             self.error = exc
             log.exception("ledger writer thread died")
