@@ -23,7 +23,8 @@ from tiergate.adapters.base import (
     post_for_body,
     sse_data,
 )
-from tiergate.adapters.upstream_http import USER_AGENT, UpstreamHTTP, UpstreamResponse
+from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
+from tiergate.adapters.upstream_http import USER_AGENT
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
 from tiergate.core.money import estimate_tokens_from_bytes
@@ -67,7 +68,7 @@ class AnthropicMessagesAdapter:
 
     api = "anthropic-messages"
 
-    def __init__(self, client: UpstreamHTTP) -> None:
+    def __init__(self, client: UpstreamTransport) -> None:
         self._client = client
 
     def _url(self, d: Deployment, hints: ClientHints) -> str:
@@ -115,7 +116,7 @@ class _AnthropicStream:
     """Watches Anthropic SSE events go by: usage from message_start / message_delta, the end, errors."""
 
     def __init__(self, events: AsyncIterator[bytes], usage: Usage, status: StreamStatus, *,
-                 resp: UpstreamResponse) -> None:
+                 resp: UpstreamReplyStream) -> None:
         self._events = events
         self._usage = usage
         self._status = status

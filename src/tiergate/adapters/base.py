@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tiergate.adapters.upstream_http import UpstreamHTTP, UpstreamResponse
+from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.core.errors import AttemptError
 from tiergate.core.types import StreamStatus, Usage
 
@@ -92,7 +92,7 @@ def vendor_error_message(body: bytes) -> str | None:
     return None
 
 
-async def error_from_response(resp: UpstreamResponse) -> AttemptError:
+async def error_from_response(resp: UpstreamReplyStream) -> AttemptError:
     body = await resp.read(MAX_ERROR_BODY)
     text = vendor_error_message(body) or body.decode("utf-8", "replace").strip().replace("\n", " ")
     return AttemptError(
@@ -104,7 +104,7 @@ async def error_from_response(resp: UpstreamResponse) -> AttemptError:
     )
 
 
-async def iter_sse_events(resp: UpstreamResponse) -> AsyncIterator[bytes]:
+async def iter_sse_events(resp: UpstreamReplyStream) -> AsyncIterator[bytes]:
     """Split an SSE body into whole events (each ending in a blank line), as they arrive."""
     buf = b""
     async for chunk in resp.chunks():
@@ -122,7 +122,7 @@ async def iter_sse_events(resp: UpstreamResponse) -> AsyncIterator[bytes]:
 
 
 async def post_for_body(
-    client: UpstreamHTTP, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
+    client: UpstreamTransport, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
 ) -> tuple[bytes, str]:
     """POST and return (body, content type) within ``timeout_s``; any failure is an AttemptError."""
     resp = await client.post(url, data, headers, timeout_s=timeout_s)
@@ -132,15 +132,15 @@ async def post_for_body(
 
 
 async def open_event_stream(
-    client: UpstreamHTTP, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
-) -> tuple[UpstreamResponse, AsyncIterator[bytes], bytes]:
+    client: UpstreamTransport, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
+) -> tuple[UpstreamReplyStream, AsyncIterator[bytes], bytes]:
     """POST, wait for the first whole SSE event, return (response, remaining events, first event).
 
     Until the first event is in hand nothing has reached the client, so any
     failure here is an AttemptError and the executor may fail over. After it,
     a wait of over ``timeout_s`` for the next bytes ends the stream.
     """
-    resp: UpstreamResponse | None = None
+    resp: UpstreamReplyStream | None = None
     try:
         resp = await client.post(url, data, headers, timeout_s=timeout_s)
         if resp.status >= 400:

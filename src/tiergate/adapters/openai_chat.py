@@ -23,7 +23,8 @@ from tiergate.adapters.base import (
     post_for_body,
     sse_data,
 )
-from tiergate.adapters.upstream_http import USER_AGENT, UpstreamHTTP, UpstreamResponse
+from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
+from tiergate.adapters.upstream_http import USER_AGENT
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
 from tiergate.core.money import estimate_tokens_from_bytes
@@ -74,7 +75,7 @@ class OpenAIChatAdapter:
     api = "openai-chat"
     path = "/chat/completions"
 
-    def __init__(self, client: UpstreamHTTP) -> None:
+    def __init__(self, client: UpstreamTransport) -> None:
         self._client = client
         self._targets: dict[str, tuple[Deployment, str, dict[str, str]]] = {}
 
@@ -135,7 +136,7 @@ class _OpenAIStream:
         status: StreamStatus,
         *,
         injected: bool,
-        resp: UpstreamResponse,
+        resp: UpstreamReplyStream,
     ) -> None:
         self._events = events
         self._resp = resp

@@ -60,7 +60,8 @@ def _load(data: str, protocol: str) -> dict:
     except orjson.JSONDecodeError as e:
         raise ValueError(f"stream: invalid JSON in an {protocol} event ({e})") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"stream: an {protocol} event is not a JSON object")
+        # ValueError, not TypeError: callers catch ValueError as "malformed upstream event"
+        raise ValueError(f"stream: an {protocol} event is not a JSON object")  # noqa: TRY004
     return obj
 
 
