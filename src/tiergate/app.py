@@ -38,7 +38,8 @@ from tiergate.ledger.records import LocalModelEvent
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
 from tiergate.router.executor import Executor
-from tiergate.state.memory import MemoryState, SharedState
+from tiergate.state.base import SharedState
+from tiergate.state.memory import MemoryState
 
 log = logging.getLogger("tiergate.app")
 
@@ -175,7 +176,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             if local is not None:
                 await local.stop()
             if config.state:
-                await state.close()  # type: ignore[attr-defined]
+                await state.close()
             if owns_ledger:
                 await asyncio.to_thread(ledger.close)
 

@@ -569,6 +569,20 @@ def test_flags_are_shared_between_replicas(backend):
     run(body())
 
 
+# ---------------------------------------------------------------------------- lifecycle
+
+def test_close_releases_a_replica_and_may_be_called_again(backend):
+    async def body():
+        async with backend.states(2) as (a, b):
+            await a.set_flag("emergency", "on")
+            await a.close()
+            await a.close()  # twice is fine, and the backend closes each state once more on the way out
+            assert await b.flag("emergency") == "on"  # closing one replica loses nothing the others share
+        assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("tiergate-")] == []
+
+    run(body())
+
+
 # ---------------------------------------------------------------------------- Redis only
 
 def test_redis_counters_and_latches_expire_and_money_is_exact(redis_backend):

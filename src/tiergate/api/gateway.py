@@ -19,7 +19,7 @@ from tiergate.ledger.base import Ledger
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
 from tiergate.router.executor import Executor
-from tiergate.state.memory import SharedState
+from tiergate.state.base import SharedState
 
 
 @dataclass

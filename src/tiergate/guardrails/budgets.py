@@ -30,7 +30,7 @@ from tiergate.core.money import (
 )
 from tiergate.core.types import Identity
 from tiergate.core.windows import window_bounds, window_key
-from tiergate.state.memory import SharedState
+from tiergate.state.base import SharedState
 
 if TYPE_CHECKING:
     from tiergate.guardrails.alerts import AlertDispatcher

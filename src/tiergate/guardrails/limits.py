@@ -39,7 +39,7 @@ from tiergate.core.limits import (
     retry_after_s,
 )
 from tiergate.core.types import Identity, Usage
-from tiergate.state.memory import SharedState
+from tiergate.state.base import SharedState
 
 if TYPE_CHECKING:
     from tiergate.guardrails.outages import Outages

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from tiergate.core import breaker as br
 from tiergate.core.errors import StateUnavailable
 from tiergate.core.money import BudgetLine
-from tiergate.state.memory import MemoryState, SessionTotals, SharedState
+from tiergate.state.base import SessionTotals, SharedState
+from tiergate.state.memory import MemoryState
 
 if TYPE_CHECKING:
     from tiergate.config.guardrails import OutageConfig
@@ -229,6 +230,10 @@ class GuardedState:
         await self._call(self.inner.set_flag(name, value))
         self._flags[name] = value
 
+    # ------------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        await self.inner.close()
+
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        """Anything else (lifecycle) goes to the wrapped state unchanged."""
+        """Anything else (start, refresh) goes to the wrapped state unchanged."""
         return getattr(self.inner, name)

@@ -22,7 +22,7 @@ from tiergate.core.types import Identity, Usage
 from tiergate.guardrails import guardian
 from tiergate.ledger.base import Ledger
 from tiergate.ledger.records import SessionRow
-from tiergate.state.memory import SessionTotals, SharedState
+from tiergate.state.base import SessionTotals, SharedState
 
 if TYPE_CHECKING:
     from tiergate.guardrails.alerts import AlertDispatcher

@@ -44,7 +44,7 @@ from tiergate.guardrails.budgets import BudgetGuard, Constraints
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
 from tiergate.router.policy import Planner, WorldSnapshot, decide
-from tiergate.state.memory import SharedState
+from tiergate.state.base import SharedState
 
 log = logging.getLogger("tiergate.executor")
 WAITABLE = ("stopped", "queued", "loading")  # local model states a request may wait out (local_models.load_wait_s)

@@ -1,82 +1,21 @@
-"""Shared state behind one small interface.
+"""``SharedState`` in the process: the default for one process without Redis.
 
-``MemoryState`` keeps state in the process (the default: one process, no
-Redis). A Redis implementation will satisfy the same ``SharedState``
-protocol so replicas share one truth; the router never knows which it has.
+Every update runs without an await in between, so one event loop makes
+each call atomic, which is the property the Redis scripts give across
+replicas (``redis_state``). Rate windows and concurrency leases are
+``memory_limits.MemoryLimits``, a part this state owns and delegates to.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 from tiergate.core import breaker as br
 from tiergate.core.limits import LimitCounter
 from tiergate.core.money import BudgetLine, over_limit
+from tiergate.state.base import SessionTotals
 from tiergate.state.memory_limits import MemoryLimits
-
-
-@dataclass(frozen=True, slots=True)
-class SessionTotals:
-    """A session's totals across every replica, for the guardian."""
-
-    first_seen: float
-    requests: int
-    cost_usd: float
-    prompt_tokens: int
-    completion_tokens: int
-    killed_reason: str | None = None
-
-
-class SharedState(Protocol):
-    async def breaker_admit(self, deployment: str, *, now: float, cooldown_s: float) -> bool: ...
-
-    async def breaker_success(self, deployment: str) -> None: ...
-
-    async def breaker_failure(
-        self, deployment: str, *, now: float, threshold: int, error: str, definitive: bool = False
-    ) -> br.BreakerState: ...
-
-    def breaker_snapshot(self, *, now: float, cooldown_s: float) -> dict[str, str]: ...
-
-    def breaker_states(self) -> dict[str, br.BreakerState]: ...
-
-    async def budget_reserve(self, lines: Sequence[BudgetLine]) -> str | None: ...
-
-    async def budget_settle(self, lines: Sequence[BudgetLine], actual_usd: float) -> list[tuple[float, float]]: ...
-
-    async def budget_release(self, lines: Sequence[BudgetLine]) -> None: ...
-
-    async def budget_add(self, lines: Sequence[BudgetLine], actual_usd: float) -> None: ...
-
-    async def budget_usage(self, key: str) -> tuple[float, float, int]: ...
-
-    def budget_seed(self, key: str, spent: float, calls: int) -> None: ...
-
-    async def budget_prune(self, current: Callable[[str], bool]) -> int: ...
-
-    async def session_add(self, session: str, *, now: float, cost_usd: float, prompt_tokens: int,
-                          completion_tokens: int, ttl_s: float) -> SessionTotals: ...
-
-    async def session_get(self, session: str) -> SessionTotals | None: ...
-
-    async def session_kill(self, session: str, reason: str, *, ttl_s: float) -> None: ...
-
-    async def flag(self, name: str) -> str | None: ...
-
-    async def set_flag(self, name: str, value: str | None) -> None: ...
-
-    # rate and concurrency limits (tiergate.core.limits): admission is all or nothing, atomic across replicas
-    async def limit_admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
-                          lease_ttl_s: float) -> tuple[int, float] | None: ...
-
-    async def limit_release(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str) -> None: ...
-
-    async def limit_renew(self, held: Sequence[tuple[LimitCounter, str]], *, expires_at: float) -> None: ...
-
-    async def limit_usage(self, c: LimitCounter, *, now: float) -> int: ...
 
 
 def _unreserve(reserved: float, amount: float) -> float:
@@ -85,11 +24,11 @@ def _unreserve(reserved: float, amount: float) -> float:
     return 0.0 if left < 1e-9 else left
 
 
-class MemoryState(MemoryLimits):
+class MemoryState:
     """In-process state; all methods are safe on one event loop (no awaits inside updates)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        self.limits = MemoryLimits()
         self._breakers: dict[str, br.BreakerState] = {}
         self._budgets: dict[str, list[float]] = {}  # key -> [spent, reserved, calls]
         self._flags: dict[str, str] = {}
@@ -219,3 +158,21 @@ class MemoryState(MemoryLimits):
             self._flags.pop(name, None)
         else:
             self._flags[name] = value
+
+    # ------------------------------------------------------------------ rate and concurrency limits
+    async def limit_admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
+                          lease_ttl_s: float) -> tuple[int, float] | None:
+        return self.limits.admit(counters, now=now, tokens=tokens, lease=lease, lease_ttl_s=lease_ttl_s)
+
+    async def limit_release(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str) -> None:
+        self.limits.release(counters, now=now, tokens=tokens, lease=lease)
+
+    async def limit_renew(self, held: Sequence[tuple[LimitCounter, str]], *, expires_at: float) -> None:
+        self.limits.renew(held, expires_at=expires_at)
+
+    async def limit_usage(self, c: LimitCounter, *, now: float) -> int:
+        return self.limits.usage(c, now=now)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        """Nothing to release: the state lives and dies with the process."""

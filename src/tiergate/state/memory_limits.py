@@ -1,6 +1,6 @@
-"""Rate windows and concurrency leases in the process: ``MemoryState``'s half of the limits contract.
+"""Rate windows and concurrency leases in the process: the limits part of ``MemoryState``.
 
-Same semantics as the Redis scripts (``state_redis_limits``), so the
+Same semantics as the Redis scripts (``redis_limits``), so the
 contract suite runs one set of tests on both: an entry made at ``t`` counts
 while ``now - t < 60``; a lease counts while ``now < expiry``; admission
 checks every counter before it adds to any (all or nothing). Nothing awaits
@@ -20,7 +20,7 @@ SWEEP_EVERY = 4096  # admissions between sweeps that forget idle counters
 class _Tokens:
     """Token entries of one window, oldest first, their running total, and who made them (once each)."""
 
-    __slots__ = ("entries", "total", "members")
+    __slots__ = ("entries", "members", "total")
 
     def __init__(self) -> None:
         self.entries: list[tuple[float, int, str]] = []
@@ -44,7 +44,7 @@ class _Tokens:
 
 
 class MemoryLimits:
-    """Mixin for ``MemoryState``: requests and tokens per sliding minute, concurrency leases."""
+    """Requests and tokens per sliding minute, concurrency leases; ``MemoryState.limit_*`` call these."""
 
     def __init__(self) -> None:
         self._hits: dict[str, list[float]] = {}  # rpm key -> admission times, sorted
@@ -82,7 +82,7 @@ class MemoryLimits:
             del leases[lease]
         return None if len(leases) < c.cap else 0.0
 
-    async def limit_admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
+    def admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
                           lease_ttl_s: float) -> tuple[int, float] | None:
         """Count the request in every counter, or in none: None when admitted, else (index, seconds to wait)."""
         for i, c in enumerate(counters):
@@ -102,7 +102,7 @@ class MemoryLimits:
             self._sweep(now)
         return None
 
-    async def limit_release(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str) -> None:
+    def release(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str) -> None:
         """The request ended: free its slots, add its late tokens (completion) to the token windows, once."""
         for c in counters:
             if c.kind == "max_concurrent":
@@ -112,14 +112,14 @@ class MemoryLimits:
             elif c.kind == "tpm" and tokens > 0:
                 self._tokens.setdefault(c.key, _Tokens()).add(now, tokens, f"{lease}:c")
 
-    async def limit_renew(self, held: Sequence[tuple[LimitCounter, str]], *, expires_at: float) -> None:
+    def renew(self, held: Sequence[tuple[LimitCounter, str]], *, expires_at: float) -> None:
         """Push back the expiry of leases still held; a lease already taken back stays gone."""
         for c, lease in held:
             leases = self._leases.get(c.key)
             if leases is not None and lease in leases:
                 leases[lease] = expires_at
 
-    async def limit_usage(self, c: LimitCounter, *, now: float) -> int:
+    def usage(self, c: LimitCounter, *, now: float) -> int:
         """Requests or tokens in the last 60 s, or leases in flight."""
         if c.kind == "rpm":
             return sum(1 for t in self._hits.get(c.key, ()) if now - t < WINDOW_S)

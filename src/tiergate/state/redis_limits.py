@@ -1,8 +1,8 @@
-"""Rate windows and concurrency leases in Redis: ``RedisState``'s half of the limits contract.
+"""Rate windows and concurrency leases in Redis: the limits part of ``RedisState``.
 
 Each change is one Lua script, so admission is atomic across replicas and
 all or nothing across the counters of a request (never read-then-write).
-Same semantics as ``state_limits.MemoryLimits``.
+Same semantics as ``memory_limits.MemoryLimits``.
 
 Keys (``prefix`` as in ``RedisState``)::
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tiergate.core.limits import LEASE_TTL_S, WINDOW_S, LimitCounter
+from tiergate.state.redis_conn import RedisConnection
 
 KEY_TTL_S = int(2 * max(WINDOW_S, LEASE_TTL_S))
 
@@ -154,23 +155,18 @@ def _t(x: float) -> str:
 
 
 class RedisLimits:
-    """Mixin for ``RedisState``: uses its ``prefix``, ``_client``, ``_io`` and script registry."""
+    """Admit, release, renew and read rate windows and concurrency leases, each change one script."""
 
-    prefix: str
-    _scripts: dict[str, object]
+    def __init__(self, conn: RedisConnection) -> None:
+        self.conn = conn
+        conn.add_scripts(LIMIT_SCRIPTS)
 
     def _lkeys(self, c: LimitCounter) -> list[str]:
-        z = f"{self.prefix}limit:{c.kind}:{c.key}"
+        z = f"{self.conn.prefix}limit:{c.kind}:{c.key}"
         return [z, f"{z}:total"] if c.kind == "tpm" else [z]
 
-    async def _limit_run(self, name: str, what: str, keys: list[str], args: list[object]):  # type: ignore[no-untyped-def]
-        script = self._scripts.get(name)
-        if script is None:  # registered on first use: RedisState.start() stays as it is
-            script = self._scripts[name] = self._client().register_script(LIMIT_SCRIPTS[name])  # type: ignore[attr-defined]
-        return await self._io(what, script(keys=keys, args=args))  # type: ignore[attr-defined,operator]
-
-    async def limit_admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
-                          lease_ttl_s: float) -> tuple[int, float] | None:
+    async def admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
+                    lease_ttl_s: float) -> tuple[int, float] | None:
         """Count the request in every counter or none (one script): None when admitted, else (index, wait s)."""
         if not counters:
             return None
@@ -179,33 +175,33 @@ class RedisLimits:
         for c in counters:
             keys += self._lkeys(c)
             args += [c.kind, int(c.cap)]
-        res = await self._limit_run("limit_admit", "limit admit", keys, args)
+        res = await self.conn.run("limit_admit", "limit admit", keys, args)
         if int(res[0]) == 0:
             return None
         return int(res[0]) - 1, max(0.0, float(res[1]))
 
-    async def limit_release(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str) -> None:
+    async def release(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str) -> None:
         """The request ended: free its slots, add its late tokens (completion) to the token windows."""
         todo = [c for c in counters if c.kind == "max_concurrent" or (c.kind == "tpm" and tokens > 0)]
         if not todo:
             return
         keys = [k for c in todo for k in self._lkeys(c)]
-        await self._limit_run("limit_release", "limit release", keys,
-                              [_t(now), int(tokens), lease, KEY_TTL_S, *(c.kind for c in todo)])
+        await self.conn.run("limit_release", "limit release", keys,
+                            [_t(now), int(tokens), lease, KEY_TTL_S, *(c.kind for c in todo)])
 
-    async def limit_renew(self, held: Sequence[tuple[LimitCounter, str]], *, expires_at: float) -> None:
+    async def renew(self, held: Sequence[tuple[LimitCounter, str]], *, expires_at: float) -> None:
         """Push back the expiry of leases still held; a lease already taken back stays gone."""
         if held:
-            await self._limit_run("limit_renew", "limit renew", [self._lkeys(c)[0] for c, _ in held],
-                                  [_t(expires_at), KEY_TTL_S, *(lease for _, lease in held)])
+            await self.conn.run("limit_renew", "limit renew", [self._lkeys(c)[0] for c, _ in held],
+                                [_t(expires_at), KEY_TTL_S, *(lease for _, lease in held)])
 
-    async def limit_usage(self, c: LimitCounter, *, now: float) -> int:
+    async def usage(self, c: LimitCounter, *, now: float) -> int:
         """Requests or tokens in the last 60 s, or leases in flight (read only)."""
-        r = self._client()  # type: ignore[attr-defined]
+        r = self.conn.client()
         z = self._lkeys(c)[0]
         if c.kind == "rpm":
-            return int(await self._io("limit usage", r.zcount(z, f"({_t(now - WINDOW_S)}", "+inf")))  # type: ignore[attr-defined]
+            return int(await self.conn.io("limit usage", r.zcount(z, f"({_t(now - WINDOW_S)}", "+inf")))
         if c.kind == "max_concurrent":
-            return int(await self._io("limit usage", r.zcount(z, f"({_t(now)}", "+inf")))  # type: ignore[attr-defined]
-        members = await self._io("limit usage", r.zrangebyscore(z, f"({_t(now - WINDOW_S)}", "+inf"))  # type: ignore[attr-defined]
+            return int(await self.conn.io("limit usage", r.zcount(z, f"({_t(now)}", "+inf")))
+        members = await self.conn.io("limit usage", r.zrangebyscore(z, f"({_t(now - WINDOW_S)}", "+inf"))
         return sum(int(m.rsplit(":", 1)[1]) for m in members)
