@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+
 from procs import require
 
 HOST, PORT, DATABASE = "127.0.0.1", 5432, "test"

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # bench/, for benchlib
 
 import bodies  # noqa: E402
 import targets as T  # noqa: E402
+
 from benchlib import busy_pct, cpu_times, quiet_wait  # noqa: E402
 
 PROXY_CPU = "0"

@@ -51,7 +51,6 @@ import upstream  # noqa: E402
 
 SWEEP = (1, 16, 64)  # plus 4 and 32 from the chat lane
 
-from benchlib import free_port, log  # noqa: E402  (measure put bench/ on the path)
 from measure import (  # noqa: E402
     BOTH_CPUS,
     CLK,
@@ -67,6 +66,8 @@ from measure import (  # noqa: E402
     stream_lane,
     wrk,
 )
+
+from benchlib import free_port, log  # noqa: E402  (measure put bench/ on the path)
 
 
 class Run:

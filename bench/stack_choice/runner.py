@@ -50,10 +50,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # bench/, for benchlib
 
 import upstream  # noqa: E402
-from benchlib import busy_pct, cpu_times, free_port, log, quiet_wait  # noqa: E402
 from payloads import chat_request  # noqa: E402
 from proxies import UPSTREAM_MODEL  # noqa: E402
 from serve import CANDIDATES  # noqa: E402
+
+from benchlib import busy_pct, cpu_times, free_port, log, quiet_wait  # noqa: E402
 
 PROXY_CPU = "0"
 LOAD_CPU = "1"

@@ -24,8 +24,8 @@ from tiergate.api.auth import KeyStore
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
 from tiergate.background import reraise_if_stopping, stop
+from tiergate.config.catalog import build_catalog
 from tiergate.config.schema import TiergateConfig
-from tiergate.core.catalog import Catalog
 from tiergate.core.errors import ConfigError, LedgerUnavailable
 from tiergate.core.ids import IdSource
 from tiergate.guardrails.alerts import AlertDispatcher
@@ -118,7 +118,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
                 LocalModelEvent(time.time(), model, event, orjson.dumps(details).decode())),
         ) if config.local_models else None
         urls = {m.name: local.base_url(m.name) for m in config.local_models.models} if local and config.local_models else {}
-        catalog = Catalog.from_config(config, local_urls=urls)
+        catalog = build_catalog(config, local_urls=urls)
         if local is not None:
             await local.start(wait=True)
         state: SharedState
@@ -152,7 +152,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         sessions.load()
         await sync_flags(ledger, state)
         executor = Executor(catalog=catalog, routing=r, state=state, ledger=ledger, metrics=metrics, adapters=adapters,
-                            budgets=budgets, local=local, context_reroute_at=config.guardian.context_reroute_at)
+                            local=local, context_reroute_at=config.guardian.context_reroute_at)
         gw = Gateway(config=config, catalog=catalog, ledger=ledger, keys=keys, state=state, metrics=metrics,
                      executor=executor, upstream=upstream, started_at=time.time(), budgets=budgets,
                      sessions=sessions, alerts=alerts, local=local, outages=outages,

@@ -12,7 +12,9 @@ from typing import Optional
 
 import typer
 
-from tiergate.config.schema import TiergateConfig, find_config, load_config
+from tiergate.config.catalog import build_catalog
+from tiergate.config.loading import find_config, load_config
+from tiergate.config.schema import TiergateConfig
 from tiergate.core.errors import ConfigError, TiergateError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A local-first hybrid LLM gateway for agent fleets.")
@@ -33,7 +35,7 @@ def _load(config: Optional[Path], *, allow_discovery: bool = False) -> tuple[Tie
         if path is not None:
             return load_config(path), str(path)
         if allow_discovery:
-            from tiergate.config.discovery import discover_config
+            from tiergate.local.autoconfig import discover_config
 
             cfg, summary = asyncio.run(discover_config())
             typer.echo(summary, err=True)
@@ -45,9 +47,8 @@ def _load(config: Optional[Path], *, allow_discovery: bool = False) -> tuple[Tie
 
 
 def _describe(cfg: TiergateConfig) -> str:
-    from tiergate.core.catalog import Catalog
 
-    cat = Catalog.from_config(cfg)
+    cat = build_catalog(cfg)
     lines = ["tiers:"]
     for tier, names in cat.tiers().items():
         parts = []
@@ -180,7 +181,6 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Requests, tokens and cost by deployment, tier, agent and task for one day."""
-    from tiergate.core.catalog import Catalog
     from tiergate.ledger.report import build_report, format_report
 
     cfg, ledger = _ledger(config)
@@ -189,7 +189,7 @@ def report(
         dt.date.fromisoformat(day)
     except ValueError:
         _fail(f"--day: expected YYYY-MM-DD, got {day!r}")
-    rep = build_report(ledger, day, Catalog.from_config(cfg))
+    rep = build_report(ledger, day, build_catalog(cfg))
     ledger.close()
     typer.echo(json.dumps(rep.to_dict(), indent=2) if as_json else format_report(rep))
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from tiergate.config.discovery import CLOUD_DEFAULTS
-from tiergate.config.schema import environment
+from tiergate.config.loading import environment
+from tiergate.local.autoconfig import CLOUD_DEFAULTS
 
 SIM = "SIMULATED"
 # (deployment, tier, upstream model it imitates, input $/Mtok, output $/Mtok)

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from procs import MASTER_KEY, require, run_bounded, start_engine
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ import json
 import anthropic
 import openai
 import pytest
+
 from procs import MASTER_KEY, http
 
 TOOLS = [{"name": "get_weather", "description": "Weather for a city",

@@ -6,6 +6,7 @@ import json
 
 import openai
 import pytest
+
 from procs import MASTER_KEY, http, tiered_config, wait_until
 
 MSG = [{"role": "user", "content": "hello"}]

@@ -7,6 +7,7 @@ import time
 
 import openai
 import pytest
+
 from procs import MASTER_KEY, tiered_config
 
 MSG = [{"role": "user", "content": "extract the date from: due 2026-12-01"}]

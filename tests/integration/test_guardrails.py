@@ -10,6 +10,7 @@ import time
 import anthropic
 import openai
 import pytest
+
 from procs import MASTER_KEY, Recorder, http, wait_until
 
 MSG = [{"role": "user", "content": "write a short plan for the release"}]

@@ -8,6 +8,7 @@ import json
 import signal
 
 import openai
+
 from procs import MASTER_KEY, cli_env, run_cli, tiered_config, wait_until, write_config
 
 MSG = [{"role": "user", "content": "summarise: the meeting moved to friday"}]

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from procs import wait_until
 from tcp_cut import CuttableProxy
-
 from tiergate.core.errors import LedgerUnavailable
 from tiergate.core.types import UsageRecord
 from tiergate.ledger.base import Ledger, open_ledger

@@ -7,6 +7,7 @@ import json
 import signal
 
 import openai
+
 from procs import (
     MASTER_KEY,
     cli_env,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg import PgSchema
 
+from pg import PgSchema
 from tiergate.core.types import UsageRecord
 from tiergate.ledger.base import open_ledger
 from tiergate.ledger.migrations import DIALECTS, MIGRATIONS, statements

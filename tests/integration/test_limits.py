@@ -15,6 +15,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+
 from procs import (
     MASTER_KEY,
     http,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import openai
+
 from procs import MASTER_KEY
 
 
@@ -34,8 +35,7 @@ def test_litellm_config_served_as_is(standins, gateway):
 
 
 def test_no_config_discovers_local_runtime_and_cloud_keys(standins, monkeypatch):
-    from tiergate.config import discovery as autoconfig
-    from tiergate.local import discovery
+    from tiergate.local import autoconfig, discovery
 
     local = standins(name="ollama", models=["qwen2.5:7b", "llama3.1:8b"])
     monkeypatch.setattr(discovery, "DEFAULT_PORTS", {"ollama": local.port, "llamacpp": 1})

@@ -16,14 +16,14 @@ from typing import Any
 
 import openai
 import pytest
-from procs import bundled_gguf
 from prometheus_client import CollectorRegistry
-from tiny_gguf import write_tiny_llama
 
+from procs import bundled_gguf
 from tiergate.config.local_models import LocalModelsConfig
 from tiergate.core.errors import ModelNotReady
 from tiergate.local.manager import LocalModelManager
 from tiergate.local.process import LlamaCppProcess
+from tiny_gguf import write_tiny_llama
 
 TIMEOUT_S = 45
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import openai
+
 from procs import MASTER_KEY, bundled_gguf, http, wait_until
 from tiny_gguf import write_tiny_llama
 

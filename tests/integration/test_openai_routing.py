@@ -8,6 +8,7 @@ import time
 
 import openai
 import pytest
+
 from procs import CHEAP_KEY, MASTER_KEY, http, tiered_config
 
 

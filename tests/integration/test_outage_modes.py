@@ -13,6 +13,7 @@ import time
 
 import openai
 import orjson
+
 from procs import MASTER_KEY, http, tiered_config, wait_until
 from tcp_cut import CuttableProxy
 

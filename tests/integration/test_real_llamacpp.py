@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+
 from procs import MASTER_KEY, start_engine
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import openai
 import orjson
+
 from procs import MASTER_KEY, http, require, start_gateway, tiered_config, wait_until
 from scale_out import HAProxy, shared_state_config
 

@@ -20,8 +20,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from procs import require
 
+from procs import require
 from tiergate.config.guardrails import BudgetConfig, LimitConfig
 from tiergate.core import breaker as br
 from tiergate.core.limits import LimitCounter

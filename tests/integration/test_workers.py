@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import signal
 
 import openai
+
 from procs import MASTER_KEY, cli_env, run_cli, tiered_config, wait_until, write_config
 
 MSG = [{"role": "user", "content": "hi"}]

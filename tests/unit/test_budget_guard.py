@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tiergate.config.schema import config_from_dict
-from tiergate.core.catalog import Catalog
+from tiergate.config.catalog import build_catalog
+from tiergate.config.loading import config_from_dict
 from tiergate.core.money import conservative_tokens, reserved_output, worst_case_cost
 from tiergate.core.types import Identity
 from tiergate.guardrails.budgets import BudgetGuard
@@ -27,7 +27,7 @@ RAW = {
     "budgets": [{"scope": "global", "window": "day", "limit_usd": 1.0}],
 }
 CFG = config_from_dict(RAW, env={})
-CAT = Catalog.from_config(CFG)
+CAT = build_catalog(CFG)
 WHO = Identity(key_name="k", agent="a", session="s")
 
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tiergate.config.schema import config_from_dict, load_config
+from tiergate.config.loading import config_from_dict, load_config
 from tiergate.core.errors import ConfigError
 
 BASE = {
@@ -61,7 +61,7 @@ def test_env_secret_is_resolved_and_hidden():
 
 
 def test_literal_secret_warns_without_leaking(caplog):
-    with caplog.at_level(logging.WARNING, logger="tiergate.config.schema"):
+    with caplog.at_level(logging.WARNING, logger="tiergate.config"):
         config_from_dict({**BASE, "auth": {"master_key": "sk-literal-999"}}, env={})
     assert "auth.master_key: literal secret" in caplog.text
     assert "sk-literal-999" not in caplog.text

@@ -53,7 +53,7 @@ def test_guardrails_worked_example_is_a_valid_config():
 
     import yaml
 
-    from tiergate.config.schema import config_from_dict
+    from tiergate.config.loading import config_from_dict
 
     text = (DOC.parent / "guardrails.md").read_text()
     raw = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
@@ -68,7 +68,7 @@ def test_readme_and_configuration_examples_are_valid_configs():
 
     import yaml
 
-    from tiergate.config.schema import config_from_dict
+    from tiergate.config.loading import config_from_dict
 
     env = {"TIERGATE_MASTER_KEY": "k", "OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"}
     for path in (DOC.parents[1] / "README.md", DOC):

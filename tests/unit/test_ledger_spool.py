@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tiergate.config.schema import config_from_dict, masked_url
+from tiergate.config.loading import config_from_dict
+from tiergate.config.schema import masked_url
 from tiergate.core.errors import ConfigError
 from tiergate.core.types import UsageRecord
 from tiergate.ledger.postgres import spool_dir_for, to_pyformat

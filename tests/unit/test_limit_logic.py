@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from tiergate.config.guardrails import LimitConfig
-from tiergate.config.schema import config_from_dict
+from tiergate.config.loading import config_from_dict
 from tiergate.core.errors import ConfigError, RateLimited, StateUnavailable
 from tiergate.core.limits import (
     counters_for,
@@ -199,7 +199,7 @@ def test_outage_fail_open_admits_warns_once_per_outage_and_counts(caplog):
         metrics, state = Metrics(), FlakyState()
         guard = LimitGuard(limits({"scope": "key", "match": "*", "rpm": 5}), state=state, mode="fail_open",
                            metrics=metrics)
-        with caplog.at_level(logging.WARNING, logger="tiergate.core.limits"):
+        with caplog.at_level(logging.WARNING, logger="tiergate.guardrails.limits"):
             for _ in range(3):
                 assert await guard.admit(CI, 1) is None  # admitted, unchecked: nothing to release
             state.down = False

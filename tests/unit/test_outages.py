@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from tiergate.config.catalog import build_catalog
 from tiergate.config.guardrails import OutageConfig
-from tiergate.config.schema import config_from_dict
-from tiergate.core.catalog import Catalog
+from tiergate.config.loading import config_from_dict
 from tiergate.core.errors import StateUnavailable
 from tiergate.core.types import Identity
 from tiergate.guardrails.budgets import BudgetGuard, Constraints
@@ -27,7 +27,7 @@ RAW = {
     "budgets": [{"scope": "global", "window": "day", "limit_usd": 1.0}],
 }
 CFG = config_from_dict(RAW, env={})
-CAT = Catalog.from_config(CFG)
+CAT = build_catalog(CFG)
 WHO = Identity(key_name="k", agent="a", session="s")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.config.schema import config_from_dict
+from tiergate.config.catalog import build_catalog
+from tiergate.config.loading import config_from_dict
 from tiergate.core.catalog import Catalog
 from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
 from tiergate.core.types import RequestFeatures
@@ -36,7 +37,7 @@ RAW = {
     "routing": {"fallbacks": {"local-8b": ["mid"]}},
     "model_map": {"claude-*haiku*": "local/fast", "claude-*": "task/coding"},
 }
-CAT = Catalog.from_config(config_from_dict(RAW, env={}))
+CAT = build_catalog(config_from_dict(RAW, env={}))
 ALL = WorldSnapshot()
 OPENAI_ONLY = WorldSnapshot(reachable_apis=frozenset({"openai-chat"}))
 
@@ -87,7 +88,7 @@ def test_candidate_order(features, world, expected):
 
 def test_escalation_can_be_disabled():
     raw = {**RAW, "routing": {"escalate": False}}
-    cat = Catalog.from_config(config_from_dict(raw, env={}))
+    cat = build_catalog(config_from_dict(raw, env={}))
     assert names(decide(RequestFeatures("local/fast"), cat, ALL)) == ["local-3b", "local-8b"]
 
 
@@ -132,7 +133,7 @@ def _with_prices(**tier1: tuple[float, float]) -> Catalog:
     raw = {**RAW, "deployments": [
         {**d, "price": {"input_per_mtok": tier1[d["name"]][0], "output_per_mtok": tier1[d["name"]][1]}}
         if d["name"] in tier1 else d for d in RAW["deployments"]]}
-    return Catalog.from_config(config_from_dict(raw, env={}))
+    return build_catalog(config_from_dict(raw, env={}))
 
 
 @pytest.mark.parametrize(("prices", "independent"), [

@@ -34,9 +34,11 @@ DEFAULT_VERSION = "2023-06-01"
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
-def upstream_body(body: dict[str, Any], d: Deployment) -> dict[str, Any]:
+def upstream_body(body: dict[str, Any], d: Deployment, output_cap: int | None = None) -> dict[str, Any]:
     out = dict(body)
     out["model"] = d.model
+    if output_cap is not None and out.get("max_tokens") is None:
+        out["max_tokens"] = output_cap
     v = out.get("max_tokens")
     if d.max_output_tokens and isinstance(v, int) and v > d.max_output_tokens:
         out["max_tokens"] = d.max_output_tokens
@@ -76,9 +78,10 @@ class AnthropicMessagesAdapter:
         return f"{base}/v1/messages" + (f"?{hints.query}" if hints.query else "")
 
     async def complete(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
+        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
     ) -> UpstreamReply:
-        data = orjson.dumps(upstream_body(body, d))
+        data = orjson.dumps(upstream_body(body, d, output_cap))
         t0 = time.perf_counter()
         raw, ctype = await post_for_body(self._client, self._url(d, hints), data, headers_for(d, hints),
                                          timeout_s=timeout_s)
@@ -92,9 +95,10 @@ class AnthropicMessagesAdapter:
         return UpstreamReply(200, raw, ctype, usage, upstream_ms)
 
     async def stream(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
+        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
     ) -> UpstreamStream:
-        data = orjson.dumps(upstream_body(body, d))
+        data = orjson.dumps(upstream_body(body, d, output_cap))
         t0 = time.perf_counter()
         resp, events, first = await open_event_stream(
             self._client, self._url(d, hints), data, headers_for(d, hints),

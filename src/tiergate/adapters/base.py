@@ -12,13 +12,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
+from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.types import StreamStatus, Usage
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -166,3 +167,17 @@ def sse_data(event: bytes) -> Any:
             except orjson.JSONDecodeError:
                 return None
     return None
+
+
+class Adapter(Protocol):
+    """One upstream wire protocol (or a translation onto one): what the executor calls per attempt.
+
+    ``output_cap``: the output tokens a budget reservation assumed; the adapter writes it in the
+    field its protocol and model take, and only when the client set no cap of its own.
+    """
+
+    async def complete(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
+                       hints: ClientHints = NO_HINTS, output_cap: int | None = None) -> UpstreamReply: ...
+
+    async def stream(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
+                     hints: ClientHints = NO_HINTS, output_cap: int | None = None) -> UpstreamStream: ...

@@ -9,6 +9,7 @@ are parsed only for usage.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,14 +34,26 @@ from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 DONE = b"data: [DONE]"
 
 
-def upstream_body(body: dict[str, Any], d: Deployment) -> tuple[dict[str, Any], bool]:
+# OpenAI models that take only max_completion_tokens (o1, o3, o4-mini, gpt-5, ...): max_tokens is a 400 there
+REASONING_FAMILIES = re.compile(r"^(?:openai/)?(?:o\d|gpt-5)")
+
+def output_cap_field(model: str) -> str:
+    """The output-cap field a model accepts: OpenAI's reasoning families refuse ``max_tokens``."""
+    return "max_completion_tokens" if REASONING_FAMILIES.match(model) else "max_tokens"
+
+
+def upstream_body(body: dict[str, Any], d: Deployment, output_cap: int | None = None) -> tuple[dict[str, Any], bool]:
     """The body to send: model rewritten, max_tokens clamped, usage requested on streams.
+
+    ``output_cap``: the output tokens a budget reservation assumed, sent only when the client set no cap.
 
     Returns (body, injected_usage): when the client did not ask for the usage
     chunk we ask for it anyway (the ledger needs it) and drop it on the way back.
     """
     out = dict(body)
     out["model"] = d.model
+    if output_cap is not None and out.get("max_tokens") is None and out.get("max_completion_tokens") is None:
+        out[output_cap_field(d.model)] = output_cap
     if d.max_output_tokens:
         for key in ("max_tokens", "max_completion_tokens"):
             v = out.get(key)
@@ -74,6 +87,7 @@ class OpenAIChatAdapter:
 
     api = "openai-chat"
     path = "/chat/completions"
+    caps_output = True  # a budget's output cap is sent in the field the model accepts
 
     def __init__(self, client: UpstreamTransport) -> None:
         self._client = client
@@ -87,9 +101,10 @@ class OpenAIChatAdapter:
         return t[1], t[2]
 
     async def complete(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
+        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
     ) -> UpstreamReply:
-        payload, _ = upstream_body(body, d)
+        payload, _ = upstream_body(body, d, output_cap if self.caps_output else None)
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
         url, headers = self._target(d)
@@ -104,9 +119,10 @@ class OpenAIChatAdapter:
         return UpstreamReply(200, raw, ctype, usage, upstream_ms)
 
     async def stream(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
+        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
     ) -> UpstreamStream:
-        payload, injected = upstream_body(body, d)
+        payload, injected = upstream_body(body, d, output_cap)
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
         url, headers = self._target(d)
@@ -191,8 +207,10 @@ class OpenAIEmbeddingsAdapter(OpenAIChatAdapter):
     """``/embeddings`` on the same upstreams: the same pass-through, never streamed."""
 
     path = "/embeddings"
+    caps_output = False  # embeddings produce no tokens to cap
 
     async def stream(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS
+        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
     ) -> UpstreamStream:
         raise AttemptError("protocol", "embeddings are not streamed")

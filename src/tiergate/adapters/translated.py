@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from tiergate.adapters.base import UpstreamReply, UpstreamStream
+from tiergate.adapters.base import Adapter, UpstreamReply, UpstreamStream
 from tiergate.adapters.translate_requests import (
     anthropic_to_openai_request,
     openai_to_anthropic_request,
@@ -31,16 +31,6 @@ from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError, TranslationError
 from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints
-
-
-class UpstreamAdapter(Protocol):
-    async def complete(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
-                       hints: ClientHints = NO_HINTS) -> UpstreamReply: ...
-
-    async def stream(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
-                     hints: ClientHints = NO_HINTS) -> UpstreamStream: ...
-
-
 
 
 def _dropped_note(dropped: list[str], target: str) -> list[str]:
@@ -102,7 +92,7 @@ class _Bridge:
     translate_request: Callable[..., tuple[dict[str, Any], list[str]]]
     translate_response: Callable[..., dict[str, Any]]
 
-    def __init__(self, inner: UpstreamAdapter) -> None:
+    def __init__(self, inner: Adapter) -> None:
         self.inner = inner
 
     def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> Any:
@@ -112,18 +102,18 @@ class _Bridge:
         return _translate(type(self).translate_request, body, model=d.model, max_tokens_limit=d.max_output_tokens)
 
     async def complete(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
-                       hints: ClientHints = NO_HINTS) -> UpstreamReply:
+                       hints: ClientHints = NO_HINTS, output_cap: int | None = None) -> UpstreamReply:
         upstream_body, dropped = self._request(d, body)
-        reply = await self.inner.complete(d, upstream_body, timeout_s=timeout_s)
+        reply = await self.inner.complete(d, upstream_body, timeout_s=timeout_s, output_cap=output_cap)
         reply.body = _convert_reply(type(self).translate_response, reply, d.model)
         reply.content_type = "application/json"
         reply.notes += _dropped_note(dropped, d.api)
         return reply
 
     async def stream(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
-                     hints: ClientHints = NO_HINTS) -> UpstreamStream:
+                     hints: ClientHints = NO_HINTS, output_cap: int | None = None) -> UpstreamStream:
         upstream_body, dropped = self._request(d, body)
-        s = await self.inner.stream(d, upstream_body, timeout_s=timeout_s)
+        s = await self.inner.stream(d, upstream_body, timeout_s=timeout_s, output_cap=output_cap)
         conv = self.stream_converter(d, body, s)
         s.first_event = _first(s, conv)
         s.rest = _converted(s, s.rest, conv)

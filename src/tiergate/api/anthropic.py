@@ -17,17 +17,12 @@ from tiergate.adapters.anthropic_messages import FORWARDED_HEADERS
 from tiergate.adapters.translated import estimate_input_tokens
 from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
-from tiergate.api.flow import (
-    effective_identity,
-    finish_plain,
-    limited,
-    new_context,
-    relay_stream,
-    route,
-)
 from tiergate.api.gateway import GATEWAY
+from tiergate.api.openai import pipeline_request
+from tiergate.api.render import render
 from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import ClientHints, Identity, RequestFeatures
+from tiergate.pipeline.service import effective_identity
 
 PROTOCOL = "anthropic-messages"
 CLAUDE_CODE_SESSION = "X-Claude-Code-Session-Id"
@@ -93,18 +88,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ident = gw.keys.identify(request.headers)
     raw, body = await read_json_object(request)
     ident, features = messages_features(raw, body, attributed(ident, request.headers, body))
-    ctx = new_context(gw, request, ident, model=features.model, stream=features.stream, protocol=PROTOCOL)
-    ctx.hints = ClientHints(
+    hints = ClientHints(
         headers={h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h))}, query=request.query_string
     )
-    if gw.limits is not None:
-        return await limited(gw, request, ctx, features, body, error_event=anthropic_stream_error)
-    outcome = await route(gw, ctx, features, body)
-    if features.stream:
-        return await relay_stream(gw, request, ctx, outcome, error_event=anthropic_stream_error)
-    reply = outcome.reply
-    assert reply is not None
-    return await finish_plain(gw, ctx, outcome, reply.body, reply.usage, reply.content_type)
+    answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, PROTOCOL, hints))
+    return await render(request, answer, error_event=anthropic_stream_error)
 
 
 async def count_tokens(request: web.Request) -> web.Response:

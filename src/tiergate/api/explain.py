@@ -8,8 +8,8 @@ import orjson
 
 from tiergate.api.auth import identity_from_headers
 from tiergate.api.openai import chat_features
+from tiergate.config.catalog import build_catalog
 from tiergate.config.schema import TiergateConfig
-from tiergate.core.catalog import Catalog
 from tiergate.core.errors import BadRequest
 from tiergate.router.policy import WorldSnapshot, decide
 
@@ -24,7 +24,7 @@ def explain_request(cfg: TiergateConfig, raw: bytes, headers: Mapping[str, str])
     if not isinstance(body, dict):
         raise BadRequest("request file must hold a JSON object")
     ident, features = chat_features(raw, body, identity_from_headers("explain", None, headers))
-    catalog = Catalog.from_config(cfg)
+    catalog = build_catalog(cfg)
     plan = decide(features, catalog, WorldSnapshot(reachable_apis=REACHABLE_FROM_OPENAI))
     lines = [
         f"request: model={features.model} task={features.task or '-'} ~{features.prompt_tokens_est} prompt tokens"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from tiergate.guardrails.sessions import SessionTracker
 from tiergate.ledger.base import Ledger
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
+from tiergate.pipeline.service import RequestPipeline
 from tiergate.router.executor import Executor
 from tiergate.state.base import SharedState
 
@@ -39,6 +41,12 @@ class Gateway:
     local: LocalModelManager | None = None
     outages: Outages | None = None
     limits: LimitGuard | None = None  # None without limits[]: the request path then skips them entirely
+    pipeline: RequestPipeline = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = RequestPipeline(
+            executor=self.executor, budgets=self.budgets, sessions=self.sessions, limits=self.limits,
+            ledger=self.ledger, metrics=self.metrics, request_timeout_s=self.config.routing.request_timeout_s)
 
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)

@@ -13,17 +13,11 @@ from aiohttp import web
 
 from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
-from tiergate.api.flow import (
-    effective_identity,
-    finish_plain,
-    limited,
-    new_context,
-    relay_stream,
-    route,
-)
 from tiergate.api.gateway import GATEWAY
+from tiergate.api.render import render
 from tiergate.core.money import estimate_tokens_from_bytes
-from tiergate.core.types import Identity, RequestFeatures
+from tiergate.core.types import NO_HINTS, ClientHints, Identity, RequestFeatures
+from tiergate.pipeline.service import PipelineRequest, effective_identity
 
 PROTOCOL = "openai-chat"
 
@@ -59,24 +53,22 @@ def chat_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tuple[Id
     return ident, features
 
 
+def pipeline_request(request: web.Request, ident: Identity, features: RequestFeatures, body: dict[str, Any],
+                     protocol: str, hints: ClientHints = NO_HINTS) -> PipelineRequest:
+    return PipelineRequest(request_id=request["request_id"], identity=ident, features=features, body=body,
+                           protocol=protocol, started=request["started"], hints=hints)
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers)
     raw, body = await read_json_object(request)
     ident, features = chat_features(raw, body, ident)
-    model, stream = features.model, features.stream
-    ctx = new_context(gw, request, ident, model=model, stream=stream, protocol=PROTOCOL)
-    if gw.limits is not None:
-        return await limited(gw, request, ctx, features, body, error_event=openai_stream_error)
-    outcome = await route(gw, ctx, features, body)
-    if stream:
-        return await relay_stream(gw, request, ctx, outcome, error_event=openai_stream_error)
-    reply = outcome.reply
-    assert reply is not None
-    return await finish_plain(gw, ctx, outcome, reply.body, reply.usage, reply.content_type)
+    answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, PROTOCOL))
+    return await render(request, answer, error_event=openai_stream_error)
 
 
-async def embeddings(request: web.Request) -> web.Response:
+async def embeddings(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers)
     raw, body = await read_json_object(request)
@@ -85,13 +77,8 @@ async def embeddings(request: web.Request) -> web.Response:
         raise BadRequest("'input' is required (a string or a list of strings)", param="input")
     features = RequestFeatures(model=model, task=ident.task, prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
                                local_only=ident.local_only)
-    ctx = new_context(gw, request, ident, model=model, stream=False, protocol="openai-embeddings")
-    if gw.limits is not None:
-        return await limited(gw, request, ctx, features, body)  # type: ignore[return-value]
-    outcome = await route(gw, ctx, features, body)
-    reply = outcome.reply
-    assert reply is not None
-    return await finish_plain(gw, ctx, outcome, reply.body, reply.usage, reply.content_type)
+    answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, "openai-embeddings"))
+    return await render(request, answer)
 
 
 async def list_models(request: web.Request) -> web.Response:

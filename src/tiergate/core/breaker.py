@@ -5,7 +5,7 @@ open ──(cooldown passed)──▶ half-open: exactly one probe is let throug
 half-open ──probe ok──▶ closed;  ──probe fails──▶ open (cooldown restarts)
 
 A dead local server therefore costs at most one failed attempt per cooldown.
-Where the state lives (memory, Redis) is ``tiergate.state.memory``'s business.
+Where the state lives (memory, Redis) is ``tiergate.state``'s business.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deployments, aliases, tiers and prices, resolved once from config.
+"""Deployments, aliases, tiers and prices, resolved once from config (``tiergate.config.catalog``).
 
 The catalog is immutable: routing reads it without locks, and a config
 reload builds a new one.
@@ -7,11 +7,9 @@ reload builds a new one.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Mapping
 
-from tiergate.config.schema import DeploymentConfig, TiergateConfig
 from tiergate.core.money import cost_usd
 
 
@@ -45,53 +43,6 @@ class Catalog:
     fallbacks: Mapping[str, tuple[str, ...]]
     escalate: bool = True
     model_map: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def from_config(cls, cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None = None) -> Catalog:
-        """``local_urls``: where each managed local model is served (from the model manager)."""
-        deployments: dict[str, Deployment] = {}
-        for d in cfg.deployments:
-            if d.local_model is not None:
-                deployments[d.name] = cls._managed(cfg, d, (local_urls or {}).get(d.local_model))
-                continue
-            assert d.provider is not None and d.model is not None
-            p = cfg.providers[d.provider]
-            deployments[d.name] = Deployment(
-                name=d.name,
-                provider=d.provider,
-                api=p.api,
-                base_url=p.base_url,
-                model=d.model,
-                tier=d.tier,
-                local=p.local,
-                context_window=d.context_window,
-                max_output_tokens=d.max_output_tokens,
-                input_per_mtok=d.price.input_per_mtok,
-                output_per_mtok=d.price.output_per_mtok,
-                api_key=p.api_key.get_secret_value() if p.api_key else None,
-                headers=MappingProxyType(dict(p.headers)),
-                timeout_s=p.timeout_s,
-            )
-        return cls(
-            deployments=MappingProxyType(deployments),
-            aliases=MappingProxyType({k: tuple(v) for k, v in cfg.aliases.items()}),
-            tasks=MappingProxyType(dict(cfg.tasks)),
-            fallbacks=MappingProxyType({k: tuple(v) for k, v in cfg.routing.fallbacks.items()}),
-            escalate=cfg.routing.escalate,
-            model_map=tuple(cfg.model_map.items()),
-        )
-
-    @staticmethod
-    def _managed(cfg: TiergateConfig, d: DeploymentConfig, url: str | None) -> Deployment:
-        assert cfg.local_models is not None and d.local_model is not None
-        m = next(m for m in cfg.local_models.models if m.name == d.local_model)
-        return Deployment(
-            name=d.name, provider="local-models", api="openai-chat", base_url=url or "http://127.0.0.1:0/v1",
-            model=d.model or m.name, tier=d.tier, local=True,
-            context_window=min(d.context_window, m.context) if "context_window" in d.model_fields_set else m.context,
-            max_output_tokens=d.max_output_tokens, input_per_mtok=d.price.input_per_mtok,
-            output_per_mtok=d.price.output_per_mtok, local_model=m.name,
-        )
 
     def expand(self, target: str) -> tuple[str, ...]:
         """A deployment name or alias as the deployment names it stands for."""

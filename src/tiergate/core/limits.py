@@ -23,9 +23,8 @@ import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
-from tiergate.config.guardrails import LimitConfig
 from tiergate.core.types import Identity, Usage
 
 WINDOW_S = 60.0
@@ -35,6 +34,23 @@ RENEW_EVERY_S = 10.0  # live requests renew well before their lease runs out
 Kind = Literal["rpm", "tpm", "max_concurrent"]  # named after the config field each one enforces
 
 
+class LimitRule(Protocol):
+    """A ``limits[]`` line as config gives it (``tiergate.config.guardrails.LimitRule``), read-only."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def scope(self) -> Literal["key", "agent"]: ...
+    @property
+    def match(self) -> str: ...
+    @property
+    def rpm(self) -> int | None: ...
+    @property
+    def tpm(self) -> int | None: ...
+    @property
+    def max_concurrent(self) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LimitCounter:
     """One shared counter a request is counted in: which kind, its key, its cap and the line it comes from."""
@@ -42,21 +58,21 @@ class LimitCounter:
     kind: Kind
     key: str  # "<scope>:<match>|<value>", e.g. "agent:*|researcher"
     cap: int
-    limit: LimitConfig
+    limit: LimitRule
     value: str
 
 
-def scope_value(limit: LimitConfig, ident: Identity) -> str | None:
+def scope_value(limit: LimitRule, ident: Identity) -> str | None:
     """The key name or agent the line counts; None for an agent line when the request names no agent."""
     return ident.key_name if limit.scope == "key" else ident.agent
 
 
-def matches(limit: LimitConfig, value: str) -> bool:
+def matches(limit: LimitRule, value: str) -> bool:
     m = limit.match
     return m == "*" or m == value or fnmatch.fnmatchcase(value, m)
 
 
-def counters_for(limits: Sequence[LimitConfig], ident: Identity) -> tuple[LimitCounter, ...]:
+def counters_for(limits: Sequence[LimitRule], ident: Identity) -> tuple[LimitCounter, ...]:
     """Every counter this identity's request is counted in, in config order (rpm, tpm, max_concurrent per line)."""
     out: list[LimitCounter] = []
     for lim in limits:

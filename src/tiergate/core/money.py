@@ -10,14 +10,37 @@ deployment can produce.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from tiergate.core.types import Identity
 
 if TYPE_CHECKING:
-    from tiergate.config.guardrails import BudgetConfig
     from tiergate.core.catalog import Deployment
-    from tiergate.core.types import Identity
+
+
+class BudgetRule(Protocol):
+    """A ``budgets[]`` line as config gives it (``tiergate.config.guardrails.BudgetRule``), read-only."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def match(self) -> str | None: ...
+    @property
+    def window(self) -> Literal["hour", "day", "week", "month"]: ...
+    @property
+    def limit_usd(self) -> float | None: ...
+    @property
+    def max_calls(self) -> int | None: ...
+    @property
+    def alert_at(self) -> Sequence[float]: ...
+    @property
+    def action(self) -> Literal["reject", "local-only", "downgrade"]: ...
+    @property
+    def max_tier(self) -> int | None: ...
 
 DEFAULT_RESERVED_OUTPUT = 4096  # reserved output when a request sets no max_tokens (and is then capped to it)
 
@@ -48,7 +71,7 @@ def worst_case_cost(d: Deployment, prompt_estimate: int, max_tokens: int | None)
     return d.cost(prompt, reserved_output(d, max_tokens, prompt))
 
 
-def scope_value(b: BudgetConfig, ident: Identity, d: Deployment | None) -> str | None:
+def scope_value(b: BudgetRule, ident: Identity, d: Deployment | None) -> str | None:
     """What the budget counts by for this request (None: the budget does not apply)."""
     if b.scope == "global":
         return "*"
@@ -59,7 +82,7 @@ def scope_value(b: BudgetConfig, ident: Identity, d: Deployment | None) -> str |
     return {"key": ident.key_name, "agent": ident.agent, "session": ident.session, "task": ident.task}[b.scope]
 
 
-def applies(b: BudgetConfig, ident: Identity, d: Deployment | None, aliases: Mapping[str, tuple[str, ...]]) -> str | None:
+def applies(b: BudgetRule, ident: Identity, d: Deployment | None, aliases: Mapping[str, tuple[str, ...]]) -> str | None:
     """The scope value when budget ``b`` covers this request (and deployment), else None."""
     value = scope_value(b, ident, d)
     if value is None or b.match is None:
@@ -71,7 +94,7 @@ def applies(b: BudgetConfig, ident: Identity, d: Deployment | None, aliases: Map
     return None
 
 
-def counter_key(b: BudgetConfig, window_key: str, value: str) -> str:
+def counter_key(b: BudgetRule, window_key: str, value: str) -> str:
     return f"{b.id}|{window_key}|{value}"
 
 
@@ -79,7 +102,7 @@ def counter_key(b: BudgetConfig, window_key: str, value: str) -> str:
 class BudgetLine:
     """One counter a request touches, and how much it wants from it."""
 
-    budget: BudgetConfig
+    budget: BudgetRule
     key: str
     value: str
     amount_usd: float
@@ -104,7 +127,7 @@ def over_limit(line: BudgetLine, *, spent: float, reserved: float, calls: int) -
     return None
 
 
-def exhausted(b: BudgetConfig, *, spent: float, reserved: float, calls: int) -> str | None:
+def exhausted(b: BudgetRule, *, spent: float, reserved: float, calls: int) -> str | None:
     """Is the budget used up for any paid request (before looking at a particular one)?"""
     if b.max_calls is not None and calls >= b.max_calls:
         return f"budget {b.id}: {calls} of {b.max_calls} calls used this {b.window}"
@@ -113,7 +136,7 @@ def exhausted(b: BudgetConfig, *, spent: float, reserved: float, calls: int) -> 
     return None
 
 
-def thresholds_crossed(b: BudgetConfig, spent: float) -> list[float]:
+def thresholds_crossed(b: BudgetRule, spent: float) -> list[float]:
     """Alert thresholds at or below the settled spend."""
     if b.limit_usd is None:
         return []

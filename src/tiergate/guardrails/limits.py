@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from tiergate.guardrails.outages import Outages
     from tiergate.observability.metrics import Metrics
 
-log = logging.getLogger("tiergate.core.limits")
+log = logging.getLogger("tiergate.guardrails.limits")
 
 
 @dataclass(slots=True)

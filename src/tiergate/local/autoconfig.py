@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tiergate.config.schema import TiergateConfig, config_from_dict, environment
+from tiergate.config.loading import config_from_dict, environment
+from tiergate.config.schema import TiergateConfig
 from tiergate.local.discovery import DiscoveredRuntime, discover_local_runtimes
 
 # env var -> (provider name, api, base_url, [(model, tier, input $/Mtok, output $/Mtok)])

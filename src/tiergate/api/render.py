@@ -1,0 +1,92 @@
+"""An Answer onto the wire: a plain body, or events relayed as they arrive.
+
+Both surfaces render through here, in their own content types and error
+events; the Answer settles the request exactly once however the exchange
+ends (answered, upstream cut, client gone, a bug while relaying).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from tiergate.api.common import header_value
+from tiergate.pipeline.answer import Answer
+
+log = logging.getLogger("tiergate.api")
+
+StreamErrorEvent = Callable[[str], bytes]  # an in-band error event in the client's own format
+
+
+def _headers(answer: Answer) -> dict[str, str]:
+    return {k: header_value(v) for k, v in answer.route_headers().items()}
+
+
+async def plain_response(answer: Answer) -> web.Response:
+    reply = answer.reply
+    cost = await answer.finish(status=200)
+    headers = _headers(answer)
+    headers["X-Tiergate-Cost-USD"] = f"{cost:.8f}"
+    headers["X-Tiergate-Overhead-Ms"] = f"{answer.overhead_ms():.3f}"
+    headers["Content-Type"] = header_value(reply.content_type)  # a plain header: aiohttp's content_type= parses again
+    return web.Response(body=reply.body, status=200, headers=headers)
+
+
+async def relay_stream(request: web.Request, answer: Answer, *,
+                       error_event: StreamErrorEvent | None = None) -> web.StreamResponse:
+    """Forward events as they arrive; the slot is freed before the event that completes the answer."""
+    s = answer.stream
+    headers = _headers(answer)
+    headers["Cache-Control"] = "no-cache"
+    status, error = 200, None
+    ttft_ms = (time.perf_counter() - answer.ctx.started) * 1000
+    headers["X-Tiergate-Overhead-Ms"] = f"{answer.overhead_ms():.3f}"  # gateway time to the first event
+    resp = web.StreamResponse(status=200, headers=headers)
+    resp.content_type = "text/event-stream"
+    delivered = False  # every event written: a client that hangs up during write_eof got the whole answer
+    try:
+        await resp.prepare(request)
+        if s.first_event:
+            if s.status.completed:
+                await answer.complete()
+            await resp.write(s.first_event)
+        async for ev in s.rest:
+            if s.status.completed:
+                await answer.complete()
+            await resp.write(ev)
+        if s.status.error is not None:
+            status, error = 502, s.status.error
+            if error_event is not None:
+                await resp.write(error_event(error))
+        delivered = True
+        await answer.complete()
+        await resp.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        if not delivered:
+            status, error = 499, "client closed the connection"
+        s.close()
+        raise
+    except Exception as exc:  # noqa: BLE001 - headers are sent: end the stream in-band, never a second response
+        log.exception("stream relay failed (request %s)", answer.ctx.request_id)
+        status, error = 500, f"internal error: {type(exc).__name__}"
+        s.close()
+        with contextlib.suppress(Exception):
+            if error_event is not None:
+                await resp.write(error_event(error))
+            await resp.write_eof()
+    finally:
+        await answer.finish(status=status, ttft_ms=ttft_ms, error=error)
+    return resp
+
+
+async def render(request: web.Request, answer: Answer, *,
+                 error_event: StreamErrorEvent | None = None) -> web.StreamResponse:
+    """The one answer dispatch every surface uses."""
+    if answer.outcome.stream is not None:
+        return await relay_stream(request, answer, error_event=error_event)
+    return await plain_response(answer)

@@ -1,0 +1,106 @@
+"""One request's whole conversation with the budgets, as one object.
+
+constraints (before planning) → reserve(candidate) → settle(cost) | release().
+
+The pipeline creates a hold per request and the executor asks it before
+each candidate. Whatever happens next — an answer, every candidate
+failing, a client hang-up, a timeout, a cancellation — ``release`` or
+``settle`` leaves nothing reserved; both are idempotent, so the pipeline
+may call ``release`` on every way out without counting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tiergate.core.catalog import Deployment
+from tiergate.core.errors import BudgetExceeded
+from tiergate.core.money import BudgetLine, conservative_tokens, reserved_output
+from tiergate.core.types import Identity, RequestFeatures
+from tiergate.guardrails.budgets import BudgetGuard, Constraints
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A candidate a budget refused: the line that refused (None: budgets unreachable, fail_closed) and why."""
+
+    line: BudgetLine | None
+    why: str
+    deployment: Deployment
+
+
+@dataclass(slots=True)
+class BudgetHold:
+    guard: BudgetGuard | None
+    identity: Identity
+    features: RequestFeatures
+    constraints: Constraints = field(default_factory=Constraints)
+    refusals: list[Refusal] = field(default_factory=list)
+    _held: list[BudgetLine] = field(default_factory=list)  # the lines the current candidate holds
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether any budget is configured (else reserve/settle have nothing to do)."""
+        return self.guard is not None and bool(self.guard.budgets)
+
+    @property
+    def held(self) -> tuple[BudgetLine, ...]:
+        return tuple(self._held)
+
+    async def check(self) -> Constraints:
+        """Exhausted budgets and emergency mode as routing constraints; a reject budget refuses here."""
+        if self.guard is None:
+            return self.constraints
+        self.constraints = await self.guard.constraints(self.identity)
+        if self.constraints.reject:
+            raise BudgetExceeded(f"{self.constraints.reject}; the budget's action is reject")
+        return self.constraints
+
+    async def reserve(self, d: Deployment) -> str | None:
+        """Hold ``d``'s worst-case cost against every budget line; None once held, else why ``d`` is skipped.
+
+        A budget whose action is reject raises BudgetExceeded instead of skipping.
+        """
+        if not self.budgeted:
+            return None
+        assert self.guard is not None and not self._held, "release the last candidate's hold first"
+        f = self.features
+        lines = self.guard.lines_for(self.identity, d, f.prompt_tokens_est, f.max_tokens)
+        why, refusing = await self.guard.reserve(lines)
+        if why is not None:
+            if refusing is not None and refusing.budget.action == "reject":
+                raise BudgetExceeded(why)
+            self.refusals.append(Refusal(refusing, why, d))
+            return why
+        self._held = lines
+        return None
+
+    def output_cap(self, d: Deployment) -> int | None:
+        """The output tokens the reservation assumed when the client set no cap and a USD limit applies.
+
+        The adapter sends it in the field its protocol and model need, so the
+        upstream cannot produce more than was reserved.
+        """
+        if self.features.max_tokens is not None or not any(ln.limit_usd and ln.amount_usd > 0 for ln in self._held):
+            return None
+        return reserved_output(d, None, conservative_tokens(self.features.prompt_tokens_est))
+
+    async def release(self) -> None:
+        """Give back whatever is held (a failed candidate, or a request that ends unanswered)."""
+        if self._held and self.guard is not None:
+            lines, self._held = self._held, []
+            await self.guard.release(lines)
+
+    async def settle(self, cost_usd: float) -> None:
+        """Turn the held reservation into the real cost."""
+        if self._held and self.guard is not None:
+            lines, self._held = self._held, []
+            await self.guard.settle(lines, cost_usd)
+
+    async def tighten(self) -> bool:
+        """Take the actions of the budgets that refused (local-only, downgrade); True to route again."""
+        if self.guard is None or not self.refusals:
+            return False
+        refusals = [(r.line, r.why, r.deployment) for r in self.refusals]
+        self.refusals.clear()
+        return await self.guard.tighten(self.constraints, refusals)

@@ -1,0 +1,154 @@
+"""The request service: admit → plan → run → settle, with no HTTP in sight.
+
+A client surface (``api/``) parses its wire format into ``RequestFeatures``
+and a body, calls ``RequestPipeline.open`` and renders the ``Answer`` it
+gets back in the client's format. Everything between — rate and
+concurrency limits, the guardian, the budget hold, planning, running the
+plan, re-planning when a budget tightened, recording what happened — is
+here, once, for every surface.
+
+A request that ends without an answer is recorded here before its error
+propagates; a request that got an answer is recorded by ``Answer.finish``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from tiergate.core.errors import (
+    AllCandidatesFailed,
+    BudgetExceeded,
+    NoCandidate,
+    TiergateError,
+)
+from tiergate.core.types import NO_HINTS, ClientHints, Identity, RequestFeatures, Usage
+from tiergate.guardrails.budget_hold import BudgetHold
+from tiergate.guardrails.budgets import BudgetGuard
+from tiergate.guardrails.limits import Admission, LimitGuard
+from tiergate.guardrails.sessions import SessionTracker
+from tiergate.ledger.base import Ledger
+from tiergate.observability.metrics import Metrics
+from tiergate.pipeline.answer import Answer
+from tiergate.router.context import CallContext, Outcome, usage_record
+from tiergate.router.executor import Executor
+
+TASK_PREFIX = "task/"
+
+
+def effective_identity(ident: Identity, model: str) -> Identity:
+    """A ``task/<type>`` model name sets the request's task, as X-Tiergate-Task would."""
+    if model.startswith(TASK_PREFIX):
+        return dataclasses.replace(ident, task=model[len(TASK_PREFIX):])
+    return ident
+
+
+@dataclasses.dataclass(slots=True)
+class PipelineRequest:
+    """What a surface hands the pipeline: who asks, what routing needs, and the body to forward."""
+
+    request_id: str
+    identity: Identity
+    features: RequestFeatures
+    body: dict[str, Any]
+    protocol: str
+    started: float  # perf_counter when the request arrived
+    hints: ClientHints = NO_HINTS
+
+
+class RequestPipeline:
+    def __init__(self, *, executor: Executor, budgets: BudgetGuard | None, sessions: SessionTracker,
+                 limits: LimitGuard | None, ledger: Ledger, metrics: Metrics, request_timeout_s: float) -> None:
+        self.executor = executor
+        self.budgets = budgets
+        self.sessions = sessions
+        self.limits = limits
+        self.ledger = ledger
+        self.metrics = metrics
+        self.request_timeout_s = request_timeout_s
+
+    def context(self, req: PipelineRequest) -> CallContext:
+        f = req.features
+        return CallContext(
+            request_id=req.request_id, identity=req.identity, requested_model=f.model, protocol=req.protocol,
+            stream=f.stream, started=req.started, wall_start=time.time(),
+            deadline=time.perf_counter() + self.request_timeout_s, features=f,
+            hold=BudgetHold(self.budgets, req.identity, f), hints=req.hints,
+        )
+
+    async def open(self, req: PipelineRequest) -> Answer:
+        """Route the request to the first deployment that answers; the Answer settles itself when finished.
+
+        Raises the TiergateError that ended it otherwise, already recorded in the ledger, with
+        nothing left reserved and the concurrency slot freed.
+        """
+        ctx = self.context(req)
+        admission: Admission | None = None
+        if self.limits is not None:
+            try:
+                admission = await self.limits.admit(ctx.identity, ctx.features.prompt_tokens_est)
+            except TiergateError as err:
+                self.record_failure(ctx, status=err.status, error=err.message, reason="rate limited")
+                raise
+        try:
+            outcome = await self._route(ctx, req.body)
+        except BaseException:
+            await ctx.hold.release()
+            if admission is not None:
+                assert self.limits is not None
+                await self.limits.release(admission, None)
+            raise
+        return Answer(self, ctx, outcome, admission)
+
+    async def _route(self, ctx: CallContext, body: dict[str, Any]) -> Outcome:
+        """Guardian, budgets, plan and run; a request that ends without a deployment is still recorded."""
+        f, hold = ctx.features, ctx.hold
+        try:
+            ctx.session = await self.sessions.admit(ctx.identity)
+            constraints = await hold.check()
+            try:
+                plan = self.executor.plan(f, ctx.protocol, constraints)
+            except NoCandidate as exc:
+                if constraints.rejecting_blocks:
+                    raise BudgetExceeded(exc.message) from None
+                raise
+            try:
+                outcome = await self.executor.run(ctx, plan, body)
+            except AllCandidatesFailed:
+                # a budget refused a reservation mid-flight: take its action (local-only, downgrade), route again
+                if not await hold.tighten():
+                    raise
+                outcome = await self.executor.run(ctx, self.executor.plan(f, ctx.protocol, constraints), body)
+        except TiergateError as err:
+            self.record_failure(ctx, status=err.status, error=err.message, reason="not routed")
+            raise
+        if ctx.session is not None:
+            d = outcome.deployment
+            self.sessions.observe_context(ctx.session, f.prompt_tokens_est, d.context_window, d.name)
+        return outcome
+
+    def record_failure(self, ctx: CallContext, *, status: int, error: str, reason: str) -> None:
+        """A request that never reached a deployment (limited, no candidate, all failed, rejected)."""
+        self.ledger.record(usage_record(ctx, None, kind="request", usage=Usage(), status=status, ttft_ms=None,
+                                        reason=reason, error=error, fallbacks=len(ctx.failures)))
+        self.metrics.per_request.count("none", "", str(status))
+
+    async def settle(self, ctx: CallContext, outcome: Outcome, *, usage: Usage, status: int,
+                     ttft_ms: float | None, error: str | None) -> float:
+        """Record the answered request, turn its reservation into the real cost; returns the cost."""
+        d = outcome.deployment
+        cost = d.cost(usage.prompt_tokens, usage.completion_tokens)
+        await ctx.hold.settle(cost)
+        total_s = time.perf_counter() - ctx.started
+        self.ledger.record(usage_record(ctx, d, kind="request", usage=usage, status=status, ttft_ms=ttft_ms,
+                                        reason=outcome.reason, error=error, fallbacks=outcome.fallbacks, cost=cost,
+                                        latency_ms=total_s * 1000))
+        self.metrics.per_request.answered(
+            d.name, str(d.tier), str(status), seconds=total_s, tokens_in=usage.prompt_tokens,
+            tokens_out=usage.completion_tokens, cost=cost, ttft_s=None if ttft_ms is None else ttft_ms / 1000)
+        while ctx.cleanups:
+            await ctx.cleanups.pop()()
+        if ctx.session is not None:
+            await self.sessions.settle(ctx.session, usage, cost)
+        return cost

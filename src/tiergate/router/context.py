@@ -1,0 +1,98 @@
+"""One request's state as it goes through routing, and what routing produced.
+
+``CallContext`` is built by the pipeline per request and read by the
+executor (deadline, hints, the budget hold); ``Outcome`` is the deployment
+that answered, with the reason the client sees in ``X-Tiergate-Reason``.
+``usage_record`` is the one place a ledger row is made from them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tiergate.adapters.base import UpstreamReply, UpstreamStream
+from tiergate.core.catalog import Deployment
+from tiergate.core.types import (
+    NO_HINTS,
+    Candidate,
+    ClientHints,
+    Identity,
+    RequestFeatures,
+    RoutePlan,
+    Usage,
+    UsageRecord,
+)
+from tiergate.guardrails.budget_hold import BudgetHold
+from tiergate.guardrails.guardian import SessionState
+
+
+@dataclass(slots=True)
+class CallContext:
+    request_id: str
+    identity: Identity
+    requested_model: str
+    protocol: str
+    stream: bool
+    started: float  # perf_counter at arrival
+    wall_start: float
+    deadline: float  # perf_counter
+    features: RequestFeatures
+    hold: BudgetHold
+    hints: ClientHints = NO_HINTS
+    session: SessionState | None = None  # the guardian's state for this request's session
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # run when the request is settled
+    plan: RoutePlan | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    upstream_ms: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Outcome:
+    deployment: Deployment
+    candidate: Candidate
+    fallbacks: int
+    reason: str
+    reply: UpstreamReply | None = None
+    stream: UpstreamStream | None = None
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens used so far (a stream's count grows as it is relayed)."""
+        answered = self.stream if self.stream is not None else self.reply
+        assert answered is not None
+        return answered.usage
+
+
+def summarize_failures(failures: list[tuple[str, str]]) -> str:
+    """'a failed 3x (500 boom), b failed (refused)': one phrase per deployment, in order."""
+    by_name: dict[str, list[str]] = {}
+    for name, err in failures:
+        by_name.setdefault(name, []).append(err)
+    parts = []
+    for name, errs in by_name.items():
+        times = f" {len(errs)}x" if len(errs) > 1 else ""
+        parts.append(f"{name} failed{times} ({errs[-1][:80]})")
+    return ", ".join(parts)
+
+
+def usage_record(
+    ctx: CallContext, d: Deployment | None, *, kind: Literal["request", "attempt"], usage: Usage, status: int,
+    ttft_ms: float | None, reason: str, error: str | None, fallbacks: int, cost: float = 0.0,
+    latency_ms: float | None = None,
+) -> UsageRecord:
+    """The ledger row of a finished request (kind="request") or of one failed attempt."""
+    ident = ctx.identity
+    if latency_ms is None:
+        latency_ms = (time.perf_counter() - ctx.started) * 1000
+    return UsageRecord(
+        ts=ctx.wall_start, request_id=ctx.request_id, kind=kind, key_name=ident.key_name,
+        agent=ident.agent, session=ident.session, task=ident.task, requested_model=ctx.requested_model,
+        deployment=d.name if d else None, provider=d.provider if d else None, tier=d.tier if d else None,
+        local=bool(d and d.local), prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        usage_estimated=usage.estimated, cost_usd=cost, latency_ms=latency_ms, ttft_ms=ttft_ms, status=status,
+        stream=ctx.stream, fallbacks=max(0, fallbacks), reason=reason, error=error, protocol=ctx.protocol,
+    )
