@@ -74,9 +74,20 @@ def parsed_arguments(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def deployment(api: str, model: str, *, max_output_tokens: int | None = None) -> Deployment:
-    return Deployment(name="d1", provider="p", api=api, base_url=BASE, model=model, tier=1, local=False,
-                      context_window=200_000, max_output_tokens=max_output_tokens, input_per_mtok=1.0,
-                      output_per_mtok=2.0, api_key="sk-test")
+    return Deployment(
+        name="d1",
+        provider="p",
+        api=api,
+        base_url=BASE,
+        model=model,
+        tier=1,
+        local=False,
+        context_window=200_000,
+        max_output_tokens=max_output_tokens,
+        input_per_mtok=1.0,
+        output_per_mtok=2.0,
+        api_key="sk-test",
+    )
 
 
 def run(coro):
@@ -88,39 +99,72 @@ async def drain(s: UpstreamStream) -> bytes:
 
 
 # Client requests: the vendors' own first examples (OpenAI "Create chat completion", Anthropic "Messages").
-OPENAI_REQUEST = {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                                                       {"role": "user", "content": "Hello!"}]}
-ANTHROPIC_REQUEST = {"model": "claude-sonnet-4-5", "max_tokens": 1024,
-                     "messages": [{"role": "user", "content": "Hello, Claude"}]}
+OPENAI_REQUEST = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}],
+}
+ANTHROPIC_REQUEST = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 1024,
+    "messages": [{"role": "user", "content": "Hello, Claude"}],
+}
 
 # Error envelopes as each vendor documents them (OpenAI: error codes guide; Anthropic: Errors page).
 ERRORS = {
     "openai": {
-        429: {"error": {"message": "Rate limit reached for gpt-4o-mini in organization org-123 on requests per min "
-                                   "(RPM): Limit 3, Used 3, Requested 1. Please try again in 20s.",
-                        "type": "requests", "param": None, "code": "rate_limit_exceeded"}},
-        400: {"error": {"message": "We could not parse the JSON body of your request. (HINT: This likely means you "
-                                   "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-                                   "but what was sent was not valid JSON. If you have trouble figuring out how to "
-                                   "fix this, please contact us through our help center at help.openai.com.)",
-                        "type": "invalid_request_error", "param": None, "code": None}},
-        500: {"error": {"message": "The server had an error while processing your request. Sorry about that!",
-                        "type": "server_error", "param": None, "code": None}},
+        429: {
+            "error": {
+                "message": "Rate limit reached for gpt-4o-mini in organization org-123 on requests per min "
+                "(RPM): Limit 3, Used 3, Requested 1. Please try again in 20s.",
+                "type": "requests",
+                "param": None,
+                "code": "rate_limit_exceeded",
+            }
+        },
+        400: {
+            "error": {
+                "message": "We could not parse the JSON body of your request. (HINT: This likely means you "
+                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+                "but what was sent was not valid JSON. If you have trouble figuring out how to "
+                "fix this, please contact us through our help center at help.openai.com.)",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+        500: {
+            "error": {
+                "message": "The server had an error while processing your request. Sorry about that!",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        },
     },
     "anthropic": {
-        429: {"type": "error", "error": {"type": "rate_limit_error", "message": "Your account has hit a rate limit."},
-              "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"},
-        400: {"type": "error", "error": {"type": "invalid_request_error",
-                                         "message": "messages: at least one message is required"},
-              "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"},
-        500: {"type": "error", "error": {"type": "api_error", "message": "Internal server error"},
-              "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"},
+        429: {
+            "type": "error",
+            "error": {"type": "rate_limit_error", "message": "Your account has hit a rate limit."},
+            "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+        },
+        400: {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "messages: at least one message is required"},
+            "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+        },
+        500: {
+            "type": "error",
+            "error": {"type": "api_error", "message": "Internal server error"},
+            "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy",
+        },
     },
 }
 
 # The start of a stream, and its end marker, per upstream protocol (from the golden transcripts).
-STREAM_START = {"openai": events_of("openai_stream_text.sse")[:2],
-                "anthropic": events_of("anthropic_stream_thinking_tool.sse")[:3]}
+STREAM_START = {
+    "openai": events_of("openai_stream_text.sse")[:2],
+    "anthropic": events_of("anthropic_stream_thinking_tool.sse")[:3],
+}
 STREAM_END = {"openai": [b"data: [DONE]\n\n"], "anthropic": events_of("anthropic_stream_thinking_tool.sse")[-1:]}
 END_MARKER = {"openai-chat": b"data: [DONE]", "anthropic-messages": b"event: message_stop"}
 
@@ -142,10 +186,20 @@ class Case:
 CASES = [
     Case("openai-chat", OpenAIChatAdapter, "openai", "openai-chat", OPENAI_REQUEST),
     Case("anthropic-messages", AnthropicMessagesAdapter, "anthropic", "anthropic-messages", ANTHROPIC_REQUEST),
-    Case("anthropic-via-openai", lambda t: AnthropicViaOpenAI(OpenAIChatAdapter(t)), "openai", "anthropic-messages",
-         ANTHROPIC_REQUEST),
-    Case("openai-via-anthropic", lambda t: OpenAIViaAnthropic(AnthropicMessagesAdapter(t)), "anthropic", "openai-chat",
-         OPENAI_REQUEST),
+    Case(
+        "anthropic-via-openai",
+        lambda t: AnthropicViaOpenAI(OpenAIChatAdapter(t)),
+        "openai",
+        "anthropic-messages",
+        ANTHROPIC_REQUEST,
+    ),
+    Case(
+        "openai-via-anthropic",
+        lambda t: OpenAIViaAnthropic(AnthropicMessagesAdapter(t)),
+        "anthropic",
+        "openai-chat",
+        OPENAI_REQUEST,
+    ),
 ]
 every_adapter = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 
@@ -205,15 +259,22 @@ def test_openai_stream_is_relayed_event_by_event_with_its_usage():
 
 def test_openai_usage_chunk_asked_for_by_tiergate_is_read_and_not_relayed():
     # the API reference's stream_options example: a last chunk with empty choices and the usage
-    usage_chunk = {"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
-                   "model": "gpt-4o-mini", "system_fingerprint": "fp_44709d6fcb", "choices": [],
-                   "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}}
+    usage_chunk = {
+        "id": "chatcmpl-123",
+        "object": "chat.completion.chunk",
+        "created": 1694268190,
+        "model": "gpt-4o-mini",
+        "system_fingerprint": "fp_44709d6fcb",
+        "choices": [],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
+    }
     content = events_of("openai_stream_text.sse")[:-1]  # up to the finish_reason chunk
 
     async def main():
         t = MemoryTransport(lambda req: Reply.sse([*content, usage_chunk, "[DONE]"]))
-        s = await OpenAIChatAdapter(t).stream(deployment("openai-chat", "gpt-4o-mini"),
-                                              {**OPENAI_REQUEST, "stream": True}, timeout_s=5)
+        s = await OpenAIChatAdapter(t).stream(
+            deployment("openai-chat", "gpt-4o-mini"), {**OPENAI_REQUEST, "stream": True}, timeout_s=5
+        )
         out = await drain(s)
         assert t.requests[0].json["stream_options"] == {"include_usage": True}
         assert out == b"".join(content) + b"data: [DONE]\n\n"
@@ -224,9 +285,12 @@ def test_openai_usage_chunk_asked_for_by_tiergate_is_read_and_not_relayed():
 
 def test_embeddings_go_to_their_path_and_are_never_streamed():
     # the API reference's "Create embeddings" example response
-    served = {"object": "list", "data": [{"object": "embedding", "embedding": [0.0023064255, -0.009327292, -0.0028842222],
-                                          "index": 0}],
-              "model": "text-embedding-ada-002", "usage": {"prompt_tokens": 8, "total_tokens": 8}}
+    served = {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": [0.0023064255, -0.009327292, -0.0028842222], "index": 0}],
+        "model": "text-embedding-ada-002",
+        "usage": {"prompt_tokens": 8, "total_tokens": 8},
+    }
 
     async def main():
         t = MemoryTransport(lambda req: Reply.json(served))
@@ -254,8 +318,10 @@ def test_anthropic_request_travels_whole_with_the_client_hints():
 
     async def main():
         t = MemoryTransport(lambda req: Reply.json(served, headers={"request-id": "req_018EeWyXxfu5pfWkrYcMdjWG"}))
-        hints = ClientHints(headers={"anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching-2024-07-31"},
-                            query="beta=true")
+        hints = ClientHints(
+            headers={"anthropic-version": "2023-06-01", "anthropic-beta": "prompt-caching-2024-07-31"},
+            query="beta=true",
+        )
         d = deployment("anthropic-messages", "claude-sonnet-4-5-20250929")
         reply = await AnthropicMessagesAdapter(t).complete(d, {**fx, "stream": False}, timeout_s=5, hints=hints)
         assert orjson.loads(reply.body) == served
@@ -275,8 +341,9 @@ def test_anthropic_prompt_tokens_count_cache_reads_and_writes():
 
     async def main():
         t = MemoryTransport(lambda req: Reply.json(served))
-        reply = await AnthropicMessagesAdapter(t).complete(deployment("anthropic-messages", "m"), ANTHROPIC_REQUEST,
-                                                           timeout_s=5)
+        reply = await AnthropicMessagesAdapter(t).complete(
+            deployment("anthropic-messages", "m"), ANTHROPIC_REQUEST, timeout_s=5
+        )
         cached = u["input_tokens"] + u.get("cache_read_input_tokens", 0) + u.get("cache_creation_input_tokens", 0)
         assert u.get("cache_read_input_tokens") and reply.usage.prompt_tokens == cached
         assert reply.usage.completion_tokens == u["output_tokens"]
@@ -289,8 +356,9 @@ def test_anthropic_stream_is_relayed_unchanged_with_its_usage():
 
     async def main():
         t = MemoryTransport(lambda req: Reply.sse(events))
-        s = await AnthropicMessagesAdapter(t).stream(deployment("anthropic-messages", "m"),
-                                                     {**ANTHROPIC_REQUEST, "stream": True}, timeout_s=5)
+        s = await AnthropicMessagesAdapter(t).stream(
+            deployment("anthropic-messages", "m"), {**ANTHROPIC_REQUEST, "stream": True}, timeout_s=5
+        )
         assert s.first_event == events[0]
         assert await drain(s) == b"".join(events)
         assert (s.usage.prompt_tokens, s.usage.completion_tokens, s.usage.estimated) == (472, 89, False)
@@ -301,7 +369,9 @@ def test_anthropic_stream_is_relayed_unchanged_with_its_usage():
 
 
 # Anthropic's documented in-stream error (Streaming messages, "Error events").
-OVERLOADED = b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+OVERLOADED = (
+    b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+)
 
 
 def test_anthropic_error_event_first_is_a_failed_attempt_and_later_ends_the_stream():
@@ -313,8 +383,9 @@ def test_anthropic_error_event_first_is_a_failed_attempt_and_later_ends_the_stre
         assert (e.value.status, e.value.message) == (529, "overloaded_error: Overloaded") and e.value.retryable
         assert t.responses[0].outcome == "closed"
         t = MemoryTransport(lambda req: Reply.sse([*STREAM_START["anthropic"], OVERLOADED]))
-        s = await AnthropicMessagesAdapter(t).stream(deployment("anthropic-messages", "m"), ANTHROPIC_REQUEST,
-                                                     timeout_s=5)
+        s = await AnthropicMessagesAdapter(t).stream(
+            deployment("anthropic-messages", "m"), ANTHROPIC_REQUEST, timeout_s=5
+        )
         await drain(s)
         assert not s.status.completed and s.status.error == "overloaded_error: Overloaded"
 
@@ -386,8 +457,7 @@ def test_openai_client_streaming_from_an_anthropic_upstream():
         assert t.requests[0].json == {**req["anthropic"], "model": d.model}
         ids = {c.pop("id") for c in chunks if c != "[DONE]"} | {c.pop("created") for c in chunks if c != "[DONE]"}
         assert len(ids) == 2  # one completion id, one timestamp
-        assert chunks == [c if c == "[DONE]" else {k: v for k, v in c.items() if k != "id"}
-                          for c in expected["chunks"]]
+        assert chunks == [c if c == "[DONE]" else {k: v for k, v in c.items() if k != "id"} for c in expected["chunks"]]
         assert s.status.completed and (s.usage.prompt_tokens, s.usage.completion_tokens) == (472, 89)
 
     run(main())

@@ -73,8 +73,8 @@ def test_sse_parts_are_encoded_as_the_vendors_send_them():
         {"type": "message_stop"},  # Anthropic: an event line named after the type
         {"object": "chat.completion.chunk"},  # OpenAI: data only
         "[DONE]",
-        b"data: {\"split",  # raw bytes as they are: an event cut across two reads
-        b"\": 1}\n\n",
+        b'data: {"split',  # raw bytes as they are: an event cut across two reads
+        b'": 1}\n\n',
     ]
 
     async def main():

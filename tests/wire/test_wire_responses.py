@@ -46,31 +46,49 @@ def test_produced_responses_validate_with_the_sdks(name):
         message = Message.model_validate(out)
         # and through the SDK's own client, as a client of the gateway would see it
         sdk = anthropic_client(orjson.dumps(out), "application/json").messages.create(
-            model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+            model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
         assert sdk.model_dump() == message.model_dump()
     else:
         out = anthropic_to_openai_response(fx["anthropic"], model=fx["model"])
         completion = ChatCompletion.model_validate(out)
         sdk = openai_client(orjson.dumps(out), "application/json").chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}])
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
         assert sdk.model_dump() == completion.model_dump()
 
 
 @pytest.mark.parametrize(
     ("finish", "stop"),
-    [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"),
-     ("content_filter", "refusal"), ("function_call", "tool_use"), (None, "end_turn"), ("weird", "end_turn")],
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+        ("content_filter", "refusal"),
+        ("function_call", "tool_use"),
+        (None, "end_turn"),
+        ("weird", "end_turn"),
+    ],
 )
 def test_openai_finish_reason_to_stop_reason(finish, stop):
-    obj = {"id": "chatcmpl-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"},
-                                            "finish_reason": finish}]}
+    obj = {
+        "id": "chatcmpl-1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": finish}],
+    }
     assert openai_to_anthropic_response(obj, model="m")["stop_reason"] == stop
 
 
 @pytest.mark.parametrize(
     ("stop", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
-     ("refusal", "content_filter"), ("pause_turn", "stop"), ("model_context_window_exceeded", "length")],
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+    ],
 )
 def test_anthropic_stop_reason_to_finish_reason(stop, finish):
     assert ANTHROPIC_TO_OPENAI_STOP[stop] == finish
@@ -94,25 +112,50 @@ def test_stop_maps_cover_both_vocabularies():
 
 def test_tool_calls_with_finish_stop_still_mean_tool_use():
     """Several OpenAI-compatible servers report finish_reason "stop" after tool calls."""
-    obj = {"id": "x", "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
-           "content": "", "tool_calls": [{"id": "c1", "type": "function",
-                                          "function": {"name": "f", "arguments": "not json"}}]}}]}
+    obj = {
+        "id": "x",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "not json"}}
+                    ],
+                },
+            }
+        ],
+    }
     out = openai_to_anthropic_response(obj, model="m")
     assert out["stop_reason"] == "tool_use"
     assert out["content"] == [{"type": "tool_use", "id": "c1", "name": "f", "input": {}}]
 
 
 def test_refusal_becomes_text_with_refusal_stop():
-    obj = {"id": "x", "choices": [{"index": 0, "finish_reason": "stop", "message": {
-        "role": "assistant", "content": None, "refusal": "I can't help with that."}}]}
+    obj = {
+        "id": "x",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+            }
+        ],
+    }
     out = openai_to_anthropic_response(obj, model="m")
     assert out["content"] == [{"type": "text", "text": "I can't help with that."}]
     assert out["stop_reason"] == "refusal"
 
 
 def test_server_tool_only_turn_is_not_tool_calls():
-    obj = {"id": "msg_1", "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 4},
-           "content": [{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}]}
+    obj = {
+        "id": "msg_1",
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 3, "output_tokens": 4},
+        "content": [{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}],
+    }
     out = anthropic_to_openai_response(obj, model="m")
     assert out["choices"][0]["finish_reason"] == "stop"
     assert out["choices"][0]["message"]["content"] == ""
@@ -135,8 +178,10 @@ def test_openai_response_errors(obj, message):
 
 @pytest.mark.parametrize(
     ("obj", "message"),
-    [({"content": "hi"}, "content: must be an array"),
-     ({"content": [{"type": "tool_use", "input": {}}]}, "content[0]: tool_use needs an id and a name")],
+    [
+        ({"content": "hi"}, "content: must be an array"),
+        ({"content": [{"type": "tool_use", "input": {}}]}, "content[0]: tool_use needs an id and a name"),
+    ],
 )
 def test_anthropic_response_errors(obj, message):
     with pytest.raises(ValueError) as err:

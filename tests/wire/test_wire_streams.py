@@ -99,8 +99,14 @@ def test_finish_is_idempotent_and_done_calls_it():
     first = stream.feed(b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n')
     done = stream.feed(b"data: [DONE]\n\n")
     assert [e[0] for e in anthropic_events(first + done)] == [
-        "message_start", "content_block_start", "ping", "content_block_delta",
-        "content_block_stop", "message_delta", "message_stop"]
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     assert stream.finish() == b"" and stream.feed(b'data: {"choices":[]}\n\n') == b""
 
     back = AnthropicToOpenAIStream(model="m", completion_id="chatcmpl-1", include_usage=False)
@@ -118,8 +124,10 @@ def test_upstream_ending_without_done():
     assert stream.usage == (7, 0)
 
     back = AnthropicToOpenAIStream(model="m", completion_id="chatcmpl-2", include_usage=True)
-    text = back.feed(b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-                     b'"delta":{"type":"text_delta","text":"cut"}}\n\n')
+    text = back.feed(
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"cut"}}\n\n'
+    )
     chunks = openai_events(text + back.finish())
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[1]["choices"][0]["delta"] == {"content": "cut"}
@@ -132,11 +140,28 @@ def test_text_after_tool_call_opens_a_new_block_and_usage_in_finish_chunk():
     stream = OpenAIToAnthropicStream(model="m", message_id="msg_2")
     chunks = [
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Let me look."}}]},
-        {"choices": [{"index": 0, "delta": {"tool_calls": [
-            {"index": 0, "id": "c0", "type": "function", "function": {"name": "a", "arguments": "{}"}},
-            {"index": 1, "id": "c1", "type": "function", "function": {"name": "b", "arguments": "{\"x\":1}"}}]}}]},
-        {"choices": [{"index": 0, "delta": {"content": "Done."}, "finish_reason": "tool_calls"}],
-         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {"index": 0, "id": "c0", "type": "function", "function": {"name": "a", "arguments": "{}"}},
+                            {
+                                "index": 1,
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "b", "arguments": '{"x":1}'},
+                            },
+                        ]
+                    },
+                }
+            ]
+        },
+        {
+            "choices": [{"index": 0, "delta": {"content": "Done."}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        },
     ]
     out = b"".join(stream.feed(b"data: " + orjson.dumps(c) + b"\n\n") for c in chunks) + stream.finish()
     events = anthropic_events(out)
@@ -158,17 +183,21 @@ def test_text_after_tool_call_opens_a_new_block_and_usage_in_finish_chunk():
 def test_tool_calls_without_index_are_told_apart_by_id():
     stream = OpenAIToAnthropicStream(model="m", message_id="msg_3")
     deltas = [
-        {"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "{\"q\":"}}]},
+        {"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": '{"q":'}}]},
         {"tool_calls": [{"function": {"arguments": "1}"}}]},
         {"tool_calls": [{"id": "b", "function": {"name": "g", "arguments": "{}"}}]},
     ]
-    out = b"".join(stream.feed(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": d}]}) + b"\n\n")
-                   for d in deltas) + stream.finish()
+    out = (
+        b"".join(
+            stream.feed(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": d}]}) + b"\n\n") for d in deltas
+        )
+        + stream.finish()
+    )
     events = anthropic_events(out)
     starts = [e[1]["content_block"]["id"] for e in events if e[0] == "content_block_start"]
     fragments = [(e[1]["index"], e[1]["delta"]["partial_json"]) for e in events if e[0] == "content_block_delta"]
     assert starts == ["a", "b"]
-    assert fragments == [(0, "{\"q\":"), (0, "1}"), (1, "{}")]
+    assert fragments == [(0, '{"q":'), (0, "1}"), (1, "{}")]
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
 
@@ -179,10 +208,12 @@ def test_errors_inside_streams():
     assert stream.finish() == b""
 
     back = AnthropicToOpenAIStream(model="m", completion_id="chatcmpl-3", include_usage=False)
-    out = back.feed(b'event: error\ndata: {"type":"error",'
-                    b'"error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
-    assert openai_events(out) == [{"error": {"message": "Overloaded", "type": "overloaded_error",
-                                             "param": None, "code": None}}]
+    out = back.feed(
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    )
+    assert openai_events(out) == [
+        {"error": {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": None}}
+    ]
     assert back.finish() == b""
 
     with pytest.raises(ValueError, match="stream: invalid JSON"):
@@ -203,13 +234,21 @@ def test_crlf_comments_and_keepalives_are_tolerated():
 
 def test_anthropic_usage_counts_cache_tokens_as_prompt():
     back = AnthropicToOpenAIStream(model="m", completion_id="c", include_usage=True)
-    back.feed(b'data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",'
-              b'"content":[],"model":"x","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,'
-              b'"cache_creation_input_tokens":100,"cache_read_input_tokens":900,"output_tokens":1}}}\n\n')
-    out = back.feed(b'data: {"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},'
-                    b'"usage":{"output_tokens":42}}\n\n') + back.feed(b'data: {"type":"message_stop"}\n\n')
+    back.feed(
+        b'data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",'
+        b'"content":[],"model":"x","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,'
+        b'"cache_creation_input_tokens":100,"cache_read_input_tokens":900,"output_tokens":1}}}\n\n'
+    )
+    out = back.feed(
+        b'data: {"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},'
+        b'"usage":{"output_tokens":42}}\n\n'
+    ) + back.feed(b'data: {"type":"message_stop"}\n\n')
     chunks = openai_events(out)
     assert chunks[0]["choices"][0]["finish_reason"] == "length"
-    assert chunks[1]["usage"] == {"prompt_tokens": 1003, "completion_tokens": 42, "total_tokens": 1045,
-                                  "prompt_tokens_details": {"cached_tokens": 900}}
+    assert chunks[1]["usage"] == {
+        "prompt_tokens": 1003,
+        "completion_tokens": 42,
+        "total_tokens": 1045,
+        "prompt_tokens_details": {"cached_tokens": 900},
+    }
     assert back.usage == (1003, 42)

@@ -69,13 +69,15 @@ def anthropic_client(body: bytes, content_type: str = "text/event-stream"):
     """The official anthropic SDK, answered by ``body`` whatever it asks."""
     import anthropic
 
-    return anthropic.Anthropic(api_key="test", base_url="http://upstream.test",
-                               http_client=_transport(body, content_type), max_retries=0)
+    return anthropic.Anthropic(
+        api_key="test", base_url="http://upstream.test", http_client=_transport(body, content_type), max_retries=0
+    )
 
 
 def openai_client(body: bytes, content_type: str = "text/event-stream"):
     """The official openai SDK, answered by ``body`` whatever it asks."""
     import openai
 
-    return openai.OpenAI(api_key="test", base_url="http://upstream.test/v1",
-                         http_client=_transport(body, content_type), max_retries=0)
+    return openai.OpenAI(
+        api_key="test", base_url="http://upstream.test/v1", http_client=_transport(body, content_type), max_retries=0
+    )

@@ -54,8 +54,12 @@ def usage_from_anthropic(u: Any) -> Usage | None:
 
 
 def headers_for(d: Deployment, hints: ClientHints) -> dict[str, str]:
-    h = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "anthropic-version": DEFAULT_VERSION,
-         **d.headers}
+    h = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "anthropic-version": DEFAULT_VERSION,
+        **d.headers,
+    }
     for name in FORWARDED_HEADERS:
         value = hints.headers.get(name)
         if value:
@@ -78,13 +82,19 @@ class AnthropicMessagesAdapter:
         return f"{base}/v1/messages" + (f"?{hints.query}" if hints.query else "")
 
     async def complete(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
         output_cap: int | None = None,
     ) -> UpstreamReply:
         data = orjson.dumps(upstream_body(body, d, output_cap))
         t0 = time.perf_counter()
-        raw, ctype = await post_for_body(self._client, self._url(d, hints), data, headers_for(d, hints),
-                                         timeout_s=timeout_s)
+        raw, ctype = await post_for_body(
+            self._client, self._url(d, hints), data, headers_for(d, hints), timeout_s=timeout_s
+        )
         upstream_ms = (time.perf_counter() - t0) * 1000
         try:
             usage = usage_from_anthropic(orjson.loads(raw).get("usage"))
@@ -95,14 +105,19 @@ class AnthropicMessagesAdapter:
         return UpstreamReply(200, raw, ctype, usage, upstream_ms)
 
     async def stream(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
         output_cap: int | None = None,
     ) -> UpstreamStream:
         data = orjson.dumps(upstream_body(body, d, output_cap))
         t0 = time.perf_counter()
         resp, events, first = await open_event_stream(
-            self._client, self._url(d, hints), data, headers_for(d, hints),
-            timeout_s=timeout_s)
+            self._client, self._url(d, hints), data, headers_for(d, hints), timeout_s=timeout_s
+        )
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
         status = StreamStatus()
         watcher = _AnthropicStream(events, usage, status, resp=resp)
@@ -111,16 +126,22 @@ class AnthropicMessagesAdapter:
             resp.close()
             raise AttemptError("status", status.error, status=529)
         return UpstreamStream(
-            first_event=first, rest=watcher.rest(), usage=usage, content_type="text/event-stream",
-            upstream_ms_to_first=(time.perf_counter() - t0) * 1000, close=resp.close, status=status,
+            first_event=first,
+            rest=watcher.rest(),
+            usage=usage,
+            content_type="text/event-stream",
+            upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
+            close=resp.close,
+            status=status,
         )
 
 
 class _AnthropicStream:
     """Watches Anthropic SSE events go by: usage from message_start / message_delta, the end, errors."""
 
-    def __init__(self, events: AsyncIterator[bytes], usage: Usage, status: StreamStatus, *,
-                 resp: UpstreamReplyStream) -> None:
+    def __init__(
+        self, events: AsyncIterator[bytes], usage: Usage, status: StreamStatus, *, resp: UpstreamReplyStream
+    ) -> None:
         self._events = events
         self._usage = usage
         self._status = status
@@ -138,9 +159,9 @@ class _AnthropicStream:
             if u is not None:
                 self._usage.prompt_tokens, self._usage.estimated = u.prompt_tokens, False
         elif kind == "message_delta":
-            u = (obj.get("usage") or {})
-            if "output_tokens" in u:
-                self._usage.completion_tokens = int(u["output_tokens"] or 0)
+            delta_usage = obj.get("usage")
+            if isinstance(delta_usage, dict) and "output_tokens" in delta_usage:
+                self._usage.completion_tokens = int(delta_usage["output_tokens"] or 0)
         elif kind == "message_stop":
             self._status.completed = True
         elif kind == "error":
@@ -152,7 +173,7 @@ class _AnthropicStream:
             async for ev in self._events:
                 self.inspect(ev)
                 yield ev
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # a failure mid-stream is recorded in the status, not raised into the relay
             self._status.error = classify_exception(exc).summary()
         finally:
             if self._status.completed:

@@ -86,8 +86,9 @@ def vendor_error_message(body: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     err = obj.get("error") if isinstance(obj, dict) else None
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"].replace("\n", " ")
+    message = err.get("message") if isinstance(err, dict) else None
+    if isinstance(message, str):
+        return message.replace("\n", " ")
     if isinstance(err, str):
         return err
     return None
@@ -123,7 +124,12 @@ async def iter_sse_events(resp: UpstreamReplyStream) -> AsyncIterator[bytes]:
 
 
 async def post_for_body(
-    client: UpstreamTransport, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
+    client: UpstreamTransport,
+    url: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float,
 ) -> tuple[bytes, str]:
     """POST and return (body, content type) within ``timeout_s``; any failure is an AttemptError."""
     resp = await client.post(url, data, headers, timeout_s=timeout_s)
@@ -133,7 +139,12 @@ async def post_for_body(
 
 
 async def open_event_stream(
-    client: UpstreamTransport, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float,
+    client: UpstreamTransport,
+    url: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float,
 ) -> tuple[UpstreamReplyStream, AsyncIterator[bytes], bytes]:
     """POST, wait for the first whole SSE event, return (response, remaining events, first event).
 
@@ -176,8 +187,22 @@ class Adapter(Protocol):
     field its protocol and model take, and only when the client set no cap of its own.
     """
 
-    async def complete(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
-                       hints: ClientHints = NO_HINTS, output_cap: int | None = None) -> UpstreamReply: ...
+    async def complete(
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
+    ) -> UpstreamReply: ...
 
-    async def stream(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
-                     hints: ClientHints = NO_HINTS, output_cap: int | None = None) -> UpstreamStream: ...
+    async def stream(
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
+    ) -> UpstreamStream: ...

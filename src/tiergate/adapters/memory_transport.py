@@ -97,8 +97,13 @@ class Reply:
         return cls(status, body, {"content-type": "application/json", **(headers or {})})
 
     @classmethod
-    def sse(cls, events: bytes | Sequence[Part] | AsyncIterable[Part], *, status: int = 200,
-            headers: Mapping[str, str] | None = None) -> Reply:
+    def sse(
+        cls,
+        events: bytes | Sequence[Part] | AsyncIterable[Part],
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
         """An event stream: a whole transcript as bytes, or its events / chunks one by one."""
         return cls(status, events, {"content-type": "text/event-stream", **(headers or {})})
 
@@ -224,9 +229,13 @@ class MemoryResponse:
         except TimeoutError:
             if not t.expired():
                 raise
-            self._error = AttemptError("timeout", f"no data from upstream for {self._idle_s:g} s"
-                                       if self._idle_s is not None else f"no answer within {self._timeout_s:g} s")
-        except Exception as exc:  # noqa: BLE001 - a scripted failure (an AttemptError, as the real client's)
+            self._error = AttemptError(
+                "timeout",
+                f"no data from upstream for {self._idle_s:g} s"
+                if self._idle_s is not None
+                else f"no answer within {self._timeout_s:g} s",
+            )
+        except Exception as exc:  # a scripted failure (an AttemptError, as the real client's)
             self._error = exc
         else:
             if part is None:

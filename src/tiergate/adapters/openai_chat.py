@@ -37,6 +37,7 @@ DONE = b"data: [DONE]"
 # OpenAI models that take only max_completion_tokens (o1, o3, o4-mini, gpt-5, ...): max_tokens is a 400 there
 REASONING_FAMILIES = re.compile(r"^(?:openai/)?(?:o\d|gpt-5)")
 
+
 def output_cap_field(model: str) -> str:
     """The output-cap field a model accepts: OpenAI's reasoning families refuse ``max_tokens``."""
     return "max_completion_tokens" if REASONING_FAMILIES.match(model) else "max_tokens"
@@ -101,7 +102,12 @@ class OpenAIChatAdapter:
         return t[1], t[2]
 
     async def complete(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
         output_cap: int | None = None,
     ) -> UpstreamReply:
         payload, _ = upstream_body(body, d, output_cap if self.caps_output else None)
@@ -119,7 +125,12 @@ class OpenAIChatAdapter:
         return UpstreamReply(200, raw, ctype, usage, upstream_ms)
 
     async def stream(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
         output_cap: int | None = None,
     ) -> UpstreamStream:
         payload, injected = upstream_body(body, d, output_cap)
@@ -191,7 +202,7 @@ class _OpenAIStream:
                 out = self.inspect(ev)
                 if out is not None:
                     yield out
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # a failure mid-stream is recorded in the status, not raised into the relay
             err = classify_exception(exc)
             self._status.error = err.summary()
         finally:
@@ -210,7 +221,12 @@ class OpenAIEmbeddingsAdapter(OpenAIChatAdapter):
     caps_output = False  # embeddings produce no tokens to cap
 
     async def stream(
-        self, d: Deployment, body: dict[str, Any], *, timeout_s: float, hints: ClientHints = NO_HINTS,
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
         output_cap: int | None = None,
     ) -> UpstreamStream:
         raise AttemptError("protocol", "embeddings are not streamed")

@@ -22,6 +22,7 @@ from tiergate.adapters.translate_common import (
     _TOOL_CHOICE,
     _TOOL_KEYS,
     OPENAI_MAX_STOP,
+    JsonObject,
     _bad,
     _blocks,
     _clamp,
@@ -29,17 +30,20 @@ from tiergate.adapters.translate_common import (
     _leftovers,
     _mentions,
     _note,
+    _obj,
     _objects,
     _required,
 )
-from tiergate.adapters.translate_to_anthropic import openai_to_anthropic_request  # noqa: F401 - one import point for both directions
+
+# re-exported: one import point for both directions
+from tiergate.adapters.translate_to_anthropic import openai_to_anthropic_request as openai_to_anthropic_request
 
 # --------------------------------------------------------------------------- Anthropic -> OpenAI
 
 
 def anthropic_to_openai_request(
-    body: dict, *, model: str, max_tokens_limit: int | None = None
-) -> tuple[dict, list[str]]:
+    body: JsonObject, *, model: str, max_tokens_limit: int | None = None
+) -> tuple[JsonObject, list[str]]:
     """Anthropic Messages request -> OpenAI chat request for an OpenAI-protocol upstream.
 
     ``max_tokens`` becomes OpenAI ``max_tokens`` (the spelling every
@@ -48,7 +52,7 @@ def anthropic_to_openai_request(
     if not isinstance(body, dict):
         raise _bad("body", "must be a JSON object")
     dropped: list[str] = ["cache_control"] if _mentions(body, "cache_control") else []
-    messages: list[dict] = []
+    messages: list[JsonObject] = []
     systems = [_joined_text(body.get("system"), "system", "\n\n")]
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
@@ -91,7 +95,7 @@ def anthropic_to_openai_request(
     if tools:
         out["tools"] = tools
     meta = body.get("metadata")
-    for key, value in (meta.items() if isinstance(meta, dict) else ()):
+    for key, value in meta.items() if isinstance(meta, dict) else ():
         if key == "user_id" and isinstance(value, str) and value:
             out["user"] = value
         elif value is not None:
@@ -100,13 +104,13 @@ def anthropic_to_openai_request(
     return out, dropped
 
 
-def _anthropic_part(block: dict, path: str, dropped: list[str]) -> dict | None:
+def _anthropic_part(block: JsonObject, path: str, dropped: list[str]) -> JsonObject | None:
     """One user-side block -> one OpenAI content part, or None when OpenAI cannot carry it.
 
     Plain-text documents become text, base64 PDFs an OpenAI ``file`` part.
     """
     kind = block["type"]
-    src = block.get("source") if isinstance(block.get("source"), dict) else {}
+    src = _obj(block.get("source"))
     if kind == "text":
         if not isinstance(block.get("text"), str):
             raise _bad(f"{path}.text", "must be a string")
@@ -122,13 +126,18 @@ def _anthropic_part(block: dict, path: str, dropped: list[str]) -> dict | None:
     if kind == "document" and src.get("type") == "text" and isinstance(src.get("data"), str):
         return {"type": "text", "text": src["data"]}
     if kind == "document" and src.get("type") == "base64" and src.get("media_type") == "application/pdf":
-        return {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{src.get('data', '')}",
-                                         "filename": block.get("title") or "document.pdf"}}
+        return {
+            "type": "file",
+            "file": {
+                "file_data": f"data:application/pdf;base64,{src.get('data', '')}",
+                "filename": block.get("title") or "document.pdf",
+            },
+        }
     _note(dropped, f"{kind}.source.{src.get('type')}" if kind in ("image", "document") else f"content.{kind}")
     return None
 
 
-def _tool_result(block: dict, path: str, dropped: list[str]) -> tuple[dict, list[dict]]:
+def _tool_result(block: JsonObject, path: str, dropped: list[str]) -> tuple[JsonObject, list[JsonObject]]:
     """tool_result -> (OpenAI tool message, parts that must ride in the next user message).
 
     OpenAI tool messages carry text only, so images in a result move to the
@@ -137,7 +146,7 @@ def _tool_result(block: dict, path: str, dropped: list[str]) -> tuple[dict, list
     tool_id = _required(block, "tool_use_id", path)
     content = block.get("content")
     texts: list[str] = [content] if isinstance(content, str) else []
-    extra: list[dict] = []
+    extra: list[JsonObject] = []
     if content is not None and not isinstance(content, str):
         for k, inner in enumerate(_blocks(content, f"{path}.content")):
             part = _anthropic_part(inner, f"{path}.content[{k}]", dropped)
@@ -151,7 +160,7 @@ def _tool_result(block: dict, path: str, dropped: list[str]) -> tuple[dict, list
     return {"role": "tool", "tool_call_id": tool_id, "content": text}, extra
 
 
-def _anthropic_message(msg: Any, path: str, dropped: list[str]) -> list[dict]:
+def _anthropic_message(msg: Any, path: str, dropped: list[str]) -> list[JsonObject]:
     if not isinstance(msg, dict):
         raise _bad(path, "must be an object")
     role, content = msg.get("role"), msg.get("content")
@@ -159,12 +168,12 @@ def _anthropic_message(msg: Any, path: str, dropped: list[str]) -> list[dict]:
         raise _bad(f"{path}.role", f"unknown role {role!r}")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
-    content = _blocks(content, f"{path}.content")
+    blocks = _blocks(content, f"{path}.content")
     if role == "assistant":
-        return [_anthropic_assistant(content, path, dropped)]
-    out: list[dict] = []
-    parts: list[dict] = []
-    for j, block in enumerate(content):
+        return [_anthropic_assistant(blocks, path, dropped)]
+    out: list[JsonObject] = []
+    parts: list[JsonObject] = []
+    for j, block in enumerate(blocks):
         if block["type"] == "tool_result":
             tool_msg, extra = _tool_result(block, f"{path}.content[{j}]", dropped)
             out.append(tool_msg)
@@ -177,9 +186,9 @@ def _anthropic_message(msg: Any, path: str, dropped: list[str]) -> list[dict]:
     return out or [{"role": "user", "content": ""}]
 
 
-def _anthropic_assistant(content: list[dict], path: str, dropped: list[str]) -> dict:
+def _anthropic_assistant(content: list[JsonObject], path: str, dropped: list[str]) -> JsonObject:
     texts: list[str] = []
-    calls: list[dict] = []
+    calls: list[JsonObject] = []
     for j, block in enumerate(content):
         here = f"{path}.content[{j}]"
         if block["type"] == "text":
@@ -191,8 +200,13 @@ def _anthropic_assistant(content: list[dict], path: str, dropped: list[str]) -> 
             args = block.get("input", {})
             if not isinstance(args, dict):
                 raise _bad(f"{here}.input", "must be an object")
-            calls.append({"id": call_id, "type": "function",
-                          "function": {"name": name, "arguments": orjson.dumps(args).decode()}})
+            calls.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": orjson.dumps(args).decode()},
+                }
+            )
         else:  # thinking, redacted_thinking, server tool blocks
             _note(dropped, f"content.{block['type']}")
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
@@ -201,9 +215,9 @@ def _anthropic_assistant(content: list[dict], path: str, dropped: list[str]) -> 
     return msg
 
 
-def _anthropic_tools(tools: Any, dropped: list[str]) -> list[dict]:
+def _anthropic_tools(tools: Any, dropped: list[str]) -> list[JsonObject]:
     """Client tools -> functions; server tools (typed, no input_schema) cannot travel."""
-    out = []
+    out: list[JsonObject] = []
     for i, tool in _objects(tools, "tools") if tools is not None else ():
         if tool.get("type") not in (None, "custom") or "input_schema" not in tool:
             _note(dropped, f"tools.{tool.get('type') or tool.get('name')}")
@@ -223,13 +237,14 @@ def _anthropic_tools(tools: Any, dropped: list[str]) -> list[dict]:
     return out
 
 
-def _anthropic_tool_choice(choice: Any) -> tuple[Any, bool]:
+def _anthropic_tool_choice(choice: Any) -> tuple[str | JsonObject, bool]:
     """-> (OpenAI tool_choice, whether parallel tool calls are disabled)."""
-    kind = choice.get("type") if isinstance(choice, dict) else None
+    raw = choice.get("type") if isinstance(choice, dict) else None
+    kind = raw if isinstance(raw, str) else None  # a list or object would make the lookup below raise TypeError
     no_parallel = kind != "none" and bool(choice.get("disable_parallel_tool_use")) if kind else False
     simple = dict(_TOOL_CHOICE)
     if kind in simple:
         return simple[kind], no_parallel
     if kind == "tool":
         return {"type": "function", "function": {"name": _required(choice, "name", "tool_choice")}}, no_parallel
-    raise _bad("tool_choice.type", f"unknown tool_choice {kind!r}")
+    raise _bad("tool_choice.type", f"unknown tool_choice {raw!r}")

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
+
+from tiergate.adapters.translate_common import JsonObject, _obj
 
 OPENAI_TO_ANTHROPIC_STOP: dict[str, str] = {
     "stop": "end_turn",
@@ -40,12 +42,35 @@ ANTHROPIC_TO_OPENAI_STOP: dict[str, str] = {
 }
 
 
+class AnthropicUsage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+
+
+class PromptTokensDetails(TypedDict):
+    cached_tokens: int
+
+
+class OpenAIUsage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
 def _bad(path: str, what: str) -> ValueError:
     return ValueError(f"{path}: {what}")
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _reason(value: Any) -> str | None:
+    """A stop / finish reason; anything but a non-empty string reads as absent (unknown ones map to the default)."""
+    return value if isinstance(value, str) and value else None
 
 
 def anthropic_message_id(openai_id: Any) -> str:
@@ -62,7 +87,7 @@ def openai_completion_id(anthropic_id: Any) -> str:
     return "chatcmpl-" + uuid.uuid4().hex
 
 
-def parse_arguments(arguments: Any) -> dict:
+def parse_arguments(arguments: Any) -> JsonObject:
     """OpenAI function arguments (a JSON string) -> Anthropic tool input (an object).
 
     Arguments that are not a JSON object (a model can emit broken JSON) become
@@ -79,23 +104,31 @@ def parse_arguments(arguments: Any) -> dict:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def anthropic_usage_from_openai(usage: Any) -> dict[str, int]:
+def anthropic_usage_from_openai(usage: Any) -> AnthropicUsage:
     """OpenAI usage -> Anthropic usage, cached prompt tokens split out as cache reads."""
     u = usage if isinstance(usage, dict) else {}
-    prompt, cached = _int(u.get("prompt_tokens")), _int((u.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    prompt, cached = _int(u.get("prompt_tokens")), _int(_obj(u.get("prompt_tokens_details")).get("cached_tokens"))
     cached = min(cached, prompt)
-    return {"input_tokens": prompt - cached, "output_tokens": _int(u.get("completion_tokens")),
-            "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
+    return {
+        "input_tokens": prompt - cached,
+        "output_tokens": _int(u.get("completion_tokens")),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
 
 
-def openai_usage_from_anthropic(usage: Any) -> dict[str, Any]:
+def openai_usage_from_anthropic(usage: Any) -> OpenAIUsage:
     """Anthropic usage -> OpenAI usage: cache reads and writes are prompt tokens too."""
     u = usage if isinstance(usage, dict) else {}
     read = _int(u.get("cache_read_input_tokens"))
     prompt = _int(u.get("input_tokens")) + read + _int(u.get("cache_creation_input_tokens"))
     completion = _int(u.get("output_tokens"))
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": read}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": read},
+    }
 
 
 def _message_text(content: Any) -> str:
@@ -106,7 +139,7 @@ def _message_text(content: Any) -> str:
     return ""
 
 
-def openai_to_anthropic_response(obj: dict, *, model: str) -> dict:
+def openai_to_anthropic_response(obj: JsonObject, *, model: str) -> JsonObject:
     """chat.completion -> Anthropic Message (first choice; text then tool_use blocks)."""
     if not isinstance(obj, dict):
         raise _bad("body", "must be a JSON object")
@@ -117,7 +150,7 @@ def openai_to_anthropic_response(obj: dict, *, model: str) -> dict:
     message = choice.get("message")
     if not isinstance(message, dict):
         raise _bad("choices[0].message", "must be an object")
-    content: list[dict] = []
+    content: list[JsonObject] = []
     text = _message_text(message.get("content"))
     refusal = message.get("refusal") if isinstance(message.get("refusal"), str) else ""
     if text or refusal:
@@ -129,20 +162,32 @@ def openai_to_anthropic_response(obj: dict, *, model: str) -> dict:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _bad(f"choices[0].message.tool_calls[{j}].function", "needs a name")
-        content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
-                        "name": fn["name"], "input": parse_arguments(fn.get("arguments"))})
-    finish = choice.get("finish_reason")
-    stop = OPENAI_TO_ANTHROPIC_STOP.get(finish or "stop", "end_turn")
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
+                "name": fn["name"],
+                "input": parse_arguments(fn.get("arguments")),
+            }
+        )
+    stop = OPENAI_TO_ANTHROPIC_STOP.get(_reason(choice.get("finish_reason")) or "stop", "end_turn")
     if calls and stop == "end_turn":
         stop = "tool_use"  # several compatible servers say "stop" after tool calls
     if refusal and not text:
         stop = "refusal"
-    return {"id": anthropic_message_id(obj.get("id")), "type": "message", "role": "assistant",
-            "model": model, "content": content, "stop_reason": stop, "stop_sequence": None,
-            "usage": anthropic_usage_from_openai(obj.get("usage"))}
+    return {
+        "id": anthropic_message_id(obj.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": anthropic_usage_from_openai(obj.get("usage")),
+    }
 
 
-def anthropic_to_openai_response(obj: dict, *, model: str) -> dict:
+def anthropic_to_openai_response(obj: JsonObject, *, model: str) -> JsonObject:
     """Anthropic Message -> chat.completion (text joined, tool_use -> tool_calls)."""
     if not isinstance(obj, dict):
         raise _bad("body", "must be a JSON object")
@@ -150,27 +195,41 @@ def anthropic_to_openai_response(obj: dict, *, model: str) -> dict:
     if not isinstance(blocks, list):
         raise _bad("content", "must be an array")
     texts: list[str] = []
-    calls: list[dict] = []
+    calls: list[JsonObject] = []
     for j, block in enumerate(blocks):
         if not isinstance(block, dict):
             raise _bad(f"content[{j}]", "must be an object")
         if block.get("type") == "text":
-            texts.append(block.get("text") or "")
+            text = block.get("text") or ""
+            if not isinstance(text, str):
+                raise _bad(f"content[{j}].text", "must be a string")
+            texts.append(text)
         elif block.get("type") == "tool_use":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise _bad(f"content[{j}]", "tool_use needs an id and a name")
-            calls.append({"id": block["id"], "type": "function", "function": {
-                "name": block["name"], "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+            calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {"name": block["name"], "arguments": orjson.dumps(block.get("input") or {}).decode()},
+                }
+            )
         # thinking, redacted_thinking and server-tool blocks have no OpenAI form
-    message: dict[str, Any] = {"role": "assistant",
-                               "content": "".join(texts) if texts or not calls else None,
-                               "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
     if calls:
         message["tool_calls"] = calls
-    finish = ANTHROPIC_TO_OPENAI_STOP.get(obj.get("stop_reason") or "end_turn", "stop")
+    finish = ANTHROPIC_TO_OPENAI_STOP.get(_reason(obj.get("stop_reason")) or "end_turn", "stop")
     if finish == "tool_calls" and not calls:
         finish = "stop"  # only server tools ran: nothing for the client to call
-    return {"id": openai_completion_id(obj.get("id")), "object": "chat.completion",
-            "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": openai_usage_from_anthropic(obj.get("usage"))}
+    return {
+        "id": openai_completion_id(obj.get("id")),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": openai_usage_from_anthropic(obj.get("usage")),
+    }

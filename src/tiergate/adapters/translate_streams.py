@@ -31,9 +31,11 @@ from typing import Any
 
 import orjson
 
+from tiergate.adapters.translate_common import JsonObject, _obj
 from tiergate.adapters.translate_responses import (
     ANTHROPIC_TO_OPENAI_STOP,
     OPENAI_TO_ANTHROPIC_STOP,
+    _reason,
     openai_usage_from_anthropic,
 )
 
@@ -54,14 +56,14 @@ def parse_sse(event: bytes) -> tuple[str | None, str | None]:
     return name, ("\n".join(data) if data else None)
 
 
-def _load(data: str, protocol: str) -> dict:
+def _load(data: str, protocol: str) -> JsonObject:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise ValueError(f"stream: invalid JSON in an {protocol} event ({e})") from None
     if not isinstance(obj, dict):
         # ValueError, not TypeError: callers catch ValueError as "malformed upstream event"
-        raise ValueError(f"stream: an {protocol} event is not a JSON object")  # noqa: TRY004
+        raise ValueError(f"stream: an {protocol} event is not a JSON object")
     return obj
 
 
@@ -69,7 +71,15 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def anthropic_event(kind: str, payload: dict) -> bytes:
+def _block_index(obj: JsonObject) -> int | None:
+    """An Anthropic event's block ``index``: None when absent, ValueError when it is not an integer."""
+    index = obj.get("index")
+    if index is None or isinstance(index, int) and not isinstance(index, bool):
+        return index
+    raise ValueError(f"stream: an Anthropic {obj.get('type')} event's index is not an integer")
+
+
+def anthropic_event(kind: str, payload: JsonObject) -> bytes:
     """``event: X`` + ``data: {...}`` framing, the payload's ``type`` set to X."""
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **payload}) + b"\n\n"
 
@@ -93,11 +103,11 @@ class OpenAIToAnthropicStream:
         self._started = False
         self._pinged = False
         self._done = False
-        self._blocks = 0                  # Anthropic blocks started so far
-        self._open: int | None = None     # index of the open block
+        self._blocks = 0  # Anthropic blocks started so far
+        self._open: int | None = None  # index of the open block
         self._open_tool: int | None = None  # OpenAI tool index of the open block, if a tool
         self._tools: dict[int, int] = {}  # OpenAI tool index -> Anthropic block index
-        self._ids: dict[int, str] = {}    # OpenAI tool index -> tool call id
+        self._ids: dict[int, str] = {}  # OpenAI tool index -> tool call id
         self._finish: str | None = None
 
     @property
@@ -132,7 +142,7 @@ class OpenAIToAnthropicStream:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # n > 1 is never requested by the request translator
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = _obj(choice.get("delta"))
             for key in ("content", "refusal"):
                 if isinstance(delta.get(key), str) and delta[key]:
                     out.append(self._text(delta[key]))
@@ -140,7 +150,7 @@ class OpenAIToAnthropicStream:
                 if isinstance(call, dict):
                     out.append(self._tool(call))
             if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
+                self._finish = _reason(choice["finish_reason"])
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -154,8 +164,9 @@ class OpenAIToAnthropicStream:
         usage = {"output_tokens": self._output}
         if self._usage_seen:
             usage.update(input_tokens=self._prompt - self._cached, cache_read_input_tokens=self._cached)
-        out.append(anthropic_event("message_delta", {
-            "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage}))
+        out.append(
+            anthropic_event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": usage})
+        )
         out.append(anthropic_event("message_stop", {}))
         self._done = True
         return b"".join(out)
@@ -164,20 +175,32 @@ class OpenAIToAnthropicStream:
         if self._started:
             return b""
         self._started = True
-        return anthropic_event("message_start", {"message": {
-            "id": self._message_id, "type": "message", "role": "assistant", "model": self._model,
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": self._prompt, "output_tokens": 0}}})
+        return anthropic_event(
+            "message_start",
+            {
+                "message": {
+                    "id": self._message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self._model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": self._prompt, "output_tokens": 0},
+                }
+            },
+        )
 
-    def _open_block(self, block: dict) -> bytes:
+    def _open_block(self, block: JsonObject) -> tuple[int, bytes]:
+        """Close the open block and start ``block``: (its index, the events)."""
         out = self._close()
-        self._open = self._blocks
+        index = self._open = self._blocks
         self._blocks += 1
-        out += anthropic_event("content_block_start", {"index": self._open, "content_block": block})
+        out += anthropic_event("content_block_start", {"index": index, "content_block": block})
         if not self._pinged:
             self._pinged = True
             out += anthropic_event("ping", {})
-        return out
+        return index, out
 
     def _close(self) -> bytes:
         if self._open is None:
@@ -186,30 +209,35 @@ class OpenAIToAnthropicStream:
         return anthropic_event("content_block_stop", {"index": index})
 
     def _text(self, text: str) -> bytes:
-        out = b""
-        if self._open is None or self._open_tool is not None:
-            out = self._open_block({"type": "text", "text": ""})
-        return out + anthropic_event("content_block_delta", {
-            "index": self._open, "delta": {"type": "text_delta", "text": text}})
+        out, index = b"", self._open
+        if index is None or self._open_tool is not None:
+            index, out = self._open_block({"type": "text", "text": ""})
+        delta = {"type": "text_delta", "text": text}
+        return out + anthropic_event("content_block_delta", {"index": index, "delta": delta})
 
-    def _tool(self, call: dict) -> bytes:
+    def _tool(self, call: JsonObject) -> bytes:
         index, call_id = call.get("index"), call.get("id")
         if not isinstance(index, int):  # some servers omit it: a new id means a new call
             known = [i for i, seen in self._ids.items() if seen == call_id]
-            continuing = call_id is None and self._open_tool is not None
-            index = known[0] if known else self._open_tool if continuing else len(self._tools)
-        fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+            if known:
+                index = known[0]
+            elif call_id is None and self._open_tool is not None:
+                index = self._open_tool  # continuing the open call
+            else:
+                index = len(self._tools)
+        fn = _obj(call.get("function"))
         out = b""
         if index not in self._tools:
             self._ids[index] = call_id or f"toolu_{uuid.uuid4().hex[:24]}"
-            out = self._open_block({"type": "tool_use", "id": self._ids[index],
-                                    "name": fn.get("name") or "", "input": {}})
-            self._tools[index] = self._open
+            block: JsonObject = {"type": "tool_use", "id": self._ids[index], "name": fn.get("name") or "", "input": {}}
+            self._tools[index], out = self._open_block(block)
             self._open_tool = index
         args = fn.get("arguments")
         if isinstance(args, str) and args:
-            out += anthropic_event("content_block_delta", {
-                "index": self._tools[index], "delta": {"type": "input_json_delta", "partial_json": args}})
+            out += anthropic_event(
+                "content_block_delta",
+                {"index": self._tools[index], "delta": {"type": "input_json_delta", "partial_json": args}},
+            )
         return out
 
 
@@ -249,33 +277,33 @@ class AnthropicToOpenAIStream:
         obj = _load(data, "Anthropic")
         kind = obj.get("type") or name
         if kind == "message_start":
-            message = obj.get("message") if isinstance(obj.get("message"), dict) else {}
-            self._take_usage(message.get("usage"))
+            self._take_usage(_obj(obj.get("message")).get("usage"))
             return self._role()
         if kind == "content_block_start":
-            block = obj.get("content_block") if isinstance(obj.get("content_block"), dict) else {}
+            block = _obj(obj.get("content_block"))
             if block.get("type") != "tool_use":
                 return self._role()
-            tool = self._tools.setdefault(obj.get("index", len(self._tools)), len(self._tools))
-            return self._role() + self._chunk({"tool_calls": [{
-                "index": tool, "id": block.get("id"), "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""}}]})
+            index = _block_index(obj)
+            tool = self._tools.setdefault(len(self._tools) if index is None else index, len(self._tools))
+            fn = {"name": block.get("name"), "arguments": ""}
+            call = {"index": tool, "id": block.get("id"), "type": "function", "function": fn}
+            return self._role() + self._chunk({"tool_calls": [call]})
         if kind == "content_block_delta":
             return self._delta(obj)
         if kind == "message_delta":
             self._take_usage(obj.get("usage"))
-            delta = obj.get("delta") if isinstance(obj.get("delta"), dict) else {}
+            delta = _obj(obj.get("delta"))
             if delta.get("stop_reason"):
-                return self._role() + self._finish_chunk(delta["stop_reason"])
+                return self._role() + self._finish_chunk(_reason(delta["stop_reason"]))
             return b""
         if kind == "message_stop":
             return self.finish()
         if kind == "error":
-            err = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+            err = _obj(obj.get("error"))
             self._done = True
-            return b"data: " + orjson.dumps({"error": {
-                "message": err.get("message") or "upstream error", "type": err.get("type") or "api_error",
-                "param": None, "code": None}}) + b"\n\n"
+            message, kind = err.get("message") or "upstream error", err.get("type") or "api_error"
+            error = {"message": message, "type": kind, "param": None, "code": None}
+            return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
         return b""  # ping, content_block_stop, and event types added later
 
     def finish(self) -> bytes:
@@ -284,22 +312,30 @@ class AnthropicToOpenAIStream:
             return b""
         out = [self._role(), self._finish_chunk(None)]
         if self._include_usage:
-            out.append(b"data: " + orjson.dumps({
-                "id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                "model": self._model, "choices": [], "usage": openai_usage_from_anthropic(self._usage)}) + b"\n\n")
+            last = {
+                "id": self._id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "choices": [],
+                "usage": openai_usage_from_anthropic(self._usage),
+            }
+            out.append(b"data: " + orjson.dumps(last) + b"\n\n")
         out.append(b"data: [DONE]\n\n")
         self._done = True
         return b"".join(out)
 
-    def _delta(self, obj: dict) -> bytes:
-        delta = obj.get("delta") if isinstance(obj.get("delta"), dict) else {}
+    def _delta(self, obj: JsonObject) -> bytes:
+        delta = _obj(obj.get("delta"))
         if delta.get("type") == "text_delta" and delta.get("text"):
             return self._role() + self._chunk({"content": delta["text"]})
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-            tool = self._tools.get(obj.get("index"))
+            index = _block_index(obj)
+            tool = None if index is None else self._tools.get(index)
             if tool is not None:
-                return self._role() + self._chunk({"tool_calls": [{
-                    "index": tool, "function": {"arguments": delta["partial_json"]}}]})
+                return self._role() + self._chunk(
+                    {"tool_calls": [{"index": tool, "function": {"arguments": delta["partial_json"]}}]}
+                )
         return b""  # thinking, signature and citation deltas have no OpenAI form
 
     def _take_usage(self, usage: Any) -> None:
@@ -309,10 +345,14 @@ class AnthropicToOpenAIStream:
                 if isinstance(usage.get(key), int):
                     self._usage[key] = usage[key]
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        obj: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                               "model": self._model, "choices": [
-                                   {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    def _chunk(self, delta: JsonObject, finish: str | None = None) -> bytes:
+        obj: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         if self._include_usage:
             obj["usage"] = None  # as OpenAI does on every chunk but the last
         return b"data: " + orjson.dumps(obj) + b"\n\n"

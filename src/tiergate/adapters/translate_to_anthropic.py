@@ -12,11 +12,13 @@ from tiergate.adapters.translate_common import (
     _TOOL_CHOICE,
     JSON_OBJECT_INSTRUCTION,
     SAMPLING_REMOVED_IN,
+    JsonObject,
     _bad,
     _clamp,
     _joined_text,
     _leftovers,
     _note,
+    _obj,
     _objects,
     _required,
 )
@@ -25,9 +27,13 @@ from tiergate.adapters.translate_common import (
 
 
 def openai_to_anthropic_request(
-    body: dict, *, model: str, max_tokens_limit: int | None = None, default_max_tokens: int = 4096,
+    body: JsonObject,
+    *,
+    model: str,
+    max_tokens_limit: int | None = None,
+    default_max_tokens: int = 4096,
     anthropic_version: str = "2023-06-01",
-) -> tuple[dict, list[str]]:
+) -> tuple[JsonObject, list[str]]:
     """OpenAI chat request -> Anthropic Messages request.
 
     System and developer messages are hoisted into ``system`` wherever they
@@ -47,14 +53,17 @@ def openai_to_anthropic_request(
     if not isinstance(raw, list) or not raw:
         raise _bad("messages", "must be a non-empty array")
     system: list[str] = []
-    messages: list[dict] = []
+    messages: list[JsonObject] = []
     for i, msg in enumerate(raw):
         _openai_message(msg, f"messages[{i}]", system, messages, dropped)
     if not messages:
         raise _bad("messages", "needs at least one user, assistant or tool message")
     for msg in messages:  # a lone text block reads better, and travels better, as a string
-        if len(msg["content"]) == 1 and msg["content"][0].keys() == {"type", "text"} \
-                and msg["content"][0]["type"] == "text":
+        if (
+            len(msg["content"]) == 1
+            and msg["content"][0].keys() == {"type", "text"}
+            and msg["content"][0]["type"] == "text"
+        ):
             msg["content"] = msg["content"][0]["text"]
 
     fmt = body.get("response_format")
@@ -64,8 +73,10 @@ def openai_to_anthropic_request(
         _note(dropped, "response_format")
     path = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     limit = body.get(path)
-    out: dict[str, Any] = {"model": model, "max_tokens": _clamp(
-        default_max_tokens if limit is None else limit, max_tokens_limit, path)}
+    out: dict[str, Any] = {
+        "model": model,
+        "max_tokens": _clamp(default_max_tokens if limit is None else limit, max_tokens_limit, path),
+    }
     if system:
         out["system"] = "\n\n".join(system)
     out["messages"] = messages
@@ -101,7 +112,7 @@ def openai_to_anthropic_request(
     return out, dropped
 
 
-def _sampling(body: dict, out: dict, dropped: list[str], anthropic_version: str) -> None:
+def _sampling(body: JsonObject, out: JsonObject, dropped: list[str], anthropic_version: str) -> None:
     temperature, top_p = body.get("temperature"), body.get("top_p")
     if anthropic_version >= SAMPLING_REMOVED_IN:
         for key in ("temperature", "top_p"):
@@ -118,7 +129,7 @@ def _sampling(body: dict, out: dict, dropped: list[str], anthropic_version: str)
         out["top_p"] = top_p
 
 
-def _openai_image(part: dict, path: str, dropped: list[str]) -> dict:
+def _openai_image(part: JsonObject, path: str, dropped: list[str]) -> JsonObject:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
@@ -134,14 +145,14 @@ def _openai_image(part: dict, path: str, dropped: list[str]) -> dict:
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
-def _openai_parts(content: Any, path: str, dropped: list[str]) -> list[dict]:
+def _openai_parts(content: Any, path: str, dropped: list[str]) -> list[JsonObject]:
     """User or assistant content (string or parts) -> Anthropic blocks."""
     if content is None or isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict] = []
+    blocks: list[JsonObject] = []
     for j, part in _objects(content, path, "a string or an array of content parts"):
         here = f"{path}[{j}]"
-        kind, file = part.get("type"), part.get("file") if isinstance(part.get("file"), dict) else {}
+        kind, file = part.get("type"), _obj(part.get("file"))
         if kind in ("text", "refusal"):
             if not isinstance(part.get(kind), str):
                 raise _bad(f"{here}.{kind}", "must be a string")
@@ -150,23 +161,29 @@ def _openai_parts(content: Any, path: str, dropped: list[str]) -> list[dict]:
         elif kind == "image_url":
             blocks.append(_openai_image(part, here, dropped))
         elif kind == "file" and str(file.get("file_data", "")).startswith("data:application/pdf;base64,"):
-            doc = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
-                                                   "data": file["file_data"].split(",", 1)[1]}}
+            doc = {
+                "type": "document",
+                "source": {
+                    "type": "base64",
+                    "media_type": "application/pdf",
+                    "data": file["file_data"].split(",", 1)[1],
+                },
+            }
             blocks.append({**doc, "title": file["filename"]} if file.get("filename") else doc)
         else:
             _note(dropped, f"content.{kind}")
     return blocks
 
 
-def _openai_tool_calls(calls: Any, path: str, dropped: list[str]) -> list[dict]:
-    blocks = []
+def _openai_tool_calls(calls: Any, path: str, dropped: list[str]) -> list[JsonObject]:
+    blocks: list[JsonObject] = []
     for j, call in _objects(calls, path):
         here = f"{path}[{j}]"
         if call.get("type", "function") != "function":
             _note(dropped, f"tool_calls.{call.get('type')}")
             continue
         call_id = _required(call, "id", here)
-        fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+        fn = _obj(call.get("function"))
         name = _required(fn, "name", f"{here}.function")
         args = fn.get("arguments") or ""
         try:  # "" is how some servers spell "no arguments"
@@ -179,7 +196,7 @@ def _openai_tool_calls(calls: Any, path: str, dropped: list[str]) -> list[dict]:
     return blocks
 
 
-def _push(messages: list[dict], role: str, blocks: list[dict]) -> None:
+def _push(messages: list[JsonObject], role: str, blocks: list[JsonObject]) -> None:
     """Append a turn, merging with the previous one of the same role as Anthropic would."""
     if messages and messages[-1]["role"] == role:
         messages[-1]["content"].extend(blocks)
@@ -187,7 +204,7 @@ def _push(messages: list[dict], role: str, blocks: list[dict]) -> None:
         messages.append({"role": role, "content": blocks})
 
 
-def _openai_message(msg: Any, path: str, system: list[str], messages: list[dict], dropped: list[str]) -> None:
+def _openai_message(msg: Any, path: str, system: list[str], messages: list[JsonObject], dropped: list[str]) -> None:
     if not isinstance(msg, dict):
         raise _bad(path, "must be an object")
     role, content = msg.get("role"), msg.get("content")
@@ -199,8 +216,11 @@ def _openai_message(msg: Any, path: str, system: list[str], messages: list[dict]
         if text := _joined_text(content, f"{path}.content", ""):
             system.append(text)
     elif role == "tool":  # consecutive results merge into one user turn, as Anthropic requires
-        result = {"type": "tool_result", "tool_use_id": _required(msg, "tool_call_id", path),
-                  "content": _joined_text(content, f"{path}.content", "")}
+        result = {
+            "type": "tool_result",
+            "tool_use_id": _required(msg, "tool_call_id", path),
+            "content": _joined_text(content, f"{path}.content", ""),
+        }
         _push(messages, "user", [result])
     elif role == "user":
         if blocks := _openai_parts(content, f"{path}.content", dropped):
@@ -216,13 +236,13 @@ def _openai_message(msg: Any, path: str, system: list[str], messages: list[dict]
             _push(messages, "assistant", blocks)
 
 
-def _openai_tools(tools: Any, dropped: list[str]) -> list[dict]:
-    out = []
+def _openai_tools(tools: Any, dropped: list[str]) -> list[JsonObject]:
+    out: list[JsonObject] = []
     for i, tool in _objects(tools, "tools") if tools is not None else ():
         if tool.get("type") != "function":
             _note(dropped, f"tools.{tool.get('type')}")
             continue
-        fn = tool.get("function") if isinstance(tool.get("function"), dict) else {}
+        fn = _obj(tool.get("function"))
         entry: dict[str, Any] = {"name": _required(fn, "name", f"tools[{i}].function")}
         if fn.get("description"):
             entry["description"] = fn["description"]
@@ -235,12 +255,12 @@ def _openai_tools(tools: Any, dropped: list[str]) -> list[dict]:
     return out
 
 
-def _openai_tool_choice(choice: Any, dropped: list[str]) -> dict | None:
+def _openai_tool_choice(choice: Any, dropped: list[str]) -> JsonObject | None:
     simple = {openai: anthropic for anthropic, openai in _TOOL_CHOICE}
     if choice is None or isinstance(choice, str) and choice in simple:
         return {"type": simple[choice]} if choice else None
     if isinstance(choice, dict) and choice.get("type") == "function":
-        fn = choice.get("function") if isinstance(choice.get("function"), dict) else {}
+        fn = _obj(choice.get("function"))
         return {"type": "tool", "name": _required(fn, "name", "tool_choice.function")}
     if isinstance(choice, dict) and isinstance(choice.get("type"), str):
         _note(dropped, f"tool_choice.{choice['type']}")  # e.g. allowed_tools

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -37,14 +37,28 @@ def _dropped_note(dropped: list[str], target: str) -> list[str]:
     return [f"not sent to {target}: {', '.join(sorted(set(dropped)))}"] if dropped else []
 
 
-def _translate(fn, body: dict[str, Any], **kw: Any) -> tuple[dict[str, Any], list[str]]:  # type: ignore[no-untyped-def]
+class StreamConverter(Protocol):
+    """One direction of stream translation (``translate_streams``): whole SSE events in, events out."""
+
+    def feed(self, event: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+RequestTranslation = Callable[..., tuple[dict[str, Any], list[str]]]
+ResponseTranslation = Callable[..., dict[str, Any]]
+
+
+def _translate(fn: RequestTranslation, body: dict[str, Any], **kw: Any) -> tuple[dict[str, Any], list[str]]:
     try:
         return fn(body, **kw)
     except ValueError as exc:
         raise TranslationError(str(exc)) from None
 
 
-async def _converted(s: UpstreamStream, inner: AsyncIterator[bytes], converter: Any) -> AsyncIterator[bytes]:
+async def _converted(
+    s: UpstreamStream, inner: AsyncIterator[bytes], converter: StreamConverter
+) -> AsyncIterator[bytes]:
     async for ev in inner:
         try:
             out = converter.feed(ev)
@@ -60,14 +74,14 @@ async def _converted(s: UpstreamStream, inner: AsyncIterator[bytes], converter: 
             yield tail
 
 
-def _convert_reply(fn: Any, reply: UpstreamReply, model: str) -> bytes:
+def _convert_reply(fn: ResponseTranslation, reply: UpstreamReply, model: str) -> bytes:
     try:
         return orjson.dumps(fn(_reply_json(reply), model=model))
     except ValueError as exc:
         raise AttemptError("protocol", f"upstream reply could not be translated: {exc}") from None
 
 
-def _first(s: UpstreamStream, converter: Any) -> bytes:
+def _first(s: UpstreamStream, converter: StreamConverter) -> bytes:
     """Translate the first event; a malformed one is still a failed attempt (nothing sent yet)."""
     try:
         return converter.feed(s.first_event)
@@ -89,20 +103,27 @@ def _reply_json(reply: UpstreamReply) -> dict[str, Any]:
 class _Bridge:
     """A client protocol over an upstream adapter of the other protocol; subclasses name the translations."""
 
-    translate_request: Callable[..., tuple[dict[str, Any], list[str]]]
-    translate_response: Callable[..., dict[str, Any]]
+    translate_request: RequestTranslation
+    translate_response: ResponseTranslation
 
     def __init__(self, inner: Adapter) -> None:
         self.inner = inner
 
-    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> Any:
+    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> StreamConverter:
         raise NotImplementedError
 
     def _request(self, d: Deployment, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         return _translate(type(self).translate_request, body, model=d.model, max_tokens_limit=d.max_output_tokens)
 
-    async def complete(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
-                       hints: ClientHints = NO_HINTS, output_cap: int | None = None) -> UpstreamReply:
+    async def complete(
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
+    ) -> UpstreamReply:
         upstream_body, dropped = self._request(d, body)
         reply = await self.inner.complete(d, upstream_body, timeout_s=timeout_s, output_cap=output_cap)
         reply.body = _convert_reply(type(self).translate_response, reply, d.model)
@@ -110,8 +131,15 @@ class _Bridge:
         reply.notes += _dropped_note(dropped, d.api)
         return reply
 
-    async def stream(self, d: Deployment, body: dict[str, Any], *, timeout_s: float,
-                     hints: ClientHints = NO_HINTS, output_cap: int | None = None) -> UpstreamStream:
+    async def stream(
+        self,
+        d: Deployment,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        hints: ClientHints = NO_HINTS,
+        output_cap: int | None = None,
+    ) -> UpstreamStream:
         upstream_body, dropped = self._request(d, body)
         s = await self.inner.stream(d, upstream_body, timeout_s=timeout_s, output_cap=output_cap)
         conv = self.stream_converter(d, body, s)
@@ -127,9 +155,10 @@ class AnthropicViaOpenAI(_Bridge):
     translate_request = staticmethod(anthropic_to_openai_request)
     translate_response = staticmethod(openai_to_anthropic_response)
 
-    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> Any:
-        return OpenAIToAnthropicStream(model=d.model, message_id=f"msg_{uuid.uuid4().hex[:24]}",
-                                       input_tokens_estimate=s.usage.prompt_tokens)
+    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> StreamConverter:
+        return OpenAIToAnthropicStream(
+            model=d.model, message_id=f"msg_{uuid.uuid4().hex[:24]}", input_tokens_estimate=s.usage.prompt_tokens
+        )
 
 
 class OpenAIViaAnthropic(_Bridge):
@@ -138,10 +167,13 @@ class OpenAIViaAnthropic(_Bridge):
     translate_request = staticmethod(openai_to_anthropic_request)
     translate_response = staticmethod(anthropic_to_openai_response)
 
-    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> Any:
+    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> StreamConverter:
         opts = body.get("stream_options")
-        return AnthropicToOpenAIStream(model=d.model, completion_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
-                                       include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")))
+        return AnthropicToOpenAIStream(
+            model=d.model,
+            completion_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
+        )
 
 
 def estimate_input_tokens(body: dict[str, Any]) -> int:

@@ -61,8 +61,7 @@ class UpstreamReplyStream(Protocol):
 class UpstreamTransport(Protocol):
     """Sends one request upstream; every failure is an ``AttemptError`` of its kind."""
 
-    async def post(self, url: str, data: bytes, headers: Mapping[str, str], *,
-                   timeout_s: float) -> UpstreamReplyStream:
+    async def post(self, url: str, data: bytes, headers: Mapping[str, str], *, timeout_s: float) -> UpstreamReplyStream:
         """Send; return once the status and headers are in.
 
         The head and the whole body must come within ``timeout_s`` unless the

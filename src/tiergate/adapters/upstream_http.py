@@ -339,8 +339,14 @@ class _Connection(asyncio.Protocol):
 class UpstreamHTTP:
     """Keep-alive connections per origin, shared by every adapter of one app (and closed with it)."""
 
-    def __init__(self, *, connect_timeout_s: float, idle_timeout_s: float = 15.0, max_idle_per_origin: int = 64,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float,
+        idle_timeout_s: float = 15.0,
+        max_idle_per_origin: int = 64,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._max_idle = max_idle_per_origin
@@ -385,13 +391,17 @@ class UpstreamHTTP:
         now = asyncio.get_running_loop().time()
         while idle:
             c = idle.pop()
-            if not c.closed and c.transport is not None and not c.transport.is_closing() \
-                    and now - c.idle_since < self._idle_timeout_s:
+            if (
+                not c.closed
+                and c.transport is not None
+                and not c.transport.is_closing()
+                and now - c.idle_since < self._idle_timeout_s
+            ):
                 return c
             c.abort()
         return None
 
-    async def _connect(self, o: Origin, timeout: float) -> _Connection:
+    async def _connect(self, o: Origin, connect_timeout_s: float) -> _Connection:
         if self._closing:
             raise AttemptError("connect", "the gateway is shutting down")
         loop = asyncio.get_running_loop()
@@ -401,12 +411,18 @@ class UpstreamHTTP:
                 self._ssl = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR
             sslctx = self._ssl
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(connect_timeout_s):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self, o.key), o.host, o.port, ssl=sslctx,
-                    server_hostname=o.host if o.tls else None)
+                    lambda: _Connection(self, o.key),
+                    o.host,
+                    o.port,
+                    ssl=sslctx,
+                    server_hostname=o.host if o.tls else None,
+                )
         except TimeoutError:
-            raise AttemptError("timeout", f"connecting to {o.host}:{o.port} took over {timeout:g} s") from None
+            raise AttemptError(
+                "timeout", f"connecting to {o.host}:{o.port} took over {connect_timeout_s:g} s"
+            ) from None
         except ConnectionRefusedError:
             raise AttemptError("refused", "connection refused") from None
         except ssl.SSLError as exc:
