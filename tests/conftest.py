@@ -26,6 +26,7 @@ def standins():
     for s in started:
         s.stop()
 
+
 @pytest.fixture
 def gateway(tmp_path):
     started: list[Gateway] = []
@@ -41,6 +42,7 @@ def gateway(tmp_path):
         if gw.proc.poll() is None:
             gw.proc.kill()
             gw.proc.wait()
+
 
 @pytest.fixture
 def redis_prefix():

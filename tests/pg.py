@@ -24,8 +24,9 @@ def _connect_admin():  # type: ignore[no-untyped-def]
     errors = []
     for user in USERS:
         try:
-            return user, psycopg.connect(f"postgresql://{user}@{HOST}:{PORT}/{DATABASE}", autocommit=True,
-                                         connect_timeout=5)
+            return user, psycopg.connect(
+                f"postgresql://{user}@{HOST}:{PORT}/{DATABASE}", autocommit=True, connect_timeout=5
+            )
         except psycopg.OperationalError as exc:
             errors.append(f"{user}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
     require(False, f"PostgreSQL on {HOST}:{PORT}/{DATABASE} is needed ({'; '.join(errors)})")

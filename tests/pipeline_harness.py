@@ -42,10 +42,19 @@ DEPLOYMENTS = ("local-a", "local-b", "cheap", "frontier")
 
 # OpenAI's documented chat completion object and streaming chunks (API reference, "The chat completion object").
 COMPLETION = {
-    "id": "chatcmpl-123", "object": "chat.completion", "created": 1677652288, "model": "gpt-4o-mini",
+    "id": "chatcmpl-123",
+    "object": "chat.completion",
+    "created": 1677652288,
+    "model": "gpt-4o-mini",
     "system_fingerprint": "fp_44709d6fcb",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there, how may I assist you today?"},
-                 "logprobs": None, "finish_reason": "stop"}],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello there, how may I assist you today?"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21},
 }
 
@@ -56,30 +65,60 @@ def chunk(content: str | None = None, *, role: str | None = None, finish: str | 
         delta["role"] = role
     if content is not None:
         delta["content"] = content
-    return {"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190, "model": "gpt-4o-mini",
-            "system_fingerprint": "fp_44709d6fcb",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    return {
+        "id": "chatcmpl-123",
+        "object": "chat.completion.chunk",
+        "created": 1694268190,
+        "model": "gpt-4o-mini",
+        "system_fingerprint": "fp_44709d6fcb",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
 
 
-STREAM = [chunk("", role="assistant"), chunk("Hello"), chunk("!"), chunk(finish="stop"),
-          {**chunk(), "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
-          "[DONE]"]
+STREAM = [
+    chunk("", role="assistant"),
+    chunk("Hello"),
+    chunk("!"),
+    chunk(finish="stop"),
+    {**chunk(), "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
+    "[DONE]",
+]
 
 
 def raw_config(**extra: Any) -> dict[str, Any]:
-    providers = {n: {"api": "openai-chat", "base_url": f"http://{n}.test/v1", "local": n.startswith("local"),
-                     "api_key": None if n.startswith("local") else "sk-test"} for n in DEPLOYMENTS}
+    providers = {
+        n: {
+            "api": "openai-chat",
+            "base_url": f"http://{n}.test/v1",
+            "local": n.startswith("local"),
+            "api_key": None if n.startswith("local") else "sk-test",
+        }
+        for n in DEPLOYMENTS
+    }
     prices = {"cheap": (1.0, 2.0), "frontier": (10.0, 30.0)}
     deployments = [
-        {"name": n, "provider": n, "model": f"model-{n}", "tier": {"cheap": 1, "frontier": 2}.get(n, 0),
-         "context_window": 32000,
-         "price": {"input_per_mtok": prices.get(n, (0, 0))[0], "output_per_mtok": prices.get(n, (0, 0))[1]}}
+        {
+            "name": n,
+            "provider": n,
+            "model": f"model-{n}",
+            "tier": {"cheap": 1, "frontier": 2}.get(n, 0),
+            "context_window": 32000,
+            "price": {"input_per_mtok": prices.get(n, (0, 0))[0], "output_per_mtok": prices.get(n, (0, 0))[1]},
+        }
         for n in DEPLOYMENTS
     ]
-    raw: dict[str, Any] = {"providers": providers, "deployments": deployments,
-                           "routing": {"num_retries": 2, "retry_backoff_s": 0.25, "max_retry_after_s": 10,
-                                       "breaker_failures": 3, "breaker_cooldown_s": 30},
-                           "auth": {"required": False}}
+    raw: dict[str, Any] = {
+        "providers": providers,
+        "deployments": deployments,
+        "routing": {
+            "num_retries": 2,
+            "retry_backoff_s": 0.25,
+            "max_retry_after_s": 10,
+            "breaker_failures": 3,
+            "breaker_cooldown_s": 30,
+        },
+        "auth": {"required": False},
+    }
     for k, v in extra.items():
         raw[k] = {**raw[k], **v} if isinstance(raw.get(k), dict) and isinstance(v, dict) else v
     return raw
@@ -115,9 +154,17 @@ class Harness:
     def script(self, host: str, *answers: Answer) -> None:
         self.scripts.setdefault(host, []).extend(answers)
 
-    async def ask(self, *, model: str = "auto", stream: bool = False, max_tokens: int | None = None,
-                  key: str = "k", agent: str | None = None, local_only: bool = False,
-                  protocol: str = "openai-chat") -> tuple[PipelineAnswer, int]:
+    async def ask(
+        self,
+        *,
+        model: str = "auto",
+        stream: bool = False,
+        max_tokens: int | None = None,
+        key: str = "k",
+        agent: str | None = None,
+        local_only: bool = False,
+        protocol: str = "openai-chat",
+    ) -> tuple[PipelineAnswer, int]:
         """One request through the pipeline, consumed like a client would; (answer, final status)."""
         ident = Identity(key_name=key, agent=agent, local_only=local_only)
         body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Say hello"}]}
@@ -127,10 +174,17 @@ class Harness:
             body["stream"] = True
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        features = RequestFeatures(model=model, prompt_tokens_est=40, max_tokens=max_tokens, stream=stream,
-                                   local_only=local_only)
-        req = PipelineRequest(request_id=f"req-{len(self.ledger.records)}", identity=ident, features=features,
-                              body=body, protocol=protocol, started=time.perf_counter())
+        features = RequestFeatures(
+            model=model, prompt_tokens_est=40, max_tokens=max_tokens, stream=stream, local_only=local_only
+        )
+        req = PipelineRequest(
+            request_id=f"req-{len(self.ledger.records)}",
+            identity=ident,
+            features=features,
+            body=body,
+            protocol=protocol,
+            started=time.perf_counter(),
+        )
         answer = await self.pipeline.open(req)
         if not stream:
             await answer.finish(status=200)
@@ -200,14 +254,36 @@ def build(raw: dict[str, Any] | None = None) -> Harness:
     async def no_sleep(seconds: float) -> None:
         h.sleeps.append(seconds)
 
-    executor = Executor(catalog=catalog, routing=cfg.routing, state=state, ledger=ledger, metrics=metrics,
-                        adapters=adapters, clock=lambda: clock[0], sleep=no_sleep)
+    executor = Executor(
+        catalog=catalog,
+        routing=cfg.routing,
+        state=state,
+        ledger=ledger,
+        metrics=metrics,
+        adapters=adapters,
+        clock=lambda: clock[0],
+        sleep=no_sleep,
+    )
     budgets = BudgetGuard(cfg.budgets, catalog=catalog, state=state, tz=cfg.timezone, clock=lambda: clock[0])
     sessions = SessionTracker(cfg.guardian, ledger=ledger, clock=lambda: clock[0])  # type: ignore[arg-type]
     limits = LimitGuard(cfg.limits, state=state, clock=lambda: clock[0]) if cfg.limits else None
-    pipeline = RequestPipeline(executor=executor, budgets=budgets, sessions=sessions, limits=limits,
-                               ledger=ledger, metrics=metrics,  # type: ignore[arg-type]
-                               request_timeout_s=cfg.routing.request_timeout_s)
-    h = Harness(cfg=cfg, catalog=catalog, transport=transport, state=state, ledger=ledger, pipeline=pipeline,
-                budgets=budgets, clock=clock)
+    pipeline = RequestPipeline(
+        executor=executor,
+        budgets=budgets,
+        sessions=sessions,
+        limits=limits,
+        ledger=ledger,
+        metrics=metrics,  # type: ignore[arg-type]
+        request_timeout_s=cfg.routing.request_timeout_s,
+    )
+    h = Harness(
+        cfg=cfg,
+        catalog=catalog,
+        transport=transport,
+        state=state,
+        ledger=ledger,
+        pipeline=pipeline,
+        budgets=budgets,
+        clock=clock,
+    )
     return h

@@ -81,8 +81,12 @@ class Standin:
 
     def control(self, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.base_url}/_control/{path}", data=data, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.base_url}/_control/{path}",
+            data=data,
+            method="POST" if data is not None else "GET",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read() or b"null")
 
@@ -104,10 +108,28 @@ class Standin:
                 self.proc.kill()
 
 
-def start_standin(protocol: str, name: str, models: list[str], *, api_key: str | None = None,
-                  chunks: int = 20, chunk_delay: float = 0.0) -> Standin:
-    cmd = [sys.executable, "-m", "tiergate.standins", "--protocol", protocol, "--name", name,
-           "--stream-chunks", str(chunks), "--chunk-delay", str(chunk_delay)]
+def start_standin(
+    protocol: str,
+    name: str,
+    models: list[str],
+    *,
+    api_key: str | None = None,
+    chunks: int = 20,
+    chunk_delay: float = 0.0,
+) -> Standin:
+    cmd = [
+        sys.executable,
+        "-m",
+        "tiergate.standins",
+        "--protocol",
+        protocol,
+        "--name",
+        name,
+        "--stream-chunks",
+        str(chunks),
+        "--chunk-delay",
+        str(chunk_delay),
+    ]
     for m in models:
         cmd += ["--model", m]
     if api_key:
@@ -169,7 +191,9 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-c", "from tiergate.cli import main; main()", *args]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env or cli_env(), timeout=60, input=input)
     if check and res.returncode != 0:
@@ -177,8 +201,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True, i
     return res
 
 
-def run_bounded(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None,
-                cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_bounded(
+    cmd: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run a command that may start children of its own, and never wait past `timeout`.
 
     subprocess.run(timeout=...) kills only the direct child and then waits for
@@ -206,8 +231,10 @@ def run_bounded(cmd: list[str], *, timeout: float, env: dict[str, str] | None = 
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if timed_out:
-        raise ProcessFailed(f"{cmd[:3]} still running after {timeout}s; killed its process group.\n"
-                            f"stdout: {stdout[-3000:]}\nstderr: {stderr[-3000:]}")
+        raise ProcessFailed(
+            f"{cmd[:3]} still running after {timeout}s; killed its process group.\n"
+            f"stdout: {stdout[-3000:]}\nstderr: {stderr[-3000:]}"
+        )
     return subprocess.CompletedProcess(cmd, rc, stdout, stderr)
 
 
@@ -219,14 +246,24 @@ def write_config(tmp: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def start_gateway(tmp: Path, config: dict[str, Any], *, env_extra: dict[str, str] | None = None,
-                  args: tuple[str, ...] = ()) -> Gateway:
+def start_gateway(
+    tmp: Path, config: dict[str, Any], *, env_extra: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Gateway:
     path = write_config(tmp, config)
     env = cli_env(env_extra)
     # the configured port when the test set one (CLI commands that call the server read it), else a free one
     port = str(config.get("server", {}).get("port", 0))
-    cmd = [sys.executable, "-c", "from tiergate.cli import main; main()", "serve", "--config", str(path), "--port", port,
-           *args]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from tiergate.cli import main; main()",
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        port,
+        *args,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     log: list[str] = []
     m = _wait_line(proc, r"listening on http://127\.0\.0\.1:(\d+)", 30, log)
@@ -249,16 +286,33 @@ def tiered_config(local: Standin | None, cheap: Standin | None, frontier: Standi
     providers, deployments = {}, []
     if local is not None:
         providers["box"] = {"api": "openai-chat", "base_url": f"{local.base_url}/v1", "local": True}
-        deployments.append({"name": "local-8b", "provider": "box", "model": "llama-8b", "tier": 0,
-                            "context_window": 8192})
+        deployments.append(
+            {"name": "local-8b", "provider": "box", "model": "llama-8b", "tier": 0, "context_window": 8192}
+        )
     if cheap is not None:
         providers["cheapco"] = {"api": "openai-chat", "base_url": f"{cheap.base_url}/v1", "api_key": "env:CHEAP_KEY"}
-        deployments.append({"name": "cheap", "provider": "cheapco", "model": "gpt-4o-mini", "tier": 1,
-                            "context_window": 128000, "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}})
+        deployments.append(
+            {
+                "name": "cheap",
+                "provider": "cheapco",
+                "model": "gpt-4o-mini",
+                "tier": 1,
+                "context_window": 128000,
+                "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+            }
+        )
     if frontier is not None:
         providers["frontco"] = {"api": "openai-chat", "base_url": f"{frontier.base_url}/v1"}
-        deployments.append({"name": "frontier", "provider": "frontco", "model": "gpt-4o", "tier": 3,
-                            "context_window": 128000, "price": {"input_per_mtok": 2.5, "output_per_mtok": 10}})
+        deployments.append(
+            {
+                "name": "frontier",
+                "provider": "frontco",
+                "model": "gpt-4o",
+                "tier": 3,
+                "context_window": 128000,
+                "price": {"input_per_mtok": 2.5, "output_per_mtok": 10},
+            }
+        )
     return {
         "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
         "providers": providers,
@@ -269,8 +323,9 @@ def tiered_config(local: Standin | None, cheap: Standin | None, frontier: Standi
     }
 
 
-def http(method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, dict[str, str], bytes]:
     """A plain HTTP call that returns error statuses instead of raising."""
     import urllib.error
 

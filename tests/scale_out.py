@@ -41,7 +41,9 @@ class HAProxy:
         text = template.read_text()
         text = re.sub(r"bind 127\.0\.0\.1:\d+", f"bind 127.0.0.1:{self.port}", text)
         servers = iter(replica_ports)
-        text = re.sub(r"(server tiergate\d+ )127\.0\.0\.1:\d+", lambda m: f"{m.group(1)}127.0.0.1:{next(servers)}", text)
+        text = re.sub(
+            r"(server tiergate\d+ )127\.0\.0\.1:\d+", lambda m: f"{m.group(1)}127.0.0.1:{next(servers)}", text
+        )
         assert next(servers, None) is None, "the shipped config must list one server per replica"
         text = text.replace("global\n", f"global\n    stats socket {self.sock} mode 600 level admin\n", 1)
         self.config = workdir / "haproxy.cfg"
@@ -56,8 +58,9 @@ class HAProxy:
     def __enter__(self) -> HAProxy:
         check = subprocess.run(["haproxy", "-c", "-f", str(self.config)], capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stdout + check.stderr
-        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)], stdout=self.out.open("w"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(self.config)], stdout=self.out.open("w"), stderr=subprocess.STDOUT
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:

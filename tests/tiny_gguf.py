@@ -12,8 +12,16 @@ from pathlib import Path
 from procs import require
 
 
-def write_tiny_llama(path: Path, *, n_layer: int = 2, n_embd: int = 64, n_head: int = 4, n_head_kv: int = 4,
-                     n_ff: int = 128, seed: int = 0) -> Path:
+def write_tiny_llama(
+    path: Path,
+    *,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 4,
+    n_head_kv: int = 4,
+    n_ff: int = 128,
+    seed: int = 0,
+) -> Path:
     try:
         import gguf
         import numpy as np
@@ -40,8 +48,10 @@ def write_tiny_llama(path: Path, *, n_layer: int = 2, n_embd: int = 64, n_head: 
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
-    w.add_chat_template("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    w.add_chat_template(
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
     vocab, head_dim = len(tokens), n_embd // n_head
 
     def weight(name: str, *shape: int) -> None:

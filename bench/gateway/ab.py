@@ -34,8 +34,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 def checkout(rev: str, into: str) -> str:
     """A worktree of ``rev``; returns its src/ directory."""
-    subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", "-f", into, rev],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        ["git", "-C", REPO, "worktree", "add", "--detach", "-f", into, rev], check=True, capture_output=True, text=True
+    )
     return os.path.join(into, "src")
 
 
@@ -49,8 +50,19 @@ def main() -> int:
     R.NICE = -15 if os.geteuid() == 0 else 0
     tmp = tempfile.mkdtemp(prefix="tiergate-ab-")
     srcs: dict[str, str | None] = {}
-    run = R.Run(argparse.Namespace(tries=1, duration=args.seconds, streams=0, rounds=args.rounds, soak=0,
-                                   soak_conns=4, soak_delay_ms=6, no_litellm=True, skip_workers=True))
+    run = R.Run(
+        argparse.Namespace(
+            tries=1,
+            duration=args.seconds,
+            streams=0,
+            rounds=args.rounds,
+            soak=0,
+            soak_conns=4,
+            soak_delay_ms=6,
+            no_litellm=True,
+            skip_workers=True,
+        )
+    )
     variants = [*args.revs, *(["bare"] if args.bare else [])]
     rows: dict[str, list[tuple[float, float, float, float, float]]] = {v: [] for v in variants}
     base_pythonpath = os.environ.get("PYTHONPATH")
@@ -75,25 +87,37 @@ def main() -> int:
                         os.environ.pop("PYTHONPATH", None)
                     else:
                         os.environ["PYTHONPATH"] = base_pythonpath
-                row = (r4["p50_us"] / 1000, r4["p99_us"] / 1000, r32["rps"],
-                       r32["cpu_us_per_req"], r4["cpu_us_per_req"])
+                row = (
+                    r4["p50_us"] / 1000,
+                    r4["p99_us"] / 1000,
+                    r32["rps"],
+                    r32["cpu_us_per_req"],
+                    r4["cpu_us_per_req"],
+                )
                 rows[v].append(row)
-                print(f"round {rnd + 1} {v:>12}: p50 {row[0]:.3f} ms  p99 {row[1]:.3f} ms @4c | "
-                      f"{row[2]:,.0f} req/s @32c | CPU {row[3]:.0f} µs/req @32c, {row[4]:.0f} @4c", flush=True)
+                print(
+                    f"round {rnd + 1} {v:>12}: p50 {row[0]:.3f} ms  p99 {row[1]:.3f} ms @4c | "
+                    f"{row[2]:,.0f} req/s @32c | CPU {row[3]:.0f} µs/req @32c, {row[4]:.0f} @4c",
+                    flush=True,
+                )
     finally:
         run.cleanup()
         for src in srcs.values():
             if src is not None:
-                subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", os.path.dirname(src)],
-                               capture_output=True)
+                subprocess.run(
+                    ["git", "-C", REPO, "worktree", "remove", "--force", os.path.dirname(src)], capture_output=True
+                )
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nmedians of {args.rounds} rounds (chat lane; p50/p99 at 4 connections, req/s at 32, "
-          "CPU µs/req at 32 / 4):")
+    print(
+        f"\nmedians of {args.rounds} rounds (chat lane; p50/p99 at 4 connections, req/s at 32, CPU µs/req at 32 / 4):"
+    )
     for v, rs in rows.items():
         if rs:
             med = [statistics.median(r[i] for r in rs) for i in range(5)]
-            print(f"  {v:>12}: p50 {med[0]:.3f} ms  p99 {med[1]:.3f} ms  {med[2]:,.0f} req/s  "
-                  f"CPU {med[3]:.0f} / {med[4]:.0f} µs/req")
+            print(
+                f"  {v:>12}: p50 {med[0]:.3f} ms  p99 {med[1]:.3f} ms  {med[2]:,.0f} req/s  "
+                f"CPU {med[3]:.0f} / {med[4]:.0f} µs/req"
+            )
     return 0
 
 

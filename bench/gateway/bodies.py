@@ -39,8 +39,7 @@ def anthropic_body(model: str, *, size: int = 1536) -> bytes:
         "messages": messages,
         "max_tokens": 512,
         "temperature": 0.2,
-        "tools": [{"name": tool["name"], "description": tool["description"],
-                   "input_schema": tool["parameters"]}],
+        "tools": [{"name": tool["name"], "description": tool["description"], "input_schema": tool["parameters"]}],
         "metadata": {"user_id": "agent-7f3a"},
     }
     i = 0

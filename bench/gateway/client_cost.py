@@ -95,8 +95,12 @@ async def pyreqwest_client(url: str, body: bytes):
     return one, close
 
 
-CLIENTS = {"tiergate": tiergate_client, "aiohttp": aiohttp_client, "aiosonic": aiosonic_client,
-           "pyreqwest": pyreqwest_client}
+CLIENTS = {
+    "tiergate": tiergate_client,
+    "aiohttp": aiohttp_client,
+    "aiosonic": aiosonic_client,
+    "pyreqwest": pyreqwest_client,
+}
 
 
 def importable(name: str) -> bool:
@@ -145,7 +149,7 @@ def main() -> int:
         body = bodies.chat_body("gpt-4o-mini")
         results: dict[str, list[float]] = {n: [] for n in names}
         for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 us = asyncio.run(cpu_per_request(CLIENTS[name], url, body, args.requests, args.conns))
                 results[name].append(us)

@@ -35,6 +35,7 @@ def pin(cpu: str) -> list[str]:
 
 # ---------------------------------------------------------------- processes
 
+
 class Proc:
     def __init__(self, name: str, cmd: list[str], cpu: str, logfile: str, env=None, stop_wait: float = 20.0):
         self.name = name
@@ -42,8 +43,9 @@ class Proc:
         self.logfile = logfile
         self.stop_wait = stop_wait
         self.log = open(logfile, "wb")
-        self.p = subprocess.Popen([*pin(cpu), *cmd], stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                  start_new_session=True, cwd=HERE)
+        self.p = subprocess.Popen(
+            [*pin(cpu), *cmd], stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=HERE
+        )
 
     def alive(self) -> bool:
         return self.p.poll() is None
@@ -59,7 +61,7 @@ class Proc:
                     s = f.read()
             except OSError:
                 continue
-            rest = s[s.rindex(")") + 2:].split()
+            rest = s[s.rindex(")") + 2 :].split()
             if int(rest[2]) == self.p.pid:
                 out.append(int(pid))
         return out
@@ -73,7 +75,7 @@ class Proc:
                     s = f.read()
             except OSError:
                 continue
-            rest = s[s.rindex(")") + 2:].split()
+            rest = s[s.rindex(")") + 2 :].split()
             total += int(rest[11]) + int(rest[12])
         return total
 
@@ -134,6 +136,7 @@ def post(port: int, path: str, body: bytes, headers: list[str], timeout=10.0):
 
 # ---------------------------------------------------------------- lanes: request files per target
 
+
 class Lanes:
     """Body and header files for every (target, lane)."""
 
@@ -182,11 +185,33 @@ class Lanes:
 
 # ---------------------------------------------------------------- wrk
 
-def wrk(port: int, path: str, body_file: str, headers_file: str, conns: int, duration: int,
-        proc: Proc | None, nginx: Proc, *, script: str = "post.lua", extra_env=None) -> dict:
+
+def wrk(
+    port: int,
+    path: str,
+    body_file: str,
+    headers_file: str,
+    conns: int,
+    duration: int,
+    proc: Proc | None,
+    nginx: Proc,
+    *,
+    script: str = "post.lua",
+    extra_env=None,
+) -> dict:
     env = dict(os.environ, BENCH_BODY=body_file, BENCH_HEADERS=headers_file, **(extra_env or {}))
-    cmd = [*pin(LOAD_CPU), "wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--timeout", "5s",
-           "-s", os.path.join(HERE, script), f"http://127.0.0.1:{port}{path}"]
+    cmd = [
+        *pin(LOAD_CPU),
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{int(duration)}s",
+        "--timeout",
+        "5s",
+        "-s",
+        os.path.join(HERE, script),
+        f"http://127.0.0.1:{port}{path}",
+    ]
     c0 = cpu_times()
     p0 = proc.cpu_ticks() if proc else 0
     n0 = nginx.cpu_ticks()
@@ -232,9 +257,19 @@ def measure(tries: int, *args, **kw) -> dict:
 
 # ---------------------------------------------------------------- streaming lane
 
+
 def stream_lane(port: int, path: str, body_file: str, headers_file: str, n: int, proc: Proc | None) -> dict:
-    cmd = [*pin(LOAD_CPU), sys.executable, os.path.join(HERE, "stream_client.py"), str(port), path,
-           body_file, headers_file, str(n), "5"]
+    cmd = [
+        *pin(LOAD_CPU),
+        sys.executable,
+        os.path.join(HERE, "stream_client.py"),
+        str(port),
+        path,
+        body_file,
+        headers_file,
+        str(n),
+        "5",
+    ]
     p0 = proc.cpu_ticks() if proc else 0
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60 + n * 2, cwd=HERE)
     p1 = proc.cpu_ticks() if proc else 0
@@ -247,14 +282,19 @@ def stream_lane(port: int, path: str, body_file: str, headers_file: str, n: int,
     last = [r["arrivals_ms"][-1] for r in runs if r["arrivals_ms"]]
     events = statistics.median(r["events"] for r in runs)
     width = max(len(r["arrivals_ms"]) for r in runs)
-    per_event = [statistics.median(r["arrivals_ms"][i] for r in runs if len(r["arrivals_ms"]) > i)
-                 for i in range(width)]
+    per_event = [
+        statistics.median(r["arrivals_ms"][i] for r in runs if len(r["arrivals_ms"]) > i) for i in range(width)
+    ]
     return {
-        "n": len(runs), "bad": len(bad), "events": events,
+        "n": len(runs),
+        "bad": len(bad),
+        "events": events,
         "reads": statistics.median(r["reads"] for r in runs),
-        "ttft_p50_ms": pct(first, 50), "ttft_p99_ms": pct(first, 99),
+        "ttft_p50_ms": pct(first, 50),
+        "ttft_p99_ms": pct(first, 99),
         "content_p50_ms": pct(content, 50) if content else None,
-        "last_p50_ms": pct(last, 50), "spread_p50_ms": statistics.median(b - a for a, b in zip(first, last)),
+        "last_p50_ms": pct(last, 50),
+        "spread_p50_ms": statistics.median(b - a for a, b in zip(first, last)),
         "per_event_p50_ms": per_event,
         "cpu_us_per_stream": (p1 - p0) / CLK * 1e6 / max(len(runs) + 5, 1) if proc else 0.0,
     }

@@ -41,8 +41,8 @@ def threads(pid: int) -> dict[str, tuple[str, int]]:
                 s = f.read()
         except OSError:
             continue
-        rest = s[s.rindex(")") + 2:].split()
-        out[tid] = (s[s.index("(") + 1:s.rindex(")")], int(rest[11]) + int(rest[12]))
+        rest = s[s.rindex(")") + 2 :].split()
+        out[tid] = (s[s.index("(") + 1 : s.rindex(")")], int(rest[11]) + int(rest[12]))
     return out
 
 
@@ -69,8 +69,10 @@ def summarize(raw: str, top: int) -> str:
         selfc[frames[-1]] += int(n)
         for fr in set(frames[1:]):
             incl[fr] += int(n)
-    out.append(f"main thread, {total} samples; self time (py-spy cannot always tell idle from busy: "
-               "EpollSelector.select is the event loop waiting):")
+    out.append(
+        f"main thread, {total} samples; self time (py-spy cannot always tell idle from busy: "
+        "EpollSelector.select is the event loop waiting):"
+    )
     out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in selfc.most_common(top)]
     out.append("main thread, inclusive, tiergate's own functions:")
     out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in incl.most_common() if "tiergate/" in f][:top]
@@ -95,14 +97,28 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=32, help="wrk connections for the chat and anthropic lanes")
     ap.add_argument("--py-spy", default="/tmp/tiergate-bench-tools/bin/py-spy")
     ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--keep-raw", metavar="FILE", help="copy py-spy's raw stacks here (for flame graphs or your own cuts)")
-    ap.add_argument("--syscalls", action="store_true",
-                    help="count the target's system calls per request with strace -c instead of sampling with py-spy")
+    ap.add_argument(
+        "--keep-raw", metavar="FILE", help="copy py-spy's raw stacks here (for flame graphs or your own cuts)"
+    )
+    ap.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="count the target's system calls per request with strace -c instead of sampling with py-spy",
+    )
     args = ap.parse_args()
     R.NICE = -15 if os.geteuid() == 0 else 0
     spy_bin = args.py_spy if os.access(args.py_spy, os.X_OK) else shutil.which("py-spy")
-    ns = argparse.Namespace(tries=1, duration=args.seconds, streams=50, rounds=1, soak=0, soak_conns=4,
-                            soak_delay_ms=6, no_litellm=False, skip_workers=True)
+    ns = argparse.Namespace(
+        tries=1,
+        duration=args.seconds,
+        streams=50,
+        rounds=1,
+        soak=0,
+        soak_conns=4,
+        soak_delay_ms=6,
+        no_litellm=False,
+        skip_workers=True,
+    )
     run = R.Run(ns)
     try:
         run.setup()
@@ -114,13 +130,33 @@ def main() -> int:
         spy = trace = None
         if args.syscalls:
             trace_out = os.path.join(run.work, "strace.txt")
-            trace = subprocess.Popen(["strace", "-c", "-f", "-o", trace_out, "-p", str(p.p.pid)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            trace = subprocess.Popen(
+                ["strace", "-c", "-f", "-o", trace_out, "-p", str(p.p.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(0.5)
         elif spy_bin:
-            spy = subprocess.Popen([spy_bin, "record", "-p", str(p.p.pid), "-d", str(max(1, args.seconds - 1)),
-                                    "-r", "250", "-f", "raw", "--threads", *([] if os.environ.get("BENCH_PYSPY_BLOCKING") else ["--nonblocking"]), "-o", raw],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    spy_bin,
+                    "record",
+                    "-p",
+                    str(p.p.pid),
+                    "-d",
+                    str(max(1, args.seconds - 1)),
+                    "-r",
+                    "250",
+                    "-f",
+                    "raw",
+                    "--threads",
+                    *([] if os.environ.get("BENCH_PYSPY_BLOCKING") else ["--nonblocking"]),
+                    "-o",
+                    raw,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         before = threads(p.p.pid)
         path, bf, hf = run.lanes.get(args.target, args.lane)
         if args.lane == "stream":
@@ -128,7 +164,10 @@ def main() -> int:
             n, what = r["n"] + 5, f"{r['n']} streams, TTFT p50 {r['ttft_p50_ms']:.2f} ms"
         else:
             r = R.wrk(p.port, path, bf, hf, args.conns, args.seconds, p, run.nginx)
-            n, what = r["requests"], f"{r['rps']:,.0f} req/s @{args.conns}c, p50 {r['p50_us'] / 1000:.2f} ms, {r['errors']} errors"
+            n, what = (
+                r["requests"],
+                f"{r['rps']:,.0f} req/s @{args.conns}c, p50 {r['p50_us'] / 1000:.2f} ms, {r['errors']} errors",
+            )
         after = threads(p.p.pid)
         names: dict[str, str] = {}
         summary = "py-spy not found: per-thread CPU only (see the docstring to install it)"
@@ -145,7 +184,7 @@ def main() -> int:
                 for ln in open(raw):
                     head = ln.rstrip().rpartition(" ")[0].split(";", 1)[0]  # "thread (TID): NAME"
                     if head.startswith("thread (") and "): " in head:
-                        tid, name = head[len("thread ("):].split("): ", 1)
+                        tid, name = head[len("thread (") :].split("): ", 1)
                         names[tid.strip()] = name.strip()
         print(f"{args.target} {args.lane}: {what}")
         print("CPU µs per request, by thread (/proc/PID/task/TID/stat; names from py-spy when it ran):")

@@ -162,8 +162,10 @@ class Run:
                 self.anthropic_ok[name] = ok
                 out["anthropic"] = ok
                 if not ok:
-                    self.notes.append(f"{name}: POST /v1/messages (Anthropic client, OpenAI upstream) answered "
-                                      f"{st}: {got[:200]!r}; its translation lane is left out.")
+                    self.notes.append(
+                        f"{name}: POST /v1/messages (Anthropic client, OpenAI upstream) answered "
+                        f"{st}: {got[:200]!r}; its translation lane is left out."
+                    )
         finally:
             self.stop(p)
         return out
@@ -204,18 +206,24 @@ class Run:
             self.stop(p)
         for k in ("c32", "c4", *(f"c{c}" for c in SWEEP), "anth_c32", "anth_c4"):
             if k in r and r[k]["errors"]:
-                self.notes.append(f"round {rnd + 1} {name} {k}: {r[k]['errors']} wrk errors "
-                                  f"(non-2xx {r[k]['err_status']}, timeouts {r[k]['err_timeout']})")
+                self.notes.append(
+                    f"round {rnd + 1} {name} {k}: {r[k]['errors']} wrk errors "
+                    f"(non-2xx {r[k]['err_status']}, timeouts {r[k]['err_timeout']})"
+                )
         if "stream" in r and r["stream"]["bad"]:
-            self.notes.append(f"round {rnd + 1} {name} stream: {r['stream']['bad']} of {r['stream']['n']} "
-                              "streams failed or had no [DONE]")
+            self.notes.append(
+                f"round {rnd + 1} {name} stream: {r['stream']['bad']} of {r['stream']['n']} "
+                "streams failed or had no [DONE]"
+            )
         s = r.get("stream", {})
-        log(f"round {rnd + 1} {name:16s} {r['c32']['rps']:8,.0f} req/s @32c {r['c32']['cpu_us_per_req']:5.0f} µs/req | "
+        log(
+            f"round {rnd + 1} {name:16s} {r['c32']['rps']:8,.0f} req/s @32c {r['c32']['cpu_us_per_req']:5.0f} µs/req | "
             f"p50 {r['c4']['p50_us'] / 1e3:.2f} p99 {r['c4']['p99_us'] / 1e3:.2f} ms @4c | "
             f"TTFT p50 {s.get('ttft_p50_ms', float('nan')):.2f} ms | "
             + (f"anthropic {r['anth_c32']['rps']:,.0f} req/s | " if "anth_c32" in r else "")
             + f"RSS {max(v for k, v in r.items() if k.startswith('rss_')) / 1024:.0f} MB "
-            f"(foreign {r['c32']['foreign']:.0f}%/{r['c4']['foreign']:.0f}%)")
+            f"(foreign {r['c32']['foreign']:.0f}%/{r['c4']['foreign']:.0f}%)"
+        )
         return r
 
     def workers_lane(self, workers: int, rnd: int) -> dict:
@@ -225,13 +233,18 @@ class Run:
         p = self.start(name, cpu=BOTH_CPUS, workers=workers)
         try:
             self.warm(name, p, "chat")
-            r = {"c32": self.wrk_lane(name, p, "chat", 32, a.duration, tries=1),
-                 "c4": self.wrk_lane(name, p, "chat", 4, a.duration, tries=1),
-                 "rss_kb": p.rss_kb(), "processes": len(p.group())}
+            r = {
+                "c32": self.wrk_lane(name, p, "chat", 32, a.duration, tries=1),
+                "c4": self.wrk_lane(name, p, "chat", 4, a.duration, tries=1),
+                "rss_kb": p.rss_kb(),
+                "processes": len(p.group()),
+            }
         finally:
             self.stop(p)
-        log(f"round {rnd + 1} {name:16s} {r['c32']['rps']:8,.0f} req/s @32c {r['c32']['cpu_us_per_req']:5.0f} µs/req "
-            f"p50 {r['c4']['p50_us'] / 1e3:.2f} ms @4c, {r['processes']} processes, RSS {r['rss_kb'] / 1024:.0f} MB")
+        log(
+            f"round {rnd + 1} {name:16s} {r['c32']['rps']:8,.0f} req/s @32c {r['c32']['cpu_us_per_req']:5.0f} µs/req "
+            f"p50 {r['c4']['p50_us'] / 1e3:.2f} ms @4c, {r['processes']} processes, RSS {r['rss_kb'] / 1024:.0f} MB"
+        )
         return r
 
     def soak(self, seconds: int) -> dict:
@@ -253,8 +266,18 @@ class Run:
         try:
             idle_kb = p.rss_kb()
             env = dict(os.environ, BENCH_MIX=mix_file, BENCH_DELAY_MS=str(self.args.soak_delay_ms))
-            cmd = [*pin(LOAD_CPU), "wrk", "-t1", f"-c{self.args.soak_conns}", f"-d{seconds}s", "--timeout", "5s",
-                   "-s", os.path.join(HERE, "soak.lua"), f"http://127.0.0.1:{p.port}/v1/chat/completions"]
+            cmd = [
+                *pin(LOAD_CPU),
+                "wrk",
+                "-t1",
+                f"-c{self.args.soak_conns}",
+                f"-d{seconds}s",
+                "--timeout",
+                "5s",
+                "-s",
+                os.path.join(HERE, "soak.lua"),
+                f"http://127.0.0.1:{p.port}/v1/chat/completions",
+            ]
             cpu0, t0 = p.cpu_ticks(), time.monotonic()
             w = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
             try:
@@ -284,17 +307,30 @@ class Run:
         rows = ledger_rows(self.tg_ledger)
         kbs = [kb for _, kb in samples] or [end_kb]
         res = {
-            "seconds": seconds, "requests": r["requests"], "rps": r["requests"] / (r["duration_us"] / 1e6),
-            "errors": sum(v for k, v in r.items() if k.startswith("err_")), "p50_us": r["p50_us"], "p99_us": r["p99_us"],
-            "cpu_pct": 100 * cpu_s / wall, "rss_idle_kb": idle_kb, "rss_first_kb": kbs[0], "rss_end_kb": end_kb,
-            "rss_max_kb": max(kbs + [end_kb]), "growth_pct": 100.0 * (end_kb - kbs[0]) / kbs[0] if kbs[0] else 0.0,
-            "samples": samples, "ledger_rows_total": rows,
-            "ledger_rows_soak": rows - rows_before if rows is not None and rows_before is not None else None, "mix": "3 chat (auto + task) : 1 stream : 1 anthropic",
-            "conns": self.args.soak_conns, "delay_ms": self.args.soak_delay_ms,
+            "seconds": seconds,
+            "requests": r["requests"],
+            "rps": r["requests"] / (r["duration_us"] / 1e6),
+            "errors": sum(v for k, v in r.items() if k.startswith("err_")),
+            "p50_us": r["p50_us"],
+            "p99_us": r["p99_us"],
+            "cpu_pct": 100 * cpu_s / wall,
+            "rss_idle_kb": idle_kb,
+            "rss_first_kb": kbs[0],
+            "rss_end_kb": end_kb,
+            "rss_max_kb": max(kbs + [end_kb]),
+            "growth_pct": 100.0 * (end_kb - kbs[0]) / kbs[0] if kbs[0] else 0.0,
+            "samples": samples,
+            "ledger_rows_total": rows,
+            "ledger_rows_soak": rows - rows_before if rows is not None and rows_before is not None else None,
+            "mix": "3 chat (auto + task) : 1 stream : 1 anthropic",
+            "conns": self.args.soak_conns,
+            "delay_ms": self.args.soak_delay_ms,
         }
-        log(f"soak: {res['requests']:,} requests ({res['rps']:.0f}/s, {res['errors']} errors), RSS "
+        log(
+            f"soak: {res['requests']:,} requests ({res['rps']:.0f}/s, {res['errors']} errors), RSS "
             f"{res['rss_first_kb'] / 1024:.1f} -> {res['rss_end_kb'] / 1024:.1f} MB (max {res['rss_max_kb'] / 1024:.1f}), "
-            f"growth {res['growth_pct']:+.1f}%")
+            f"growth {res['growth_pct']:+.1f}%"
+        )
         return res
 
     # -- main
@@ -302,8 +338,13 @@ class Run:
         """The nginx upstream (answering), tiergate's config and ledger path, a virtual key and the lanes."""
         body_chat = bodies.chat_body("gpt-4o-mini")
         self.up_port = free_port()
-        self.nginx = Proc("nginx", ["nginx", "-c", upstream.write_conf(self.work, self.up_port), "-p", self.work],
-                          LOAD_CPU, os.path.join(self.work, "nginx.out"), stop_wait=5)
+        self.nginx = Proc(
+            "nginx",
+            ["nginx", "-c", upstream.write_conf(self.work, self.up_port), "-p", self.work],
+            LOAD_CPU,
+            os.path.join(self.work, "nginx.out"),
+            stop_wait=5,
+        )
         self.procs.append(self.nginx)
         st = None
         for _ in range(100):
@@ -326,8 +367,10 @@ class Run:
         if a.no_litellm:
             self.notes.append("LiteLLM left out (--no-litellm).")
         elif not T.litellm_available():
-            self.notes.append(f"LiteLLM is not installed at {T.LITELLM_VENV} (run.sh installs it; it could not be "
-                              "installed here): run without it.")
+            self.notes.append(
+                f"LiteLLM is not installed at {T.LITELLM_VENV} (run.sh installs it; it could not be "
+                "installed here): run without it."
+            )
         else:
             self.ll_config = T.litellm_config(self.work, self.up_port)
             names.append(T.LITELLM)
@@ -350,11 +393,11 @@ class Run:
         soak = None
         started = time.monotonic()
         for rnd in range(a.rounds):
-            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
             for name in order:
                 res[name].append(self.one_target(name, rnd))
             if not a.skip_workers:
-                for w in ((1, 2) if rnd % 2 == 0 else (2, 1)):
+                for w in (1, 2) if rnd % 2 == 0 else (2, 1):
                     key_w = f"w{w}"
                     try:
                         workers.setdefault(key_w, []).append(self.workers_lane(w, rnd))
@@ -365,8 +408,14 @@ class Run:
         if a.soak:
             log(f"soak: {a.soak} s")
             soak = self.soak(a.soak)
-        return {"checks": checks, "results": res, "workers": workers, "soak": soak, "bench_seconds": bench_s,
-                "names": names}
+        return {
+            "checks": checks,
+            "results": res,
+            "workers": workers,
+            "soak": soak,
+            "bench_seconds": bench_s,
+            "names": names,
+        }
 
     def cleanup(self) -> None:
         for p in reversed(list(self.procs)):
@@ -401,8 +450,13 @@ def versions() -> dict:
     dirty = subprocess.run(["git", "-C", T.REPO, "status", "--porcelain", "src"], capture_output=True, text=True).stdout
     out["src_uncommitted_changes"] = bool(dirty.strip())
     if T.litellm_available():
-        out["litellm"] = tool_version([os.path.join(T.LITELLM_VENV, "bin", "python"), "-c",
-                                       "import importlib.metadata as m; print(m.version('litellm'))"])
+        out["litellm"] = tool_version(
+            [
+                os.path.join(T.LITELLM_VENV, "bin", "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('litellm'))",
+            ]
+        )
     out["nginx"] = tool_version(["nginx", "-v"])
     out["wrk"] = tool_version(["wrk", "-v"])
     return out
@@ -413,11 +467,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 round, 1 s wrk runs, 50 streams (about 3 minutes)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3; --quick 1)")
     ap.add_argument("--duration", type=int, default=None, help="seconds per wrk run (default 3; --quick 1)")
-    ap.add_argument("--streams", type=int, default=None, help="streaming requests per target and round (default 200; --quick 50)")
+    ap.add_argument(
+        "--streams", type=int, default=None, help="streaming requests per target and round (default 200; --quick 50)"
+    )
     ap.add_argument("--tries", type=int, default=2, help="max runs of one measurement while other processes compete")
-    ap.add_argument("--nice", type=int, default=-15,
-                    help="niceness of everything measured (negative needs root; 0 = off)")
-    ap.add_argument("--soak", type=int, default=0, metavar="SECONDS", help="soak tiergate this long (0 = off; 600 for the real run)")
+    ap.add_argument(
+        "--nice", type=int, default=-15, help="niceness of everything measured (negative needs root; 0 = off)"
+    )
+    ap.add_argument(
+        "--soak", type=int, default=0, metavar="SECONDS", help="soak tiergate this long (0 = off; 600 for the real run)"
+    )
     ap.add_argument("--soak-conns", type=int, default=4)
     ap.add_argument("--soak-delay-ms", type=int, default=6, help="pause of each soak connection between its requests")
     ap.add_argument("--no-litellm", action="store_true")
@@ -457,16 +516,32 @@ def main() -> int:
         return 130
     finally:
         run.cleanup()
-    data.update({
-        "date": today, "machine": {"node": platform.node(), "cores": os.cpu_count(),
-                                   "cpu": tables.cpu_model(), "kernel": platform.release()},
-        "versions": versions(), "notes": run.notes, "total_seconds": time.monotonic() - t0,
-        "command": " ".join(["bash bench/gateway/run.sh", *sys.argv[1:]]),
-        "settings": {"rounds": args.rounds, "duration_s": args.duration, "streams": args.streams, "nice": SETTINGS["nice"],
-                     "tries": args.tries, "stream_gap_ms": upstream.GAP_S * 1e3, "stream_chunks": upstream.N_CHUNKS,
-                     "chat_body_bytes": len(bodies.chat_body("auto")),
-                     "anthropic_body_bytes": len(bodies.anthropic_body(T.ANTHROPIC_MODEL))},
-    })
+    data.update(
+        {
+            "date": today,
+            "machine": {
+                "node": platform.node(),
+                "cores": os.cpu_count(),
+                "cpu": tables.cpu_model(),
+                "kernel": platform.release(),
+            },
+            "versions": versions(),
+            "notes": run.notes,
+            "total_seconds": time.monotonic() - t0,
+            "command": " ".join(["bash bench/gateway/run.sh", *sys.argv[1:]]),
+            "settings": {
+                "rounds": args.rounds,
+                "duration_s": args.duration,
+                "streams": args.streams,
+                "nice": SETTINGS["nice"],
+                "tries": args.tries,
+                "stream_gap_ms": upstream.GAP_S * 1e3,
+                "stream_chunks": upstream.N_CHUNKS,
+                "chat_body_bytes": len(bodies.chat_body("auto")),
+                "anthropic_body_bytes": len(bodies.anthropic_body(T.ANTHROPIC_MODEL)),
+            },
+        }
+    )
     md = tables.render(data)
     print(md)
     with open(out, "w") as f:

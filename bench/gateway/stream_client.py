@@ -43,7 +43,7 @@ class Dechunk:
                 if i < 0:
                     break
                 size = int(self.buf[:i].split(b";")[0] or b"0", 16)
-                self.buf = self.buf[i + 2:]
+                self.buf = self.buf[i + 2 :]
                 if size == 0:
                     self.done = True
                     break
@@ -51,16 +51,22 @@ class Dechunk:
             else:
                 if len(self.buf) < self.need + 2:
                     break
-                out.append(self.buf[:self.need])
-                self.buf = self.buf[self.need + 2:]
+                out.append(self.buf[: self.need])
+                self.buf = self.buf[self.need + 2 :]
                 self.need = -1
         return b"".join(out)
 
 
 async def one(port: int, path: str, body: bytes, headers: list[str]) -> dict:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", "Connection: close", *headers]
+    head = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *headers,
+    ]
     req = ("\r\n".join(head) + "\r\n\r\n").encode() + body
     writer.write(req)
     await writer.drain()
@@ -82,10 +88,11 @@ async def one(port: int, path: str, body: bytes, headers: list[str]) -> dict:
                     continue
                 head_lines = raw[:end].decode("latin-1").split("\r\n")
                 status = int(head_lines[0].split()[1])
-                chunked = any(h.lower().startswith("transfer-encoding:") and "chunked" in h.lower()
-                              for h in head_lines[1:])
+                chunked = any(
+                    h.lower().startswith("transfer-encoding:") and "chunked" in h.lower() for h in head_lines[1:]
+                )
                 dec = Dechunk(chunked)
-                data = raw[end + 4:]
+                data = raw[end + 4 :]
             text += dec.feed(data)
             complete = text.count(b"\n\n")  # one SSE event ends with a blank line
             if complete > len(arrivals):
@@ -99,10 +106,15 @@ async def one(port: int, path: str, body: bytes, headers: list[str]) -> dict:
         writer.close()
     events = [e for e in text.split(b"\n\n") if e.strip()]
     data_events = sum(1 for e in events if e.lstrip().startswith(b"data:") or b"\ndata:" in e)
-    return {"status": status, "events": len(arrivals), "data_events": data_events,
-            "done": b"data: [DONE]" in text, "arrivals_ms": [round(a * 1e3, 4) for a in arrivals],
-            "first_content_ms": None if first_content is None else round(first_content * 1e3, 4),
-            "reads": reads}
+    return {
+        "status": status,
+        "events": len(arrivals),
+        "data_events": data_events,
+        "done": b"data: [DONE]" in text,
+        "arrivals_ms": [round(a * 1e3, 4) for a in arrivals],
+        "first_content_ms": None if first_content is None else round(first_content * 1e3, 4),
+        "reads": reads,
+    }
 
 
 async def main() -> None:

@@ -74,14 +74,24 @@ routing: {{num_retries: 2, breaker_cooldown_s: 30}}
 
 
 def tiergate_env() -> dict:
-    return dict(os.environ, TIERGATE_BENCH_MASTER_KEY=MASTER_KEY, TIERGATE_BENCH_UPSTREAM_KEY=UPSTREAM_KEY,
-                PYTHONDONTWRITEBYTECODE="1")
+    return dict(
+        os.environ,
+        TIERGATE_BENCH_MASTER_KEY=MASTER_KEY,
+        TIERGATE_BENCH_UPSTREAM_KEY=UPSTREAM_KEY,
+        PYTHONDONTWRITEBYTECODE="1",
+    )
 
 
 def tiergate_create_key(config: str) -> str:
     """A virtual key (``tiergate keys create``): requests use it, as agents would."""
-    out = subprocess.run([TIERGATE_BIN, "keys", "create", "--name", "bench", "--config", config],
-                         env=tiergate_env(), capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [TIERGATE_BIN, "keys", "create", "--name", "bench", "--config", config],
+        env=tiergate_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return out.stdout.strip().splitlines()[-1].strip()
 
 
@@ -118,26 +128,53 @@ general_settings:
         f.write(text)
     # uvicorn's access log off, as tiergate's is: neither pays for a log line per request
     with open(os.path.join(work, "litellm-log.json"), "w") as f:
-        json.dump({"version": 1, "disable_existing_loggers": False,
-                   "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-                   "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain",
-                                        "stream": "ext://sys.stderr"}},
-                   "loggers": {"uvicorn": {"handlers": ["err"], "level": "WARNING"},
-                               "uvicorn.error": {"level": "WARNING"},
-                               "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False}}}, f)
+        json.dump(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+                "handlers": {
+                    "err": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+                },
+                "loggers": {
+                    "uvicorn": {"handlers": ["err"], "level": "WARNING"},
+                    "uvicorn.error": {"level": "WARNING"},
+                    "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+                },
+            },
+            f,
+        )
     return path
 
 
 def litellm_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_HOST", "REDIS_URL")}
-    env.update(LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES="True", LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False",
-               DISABLE_ADMIN_UI="True", NO_DOCS="True", PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES="True",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_LOG="ERROR",
+        LITELLM_TELEMETRY="False",
+        DISABLE_ADMIN_UI="True",
+        NO_DOCS="True",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     return env
 
 
 def litellm_cmd(config: str, port: int) -> list[str]:
-    return [LITELLM_BIN, "--config", config, "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1",
-            "--log_config", os.path.join(os.path.dirname(config), "litellm-log.json")]
+    return [
+        LITELLM_BIN,
+        "--config",
+        config,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+        "--log_config",
+        os.path.join(os.path.dirname(config), "litellm-log.json"),
+    ]
 
 
 def bare_cmd(port: int) -> list[str]:
@@ -150,14 +187,18 @@ def bare_env(up_port: int) -> dict:
 
 # ---------------------------------------------------------------- requests per target and lane
 
+
 def chat_request(target: str, *, stream: bool) -> tuple[str, str, list[str]]:
     """(path, model, headers) of the OpenAI chat lane for a target."""
     if target == DIRECT or target == BARE:
         path = "/sse-gap/v1/chat/completions" if stream else "/v1/chat/completions"
         return path, "gpt-4o-mini", []
     if target.startswith(TIERGATE):
-        return ("/v1/chat/completions", "chat-stream" if stream else "auto",
-                [f"X-Tiergate-Task: {TASK}", "X-Tiergate-Agent: bench-agent"])
+        return (
+            "/v1/chat/completions",
+            "chat-stream" if stream else "auto",
+            [f"X-Tiergate-Task: {TASK}", "X-Tiergate-Agent: bench-agent"],
+        )
     if target == LITELLM:
         return "/v1/chat/completions", "chat-stream" if stream else "chat", []
     raise ValueError(target)

@@ -46,9 +46,9 @@ def stream_events() -> list[bytes]:
 
 def nginx_conf(prefix: str, port: int) -> str:
     gap = "\n".join(
-        (f"      echo_sleep {GAP_S};\n" if i else "")
-        + f"      echo -n {_nginx_str(e)};\n      echo_flush;"
-        for i, e in enumerate(stream_events()))
+        (f"      echo_sleep {GAP_S};\n" if i else "") + f"      echo -n {_nginx_str(e)};\n      echo_flush;"
+        for i, e in enumerate(stream_events())
+    )
     return f"""
 load_module {ECHO_MODULE};
 worker_processes 1;

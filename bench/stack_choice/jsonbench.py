@@ -50,33 +50,44 @@ def bench() -> list[dict]:
         assert json.loads(raw) == obj
         libs = {
             "orjson": (orjson.loads, orjson.dumps),
-            "stdlib json": (json.loads,
-                            lambda o: std_dumps(o, separators=(",", ":")).encode()),
+            "stdlib json": (json.loads, lambda o: std_dumps(o, separators=(",", ":")).encode()),
         }
         fns = {}
         for lib, (loads, dumps) in libs.items():
+
             def hot(loads=loads, dumps=dumps):
                 o = loads(raw)
                 o["model"] = "qwen2.5-7b-instruct-q4_k_m"
                 return dumps(o)
+
             fns[(lib, "loads_us")] = lambda loads=loads: loads(raw)
             fns[(lib, "dumps_us")] = lambda dumps=dumps: dumps(obj)
             fns[(lib, "hot_us")] = hot
         t = _time_interleaved(fns)
         for lib in libs:
-            rows.append({"body": label, "bytes": len(raw), "lib": lib,
-                         **{k: t[(lib, k)] for k in ("loads_us", "dumps_us", "hot_us")}})
+            rows.append(
+                {
+                    "body": label,
+                    "bytes": len(raw),
+                    "lib": lib,
+                    **{k: t[(lib, k)] for k in ("loads_us", "dumps_us", "hot_us")},
+                }
+            )
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| body | library | loads µs | dumps µs | loads+rewrite+dumps µs | vs orjson |",
-           "|---|---|---:|---:|---:|---:|"]
+    out = [
+        "| body | library | loads µs | dumps µs | loads+rewrite+dumps µs | vs orjson |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     base = {r["body"]: r["hot_us"] for r in rows if r["lib"] == "orjson"}
     for r in rows:
-        out.append(f"| {r['body']} ({r['bytes']} B) | {r['lib']} | {r['loads_us']:.1f} | "
-                   f"{r['dumps_us']:.1f} | {r['hot_us']:.1f} | "
-                   f"{r['hot_us'] / base[r['body']]:.1f}x |")
+        out.append(
+            f"| {r['body']} ({r['bytes']} B) | {r['lib']} | {r['loads_us']:.1f} | "
+            f"{r['dumps_us']:.1f} | {r['hot_us']:.1f} | "
+            f"{r['hot_us'] / base[r['body']]:.1f}x |"
+        )
     return "\n".join(out)
 
 

@@ -16,16 +16,25 @@ _SYSTEM = (
 )
 
 _TURNS = [
-    ("user", "The CI job test-unit fails on main since this morning. Here is "
-             "the tail of the log: FAILED tests/unit/test_policy.py::"
-             "test_escalates_on_timeout - AssertionError: expected tier "
-             "'mid', got 'cheap'. Can you find the cause?"),
-    ("assistant", "The policy reads the timeout from the world snapshot, but "
-                  "the fixture builds the snapshot before the breaker records "
-                  "the failure. I will read router/policy.py and the fixture "
-                  "to confirm before proposing a change."),
-    ("user", "Go ahead, and keep the change minimal. Also check whether the "
-             "same ordering bug affects the fallback path for local tiers."),
+    (
+        "user",
+        "The CI job test-unit fails on main since this morning. Here is "
+        "the tail of the log: FAILED tests/unit/test_policy.py::"
+        "test_escalates_on_timeout - AssertionError: expected tier "
+        "'mid', got 'cheap'. Can you find the cause?",
+    ),
+    (
+        "assistant",
+        "The policy reads the timeout from the world snapshot, but "
+        "the fixture builds the snapshot before the breaker records "
+        "the failure. I will read router/policy.py and the fixture "
+        "to confirm before proposing a change.",
+    ),
+    (
+        "user",
+        "Go ahead, and keep the change minimal. Also check whether the "
+        "same ordering bug affects the fallback path for local tiers.",
+    ),
 ]
 
 _TOOLS = [
@@ -64,6 +73,7 @@ def chat_request(target_bytes: int = 1536, stream: bool = False) -> dict:
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+
     def size() -> int:
         return len(json.dumps(body, separators=(",", ":")))
 
@@ -90,9 +100,9 @@ CHAT_COMPLETION = {
             "message": {
                 "role": "assistant",
                 "content": "The fixture builds the snapshot before the breaker "
-                           "records the failure, so the policy still sees the "
-                           "cheap tier as healthy. Build it after recording "
-                           "the failure.",
+                "records the failure, so the policy still sees the "
+                "cheap tier as healthy. Build it after recording "
+                "the failure.",
                 "refusal": None,
                 "annotations": [],
             },
@@ -118,8 +128,10 @@ def completion_bytes() -> bytes:
 
 def sse_chunks(n: int = 20) -> list[bytes]:
     """``n`` chat.completion.chunk SSE events, then usage and ``[DONE]``."""
-    words = ("The fixture builds the snapshot before the breaker records the "
-             "failure so the policy sees the cheap tier healthy fix ordering").split()
+    words = (
+        "The fixture builds the snapshot before the breaker records the "
+        "failure so the policy sees the cheap tier healthy fix ordering"
+    ).split()
     out = []
     for i in range(n):
         delta = {"content": words[i % len(words)] + " "}
@@ -131,14 +143,19 @@ def sse_chunks(n: int = 20) -> list[bytes]:
             "created": 1741569952,
             "model": "gpt-4o-mini-2024-07-18",
             "system_fingerprint": "fp_06737a9306",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                         "finish_reason": "stop" if i == n - 1 else None}],
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": "stop" if i == n - 1 else None}
+            ],
         }
         out.append(b"data: " + json.dumps(ev, separators=(",", ":")).encode() + b"\n\n")
-    usage = {"id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
-             "object": "chat.completion.chunk", "created": 1741569952,
-             "model": "gpt-4o-mini-2024-07-18", "choices": [],
-             "usage": {"prompt_tokens": 412, "completion_tokens": n, "total_tokens": 412 + n}}
+    usage = {
+        "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+        "object": "chat.completion.chunk",
+        "created": 1741569952,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [],
+        "usage": {"prompt_tokens": 412, "completion_tokens": n, "total_tokens": 412 + n},
+    }
     out.append(b"data: " + json.dumps(usage, separators=(",", ":")).encode() + b"\n\n")
     out.append(b"data: [DONE]\n\n")
     return out

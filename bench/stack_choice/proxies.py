@@ -34,8 +34,10 @@ def json_codec(kind: str):
     if kind == "orjson":
         return orjson.loads, orjson.dumps
     if kind == "stdlib":
+
         def dumps(obj, _dumps=json.dumps):
             return _dumps(obj, separators=(",", ":")).encode()
+
         return json.loads, dumps
     raise ValueError(f"STACKBENCH_JSON must be orjson or stdlib, not {kind!r}")
 
@@ -60,6 +62,7 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 # aiohttp server + aiohttp client (candidates 1, 2, 6)
 # --------------------------------------------------------------------------
 
+
 def aiohttp_app():
     import aiohttp
     from aiohttp import web
@@ -76,14 +79,11 @@ def aiohttp_app():
     async def proxy(request: web.Request) -> web.StreamResponse:
         payload, stream = rewrite(await request.read(), loads, dumps)
         session = request.app[session_key]
-        async with session.post(upstream + request.path, data=payload,
-                                headers=JSON_HEADERS) as up:
+        async with session.post(upstream + request.path, data=payload, headers=JSON_HEADERS) as up:
             ctype = up.headers.get("Content-Type", "application/json")
             if not stream:
-                return web.Response(body=await up.read(), status=up.status,
-                                    headers={"Content-Type": ctype})
-            resp = web.StreamResponse(status=up.status,
-                                      headers={"Content-Type": ctype})
+                return web.Response(body=await up.read(), status=up.status, headers={"Content-Type": ctype})
+            resp = web.StreamResponse(status=up.status, headers={"Content-Type": ctype})
             await resp.prepare(request)
             async for chunk in up.content.iter_any():
                 await resp.write(chunk)
@@ -99,6 +99,7 @@ def aiohttp_app():
 # --------------------------------------------------------------------------
 # Starlette (on uvicorn) + httpx or aiohttp client (candidates 3, 4)
 # --------------------------------------------------------------------------
+
 
 def starlette_app(client: str):
     import contextlib
@@ -117,9 +118,7 @@ def starlette_app(client: str):
 
         @contextlib.asynccontextmanager
         async def lifespan(app):
-            limits = httpx.Limits(max_connections=POOL_SIZE,
-                                  max_keepalive_connections=POOL_SIZE,
-                                  keepalive_expiry=60)
+            limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE, keepalive_expiry=60)
             async with httpx.AsyncClient(limits=limits, timeout=30) as c:
                 state["client"] = c
                 yield
@@ -127,8 +126,7 @@ def starlette_app(client: str):
         async def proxy(request: Request):
             payload, stream = rewrite(await request.body(), loads, dumps)
             c = state["client"]
-            req = c.build_request("POST", upstream + request.url.path,
-                                  content=payload, headers=JSON_HEADERS)
+            req = c.build_request("POST", upstream + request.url.path, content=payload, headers=JSON_HEADERS)
             up = await c.send(req, stream=True)
             ctype = up.headers.get("content-type", "application/json")
             if not stream:
@@ -136,11 +134,13 @@ def starlette_app(client: str):
                     body = await up.aread()
                 finally:
                     await up.aclose()
-                return Response(body, status_code=up.status_code,
-                                headers={"content-type": ctype})
-            return StreamingResponse(up.aiter_raw(), status_code=up.status_code,
-                                     headers={"content-type": ctype},
-                                     background=BackgroundTask(up.aclose))
+                return Response(body, status_code=up.status_code, headers={"content-type": ctype})
+            return StreamingResponse(
+                up.aiter_raw(),
+                status_code=up.status_code,
+                headers={"content-type": ctype},
+                background=BackgroundTask(up.aclose),
+            )
 
     elif client == "aiohttp":
         import aiohttp
@@ -154,16 +154,14 @@ def starlette_app(client: str):
 
         async def proxy(request: Request):
             payload, stream = rewrite(await request.body(), loads, dumps)
-            up = await state["client"].post(upstream + request.url.path,
-                                            data=payload, headers=JSON_HEADERS)
+            up = await state["client"].post(upstream + request.url.path, data=payload, headers=JSON_HEADERS)
             ctype = up.headers.get("Content-Type", "application/json")
             if not stream:
                 try:
                     body = await up.read()
                 finally:
                     up.release()
-                return Response(body, status_code=up.status,
-                                headers={"content-type": ctype})
+                return Response(body, status_code=up.status, headers={"content-type": ctype})
 
             async def relay():
                 try:
@@ -171,13 +169,12 @@ def starlette_app(client: str):
                         yield chunk
                 finally:
                     up.release()
-            return StreamingResponse(relay(), status_code=up.status,
-                                     headers={"content-type": ctype})
+
+            return StreamingResponse(relay(), status_code=up.status, headers={"content-type": ctype})
     else:
         raise ValueError(client)
 
-    return Starlette(routes=[Route("/{path:path}", proxy, methods=["POST"])],
-                     lifespan=lifespan)
+    return Starlette(routes=[Route("/{path:path}", proxy, methods=["POST"])], lifespan=lifespan)
 
 
 def starlette_aiohttp_app():
@@ -188,6 +185,7 @@ def starlette_aiohttp_app():
 # --------------------------------------------------------------------------
 # Plain ASGI callable + aiohttp client (candidate 5, served by granian)
 # --------------------------------------------------------------------------
+
 
 def plain_asgi_app():
     import aiohttp
@@ -221,19 +219,17 @@ def plain_asgi_app():
             return
         if "client" not in state:  # server without lifespan support
             state["client"] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=60))
+                connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=60)
+            )
         payload, stream = rewrite(await read_body(receive), loads, dumps)
-        async with state["client"].post(upstream + scope["path"], data=payload,
-                                        headers=JSON_HEADERS) as up:
+        async with state["client"].post(upstream + scope["path"], data=payload, headers=JSON_HEADERS) as up:
             ctype = up.headers.get("Content-Type", "application/json").encode()
-            await send({"type": "http.response.start", "status": up.status,
-                        "headers": [(b"content-type", ctype)]})
+            await send({"type": "http.response.start", "status": up.status, "headers": [(b"content-type", ctype)]})
             if not stream:
                 await send({"type": "http.response.body", "body": await up.read()})
                 return
             async for chunk in up.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk,
-                            "more_body": True})
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
 
     return app

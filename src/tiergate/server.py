@@ -80,8 +80,16 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-async def serve(cfg: TiergateConfig, source: str, host: str, port: int, *, reuse_port: bool = False,
-                announce: bool = True, ready: Any = None) -> None:
+async def serve(
+    cfg: TiergateConfig,
+    source: str,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    announce: bool = True,
+    ready: Any = None,
+) -> None:
     """Serve until SIGTERM/SIGINT, then finish requests and flush the ledger."""
     from aiohttp import web
 
@@ -94,8 +102,11 @@ async def serve(cfg: TiergateConfig, source: str, host: str, port: int, *, reuse
     tune_gc()  # after startup built its long-lived objects
     actual = runner.addresses[0][1] if runner.addresses else port
     if announce:
-        print(f"tiergate listening on http://{host}:{actual} (config: {source}; "
-              f"{len(cfg.deployments)} deployments; ledger: {cfg.ledger_display})", flush=True)
+        print(
+            f"tiergate listening on http://{host}:{actual} (config: {source}; "
+            f"{len(cfg.deployments)} deployments; ledger: {cfg.ledger_display})",
+            flush=True,
+        )
     if ready is not None:
         ready.put(actual)
     stop = asyncio.Event()
@@ -146,8 +157,11 @@ def run_workers(cfg: TiergateConfig, source: str, host: str, port: int, workers:
         if isinstance(answer, str):
             forward()
             raise ConfigError(f"a worker failed to start: {answer}")
-    print(f"tiergate listening on http://{host}:{port} (config: {source}; {workers} workers; "
-          f"{len(cfg.deployments)} deployments; ledger: {cfg.ledger_display})", flush=True)
+    print(
+        f"tiergate listening on http://{host}:{port} (config: {source}; {workers} workers; "
+        f"{len(cfg.deployments)} deployments; ledger: {cfg.ledger_display})",
+        flush=True,
+    )
     for p in procs:
         p.join()
     print("tiergate stopped: every worker finished its requests and flushed the ledger", flush=True)

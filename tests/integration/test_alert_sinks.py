@@ -73,11 +73,13 @@ async def serving(rec: Recorder, test: Callable[[], Awaitable[None]]) -> None:
 
 
 def all_sinks(base: str) -> list[Any]:
-    return SINKS.validate_python([
-        {"type": "webhook", "url": f"{base}/hook", "headers": {"X-Auth": "hook-header-secret"}},
-        {"type": "slack", "url": f"{base}{SLACK_PATH}"},
-        {"type": "telegram", "bot_token": TOKEN, "chat_id": "12345", "api_base": base},
-    ])
+    return SINKS.validate_python(
+        [
+            {"type": "webhook", "url": f"{base}/hook", "headers": {"X-Auth": "hook-header-secret"}},
+            {"type": "slack", "url": f"{base}{SLACK_PATH}"},
+            {"type": "telegram", "bot_token": TOKEN, "chat_id": "12345", "api_base": base},
+        ]
+    )
 
 
 def alert(key: str = "budget:global:day:2026-11-22:0.8", **kw: Any) -> Alert:
@@ -101,14 +103,20 @@ def test_payload_shapes_for_each_sink():
         by_path = {r["path"]: r for r in rec.received}
         assert set(by_path) == {"/hook", SLACK_PATH, f"/bot{TOKEN}/sendMessage"}
         hook = by_path["/hook"]
-        assert hook["json"] == {"event": "budget_threshold", "message": "budget global reached 80% of $50",
-                                "severity": "critical", "ts": 1_795_000_000.5,
-                                "details": {"budget": "global", "threshold": 0.8, "spent": 40.0}}
+        assert hook["json"] == {
+            "event": "budget_threshold",
+            "message": "budget global reached 80% of $50",
+            "severity": "critical",
+            "ts": 1_795_000_000.5,
+            "details": {"budget": "global", "threshold": 0.8, "spent": 40.0},
+        }
         assert hook["headers"]["X-Auth"] == "hook-header-secret"
         assert hook["headers"]["Content-Type"] == "application/json"
         assert by_path[SLACK_PATH]["json"] == {"text": "[tiergate critical] budget global reached 80% of $50"}
         assert by_path[f"/bot{TOKEN}/sendMessage"]["json"] == {
-            "chat_id": "12345", "text": "[tiergate critical] budget global reached 80% of $50"}
+            "chat_id": "12345",
+            "text": "[tiergate critical] budget global reached 80% of $50",
+        }
         key = "budget:global:day:2026-11-22:0.8"
         assert sorted(d.sent) == [("slack", key), ("telegram", key), ("webhook", key)]
         assert d.failed == []
@@ -277,15 +285,18 @@ def test_emit_without_a_running_loop_or_sinks_only_logs(caplog):
     assert quiet.emit(alert("nowhere")) is True and quiet.emit(alert("nowhere")) is False
 
 
-@pytest.mark.parametrize("raw,problem", [
-    ({"type": "pager", "url": "http://x"}, "does not match any of the expected tags"),
-    ({"type": "webhook", "url": "http://x", "method": "PUT"}, "Extra inputs are not permitted"),
-    ({"type": "webhook", "url": "ftp://x/hook"}, "http:// or https:// URL"),
-    ({"type": "slack", "url": "hooks.slack.com/services/T/B/sekrit"}, "http:// or https:// URL"),
-    ({"type": "telegram", "bot_token": "", "chat_id": "1"}, "bot_token must not be empty"),
-    ({"type": "telegram", "bot_token": "t", "chat_id": ""}, "chat_id must not be empty"),
-    ({"type": "telegram", "chat_id": "1"}, "Field required"),
-])
+@pytest.mark.parametrize(
+    "raw,problem",
+    [
+        ({"type": "pager", "url": "http://x"}, "does not match any of the expected tags"),
+        ({"type": "webhook", "url": "http://x", "method": "PUT"}, "Extra inputs are not permitted"),
+        ({"type": "webhook", "url": "ftp://x/hook"}, "http:// or https:// URL"),
+        ({"type": "slack", "url": "hooks.slack.com/services/T/B/sekrit"}, "http:// or https:// URL"),
+        ({"type": "telegram", "bot_token": "", "chat_id": "1"}, "bot_token must not be empty"),
+        ({"type": "telegram", "bot_token": "t", "chat_id": ""}, "chat_id must not be empty"),
+        ({"type": "telegram", "chat_id": "1"}, "Field required"),
+    ],
+)
 def test_sink_config_errors(raw, problem):
     with pytest.raises(ValidationError) as info:
         SINKS.validate_python([raw])
@@ -294,12 +305,14 @@ def test_sink_config_errors(raw, problem):
 
 
 def test_sink_config_shapes():
-    webhook, slack, telegram, group = SINKS.validate_python([
-        {"type": "webhook", "url": "http://127.0.0.1:9000/hook"},
-        {"type": "slack", "url": "https://hooks.slack.com/services/T/B/X"},
-        {"type": "telegram", "bot_token": "t", "chat_id": "12345"},
-        {"type": "telegram", "bot_token": "t", "chat_id": -1001234, "api_base": "https://tg.example/"},
-    ])
+    webhook, slack, telegram, group = SINKS.validate_python(
+        [
+            {"type": "webhook", "url": "http://127.0.0.1:9000/hook"},
+            {"type": "slack", "url": "https://hooks.slack.com/services/T/B/X"},
+            {"type": "telegram", "bot_token": "t", "chat_id": "12345"},
+            {"type": "telegram", "bot_token": "t", "chat_id": -1001234, "api_base": "https://tg.example/"},
+        ]
+    )
     assert isinstance(webhook, WebhookSinkConfig) and webhook.headers == {}
     assert isinstance(slack, SlackSinkConfig) and slack.url.get_secret_value().endswith("/X")
     assert isinstance(telegram, TelegramSinkConfig) and telegram.api_base == "https://api.telegram.org"

@@ -24,7 +24,8 @@ def test_missing_and_wrong_keys_are_401(standins, gateway):
     gw = gateway(tiered_config(standins(name="local", models=["llama-8b"]), None))
     with pytest.raises(openai.AuthenticationError) as ei:
         openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="sk-wrong", max_retries=0).chat.completions.create(
-            model="auto", messages=MSG)
+            model="auto", messages=MSG
+        )
     assert ei.value.body["code"] == "invalid_api_key"
     status, body = post(gw, b'{"messages": []}', key=None)
     assert status == 401 and "missing API key" in body["error"]["message"]
@@ -48,6 +49,7 @@ def test_virtual_keys_create_attribute_and_revoke(standins, gateway):
     assert rows and all(r["key_name"] == "researcher-key" and r["agent"] == "researcher" for r in rows)
     # the database holds a hash, never the key
     import sqlite3
+
     dump = "\n".join(sqlite3.connect(gw.ledger_path).iterdump())
     assert key not in dump
 
@@ -81,9 +83,19 @@ def test_serve_refuses_to_start_without_any_key(tmp_path):
         (b'{"messages": []}', 400, "at least one message", "messages"),
         (b'{"messages": "hi"}', 400, "'messages' must be a non-empty list", "messages"),
         (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', 400, "'model' must be a string", "model"),
-        (b'{"stream": "yes", "messages": [{"role": "user", "content": "x"}]}', 400, "'stream' must be a boolean", "stream"),
+        (
+            b'{"stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
+            400,
+            "'stream' must be a boolean",
+            "stream",
+        ),
         (b'{"max_tokens": -3, "messages": [{"role": "user", "content": "x"}]}', 400, "positive integer", "max_tokens"),
-        (b'{"max_tokens": true, "messages": [{"role": "user", "content": "x"}]}', 400, "positive integer", "max_tokens"),
+        (
+            b'{"max_tokens": true, "messages": [{"role": "user", "content": "x"}]}',
+            400,
+            "positive integer",
+            "max_tokens",
+        ),
         (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}', 404, "names no alias", "model"),
     ],
 )

@@ -150,8 +150,11 @@ def test_stream_failing_before_first_byte_fails_over_transparently(standins, gat
     local, cheap = standins(name="local", models=["llama-8b"]), standins(name="cheap", models=["gpt-4o-mini"])
     local.faults({"mode": "cut_stream", "after_chunks": 0})
     gw = gateway(tiered_config(local, cheap, num_retries=0))
-    text = "".join(ch.choices[0].delta.content or "" for ch in
-                   client(gw).chat.completions.create(model="auto", messages=MSG, stream=True) if ch.choices)
+    text = "".join(
+        ch.choices[0].delta.content or ""
+        for ch in client(gw).chat.completions.create(model="auto", messages=MSG, stream=True)
+        if ch.choices
+    )
     assert text.startswith("[cheap]")
 
 
@@ -173,11 +176,15 @@ def test_stream_cut_midway_ends_with_an_error_event_and_is_recorded(standins, ga
 
 
 def test_litellm_style_fallbacks_are_honoured(standins, gateway):
-    local, cheap, front = (standins(name="local", models=["llama-8b"]), standins(name="cheap", models=["gpt-4o-mini"]),
-                           standins(name="front", models=["gpt-4o"]))
+    local, cheap, front = (
+        standins(name="local", models=["llama-8b"]),
+        standins(name="cheap", models=["gpt-4o-mini"]),
+        standins(name="front", models=["gpt-4o"]),
+    )
     local.faults({"mode": "status", "status": 500, "times": 10})
-    gw = gateway(tiered_config(local, cheap, front, num_retries=0, escalate=False,
-                               fallbacks={"local-8b": ["frontier"]}))
+    gw = gateway(
+        tiered_config(local, cheap, front, num_retries=0, escalate=False, fallbacks={"local-8b": ["frontier"]})
+    )
     raw = client(gw).chat.completions.with_raw_response.create(model="local-8b", messages=MSG)
     assert raw.headers["x-tiergate-deployment"] == "frontier"
     assert "fallback frontier for local-8b" in raw.headers["x-tiergate-reason"]

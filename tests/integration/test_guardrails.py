@@ -17,20 +17,42 @@ MSG = [{"role": "user", "content": "write a short plan for the release"}]
 
 
 def config(local, cloud, frontier=None, **extra) -> dict:
-    providers = {"box": {"api": "openai-chat", "base_url": f"{local.base_url}/v1", "local": True},
-                 "cloudco": {"api": "openai-chat", "base_url": f"{cloud.base_url}/v1"}}
+    providers = {
+        "box": {"api": "openai-chat", "base_url": f"{local.base_url}/v1", "local": True},
+        "cloudco": {"api": "openai-chat", "base_url": f"{cloud.base_url}/v1"},
+    }
     deployments = [
         {"name": "local-8b", "provider": "box", "model": "llama-8b", "tier": 0, "context_window": 4096},
         # a deliberately pricey cloud so a few requests exhaust a small budget
-        {"name": "cloud", "provider": "cloudco", "model": "gpt-4o-mini", "tier": 1, "context_window": 128000,
-         "price": {"input_per_mtok": 100, "output_per_mtok": 100}},
+        {
+            "name": "cloud",
+            "provider": "cloudco",
+            "model": "gpt-4o-mini",
+            "tier": 1,
+            "context_window": 128000,
+            "price": {"input_per_mtok": 100, "output_per_mtok": 100},
+        },
     ]
     if frontier is not None:
         providers["frontco"] = {"api": "openai-chat", "base_url": f"{frontier.base_url}/v1"}
-        deployments.append({"name": "frontier", "provider": "frontco", "model": "gpt-4o", "tier": 3,
-                            "context_window": 128000, "price": {"input_per_mtok": 300, "output_per_mtok": 300}})
-    return {"auth": {"master_key": "env:TIERGATE_MASTER_KEY"}, "providers": providers, "deployments": deployments,
-            "tasks": {"chat": 0, "coding": 1, "reasoning": 3}, "routing": {"num_retries": 0}, **extra}
+        deployments.append(
+            {
+                "name": "frontier",
+                "provider": "frontco",
+                "model": "gpt-4o",
+                "tier": 3,
+                "context_window": 128000,
+                "price": {"input_per_mtok": 300, "output_per_mtok": 300},
+            }
+        )
+    return {
+        "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
+        "providers": providers,
+        "deployments": deployments,
+        "tasks": {"chat": 0, "coding": 1, "reasoning": 3},
+        "routing": {"num_retries": 0},
+        **extra,
+    }
 
 
 def client(gw, **kw) -> openai.OpenAI:
@@ -39,8 +61,9 @@ def client(gw, **kw) -> openai.OpenAI:
 
 def call(c, task: str = "coding", **kw):
     try:
-        return c.chat.completions.with_raw_response.create(model="auto", messages=MSG, max_tokens=20,
-                                                           extra_headers={"X-Tiergate-Task": task}, **kw)
+        return c.chat.completions.with_raw_response.create(
+            model="auto", messages=MSG, max_tokens=20, extra_headers={"X-Tiergate-Task": task}, **kw
+        )
     except openai.APIStatusError as exc:
         return exc
 
@@ -51,10 +74,19 @@ def test_budget_holds_under_hundreds_of_concurrent_requests(standins, gateway, s
     limit = 0.05
     extra = {}
     if shared:  # the same test on the shared backends: counters in Redis, the ledger in PostgreSQL
-        extra = {"state": "redis://127.0.0.1:6379/0", "state_prefix": request.getfixturevalue("redis_prefix"),
-                 "ledger": request.getfixturevalue("pg_schema").url()}
-    gw = gateway(config(local, cloud, budgets=[{"scope": "global", "window": "day", "limit_usd": limit,
-                                                 "action": "reject"}], **extra))
+        extra = {
+            "state": "redis://127.0.0.1:6379/0",
+            "state_prefix": request.getfixturevalue("redis_prefix"),
+            "ledger": request.getfixturevalue("pg_schema").url(),
+        }
+    gw = gateway(
+        config(
+            local,
+            cloud,
+            budgets=[{"scope": "global", "window": "day", "limit_usd": limit, "action": "reject"}],
+            **extra,
+        )
+    )
     c = client(gw)
     with cf.ThreadPoolExecutor(32) as pool:
         results = list(pool.map(lambda _: call(c), range(240)))
@@ -69,8 +101,9 @@ def test_budget_holds_under_hundreds_of_concurrent_requests(standins, gateway, s
 
 def test_local_only_action_is_the_emergency_mode(standins, gateway):
     local, cloud = standins(name="local", models=["llama-8b"]), standins(name="cloud", models=["gpt-4o-mini"])
-    gw = gateway(config(local, cloud, budgets=[{"scope": "global", "window": "day", "limit_usd": 0.01,
-                                                 "action": "local-only"}]))
+    gw = gateway(
+        config(local, cloud, budgets=[{"scope": "global", "window": "day", "limit_usd": 0.01, "action": "local-only"}])
+    )
     c = client(gw)
     deployments = [call(c).headers["x-tiergate-deployment"] for _ in range(12)]
     assert deployments[0] == "cloud" and deployments[-1] == "local-8b"
@@ -83,21 +116,37 @@ def test_local_only_action_is_the_emergency_mode(standins, gateway):
 
 
 def test_frontier_call_cap_downgrades(standins, gateway):
-    local, cloud, front = (standins(name="local", models=["llama-8b"]), standins(name="cloud", models=["gpt-4o-mini"]),
-                           standins(name="front", models=["gpt-4o"]))
-    gw = gateway(config(local, cloud, front, budgets=[
-        {"scope": "deployment", "match": "frontier", "window": "day", "max_calls": 3, "action": "downgrade"}]))
+    local, cloud, front = (
+        standins(name="local", models=["llama-8b"]),
+        standins(name="cloud", models=["gpt-4o-mini"]),
+        standins(name="front", models=["gpt-4o"]),
+    )
+    gw = gateway(
+        config(
+            local,
+            cloud,
+            front,
+            budgets=[
+                {"scope": "deployment", "match": "frontier", "window": "day", "max_calls": 3, "action": "downgrade"}
+            ],
+        )
+    )
     c = client(gw)
-    got = [c.chat.completions.with_raw_response.create(model="task/reasoning", messages=MSG, max_tokens=5)
-           for _ in range(5)]
+    got = [
+        c.chat.completions.with_raw_response.create(model="task/reasoning", messages=MSG, max_tokens=5)
+        for _ in range(5)
+    ]
     assert [g.headers["x-tiergate-deployment"] for g in got] == ["frontier"] * 3 + ["cloud"] * 2
     assert "downgraded to tier<=2" in got[-1].headers["x-tiergate-reason"]
 
 
 def test_agent_budget_rejects_in_each_clients_format_and_survives_restart(standins, gateway):
     local, cloud = standins(name="local", models=["llama-8b"]), standins(name="cloud", models=["gpt-4o-mini"])
-    cfg = config(local, cloud, budgets=[{"scope": "agent", "match": "researcher", "window": "month",
-                                         "limit_usd": 0.004, "action": "reject"}])
+    cfg = config(
+        local,
+        cloud,
+        budgets=[{"scope": "agent", "match": "researcher", "window": "month", "limit_usd": 0.004, "action": "reject"}],
+    )
     gw = gateway(cfg)
     c = client(gw, default_headers={"X-Tiergate-Agent": "researcher"})
     results = [call(c) for _ in range(4)]
@@ -107,8 +156,11 @@ def test_agent_budget_rejects_in_each_clients_format_and_survives_restart(standi
     assert not isinstance(call(other), Exception)  # other agents are not affected
     with pytest.raises(anthropic.RateLimitError) as ei:
         anthropic.Anthropic(base_url=gw.base_url, api_key=MASTER_KEY, max_retries=0).messages.create(
-            model="cloud", max_tokens=10, messages=[{"role": "user", "content": "x"}],
-            extra_headers={"X-Tiergate-Agent": "researcher"})
+            model="cloud",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"X-Tiergate-Agent": "researcher"},
+        )
     assert ei.value.body["error"]["type"] == "rate_limit_error"
     gw.stop()
     gw2 = gateway(cfg)  # same ledger: spend of this month is still counted
@@ -126,8 +178,12 @@ def test_manual_emergency_mode_cli_and_admin(standins, gateway):
     assert "emergency mode on (bill spike)" in r.headers["x-tiergate-reason"]
     health = json.loads(http("GET", f"{gw.base_url}/health")[2])
     assert health["emergency"] == "bill spike"
-    status, _, body = http("POST", f"{gw.base_url}/admin/emergency", body=b'{"on": false}',
-                           headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"})
+    status, _, body = http(
+        "POST",
+        f"{gw.base_url}/admin/emergency",
+        body=b'{"on": false}',
+        headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+    )
     assert status == 200 and json.loads(body)["on"] is False
     assert call(c).headers["x-tiergate-deployment"] == "cloud"
     assert "emergency mode: off" in gw.cli("emergency", "status").stdout
@@ -137,11 +193,21 @@ def test_alerts_once_per_threshold_per_window(standins, gateway):
     local, cloud = standins(name="local", models=["llama-8b"]), standins(name="cloud", models=["gpt-4o-mini"])
     hook, slack, tg = Recorder(), Recorder(), Recorder()
     try:
-        gw = gateway(config(local, cloud, budgets=[
-            {"scope": "global", "window": "day", "limit_usd": 0.05, "alert_at": [0.2, 0.4], "action": "reject"}],
-            alerts=[{"type": "webhook", "url": f"{hook.url}/hook"}, {"type": "slack", "url": f"{slack.url}/slack"},
-                    {"type": "telegram", "bot_token": "env:TG_BOT", "chat_id": "12345", "api_base": tg.url}]),
-            env_extra={"CHEAP_KEY": "x", "TG_BOT": "123:secret-token"})
+        gw = gateway(
+            config(
+                local,
+                cloud,
+                budgets=[
+                    {"scope": "global", "window": "day", "limit_usd": 0.05, "alert_at": [0.2, 0.4], "action": "reject"}
+                ],
+                alerts=[
+                    {"type": "webhook", "url": f"{hook.url}/hook"},
+                    {"type": "slack", "url": f"{slack.url}/slack"},
+                    {"type": "telegram", "bot_token": "env:TG_BOT", "chat_id": "12345", "api_base": tg.url},
+                ],
+            ),
+            env_extra={"CHEAP_KEY": "x", "TG_BOT": "123:secret-token"},
+        )
         c = client(gw)
         for _ in range(12):
             call(c)
@@ -150,8 +216,12 @@ def test_alerts_once_per_threshold_per_window(standins, gateway):
         budget_hooks = [h for h in hook.received if h["body"]["event"] == "budget_threshold"]
         assert len(budget_hooks) == 2  # 20% and 40%, each exactly once
         assert len([s for s in slack.received if "reached" in s["body"]["text"]]) == 2
-        assert all(t["path"] == "/bot123:secret-token/sendMessage" and t["body"]["chat_id"] == "12345"
-                   for t in tg.received) and len(tg.received) >= 2
+        assert (
+            all(
+                t["path"] == "/bot123:secret-token/sendMessage" and t["body"]["chat_id"] == "12345" for t in tg.received
+            )
+            and len(tg.received) >= 2
+        )
         gw.stop()
         assert not any("secret-token" in line for line in gw.log)
     finally:
@@ -173,8 +243,12 @@ def test_sessions_killed_by_cli_and_by_the_guardian(standins, gateway):
     assert isinstance(results[-1], openai.PermissionDeniedError) and "session_max_usd" in results[-1].message
     with pytest.raises(anthropic.PermissionDeniedError):
         anthropic.Anthropic(base_url=gw.base_url, api_key=MASTER_KEY, max_retries=0).messages.create(
-            model="cloud", max_tokens=5, messages=[{"role": "user", "content": "x"}],
-            extra_headers={"X-Tiergate-Session": "s-a"})
+            model="cloud",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"X-Tiergate-Session": "s-a"},
+        )
+
     def listed() -> dict:  # session totals reach the ledger about once a second, off the request path
         return {r["session"]: r for r in json.loads(gw.cli("sessions", "list", "--json").stdout)}
 
@@ -188,8 +262,14 @@ def test_context_alert_and_reroute_to_a_larger_window(standins, gateway):
     local, cloud = standins(name="local", models=["llama-8b"]), standins(name="cloud", models=["gpt-4o-mini"])
     hook = Recorder()
     try:
-        gw = gateway(config(local, cloud, guardian={"context_alert_at": [0.3], "context_reroute_at": 0.6},
-                            alerts=[{"type": "webhook", "url": hook.url}]))
+        gw = gateway(
+            config(
+                local,
+                cloud,
+                guardian={"context_alert_at": [0.3], "context_reroute_at": 0.6},
+                alerts=[{"type": "webhook", "url": hook.url}],
+            )
+        )
         c = client(gw, default_headers={"X-Tiergate-Session": "long-one"})
         medium = [{"role": "user", "content": "word " * 1800}]  # ~2300 tokens: 55% of local's 4096 window
         r = c.chat.completions.with_raw_response.create(model="auto", messages=medium, max_tokens=10)

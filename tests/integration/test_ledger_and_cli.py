@@ -20,7 +20,9 @@ def test_sigterm_under_load_loses_no_usage_record(standins, gateway):
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
     n = 200
     with cf.ThreadPoolExecutor(16) as pool:
-        done = sum(1 for r in pool.map(lambda _: c.chat.completions.create(model="auto", messages=MSG), range(n)) if r.id)
+        done = sum(
+            1 for r in pool.map(lambda _: c.chat.completions.create(model="auto", messages=MSG), range(n)) if r.id
+        )
     # then requests still in flight when SIGTERM arrives: they finish, and they are recorded too
     local.faults({"mode": "slow", "delay_s": 1.0, "times": 12})
     with cf.ThreadPoolExecutor(12) as pool:
@@ -39,8 +41,9 @@ def test_report_groups_by_deployment_tier_agent_task_and_counterfactual(standins
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
     for task, agent, n in (("classification", "sorter", 3), ("coding", "coder", 2)):
         for _ in range(n):
-            c.chat.completions.create(model="auto", messages=MSG,
-                                      extra_headers={"X-Tiergate-Task": task, "X-Tiergate-Agent": agent})
+            c.chat.completions.create(
+                model="auto", messages=MSG, extra_headers={"X-Tiergate-Task": task, "X-Tiergate-Agent": agent}
+            )
     gw.stop()
     rep = json.loads(gw.cli("report", "--json").stdout)
     assert rep["requests"] == 5
@@ -67,22 +70,33 @@ def test_explain_prints_the_plan_without_sending(standins, tmp_path):
     path = write_config(tmp_path, tiered_config(local, cheap))
     req = tmp_path / "req.json"
     req.write_text(json.dumps({"model": "auto", "messages": MSG, "max_tokens": 100}))
-    out = run_cli("explain", "--config", str(path), str(req), "-H", "X-Tiergate-Task: coding",
-                  env=cli_env({"CHEAP_KEY": "x"})).stdout
+    out = run_cli(
+        "explain", "--config", str(path), str(req), "-H", "X-Tiergate-Task: coding", env=cli_env({"CHEAP_KEY": "x"})
+    ).stdout
     assert "1. cheap (tier 1" in out and "task=coding needs tier>=1" in out
     assert "local-8b" not in out.split("candidates")[1]
     assert local.requests() == [] and cheap.requests() == []
-    private = run_cli("explain", "--config", str(path), str(req), "-H", "X-Tiergate-Privacy: local-only",
-                      env=cli_env({"CHEAP_KEY": "x"})).stdout
+    private = run_cli(
+        "explain",
+        "--config",
+        str(path),
+        str(req),
+        "-H",
+        "X-Tiergate-Privacy: local-only",
+        env=cli_env({"CHEAP_KEY": "x"}),
+    ).stdout
     assert "1. local-8b" in private and "cheap: privacy local-only" in private
 
 
 def test_check_config_prints_tiers_and_names_errors(tmp_path):
-    good = write_config(tmp_path, {
-        "providers": {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:8080/v1", "local": True}},
-        "deployments": [{"name": "local-8b", "provider": "box", "model": "llama", "tier": 0}],
-        "aliases": {"local/fast": ["local-8b"]},
-    })
+    good = write_config(
+        tmp_path,
+        {
+            "providers": {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:8080/v1", "local": True}},
+            "deployments": [{"name": "local-8b", "provider": "box", "model": "llama", "tier": 0}],
+            "aliases": {"local/fast": ["local-8b"]},
+        },
+    )
     out = run_cli("check-config", str(good)).stdout
     assert "0: local-8b" in out and "local/fast -> local-8b" in out
     bad = tmp_path / "bad.yaml"

@@ -22,17 +22,40 @@ from tiergate.ledger.base import Ledger, open_ledger
 from tiergate.ledger.records import LocalModelEvent, SessionRow, hash_key, pending
 
 
-def usage(i: int, *, ts: float | None = None, kind: str = "request", status: int = 200, agent: str = "a") -> UsageRecord:
-    return UsageRecord(ts=ts if ts is not None else time.time(), request_id=f"r{i}", kind=kind, key_name="k",
-                       agent=agent, session="s", task="t", requested_model="auto", deployment="d", provider="p",
-                       tier=1, local=i % 2 == 0, prompt_tokens=i, completion_tokens=1, usage_estimated=False,
-                       cost_usd=0.001, latency_ms=1.0, ttft_ms=None, status=status, stream=False, fallbacks=0,
-                       reason="r", extra={"note": "x"} if i == 0 else {})
+def usage(
+    i: int, *, ts: float | None = None, kind: str = "request", status: int = 200, agent: str = "a"
+) -> UsageRecord:
+    return UsageRecord(
+        ts=ts if ts is not None else time.time(),
+        request_id=f"r{i}",
+        kind=kind,
+        key_name="k",
+        agent=agent,
+        session="s",
+        task="t",
+        requested_model="auto",
+        deployment="d",
+        provider="p",
+        tier=1,
+        local=i % 2 == 0,
+        prompt_tokens=i,
+        completion_tokens=1,
+        usage_estimated=False,
+        cost_usd=0.001,
+        latency_ms=1.0,
+        ttft_ms=None,
+        status=status,
+        stream=False,
+        fallbacks=0,
+        reason="r",
+        extra={"note": "x"} if i == 0 else {},
+    )
 
 
 def session_row(name: str, *, last_seen: float, requests: int, killed: str | None = None) -> SessionRow:
-    return SessionRow(name, "k", "agent", 1.0, last_seen, requests, 10 * requests, requests, 0.5 * requests, 0.25,
-                      killed)
+    return SessionRow(
+        name, "k", "agent", 1.0, last_seen, requests, 10 * requests, requests, 0.5 * requests, 0.25, killed
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -90,9 +113,11 @@ def test_usage_rows_answer_the_report_and_budget_queries(make):
     led.record(usage(11, ts=end + 5))  # the next day
     led.close()
     led = make()
-    rows = led.query("SELECT key_name, agent, session, task, deployment, cost_usd FROM usage "
-                     "WHERE kind = 'request' AND status < 400 AND deployment IS NOT NULL AND ts >= ? AND ts < ?",
-                     (start, end))
+    rows = led.query(
+        "SELECT key_name, agent, session, task, deployment, cost_usd FROM usage "
+        "WHERE kind = 'request' AND status < 400 AND deployment IS NOT NULL AND ts >= ? AND ts < ?",
+        (start, end),
+    )
     assert len(rows) == 6 and rows[0]["deployment"] == "d" and rows[0]["agent"] == "a"
     assert count(led, "request_id LIKE 'r1%' AND ts >= ?", (start,)) == 3  # r1, r10, r11: a literal % survives
     extra = led.query("SELECT extra, local FROM usage WHERE request_id = ?", ("r0",))[0]
@@ -112,8 +137,10 @@ def test_keys_create_list_revoke_and_versions(make):
     with pytest.raises(ValueError, match="already exists"):
         led.create_key("bot")
     led.create_key("other")
-    assert [(k.name, k.prefix, k.revoked) for k in led.list_keys()] == [("bot", key[:8], None),
-                                                                         ("other", led.list_keys()[1].prefix, None)]
+    assert [(k.name, k.prefix, k.revoked) for k in led.list_keys()] == [
+        ("bot", key[:8], None),
+        ("other", led.list_keys()[1].prefix, None),
+    ]
     assert led.revoke_key("bot") and not led.revoke_key("bot") and not led.revoke_key("ghost")
     assert [k.name for k in led.active_key_hashes().values()] == ["other"]
     assert led.list_keys()[0].revoked is not None
@@ -142,8 +169,12 @@ def test_kill_sessions_and_killed_sessions(make):
     assert sorted(led.kill_sessions("agent a", agent="a")) == ["s1"]  # s2 was killed already
     assert led.kill_sessions("ahead of time", session="future") == ["future"]  # not seen yet: killed in advance
     assert led.kill_sessions("nothing", session="s1") == []
-    assert led.killed_sessions() == {"s1": "agent a", "s2": "over budget", "s3": "over budget",
-                                     "future": "ahead of time"}
+    assert led.killed_sessions() == {
+        "s1": "agent a",
+        "s2": "over budget",
+        "s3": "over budget",
+        "future": "ahead of time",
+    }
     assert led.control_version() == v0 + 3
 
 

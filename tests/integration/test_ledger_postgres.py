@@ -28,12 +28,17 @@ def pg_config(local, tmp_path) -> dict:  # type: ignore[no-untyped-def]
 
 def test_gateway_on_postgresql_records_every_request_through_sigterm(standins, gateway, pg_schema, tmp_path):
     local = standins(name="local", models=["llama-8b"])
-    gw = gateway(pg_config(local, tmp_path), env_extra={"TIERGATE_LEDGER_URL": pg_schema.url(password=PASSWORD)},
-                 args=("--log-level", "info"))
+    gw = gateway(
+        pg_config(local, tmp_path),
+        env_extra={"TIERGATE_LEDGER_URL": pg_schema.url(password=PASSWORD)},
+        args=("--log-level", "info"),
+    )
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=30)
     n = 60
     with cf.ThreadPoolExecutor(8) as pool:
-        done = sum(1 for r in pool.map(lambda _: c.chat.completions.create(model="auto", messages=MSG), range(n)) if r.id)
+        done = sum(
+            1 for r in pool.map(lambda _: c.chat.completions.create(model="auto", messages=MSG), range(n)) if r.id
+        )
     local.faults({"mode": "slow", "delay_s": 1.0, "times": 6})  # still in flight when SIGTERM arrives
     with cf.ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(c.chat.completions.create, model="auto", messages=MSG) for _ in range(6)]
@@ -63,12 +68,16 @@ def test_migrate_keys_and_report_against_postgresql(standins, gateway, pg_schema
     for _ in range(3):
         c.chat.completions.create(model="auto", messages=MSG, extra_headers={"X-Tiergate-Task": "classification"})
     later = gw.cli("keys", "create", "--name", "late").stdout.strip()  # a running gateway picks it up within a second
-    assert wait_until(lambda: http("GET", f"{gw.base_url}/v1/models",
-                                   headers={"Authorization": f"Bearer {later}"})[0] == 200, timeout=10)
+    assert wait_until(
+        lambda: http("GET", f"{gw.base_url}/v1/models", headers={"Authorization": f"Bearer {later}"})[0] == 200,
+        timeout=10,
+    )
     assert [k["name"] for k in json.loads(gw.cli("keys", "list", "--json").stdout)] == ["bot", "late"]
     gw.cli("keys", "revoke", "late")
-    assert wait_until(lambda: http("GET", f"{gw.base_url}/v1/models",
-                                   headers={"Authorization": f"Bearer {later}"})[0] == 401, timeout=10)
+    assert wait_until(
+        lambda: http("GET", f"{gw.base_url}/v1/models", headers={"Authorization": f"Bearer {later}"})[0] == 401,
+        timeout=10,
+    )
     assert gw.stop() == 0
     rep = json.loads(gw.cli("report", "--json").stdout)
     assert rep["requests"] == 3 and rep["by_agent"]["sorter"]["requests"] == 3

@@ -180,7 +180,9 @@ OLD_SQLITE: tuple[tuple[str, str], ...] = (
 
 
 # ---------------------------------------------------------------------------- what each database reports
-Index = tuple[str, str | None, tuple[str, ...], bool, bool]  # table, name (None: engine-named), columns, unique, partial
+Index = tuple[
+    str, str | None, tuple[str, ...], bool, bool
+]  # table, name (None: engine-named), columns, unique, partial
 
 
 @dataclass(frozen=True)
@@ -191,8 +193,9 @@ class Schema:
 
     def portable(self) -> Schema:
         """Types as their SQLite affinity: what both dialects must agree on."""
-        return replace(self, columns={t: tuple((c, affinity(ty), n) for c, ty, n in cols)
-                                      for t, cols in self.columns.items()})
+        return replace(
+            self, columns={t: tuple((c, affinity(ty), n) for c, ty, n in cols) for t, cols in self.columns.items()}
+        )
 
 
 def affinity(declared: str) -> str:
@@ -210,8 +213,12 @@ def affinity(declared: str) -> str:
 def sqlite_schema(path: Path) -> Schema:
     conn = sqlite3.connect(path)
     try:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
         columns, keys, indexes = {}, {}, set()
         for t in tables:
             info = conn.execute(f"PRAGMA table_info({t})").fetchall()  # cid, name, type, notnull, default, pk
@@ -234,17 +241,23 @@ _INDEXDEF = re.compile(r"CREATE (UNIQUE )?INDEX (\S+) ON \S+ USING \w+ \((.+?)\)
 
 def postgres_schema(pg: PgSchema) -> Schema:
     here = "table_schema = current_schema()"
-    tables = [r["table_name"] for r in pg.rows(
-        f"SELECT table_name FROM information_schema.tables WHERE {here} AND table_type = 'BASE TABLE'")]
+    tables = [
+        r["table_name"]
+        for r in pg.rows(f"SELECT table_name FROM information_schema.tables WHERE {here} AND table_type = 'BASE TABLE'")
+    ]
     columns: dict[str, tuple[tuple[str, str, bool], ...]] = {t: () for t in sorted(tables)}
-    for r in pg.rows(f"SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
-                     f"WHERE {here} ORDER BY table_name, ordinal_position"):
+    for r in pg.rows(
+        f"SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+        f"WHERE {here} ORDER BY table_name, ordinal_position"
+    ):
         columns[r["table_name"]] += ((r["column_name"], r["data_type"], r["is_nullable"] == "YES"),)
     keys: dict[str, tuple[str, ...]] = {t: () for t in columns}
     pk_names = set()
-    for r in pg.rows(f"SELECT tc.table_name, tc.constraint_name, k.column_name FROM information_schema.table_constraints tc "
-                     "JOIN information_schema.key_column_usage k USING (constraint_schema, constraint_name, table_name) "
-                     f"WHERE tc.{here} AND tc.constraint_type = 'PRIMARY KEY' ORDER BY tc.table_name, k.ordinal_position"):
+    for r in pg.rows(
+        f"SELECT tc.table_name, tc.constraint_name, k.column_name FROM information_schema.table_constraints tc "
+        "JOIN information_schema.key_column_usage k USING (constraint_schema, constraint_name, table_name) "
+        f"WHERE tc.{here} AND tc.constraint_type = 'PRIMARY KEY' ORDER BY tc.table_name, k.ordinal_position"
+    ):
         keys[r["table_name"]] += (r["column_name"],)
         pk_names.add(r["constraint_name"])
     indexes = set()
@@ -300,10 +313,30 @@ def fresh_sqlite(path: Path) -> list[str]:
 
 
 def usage(i: int) -> UsageRecord:
-    return UsageRecord(ts=time.time(), request_id=f"r{i}", kind="request", key_name="k", agent="a", session="s",
-                       task=None, requested_model="auto", deployment="d", provider="p", tier=0, local=True,
-                       prompt_tokens=i, completion_tokens=1, usage_estimated=False, cost_usd=0.0, latency_ms=1.0,
-                       ttft_ms=None, status=200, stream=False, fallbacks=0, reason="r")
+    return UsageRecord(
+        ts=time.time(),
+        request_id=f"r{i}",
+        kind="request",
+        key_name="k",
+        agent="a",
+        session="s",
+        task=None,
+        requested_model="auto",
+        deployment="d",
+        provider="p",
+        tier=0,
+        local=True,
+        prompt_tokens=i,
+        completion_tokens=1,
+        usage_estimated=False,
+        cost_usd=0.0,
+        latency_ms=1.0,
+        ttft_ms=None,
+        status=200,
+        stream=False,
+        fallbacks=0,
+        reason="r",
+    )
 
 
 # ---------------------------------------------------------------------------- tests
@@ -327,12 +360,14 @@ def test_fresh_sqlite_and_postgresql_ledgers_have_the_same_schema(pg_schema, tmp
     assert not {n for _, n, *_ in named} & {"usage_ts", "usage_agent_ts", "usage_session_ts"}  # unread (0006)
 
 
-def test_postgresql_ledger_from_the_old_list_upgrades_in_place_to_a_fresh_ones_schema(pg_schema, pg_sibling,
-                                                                                       tmp_path):
+def test_postgresql_ledger_from_the_old_list_upgrades_in_place_to_a_fresh_ones_schema(pg_schema, pg_sibling, tmp_path):
     fresh_postgres(pg_sibling, tmp_path / "fresh")
     # what pg_schema.migrate did: the bookkeeping table, then each step and its row
-    _execute(pg_schema, "CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)",
-             *(f"{sql}; INSERT INTO schema_migrations VALUES ('{name}', 0)" for name, sql in OLD_POSTGRES))
+    _execute(
+        pg_schema,
+        "CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)",
+        *(f"{sql}; INSERT INTO schema_migrations VALUES ('{name}', 0)" for name, sql in OLD_POSTGRES),
+    )
     with psycopg.connect(pg_schema.url(), autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
         rows = [pending(usage(1)), pending(SessionRow("s", "k", None, 1.0, 2.0, 1, 1, 1, 0.0, 0.0, None))]
         for sql, values in statements_for(rows):  # what that release's writer wrote

@@ -62,7 +62,8 @@ def retry_after(exc: openai.APIStatusError | anthropic.APIStatusError) -> int:
 
 
 def test_rpm_admits_exactly_the_limit_of_a_concurrent_burst_and_refuses_in_each_clients_format(
-        standins, gateway, tmp_path):
+    standins, gateway, tmp_path
+):
     cfg = tiered_config(standins(name="local", models=["llama-8b"]), None)
     cfg["limits"] = [{"scope": "key", "match": "ci-bot", "rpm": 5}]
     key = create_key(tmp_path, cfg, "ci-bot")
@@ -89,8 +90,10 @@ def test_rpm_admits_exactly_the_limit_of_a_concurrent_burst_and_refuses_in_each_
 
     with pytest.raises(anthropic.RateLimitError) as ei:
         anth(gw, key).messages.create(model="local-8b", max_tokens=10, messages=MSG)
-    assert ei.value.body == {"type": "error", "error": {
-        "type": "rate_limit_error", "message": "rate limit: key ci-bot allows 5 requests per minute"}}
+    assert ei.value.body == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "rate limit: key ci-bot allows 5 requests per minute"},
+    }
     assert 1 <= retry_after(ei.value) <= 60
 
     assert 'tiergate_rate_limited_total{limit="rpm",scope="key"} 20.0' in metrics(gw)
@@ -187,8 +190,9 @@ def test_tpm_counts_prompts_and_completions_per_key(standins, gateway, tmp_path)
     with pytest.raises(openai.RateLimitError) as ei:
         master.chat.completions.create(model="local-8b", messages=big)
     msg = ei.value.body["message"]
-    assert msg.startswith("rate limit: key master allows 1000 tokens per minute (limits line key:*); "
-                          "this request needs about "), msg
+    assert msg.startswith(
+        "rate limit: key master allows 1000 tokens per minute (limits line key:*); this request needs about "
+    ), msg
     assert 488 <= int(msg.rsplit(" ", 1)[1]) <= 500, msg
     assert 55 <= retry_after(ei.value) <= 60
     assert status_of(oai(gw, key), messages=big) == 200  # each key has a window of its own
@@ -217,12 +221,15 @@ def limits_prefix():
 
 
 def test_two_gateways_on_one_redis_enforce_one_limit_and_a_dead_ones_slots_come_back(
-        standins, gateway, tmp_path, limits_prefix):
+    standins, gateway, tmp_path, limits_prefix
+):
     local = standins(name="local", models=["llama-8b"], chunks=300, chunk_delay=0.1)  # streams last ~30 s
     cfg = tiered_config(local, None)
     cfg.update(state=REDIS_URL, state_prefix=limits_prefix)
-    cfg["limits"] = [{"scope": "key", "match": "ci-bot", "rpm": 6},
-                     {"scope": "agent", "match": "*", "max_concurrent": 2}]
+    cfg["limits"] = [
+        {"scope": "key", "match": "ci-bot", "rpm": 6},
+        {"scope": "agent", "match": "*", "max_concurrent": 2},
+    ]
     key = create_key(tmp_path, cfg, "ci-bot")
     gw1, gw2 = gateway(cfg), gateway(cfg)
     clients = [oai(gw1, key), oai(gw2, key)]
@@ -254,8 +261,7 @@ def test_redis_outage_follows_on_outage_limits_and_never_counts_per_process(stan
     proxy = CuttableProxy("127.0.0.1", 6379).start()
     try:
         cfg = tiered_config(standins(name="local", models=["llama-8b"]), None)
-        cfg.update(state=f"redis://127.0.0.1:{proxy.port}/0", state_prefix=limits_prefix,
-                   on_outage={"limits": mode})
+        cfg.update(state=f"redis://127.0.0.1:{proxy.port}/0", state_prefix=limits_prefix, on_outage={"limits": mode})
         cfg["limits"] = [{"scope": "key", "match": "*", "rpm": 3}]
         gw = gateway(cfg)
         c = oai(gw)

@@ -14,11 +14,20 @@ def test_litellm_config_served_as_is(standins, gateway):
     front_key = "sk-front-777"
     litellm = {
         "model_list": [
-            {"model_name": "fast", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"{cheap.base_url}/v1"},
-             "model_info": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}},
-            {"model_name": "smart", "litellm_params": {"model": "openai/gpt-4o", "api_base": f"{front.base_url}/v1",
-                                                        "api_key": "os.environ/FRONT_KEY"},
-             "model_info": {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}},
+            {
+                "model_name": "fast",
+                "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"{cheap.base_url}/v1"},
+                "model_info": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7},
+            },
+            {
+                "model_name": "smart",
+                "litellm_params": {
+                    "model": "openai/gpt-4o",
+                    "api_base": f"{front.base_url}/v1",
+                    "api_key": "os.environ/FRONT_KEY",
+                },
+                "model_info": {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5},
+            },
         ],
         "router_settings": {"num_retries": 0, "fallbacks": [{"fast": ["smart"]}]},
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},

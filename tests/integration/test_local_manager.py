@@ -37,8 +37,15 @@ def ggufs(tmp_path_factory) -> dict[str, Path]:
 
 
 def model(name: str, gguf: Path, *, mb: int | None = 100, **kw: Any) -> dict[str, Any]:
-    row = {"name": name, "gguf": str(gguf), "context": 128, "threads": 1, "parallel": 1,
-           "extra_args": ["--verbosity", "1"], **kw}
+    row = {
+        "name": name,
+        "gguf": str(gguf),
+        "context": 128,
+        "threads": 1,
+        "parallel": 1,
+        "extra_args": ["--verbosity", "1"],
+        **kw,
+    }
     if mb is not None:
         row["memory_mb"] = mb
     return row
@@ -56,11 +63,16 @@ class CountingFactory:
 
 
 @contextlib.asynccontextmanager
-async def running(budget_mb: int, *models: dict[str, Any], **cfg: Any) -> AsyncIterator[
-        tuple[LocalModelManager, CountingFactory]]:
+async def running(
+    budget_mb: int, *models: dict[str, Any], **cfg: Any
+) -> AsyncIterator[tuple[LocalModelManager, CountingFactory]]:
     factory = CountingFactory()
-    mgr = LocalModelManager(LocalModelsConfig.model_validate({"budget_mb": budget_mb, "models": list(models), **cfg}),
-                            registry=CollectorRegistry(), process_factory=factory, tick_s=0.1)
+    mgr = LocalModelManager(
+        LocalModelsConfig.model_validate({"budget_mb": budget_mb, "models": list(models), **cfg}),
+        registry=CollectorRegistry(),
+        process_factory=factory,
+        tick_s=0.1,
+    )
     await mgr.start(wait=True)
     try:
         yield mgr, factory
@@ -76,7 +88,8 @@ async def chat(url: str, *, max_tokens: int = 4) -> openai.types.chat.ChatComple
     client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=30)
     try:
         return await client.chat.completions.create(
-            model="local", messages=[{"role": "user", "content": "Say hi."}], max_tokens=max_tokens)
+            model="local", messages=[{"role": "user", "content": "Say hi."}], max_tokens=max_tokens
+        )
     finally:
         await client.close()
 
@@ -152,8 +165,8 @@ def test_a_model_serving_a_stream_is_never_evicted(ggufs):
             async with mgr.acquire("a") as url:
                 client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0)
                 stream = await client.chat.completions.create(
-                    model="local", messages=[{"role": "user", "content": "Tell a story."}], max_tokens=32,
-                    stream=True)
+                    model="local", messages=[{"role": "user", "content": "Tell a story."}], max_tokens=32, stream=True
+                )
                 chunks = stream.__aiter__()
                 await chunks.__anext__()  # the stream is open and flowing
                 with pytest.raises(ModelNotReady) as exc:
@@ -161,8 +174,9 @@ def test_a_model_serving_a_stream_is_never_evicted(ggufs):
                         pass
                 assert exc.value.model == "b"
                 await until(lambda: "waiting for a" in mgr.unavailable().get("b", ""), what="b waits for a")
-                assert mgr.unavailable()["b"] == ("queued to load: waiting for a (1 request in flight) to free "
-                                                  "memory: needs 100 MB, 50 MB free")
+                assert mgr.unavailable()["b"] == (
+                    "queued to load: waiting for a (1 request in flight) to free memory: needs 100 MB, 50 MB free"
+                )
                 assert mgr.unavailable()["a"] == "draining for swap to b (1 in flight)"
                 with pytest.raises(ModelNotReady, match="a draining for swap to b"):
                     async with mgr.acquire("a", wait_s=0):  # new requests go elsewhere meanwhile
@@ -208,8 +222,9 @@ def test_queued_requests_are_served_grouped_by_model(ggufs):
                 for name in "bcbcbc":
                     tasks.append(asyncio.create_task(request(name)))
                     await asyncio.sleep(0.01)
-                await until(lambda: (rows(mgr)["b"]["waiting"], rows(mgr)["c"]["waiting"]) == (3, 3),
-                            what="6 queued requests")
+                await until(
+                    lambda: (rows(mgr)["b"]["waiting"], rows(mgr)["c"]["waiting"]) == (3, 3), what="6 queued requests"
+                )
             await asyncio.gather(*tasks)
             assert served == ["b", "b", "b", "c", "c", "c"]  # one swap per model, not one per request
             assert factory.started == ["a", "b", "c"]
@@ -306,7 +321,8 @@ def test_a_crashed_server_is_restarted(ggufs):
                 assert got == url
                 client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0)
                 stream = await client.chat.completions.create(
-                    model="local", messages=[{"role": "user", "content": "Go on."}], max_tokens=64, stream=True)
+                    model="local", messages=[{"role": "user", "content": "Go on."}], max_tokens=64, stream=True
+                )
                 await stream.__aiter__().__anext__()
                 os.kill(pid, signal.SIGKILL)  # mid-traffic
                 why = await until(lambda: mgr.unavailable().get("a"), what="crash noticed")
@@ -345,12 +361,17 @@ def test_failures_and_attached_servers_are_explained(ggufs, tmp_path):
             with pytest.raises(ModelNotReady):
                 async with mgr.acquire("junk", wait_s=0):
                     pass
-            why = await until(lambda: mgr.unavailable()["junk"].startswith("failed") and mgr.unavailable()["junk"],
-                              what="junk fails")
+            why = await until(
+                lambda: mgr.unavailable()["junk"].startswith("failed") and mgr.unavailable()["junk"], what="junk fails"
+            )
             assert why.startswith("failed: llama.cpp server (junk.gguf) failed to start")
             st = rows(mgr)
             assert st["junk"]["state"] == "failed" and "log tail" in st["junk"]["error_detail"]
-            assert (st["remote"]["state"], st["remote"]["attached"], st["remote"]["requests_served"]) == ("ready", True, 1)
+            assert (st["remote"]["state"], st["remote"]["attached"], st["remote"]["requests_served"]) == (
+                "ready",
+                True,
+                1,
+            )
             assert factory.started == ["junk"]
             assert metric(mgr, "tiergate_local_model_load_failures_total", model="junk") == 1
 

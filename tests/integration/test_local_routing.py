@@ -15,20 +15,33 @@ def test_request_for_an_unloaded_model_overflows_to_cloud_then_swaps_in(standins
     tiny = write_tiny_llama(tmp_path / "tiny.gguf", seed=3)
     cloud = standins(name="cloud", models=["gpt-4o-mini"])
     row = {"context": 256, "threads": 1, "parallel": 1, "extra_args": ["--verbosity", "1"]}
-    gw = gateway({
-        "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
-        "local_models": {"budget_mb": 1000, "default": "smol", "models": [
-            {"name": "smol", "gguf": str(smol), "memory_mb": 600, **row},
-            {"name": "tiny", "gguf": str(tiny), "memory_mb": 600, "idle_ttl": "1h", **row}]},
-        "providers": {"cloudco": {"api": "openai-chat", "base_url": f"{cloud.base_url}/v1"}},
-        "deployments": [
-            {"name": "local-smol", "local_model": "smol", "tier": 0},
-            {"name": "local-tiny", "local_model": "tiny", "tier": 0},
-            {"name": "cloud", "provider": "cloudco", "model": "gpt-4o-mini", "tier": 1, "context_window": 128000,
-             "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
-        ],
-        "routing": {"num_retries": 0, "fallbacks": {"local-tiny": ["cloud"]}},
-    })
+    gw = gateway(
+        {
+            "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
+            "local_models": {
+                "budget_mb": 1000,
+                "default": "smol",
+                "models": [
+                    {"name": "smol", "gguf": str(smol), "memory_mb": 600, **row},
+                    {"name": "tiny", "gguf": str(tiny), "memory_mb": 600, "idle_ttl": "1h", **row},
+                ],
+            },
+            "providers": {"cloudco": {"api": "openai-chat", "base_url": f"{cloud.base_url}/v1"}},
+            "deployments": [
+                {"name": "local-smol", "local_model": "smol", "tier": 0},
+                {"name": "local-tiny", "local_model": "tiny", "tier": 0},
+                {
+                    "name": "cloud",
+                    "provider": "cloudco",
+                    "model": "gpt-4o-mini",
+                    "tier": 1,
+                    "context_window": 128000,
+                    "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+                },
+            ],
+            "routing": {"num_retries": 0, "fallbacks": {"local-tiny": ["cloud"]}},
+        }
+    )
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
     msg = [{"role": "user", "content": "hi"}]
     # the default model was loaded at start and serves at once
@@ -40,8 +53,9 @@ def test_request_for_an_unloaded_model_overflows_to_cloud_then_swaps_in(standins
     assert "skipped local-tiny (tiny " in second.headers["x-tiergate-reason"]
 
     def state(name: str) -> str:
-        rows = json.loads(http("GET", f"{gw.base_url}/admin/models",
-                               headers={"Authorization": f"Bearer {MASTER_KEY}"})[2])
+        rows = json.loads(
+            http("GET", f"{gw.base_url}/admin/models", headers={"Authorization": f"Bearer {MASTER_KEY}"})[2]
+        )
         return next(r["state"] for r in rows if r["name"] == name)
 
     assert wait_until(lambda: state("tiny") == "ready", timeout=60)
@@ -56,33 +70,54 @@ def test_request_for_an_unloaded_model_overflows_to_cloud_then_swaps_in(standins
     assert "skipped local-tiny (tiny " in rows[1]["reason"]
     import sqlite3
 
-    events = [(m, e) for m, e in sqlite3.connect(gw.ledger_path).execute(
-        "SELECT model, event FROM local_model_events ORDER BY id")]
+    events = [
+        (m, e)
+        for m, e in sqlite3.connect(gw.ledger_path).execute("SELECT model, event FROM local_model_events ORDER BY id")
+    ]
     assert events[0] == ("smol", "load")
     assert ("smol", "swap") in events and ("tiny", "load") in events
     assert events.index(("smol", "swap")) < events.index(("tiny", "load"))
-    load_times = sqlite3.connect(gw.ledger_path).execute(
-        "SELECT details FROM local_model_events WHERE event = 'load'").fetchall()
+    load_times = (
+        sqlite3.connect(gw.ledger_path)
+        .execute("SELECT details FROM local_model_events WHERE event = 'load'")
+        .fetchall()
+    )
     assert all(json.loads(d)["load_time_s"] > 0 for (d,) in load_times)
 
 
 def _one_model_config(smol, cloud, **local) -> dict:
     return {
         "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
-        "local_models": {"budget_mb": 1000, "default": "smol", "models": [
-            {"name": "smol", "gguf": str(smol), "memory_mb": 300, "pinned": True, "context": 256, "threads": 1,
-             "parallel": 2, "extra_args": ["--verbosity", "1"]}], **local},
+        "local_models": {
+            "budget_mb": 1000,
+            "default": "smol",
+            "models": [
+                {
+                    "name": "smol",
+                    "gguf": str(smol),
+                    "memory_mb": 300,
+                    "pinned": True,
+                    "context": 256,
+                    "threads": 1,
+                    "parallel": 2,
+                    "extra_args": ["--verbosity", "1"],
+                }
+            ],
+            **local,
+        },
         "providers": {"cloudco": {"api": "openai-chat", "base_url": f"{cloud.base_url}/v1"}},
         "deployments": [
             {"name": "local-smol", "local_model": "smol", "tier": 0},
-            {"name": "cloud", "provider": "cloudco", "model": "gpt-4o-mini", "tier": 1, "context_window": 128000}],
+            {"name": "cloud", "provider": "cloudco", "model": "gpt-4o-mini", "tier": 1, "context_window": 128000},
+        ],
         "routing": {"num_retries": 0, "breaker_cooldown_s": 1},
     }
 
 
 def _served_by(c) -> str:
-    r = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "hi"}],
-                                                    max_tokens=3)
+    r = c.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
     return r.headers["x-tiergate-deployment"] + " | " + r.headers["x-tiergate-reason"]
 
 
@@ -117,8 +152,9 @@ def test_crashed_local_server_mid_traffic_loses_no_request(standins, gateway):
                 errors.append(exc)
 
     def pid() -> int:
-        rows = json.loads(http("GET", f"{gw.base_url}/admin/models",
-                               headers={"Authorization": f"Bearer {MASTER_KEY}"})[2])
+        rows = json.loads(
+            http("GET", f"{gw.base_url}/admin/models", headers={"Authorization": f"Bearer {MASTER_KEY}"})[2]
+        )
         return rows[0]["pid"]
 
     workers = [threading.Thread(target=traffic) for _ in range(3)]
@@ -143,13 +179,23 @@ def test_with_load_wait_a_request_waits_for_its_model_instead_of_overflowing(sta
     cloud = standins(name="cloud", models=["gpt-4o-mini"])
     cfg = _one_model_config(bundled_gguf(), cloud, load_wait_s=60)
     tiny = write_tiny_llama(tmp_path / "tiny.gguf", seed=5)
-    cfg["local_models"]["models"].append({"name": "tiny", "gguf": str(tiny), "memory_mb": 300, "context": 128,
-                                          "threads": 1, "parallel": 1, "extra_args": ["--verbosity", "1"]})
+    cfg["local_models"]["models"].append(
+        {
+            "name": "tiny",
+            "gguf": str(tiny),
+            "memory_mb": 300,
+            "context": 128,
+            "threads": 1,
+            "parallel": 1,
+            "extra_args": ["--verbosity", "1"],
+        }
+    )
     cfg["deployments"].append({"name": "local-tiny", "local_model": "tiny", "tier": 0})
     gw = gateway(cfg)
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
-    r = c.chat.completions.with_raw_response.create(model="local-tiny", messages=[{"role": "user", "content": "x"}],
-                                                    max_tokens=3)
+    r = c.chat.completions.with_raw_response.create(
+        model="local-tiny", messages=[{"role": "user", "content": "x"}], max_tokens=3
+    )
     assert r.headers["x-tiergate-deployment"] == "local-tiny"  # waited for the load; not the cloud, not smol
     assert cloud.requests() == []
 

@@ -85,8 +85,14 @@ def loop() -> Iterator[LoopThread]:
 
 @pytest.fixture(scope="module")
 def server(gguf: Path, loop: LoopThread, tmp_path_factory) -> Iterator[LlamaCppProcess]:
-    proc = LlamaCppProcess(gguf=gguf, ctx=CTX, threads=1, parallel=2, alias=ALIAS,
-                           log_path=tmp_path_factory.mktemp("llamacpp") / "server.log")
+    proc = LlamaCppProcess(
+        gguf=gguf,
+        ctx=CTX,
+        threads=1,
+        parallel=2,
+        alias=ALIAS,
+        log_path=tmp_path_factory.mktemp("llamacpp") / "server.log",
+    )
     loop.run(proc.start(timeout_s=90))
     yield proc
     loop.run(proc.stop())
@@ -121,8 +127,8 @@ def _pid_alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- tests
 def test_chat_non_streaming(server: LlamaCppProcess):
     resp = _client(server.base_url).chat.completions.create(
-        model=ALIAS, messages=[{"role": "user", "content": "Say hello in one word."}],
-        max_tokens=8, temperature=0)
+        model=ALIAS, messages=[{"role": "user", "content": "Say hello in one word."}], max_tokens=8, temperature=0
+    )
     text = resp.choices[0].message.content
     assert isinstance(text, str) and text.strip(), resp
     assert resp.usage is not None
@@ -133,8 +139,13 @@ def test_chat_non_streaming(server: LlamaCppProcess):
 
 def test_chat_streaming(server: LlamaCppProcess):
     stream = _client(server.base_url).chat.completions.create(
-        model=ALIAS, messages=[{"role": "user", "content": "Count: one, two,"}],
-        max_tokens=8, temperature=0, stream=True, stream_options={"include_usage": True})
+        model=ALIAS,
+        messages=[{"role": "user", "content": "Count: one, two,"}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     pieces, usage, finish = [], None, None
     for chunk in stream:
         for choice in chunk.choices:
@@ -174,8 +185,9 @@ def test_stop_leaves_no_process(gguf: Path, loop: LoopThread, tmp_path: Path):
 
 
 def test_supervision_restarts_killed_server(gguf: Path, loop: LoopThread, tmp_path: Path):
-    proc = LlamaCppProcess(gguf=gguf, ctx=512, threads=1, parallel=1, alias=ALIAS,
-                           supervise=True, log_path=tmp_path / "s.log")
+    proc = LlamaCppProcess(
+        gguf=gguf, ctx=512, threads=1, parallel=1, alias=ALIAS, supervise=True, log_path=tmp_path / "s.log"
+    )
     loop.run(proc.start(timeout_s=90))
     try:
         first_pid, base_url = proc.pid, proc.base_url
@@ -192,7 +204,8 @@ def test_supervision_restarts_killed_server(gguf: Path, loop: LoopThread, tmp_pa
         assert proc.pid != first_pid and not _pid_alive(first_pid)
         assert proc.base_url == base_url  # same port after restart
         resp = _client(base_url).chat.completions.create(
-            model=ALIAS, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+            model=ALIAS, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
         assert resp.usage is not None and resp.usage.completion_tokens > 0
     finally:
         loop.run(proc.stop())
@@ -223,8 +236,13 @@ def test_blocking_helpers(gguf: Path):
 
 
 def _entry_point(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tiergate.local.llamacpp_server", *args],
-                          capture_output=True, text=True, timeout=60, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "tiergate.local.llamacpp_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kw,
+    )
 
 
 def test_entry_point_missing_gguf_is_one_clear_line(tmp_path: Path):
@@ -251,9 +269,25 @@ def test_entry_point_without_xllamacpp(tmp_path: Path):
 @contextlib.contextmanager
 def _serving_child(gguf: Path, *extra: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
     """The entry point serving a tiny model; killed on the way out if a test left it running."""
-    with subprocess.Popen([sys.executable, "-m", "tiergate.local.llamacpp_server", "--gguf", str(gguf),
-                           "--port", "0", "--ctx", "512", "--parallel", "1", *extra],
-                          stdout=subprocess.PIPE, text=True, **popen) as child:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tiergate.local.llamacpp_server",
+            "--gguf",
+            str(gguf),
+            "--port",
+            "0",
+            "--ctx",
+            "512",
+            "--parallel",
+            "1",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        **popen,
+    ) as child:
         try:
             yield child
         finally:

@@ -39,17 +39,29 @@ def writes(data: bytes, then_wait: float = 0.0) -> Wire:
 
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 FIRST = b"d\r\ndata: first\n\n\r\n"  # one chunk: "data: first\n\n"
-LIMITED = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 7\r\n"
-           b"Content-Length: 58\r\n\r\n" b'{"error": {"message": "slow down", "type": "rate_limit"}}\n')
+LIMITED = (
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 7\r\n"
+    b"Content-Length: 58\r\n\r\n"
+    b'{"error": {"message": "slow down", "type": "rate_limit"}}\n'
+)
 
 # name, the socket upstream, the same upstream in memory, streamed?
 CASES = [
     ("no answer", writes(b"", then_wait=5), HANG, False),
-    ("429 with Retry-After", writes(LIMITED),
-     Reply.json(b'{"error": {"message": "slow down", "type": "rate_limit"}}\n', status=429,
-                headers={"Retry-After": "7"}), False),
-    ("body cut short", writes(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial"),
-     Reply(200, [b'{"partial', dropped()]), False),
+    (
+        "429 with Retry-After",
+        writes(LIMITED),
+        Reply.json(
+            b'{"error": {"message": "slow down", "type": "rate_limit"}}\n', status=429, headers={"Retry-After": "7"}
+        ),
+        False,
+    ),
+    (
+        "body cut short",
+        writes(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial'),
+        Reply(200, [b'{"partial', dropped()]),
+        False,
+    ),
     ("stream goes quiet", writes(SSE_HEAD + FIRST, then_wait=5), Reply.sse(["first", HANG]), True),
     ("stream cut", writes(SSE_HEAD + FIRST), Reply.sse(["first", dropped()]), True),
     ("stream closed before its first event", writes(SSE_HEAD + b"0\r\n\r\n"), Reply.sse([]), True),

@@ -39,7 +39,9 @@ def test_task_header_and_task_model_pick_minimum_tier_and_cost_is_priced(standin
     local, cheap = standins(name="local", models=["llama-8b"]), standins(name="cheap", models=["gpt-4o-mini"])
     gw = gateway(tiered_config(local, cheap))
     c = client(gw)
-    raw = c.chat.completions.with_raw_response.create(model="auto", messages=MSG, extra_headers={"X-Tiergate-Task": "coding"})
+    raw = c.chat.completions.with_raw_response.create(
+        model="auto", messages=MSG, extra_headers={"X-Tiergate-Task": "coding"}
+    )
     r = raw.parse()
     assert raw.headers["x-tiergate-deployment"] == "cheap"
     expected = (r.usage.prompt_tokens * 0.15 + r.usage.completion_tokens * 0.6) / 1e6
@@ -69,11 +71,25 @@ def test_an_upstream_cookie_never_reaches_another_callers_request(standins, gate
 def test_body_passes_through_untouched_except_model(standins, gateway):
     local = standins(name="local", models=["llama-8b"])
     gw = gateway(tiered_config(local, None))
-    tools = [{"type": "function", "function": {"name": "lookup", "description": "d",
-                                                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": "d",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     client(gw).chat.completions.create(
-        model="local/fast", messages=MSG, tools=tools, tool_choice="auto", temperature=0.3,
-        response_format={"type": "json_object"}, extra_body={"vendor_knob": {"a": [1, 2]}}, seed=7,
+        model="local/fast",
+        messages=MSG,
+        tools=tools,
+        tool_choice="auto",
+        temperature=0.3,
+        response_format={"type": "json_object"},
+        extra_body={"vendor_knob": {"a": [1, 2]}},
+        seed=7,
     )
     sent = local.requests()[0]["body"]
     assert sent["model"] == "llama-8b"
@@ -85,15 +101,26 @@ def test_body_passes_through_untouched_except_model(standins, gateway):
 def test_tool_calls_come_back_intact(standins, gateway):
     local = standins(name="local", models=["llama-8b"])
     gw = gateway(tiered_config(local, None))
-    tools = [{"type": "function", "function": {"name": "weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     r = client(gw).chat.completions.create(model="auto", messages=MSG, tools=tools, tool_choice="required")
     call = r.choices[0].message.tool_calls[0]
     assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "weather"
-    stream = client(gw).chat.completions.create(model="auto", messages=MSG, tools=tools, tool_choice="required",
-                                                stream=True)
-    args = "".join(ch.choices[0].delta.tool_calls[0].function.arguments or ""
-                   for ch in stream if ch.choices and ch.choices[0].delta.tool_calls)
+    stream = client(gw).chat.completions.create(
+        model="auto", messages=MSG, tools=tools, tool_choice="required", stream=True
+    )
+    args = "".join(
+        ch.choices[0].delta.tool_calls[0].function.arguments or ""
+        for ch in stream
+        if ch.choices and ch.choices[0].delta.tool_calls
+    )
     assert args == call.function.arguments
 
 
@@ -119,8 +146,11 @@ def test_streaming_forwards_chunks_as_they_arrive(standins, gateway):
 def test_stream_usage_is_returned_when_asked_and_recorded(standins, gateway):
     local = standins(name="local", models=["llama-8b"])
     gw = gateway(tiered_config(local, None))
-    chunks = list(client(gw).chat.completions.create(model="auto", messages=MSG, stream=True,
-                                                     stream_options={"include_usage": True}))
+    chunks = list(
+        client(gw).chat.completions.create(
+            model="auto", messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     gw.stop()
     row = gw.ledger_rows("kind='request'")[0]

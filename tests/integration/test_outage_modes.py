@@ -41,7 +41,8 @@ class Traffic:
         while not self._stop.is_set():
             try:
                 raw = self.client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=MSG, max_tokens=10, extra_headers={"X-Tiergate-Task": self.task})
+                    model=self.model, messages=MSG, max_tokens=10, extra_headers={"X-Tiergate-Task": self.task}
+                )
                 self.results.append((time.monotonic(), raw.headers["x-tiergate-deployment"]))
             except openai.APIStatusError as exc:
                 self.results.append((time.monotonic(), f"error {exc.status_code}"))

@@ -19,14 +19,30 @@ def config(llama, cheap=None) -> dict:
     cfg = {
         "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
         "providers": {"box": {"api": "openai-chat", "base_url": llama.base_url, "local": True}},
-        "deployments": [{"name": "local-smol", "provider": "box", "model": "smollm2", "tier": 0,
-                         "context_window": 1024, "max_output_tokens": 64}],
+        "deployments": [
+            {
+                "name": "local-smol",
+                "provider": "box",
+                "model": "smollm2",
+                "tier": 0,
+                "context_window": 1024,
+                "max_output_tokens": 64,
+            }
+        ],
         "tasks": {"coding": 1},
     }
     if cheap is not None:
         cfg["providers"]["cheapco"] = {"api": "openai-chat", "base_url": f"{cheap.base_url}/v1"}
-        cfg["deployments"].append({"name": "cheap", "provider": "cheapco", "model": "gpt-4o-mini", "tier": 1,
-                                   "context_window": 128000, "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}})
+        cfg["deployments"].append(
+            {
+                "name": "cheap",
+                "provider": "cheapco",
+                "model": "gpt-4o-mini",
+                "tier": 1,
+                "context_window": 128000,
+                "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+            }
+        )
     return cfg
 
 
@@ -34,13 +50,18 @@ def test_real_model_answers_through_gateway_sync_and_stream(llama, gateway):
     gw = gateway(config(llama))
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
     raw = c.chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "Say hello."}], max_tokens=12)
+        model="auto", messages=[{"role": "user", "content": "Say hello."}], max_tokens=12
+    )
     r = raw.parse()
     assert raw.headers["x-tiergate-deployment"] == "local-smol"
     assert r.choices[0].message.content.strip() and r.usage.completion_tokens > 0
-    pieces = [ch.choices[0].delta.content for ch in c.chat.completions.create(
-        model="local-smol", messages=[{"role": "user", "content": "Count to three."}], max_tokens=12, stream=True)
-        if ch.choices and ch.choices[0].delta.content]
+    pieces = [
+        ch.choices[0].delta.content
+        for ch in c.chat.completions.create(
+            model="local-smol", messages=[{"role": "user", "content": "Count to three."}], max_tokens=12, stream=True
+        )
+        if ch.choices and ch.choices[0].delta.content
+    ]
     assert len(pieces) >= 2  # real token-by-token streaming
     # max_tokens above the deployment's limit is clamped, not refused
     big = c.chat.completions.create(model="local-smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=5000)
@@ -56,11 +77,13 @@ def test_killed_local_engine_fails_over_to_cloud(standins, gateway):
     cheap = standins(name="cheap", models=["gpt-4o-mini"])
     gw = gateway(config(own, cheap))
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
-    first = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "Hi"}],
-                                                        max_tokens=4)
+    first = c.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
     assert first.headers["x-tiergate-deployment"] == "local-smol"
     own.stop_blocking()
-    after = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "Hi"}],
-                                                        max_tokens=4)
+    after = c.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
     assert after.headers["x-tiergate-deployment"] == "cheap"
     assert "local-smol failed" in after.headers["x-tiergate-reason"]

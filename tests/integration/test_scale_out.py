@@ -28,8 +28,7 @@ def test_three_replicas_behind_haproxy_act_as_one_gateway(tmp_path, standins, pg
     cloud = standins(name="cheap", models=["gpt-4o-mini"])
     local = standins(name="local", models=["llama-8b"])
     cfg = shared_state_config(local, cloud, pg_url=pg_url, redis_prefix=redis_prefix)
-    cfg["budgets"] = [{"scope": "deployment", "match": "cheap", "window": "day", "limit_usd": 0.02,
-                       "action": "reject"}]
+    cfg["budgets"] = [{"scope": "deployment", "match": "cheap", "window": "day", "limit_usd": 0.02, "action": "reject"}]
     cfg["limits"] = [{"scope": "key", "match": "ratelimited", "rpm": 7}]
     replicas = []
     for i in range(3):
@@ -62,7 +61,8 @@ def run_scenarios(front: openai.OpenAI, replicas, lb: HAProxy) -> int:
     def cloud_call(_):
         try:
             return front.chat.completions.with_raw_response.create(
-                model="cheap", messages=MSG, max_tokens=20).headers.get("x-tiergate-deployment")
+                model="cheap", messages=MSG, max_tokens=20
+            ).headers.get("x-tiergate-deployment")
         except openai.RateLimitError:
             return None
 
@@ -95,9 +95,12 @@ def run_scenarios(front: openai.OpenAI, replicas, lb: HAProxy) -> int:
     hdr = {"X-Tiergate-Session": "run-42"}
     front.chat.completions.create(model="local-8b", messages=MSG, extra_headers=hdr)
     sent += 1
-    code, _, body = http("POST", f"{replicas[0].base_url}/admin/sessions/kill",
-                         body=orjson.dumps({"session": "run-42", "reason": "runaway"}),
-                         headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"})
+    code, _, body = http(
+        "POST",
+        f"{replicas[0].base_url}/admin/sessions/kill",
+        body=orjson.dumps({"session": "run-42", "reason": "runaway"}),
+        headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+    )
     assert code == 200 and orjson.loads(body)["killed"] == ["run-42"], body
     for r in replicas[1:]:
         direct = openai.OpenAI(base_url=f"{r.base_url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=30)
@@ -121,6 +124,7 @@ def run_scenarios(front: openai.OpenAI, replicas, lb: HAProxy) -> int:
         pass
     sent += 1
     for r in replicas[1:]:
+
         def dead_unavailable(r=r) -> bool:
             _, _, body = http("GET", f"{r.base_url}/health")
             return orjson.loads(body)["deployments"]["dead"]["available"] is False
@@ -149,8 +153,16 @@ def test_guardian_judges_a_session_on_the_spend_of_every_replica(tmp_path, stand
         (tmp_path / f"r{i}").mkdir()
         replicas.append(start_gateway(tmp_path / f"r{i}", cfg, env_extra={"CHEAP_KEY": "sk-cheap"}))
     try:
-        clients = [openai.OpenAI(base_url=f"{r.base_url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=30,
-                                 default_headers={"X-Tiergate-Session": "shared-run"}) for r in replicas]
+        clients = [
+            openai.OpenAI(
+                base_url=f"{r.base_url}/v1",
+                api_key=MASTER_KEY,
+                max_retries=0,
+                timeout=30,
+                default_headers={"X-Tiergate-Session": "shared-run"},
+            )
+            for r in replicas
+        ]
         served = 0
         for i in range(12):  # alternate replicas, as a balancer would
             try:

@@ -32,15 +32,23 @@ from tiergate.standins import (
 OAI_KEY = "sk-standin-test-123456"
 ANTH_KEY = "sk-ant-standin-test"
 HELLO = [{"role": "user", "content": "Say hello to the tests"}]  # 22 chars -> 5 tokens
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
-CLOCK_TOOL = {"type": "function", "function": {
-    "name": "get_time", "parameters": {"type": "object",
-                                       "properties": {"tz": {"enum": ["UTC", "CET"]}}}}}
-ANTH_WEATHER = {"name": "get_weather", "description": "Weather for a city",
-                "input_schema": WEATHER_TOOL["function"]["parameters"]}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+CLOCK_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"enum": ["UTC", "CET"]}}}},
+}
+ANTH_WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": WEATHER_TOOL["function"]["parameters"],
+}
 ANTH_CLOCK = {"name": "get_time", "input_schema": CLOCK_TOOL["function"]["parameters"]}
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -65,12 +73,13 @@ class _LoopThread:
 def servers():
     lt = _LoopThread()
     apps = {
-        "oai": build_openai_standin(name="oai-a", models=["gpt-test", "gpt-other", "embed-test"],
-                                    api_key=OAI_KEY, stream_chunks=5),
-        "oai_slow": build_openai_standin(name="oai-slow", models=["gpt-test"],
-                                         stream_chunks=6, chunk_delay_s=0.05),
-        "anth": build_anthropic_standin(name="anth-a", models=["claude-test", "claude-other"],
-                                        api_key=ANTH_KEY, stream_chunks=5),
+        "oai": build_openai_standin(
+            name="oai-a", models=["gpt-test", "gpt-other", "embed-test"], api_key=OAI_KEY, stream_chunks=5
+        ),
+        "oai_slow": build_openai_standin(name="oai-slow", models=["gpt-test"], stream_chunks=6, chunk_delay_s=0.05),
+        "anth": build_anthropic_standin(
+            name="anth-a", models=["claude-test", "claude-other"], api_key=ANTH_KEY, stream_chunks=5
+        ),
     }
     running = {k: lt.run(start_standin(app)) for k, app in apps.items()}
     yield running
@@ -85,11 +94,13 @@ def _reset(servers):
         assert control(srv, "/_control/reset", {}) == {"ok": True}
 
 
-def http(url: str, body: Any = None, headers: dict[str, str] | None = None,
-         method: str | None = None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    url: str, body: Any = None, headers: dict[str, str] | None = None, method: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "content-type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
+    )
     try:
         with _opener.open(req, timeout=10) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
@@ -130,6 +141,7 @@ def sse_events(raw: bytes) -> list[tuple[str | None, str]]:
 
 # --- OpenAI -------------------------------------------------------------------
 
+
 def test_openai_chat_completion(servers):
     client = oai(servers["oai"])
     done = client.chat.completions.create(model="gpt-test", messages=HELLO)
@@ -142,8 +154,7 @@ def test_openai_chat_completion(servers):
     assert done.usage.completion_tokens == len(msg.content.split()) > 5
     assert done.usage.total_tokens == 5 + done.usage.completion_tokens
     again = client.chat.completions.create(model="gpt-test", messages=HELLO)
-    other = client.chat.completions.create(
-        model="gpt-test", messages=[{"role": "user", "content": "something else"}])
+    other = client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "something else"}])
     assert again.choices[0].message.content == msg.content != other.choices[0].message.content
 
 
@@ -164,8 +175,11 @@ def test_openai_max_tokens_and_stop(servers):
 def test_openai_streaming_with_usage(servers):
     client = oai(servers["oai"])
     full = client.chat.completions.create(model="gpt-test", messages=HELLO)
-    chunks = list(client.chat.completions.create(
-        model="gpt-test", messages=HELLO, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-test", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks[1:-2]]
@@ -178,9 +192,11 @@ def test_openai_streaming_with_usage(servers):
 
 
 def test_openai_stream_wire_format(servers):
-    status, headers, raw = http(servers["oai"].base_url + "/v1/chat/completions", {
-        "model": "gpt-test", "messages": HELLO, "stream": True},
-        {"authorization": f"Bearer {OAI_KEY}"})
+    status, headers, raw = http(
+        servers["oai"].base_url + "/v1/chat/completions",
+        {"model": "gpt-test", "messages": HELLO, "stream": True},
+        {"authorization": f"Bearer {OAI_KEY}"},
+    )
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     events = sse_events(raw)
     assert all(ev is None for ev, _ in events)
@@ -191,8 +207,7 @@ def test_openai_stream_wire_format(servers):
 def test_openai_chunks_are_written_separately(servers):
     client = oai(servers["oai_slow"], api_key="anything")
     start = time.monotonic()
-    arrivals = [time.monotonic() for _ in client.chat.completions.create(
-        model="gpt-test", messages=HELLO, stream=True)]
+    arrivals = [time.monotonic() for _ in client.chat.completions.create(model="gpt-test", messages=HELLO, stream=True)]
     assert len(arrivals) == 1 + 6 + 1  # role, content pieces, finish
     # 7 gaps of 50 ms: the first chunk must arrive well before the last one.
     assert arrivals[-1] - arrivals[0] >= 0.25
@@ -202,10 +217,8 @@ def test_openai_chunks_are_written_separately(servers):
 def test_openai_tool_call(servers):
     client = oai(servers["oai"])
     for kw in ({"tool_choice": "required"}, {"tool_choice": "auto"}):
-        msgs = HELLO if kw["tool_choice"] == "required" else [
-            {"role": "user", "content": "Please use tool now"}]
-        done = client.chat.completions.create(model="gpt-test", messages=msgs,
-                                              tools=[WEATHER_TOOL, CLOCK_TOOL], **kw)
+        msgs = HELLO if kw["tool_choice"] == "required" else [{"role": "user", "content": "Please use tool now"}]
+        done = client.chat.completions.create(model="gpt-test", messages=msgs, tools=[WEATHER_TOOL, CLOCK_TOOL], **kw)
         choice = done.choices[0]
         assert choice.finish_reason == "tool_calls" and choice.message.content is None
         call = choice.message.tool_calls[0]
@@ -213,26 +226,33 @@ def test_openai_tool_call(servers):
         assert call.function.name == "get_weather"
         assert json.loads(call.function.arguments) == {"city": "Paris"}
     named = client.chat.completions.create(
-        model="gpt-test", messages=HELLO, tools=[WEATHER_TOOL, CLOCK_TOOL],
-        tool_choice={"type": "function", "function": {"name": "get_time"}})
+        model="gpt-test",
+        messages=HELLO,
+        tools=[WEATHER_TOOL, CLOCK_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
     fn = named.choices[0].message.tool_calls[0].function
     assert fn.name == "get_time" and json.loads(fn.arguments) == {"tz": "UTC"}
     plain = client.chat.completions.create(model="gpt-test", messages=HELLO, tools=[WEATHER_TOOL])
     assert plain.choices[0].message.tool_calls is None
     assert plain.choices[0].finish_reason == "stop"
     # After the tool result comes back, the model answers in text (no loop).
-    followup = [{"role": "user", "content": "use tool"}, done.choices[0].message.model_dump(),
-                {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
-    answer = client.chat.completions.create(model="gpt-test", messages=followup,
-                                            tools=[WEATHER_TOOL])
+    followup = [
+        {"role": "user", "content": "use tool"},
+        done.choices[0].message.model_dump(),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    answer = client.chat.completions.create(model="gpt-test", messages=followup, tools=[WEATHER_TOOL])
     assert answer.choices[0].message.content.startswith("[oai-a]")
 
 
 def test_openai_tool_call_streaming(servers):
     client = oai(servers["oai"])
-    chunks = list(client.chat.completions.create(
-        model="gpt-test", messages=HELLO, tools=[WEATHER_TOOL], tool_choice="required",
-        stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-test", messages=HELLO, tools=[WEATHER_TOOL], tool_choice="required", stream=True
+        )
+    )
     first = chunks[0].choices[0].delta
     assert first.role == "assistant" and first.tool_calls[0].id.startswith("call_")
     assert first.tool_calls[0].function.name == "get_weather"
@@ -240,8 +260,9 @@ def test_openai_tool_call_streaming(servers):
     frags = [c.choices[0].delta.tool_calls[0].function.arguments for c in chunks[1:-1]]
     assert len(frags) > 1 and json.loads("".join(frags)) == {"city": "Paris"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
-    with client.chat.completions.stream(model="gpt-test", messages=HELLO, tools=[WEATHER_TOOL],
-                                        tool_choice="required") as stream:
+    with client.chat.completions.stream(
+        model="gpt-test", messages=HELLO, tools=[WEATHER_TOOL], tool_choice="required"
+    ) as stream:
         final = stream.get_final_completion()
     call = final.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
@@ -251,16 +272,14 @@ def test_openai_tool_call_streaming(servers):
 def test_openai_embeddings_and_models(servers):
     client = oai(servers["oai"])
     b64 = client.embeddings.create(model="embed-test", input=["alpha", "beta"])  # SDK: base64
-    flt = client.embeddings.create(model="embed-test", input=["alpha", "beta"],
-                                   encoding_format="float")
+    flt = client.embeddings.create(model="embed-test", input=["alpha", "beta"], encoding_format="float")
     assert [len(d.embedding) for d in flt.data] == [8, 8]
     assert flt.data[0].embedding != flt.data[1].embedding
     for got, want in zip(b64.data, flt.data):
         assert got.embedding == pytest.approx(want.embedding, abs=1e-6)
     assert sum(v * v for v in flt.data[0].embedding) == pytest.approx(1.0, abs=1e-4)
     assert flt.usage.prompt_tokens == flt.usage.total_tokens == 2
-    small = client.embeddings.create(model="embed-test", input="alpha", dimensions=4,
-                                     encoding_format="float")
+    small = client.embeddings.create(model="embed-test", input="alpha", dimensions=4, encoding_format="float")
     assert len(small.data[0].embedding) == 4
     assert [m.id for m in client.models.list()] == ["gpt-test", "gpt-other", "embed-test"]
     assert client.models.retrieve("gpt-other").id == "gpt-other"
@@ -269,16 +288,16 @@ def test_openai_embeddings_and_models(servers):
 def test_openai_errors(servers):
     srv = servers["oai"]
     with pytest.raises(openai.AuthenticationError) as exc:
-        oai(srv, api_key="sk-wrong-key-000000").chat.completions.create(
-            model="gpt-test", messages=HELLO)
+        oai(srv, api_key="sk-wrong-key-000000").chat.completions.create(model="gpt-test", messages=HELLO)
     assert exc.value.status_code == 401
     assert exc.value.body["code"] == "invalid_api_key"
     assert exc.value.body["type"] == "invalid_request_error" and exc.value.body["param"] is None
     with pytest.raises(openai.NotFoundError) as exc:
         oai(srv).chat.completions.create(model="gpt-nope", messages=HELLO)
     assert exc.value.body["code"] == "model_not_found"
-    status, headers, raw = http(srv.base_url + "/v1/chat/completions", b"{not json",
-                                {"authorization": f"Bearer {OAI_KEY}"})
+    status, headers, raw = http(
+        srv.base_url + "/v1/chat/completions", b"{not json", {"authorization": f"Bearer {OAI_KEY}"}
+    )
     err = json.loads(raw)["error"]
     assert status == 400 and err["type"] == "invalid_request_error"
     assert set(err) == {"message", "type", "param", "code"}
@@ -288,6 +307,7 @@ def test_openai_errors(servers):
 
 
 # --- OpenAI faults ------------------------------------------------------------
+
 
 def test_fault_status_429_with_retry_after(servers):
     srv = servers["oai"]
@@ -341,8 +361,7 @@ def test_fault_cut_stream(servers):
     faults(srv, {"mode": "cut_stream", "after_chunks": 3})
     got = []
     with pytest.raises(openai.APIConnectionError):
-        for chunk in oai(srv, max_retries=0).chat.completions.create(
-                model="gpt-test", messages=HELLO, stream=True):
+        for chunk in oai(srv, max_retries=0).chat.completions.create(model="gpt-test", messages=HELLO, stream=True):
             got.append(chunk)
     assert len(got) == 3
     # Raw view: K events then a hang-up; the terminator is withheld even when K
@@ -350,9 +369,12 @@ def test_fault_cut_stream(servers):
     for after, expected in ((2, 2), (50, 7)):
         faults(srv, {"mode": "cut_stream", "after_chunks": after})
         conn = http_client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
-        conn.request("POST", "/v1/chat/completions", json.dumps(
-            {"model": "gpt-test", "messages": HELLO, "stream": True}),
-            {"authorization": f"Bearer {OAI_KEY}", "content-type": "application/json"})
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            json.dumps({"model": "gpt-test", "messages": HELLO, "stream": True}),
+            {"authorization": f"Bearer {OAI_KEY}", "content-type": "application/json"},
+        )
         resp = conn.getresponse()
         assert resp.status == 200
         with pytest.raises(http_client.IncompleteRead) as exc:
@@ -370,10 +392,12 @@ def test_fault_slow_and_model_filter(servers):
     srv = servers["oai"]
     faults(srv, {"mode": "slow", "delay_s": 1.0})
     with pytest.raises(openai.APITimeoutError):
-        oai(srv, max_retries=0, timeout=0.3).chat.completions.create(
-            model="gpt-test", messages=HELLO)
-    faults(srv, {"mode": "status", "status": 503, "model": "gpt-other"},
-           {"mode": "status", "status": 429, "path": "/v1/embeddings"})
+        oai(srv, max_retries=0, timeout=0.3).chat.completions.create(model="gpt-test", messages=HELLO)
+    faults(
+        srv,
+        {"mode": "status", "status": 503, "model": "gpt-other"},
+        {"mode": "status", "status": 429, "path": "/v1/embeddings"},
+    )
     client = oai(srv, max_retries=0)
     assert client.chat.completions.create(model="gpt-test", messages=HELLO)
     with pytest.raises(openai.RateLimitError):
@@ -385,22 +409,22 @@ def test_fault_slow_and_model_filter(servers):
 
 
 def test_bad_fault_rejected_and_apps_isolated(servers):
-    status, _, raw = http(servers["oai"].base_url + "/_control/faults",
-                          {"faults": [{"mode": "explode"}]})
+    status, _, raw = http(servers["oai"].base_url + "/_control/faults", {"faults": [{"mode": "explode"}]})
     assert status == 400 and b"mode" in raw
     faults(servers["oai"], {"mode": "status", "status": 500})
     # The other app has its own queue.
     assert oai(servers["oai_slow"], api_key="x", max_retries=0).chat.completions.create(
-        model="gpt-test", messages=HELLO)
+        model="gpt-test", messages=HELLO
+    )
     assert len(control(servers["oai"], "/_control/faults")) == 1
 
 
 # --- Anthropic ----------------------------------------------------------------
 
+
 def test_anthropic_create(servers):
     client = anth(servers["anth"])
-    raw = client.messages.with_raw_response.create(model="claude-test", max_tokens=100,
-                                                   messages=HELLO)
+    raw = client.messages.with_raw_response.create(model="claude-test", max_tokens=100, messages=HELLO)
     assert raw.headers["request-id"].startswith("req_")
     msg = raw.parse()
     assert msg.id.startswith("msg_") and msg.type == "message" and msg.role == "assistant"
@@ -412,11 +436,9 @@ def test_anthropic_create(servers):
     short = client.messages.create(model="claude-test", max_tokens=2, messages=HELLO)
     assert short.stop_reason == "max_tokens" and len(short.content[0].text.split()) == 2
     word = msg.content[0].text.split()[3]
-    stopped = client.messages.create(model="claude-test", max_tokens=100, messages=HELLO,
-                                     stop_sequences=[word])
+    stopped = client.messages.create(model="claude-test", max_tokens=100, messages=HELLO, stop_sequences=[word])
     assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == word
-    with_system = client.messages.create(model="claude-test", max_tokens=100, messages=HELLO,
-                                         system="x" * 40)
+    with_system = client.messages.create(model="claude-test", max_tokens=100, messages=HELLO, system="x" * 40)
     assert with_system.usage.input_tokens == (22 + 40) // 4
 
 
@@ -429,16 +451,20 @@ def test_anthropic_streaming(servers):
     assert text == final.content[0].text == whole.content[0].text
     assert final.stop_reason == "end_turn" and final.usage.output_tokens == whole.usage.output_tokens
     assert final.usage.input_tokens == 5
-    events = [e.type for e in client.messages.create(model="claude-test", max_tokens=100,
-                                                     messages=HELLO, stream=True)]
+    events = [e.type for e in client.messages.create(model="claude-test", max_tokens=100, messages=HELLO, stream=True)]
     assert events == ["message_start", "content_block_start"] + ["content_block_delta"] * 5 + [
-        "content_block_stop", "message_delta", "message_stop"]
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
 
 
 def test_anthropic_stream_wire_format(servers):
-    status, headers, raw = http(servers["anth"].base_url + "/v1/messages?beta=true", {
-        "model": "claude-test", "max_tokens": 50, "messages": HELLO, "stream": True},
-        {"x-api-key": ANTH_KEY, "anthropic-version": "2023-06-01"})
+    status, headers, raw = http(
+        servers["anth"].base_url + "/v1/messages?beta=true",
+        {"model": "claude-test", "max_tokens": 50, "messages": HELLO, "stream": True},
+        {"x-api-key": ANTH_KEY, "anthropic-version": "2023-06-01"},
+    )
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     events = sse_events(raw)
     for name, data in events:
@@ -455,27 +481,35 @@ def test_anthropic_stream_wire_format(servers):
 
 def test_anthropic_tool_use(servers):
     client = anth(servers["anth"])
-    for kw, msgs in (({"tool_choice": {"type": "any"}}, HELLO),
-                     ({}, [{"role": "user", "content": "please USE TOOL"}])):
-        msg = client.messages.create(model="claude-test", max_tokens=100, messages=msgs,
-                                     tools=[ANTH_WEATHER, ANTH_CLOCK], **kw)
+    for kw, msgs in (({"tool_choice": {"type": "any"}}, HELLO), ({}, [{"role": "user", "content": "please USE TOOL"}])):
+        msg = client.messages.create(
+            model="claude-test", max_tokens=100, messages=msgs, tools=[ANTH_WEATHER, ANTH_CLOCK], **kw
+        )
         block = msg.content[0]
         assert msg.stop_reason == "tool_use" and block.type == "tool_use"
         assert block.id.startswith("toolu_") and block.name == "get_weather"
         assert block.input == {"city": "Paris"}
-    named = client.messages.create(model="claude-test", max_tokens=100, messages=HELLO,
-                                   tools=[ANTH_WEATHER, ANTH_CLOCK],
-                                   tool_choice={"type": "tool", "name": "get_time"})
+    named = client.messages.create(
+        model="claude-test",
+        max_tokens=100,
+        messages=HELLO,
+        tools=[ANTH_WEATHER, ANTH_CLOCK],
+        tool_choice={"type": "tool", "name": "get_time"},
+    )
     assert named.content[0].name == "get_time" and named.content[0].input == {"tz": "UTC"}
-    followup = [{"role": "user", "content": "use tool"},
-                {"role": "assistant", "content": [block.model_dump()]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id,
-                                              "content": "use tool again? no: sunny"}]}]
-    answer = client.messages.create(model="claude-test", max_tokens=100, messages=followup,
-                                    tools=[ANTH_WEATHER])
+    followup = [
+        {"role": "user", "content": "use tool"},
+        {"role": "assistant", "content": [block.model_dump()]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "use tool again? no: sunny"}],
+        },
+    ]
+    answer = client.messages.create(model="claude-test", max_tokens=100, messages=followup, tools=[ANTH_WEATHER])
     assert answer.stop_reason == "end_turn" and answer.content[0].type == "text"
-    with client.messages.stream(model="claude-test", max_tokens=100, messages=HELLO,
-                                tools=[ANTH_WEATHER], tool_choice={"type": "any"}) as stream:
+    with client.messages.stream(
+        model="claude-test", max_tokens=100, messages=HELLO, tools=[ANTH_WEATHER], tool_choice={"type": "any"}
+    ) as stream:
         kinds = [e.type for e in stream]
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use" and final.content[0].input == {"city": "Paris"}
@@ -494,8 +528,7 @@ def test_anthropic_count_tokens_and_models(servers):
 def test_anthropic_errors(servers):
     srv = servers["anth"]
     with pytest.raises(anthropic.AuthenticationError) as exc:
-        anth(srv, api_key="wrong").messages.create(model="claude-test", max_tokens=5,
-                                                   messages=HELLO)
+        anth(srv, api_key="wrong").messages.create(model="claude-test", max_tokens=5, messages=HELLO)
     assert exc.value.body["type"] == "error"
     assert exc.value.body["error"]["type"] == "authentication_error"
     assert exc.value.response.headers["request-id"] == exc.value.body["request_id"]
@@ -508,7 +541,9 @@ def test_anthropic_errors(servers):
     hdrs["anthropic-version"] = "2023-06-01"
     status, _, raw = http(url, {"model": "claude-test", "messages": HELLO}, hdrs)
     assert status == 400 and json.loads(raw)["error"] == {
-        "type": "invalid_request_error", "message": "max_tokens: Field required"}
+        "type": "invalid_request_error",
+        "message": "max_tokens: Field required",
+    }
     status, _, raw = http(url, b"{nope", hdrs)
     assert status == 400 and json.loads(raw)["error"]["type"] == "invalid_request_error"
     status, _, raw = http(srv.base_url + "/v1/nope", {})
@@ -519,8 +554,7 @@ def test_anthropic_faults(servers):
     srv = servers["anth"]
     client = anth(srv, max_retries=0)
     call = {"model": "claude-test", "max_tokens": 100, "messages": HELLO}
-    faults(srv, {"mode": "status", "status": 529}, {"mode": "status", "status": 429,
-                                                     "retry_after": 3})
+    faults(srv, {"mode": "status", "status": 529}, {"mode": "status", "status": 429, "retry_after": 3})
     with pytest.raises(anthropic.OverloadedError) as exc:
         client.messages.create(**call)
     assert exc.value.body["error"]["type"] == "overloaded_error"
@@ -553,9 +587,25 @@ def test_anthropic_faults(servers):
 
 # --- CLI ----------------------------------------------------------------------
 
+
 def test_cli_ready_line_and_sigterm():
-    cmd = [sys.executable, "-m", "tiergate.standins", "--protocol", "anthropic", "--name", "cli",
-           "--model", "c1", "--model", "c2", "--api-key", "k", "--stream-chunks", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tiergate.standins",
+        "--protocol",
+        "anthropic",
+        "--name",
+        "cli",
+        "--model",
+        "c1",
+        "--model",
+        "c2",
+        "--api-key",
+        "k",
+        "--stream-chunks",
+        "3",
+    ]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         timer = threading.Timer(15, proc.kill)
         timer.start()

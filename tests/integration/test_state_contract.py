@@ -65,8 +65,9 @@ class RedisBackend:
         self.prefix = f"tiergate-test:{uuid.uuid4().hex}:"
 
     @contextlib.asynccontextmanager
-    async def states(self, n: int = 2, *, url: str = REDIS_URL, refresh_s: float = REFRESH_S, **kw: object
-                     ) -> AsyncIterator[tuple]:
+    async def states(
+        self, n: int = 2, *, url: str = REDIS_URL, refresh_s: float = REFRESH_S, **kw: object
+    ) -> AsyncIterator[tuple]:
         from tiergate.state.redis_state import RedisState
 
         started = []
@@ -161,6 +162,7 @@ async def wait_for(predicate, timeout: float = 3.0) -> float:
 
 # ---------------------------------------------------------------------------- breakers
 
+
 def test_breaker_opens_at_threshold_counting_failures_from_every_replica(backend):
     async def body():
         async with backend.states(2) as (a, b):
@@ -174,7 +176,8 @@ def test_breaker_opens_at_threshold_counting_failures_from_every_replica(backend
             assert s == br.BreakerState(failures=3, opened_at=102.0, last_error="HTTP 503")
             assert a.breaker_states() == {"cloud": s}
             assert a.breaker_snapshot(now=110.0, cooldown_s=30) == {
-                "cloud": br.unavailable_reason(s, now=110.0, cooldown_s=30)}
+                "cloud": br.unavailable_reason(s, now=110.0, cooldown_s=30)
+            }
             assert not await a.breaker_admit("cloud", now=110.0, cooldown_s=30)
             assert not await b.breaker_admit("cloud", now=131.9, cooldown_s=30)
 
@@ -250,6 +253,7 @@ def test_snapshot_shows_own_writes_at_once_and_other_replicas_within_refresh_s(b
 
 # ---------------------------------------------------------------------------- budgets
 
+
 def test_reserve_is_all_or_nothing_and_says_why_like_over_limit(backend):
     async def body():
         async with backend.states(2) as (a, b):
@@ -307,8 +311,9 @@ def test_concurrent_multi_line_reservations_move_every_line_together(backend):
             money, calls = budget("money", limit_usd=1.0), budget("calls", max_calls=60)
             lines = [line(money, 0.01), line(calls, 0.01)]  # money allows 100, calls allow 60
             other = [line(money, 0.01)]  # requests that touch only the money line
-            results = await asyncio.gather(*(s.budget_reserve(lines) for s in (a, b) * 100),
-                                           *(s.budget_reserve(other) for s in (a, b) * 100))
+            results = await asyncio.gather(
+                *(s.budget_reserve(lines) for s in (a, b) * 100), *(s.budget_reserve(other) for s in (a, b) * 100)
+            )
             both, only_money = results[:200], results[200:]
             n_both, n_money = sum(r is None for r in both), sum(r is None for r in only_money)
             assert n_both <= 60 and n_both + n_money == 100
@@ -348,6 +353,7 @@ def test_settle_and_release_math(backend):
 
 def test_add_counts_unreserved_calls_for_reconciliation(backend):
     """budget_add: spend served during an outage joins the shared counters, without touching reservations."""
+
     async def body():
         async with backend.states(2) as (a, b):
             x = budget("x", limit_usd=1.0, max_calls=3)
@@ -366,9 +372,21 @@ def test_session_totals_add_up_across_replicas_and_keep_the_first_seen(backend):
     async def body():
         async with backend.states(2) as (a, b):
             t = await a.session_add("s1", now=100.0, cost_usd=0.25, prompt_tokens=10, completion_tokens=5, ttl_s=60)
-            assert (t.first_seen, t.requests, t.cost_usd, t.prompt_tokens, t.completion_tokens) == (100.0, 1, 0.25, 10, 5)
+            assert (t.first_seen, t.requests, t.cost_usd, t.prompt_tokens, t.completion_tokens) == (
+                100.0,
+                1,
+                0.25,
+                10,
+                5,
+            )
             t = await b.session_add("s1", now=200.0, cost_usd=0.5, prompt_tokens=1, completion_tokens=2, ttl_s=60)
-            assert (t.first_seen, t.requests, t.cost_usd, t.prompt_tokens, t.completion_tokens) == (100.0, 2, 0.75, 11, 7)
+            assert (t.first_seen, t.requests, t.cost_usd, t.prompt_tokens, t.completion_tokens) == (
+                100.0,
+                2,
+                0.75,
+                11,
+                7,
+            )
             other = await b.session_add("s2", now=300.0, cost_usd=0, prompt_tokens=0, completion_tokens=0, ttl_s=60)
             assert (other.first_seen, other.requests) == (300.0, 1)
             assert await a.session_get("never") is None
@@ -432,6 +450,7 @@ def test_prune_forgets_ended_windows_but_not_reservations_or_current_ones(backen
 
 # ---------------------------------------------------------------------------- rate and concurrency limits
 
+
 def counter(kind: str, cap: int, value: str = "ci-bot") -> LimitCounter:
     lim = LimitConfig(scope="key", match="*", **{kind: cap})
     return LimitCounter(kind, f"{lim.id}|{value}", cap, lim, value)  # type: ignore[arg-type]
@@ -477,8 +496,9 @@ def test_concurrent_admissions_admit_exactly_the_limit(backend):
         async with backend.states(2) as (a, b):
             for kind, cap, tokens, want in (("rpm", 37, 0, 37), ("max_concurrent", 7, 0, 7), ("tpm", 1000, 30, 33)):
                 c = counter(kind, cap, value=f"burst-{kind}")
-                results = await asyncio.gather(*(admit(s, [c], 100.0, f"{kind}-{i}", tokens=tokens)
-                                                 for i, s in enumerate((a, b) * 250)))
+                results = await asyncio.gather(
+                    *(admit(s, [c], 100.0, f"{kind}-{i}", tokens=tokens) for i, s in enumerate((a, b) * 250))
+                )
                 assert sum(r is None for r in results) == want, kind
                 assert all(r[0] == 0 for r in results if r is not None)
                 assert await a.limit_usage(c, now=100.0) == want * max(1, tokens), kind
@@ -523,6 +543,7 @@ def test_tokens_per_minute_counts_prompts_at_admission_and_completions_at_releas
 
 def test_concurrency_leases_release_renew_and_expire(backend):
     """A replica that dies holding slots stops renewing: its slots come back when the leases expire."""
+
     async def body():
         async with backend.states(2) as (a, b):
             slot = counter("max_concurrent", 2)
@@ -554,6 +575,7 @@ def test_limit_counters_never_touched_are_empty(backend):
 
 # ---------------------------------------------------------------------------- flags
 
+
 def test_flags_are_shared_between_replicas(backend):
     async def body():
         async with backend.states(2) as (a, b):
@@ -571,6 +593,7 @@ def test_flags_are_shared_between_replicas(backend):
 
 # ---------------------------------------------------------------------------- lifecycle
 
+
 def test_close_releases_a_replica_and_may_be_called_again(backend):
     async def body():
         async with backend.states(2) as (a, b):
@@ -584,6 +607,7 @@ def test_close_releases_a_replica_and_may_be_called_again(backend):
 
 
 # ---------------------------------------------------------------------------- Redis only
+
 
 def test_redis_counters_and_latches_expire_and_money_is_exact(redis_backend):
     import redis
@@ -705,10 +729,18 @@ def test_redis_unreachable_raises_state_unavailable_never_falls_back(redis_backe
             ln = line(budget("o", limit_usd=1.0), 0.1)
             assert await a.budget_reserve([ln]) is None
             proxy.down()
-            calls = [a.budget_reserve([ln]), a.budget_settle([ln], 0.1), a.budget_release([ln]),
-                     a.budget_usage(ln.key), a.budget_prune(lambda k: False), a.flag("x"), a.set_flag("x", "y"),
-                     a.breaker_admit("d", now=1.0, cooldown_s=1), a.breaker_success("d"),
-                     a.breaker_failure("d", now=1.0, threshold=1, error="e")]
+            calls = [
+                a.budget_reserve([ln]),
+                a.budget_settle([ln], 0.1),
+                a.budget_release([ln]),
+                a.budget_usage(ln.key),
+                a.budget_prune(lambda k: False),
+                a.flag("x"),
+                a.set_flag("x", "y"),
+                a.breaker_admit("d", now=1.0, cooldown_s=1),
+                a.breaker_success("d"),
+                a.breaker_failure("d", now=1.0, threshold=1, error="e"),
+            ]
             for call in calls:
                 with pytest.raises(StateUnavailable):
                     await call
@@ -757,10 +789,12 @@ def test_redis_limit_keys_expire_and_outages_raise_state_unavailable(redis_backe
                 assert len(keys) == 4, keys  # three sets and the token total
                 assert all(0 < r.ttl(k) <= KEY_TTL_S for k in keys)
             proxy.down()
-            for call in (admit(a, cs, time.time(), "k2", tokens=10),
-                         a.limit_release(cs, now=time.time(), tokens=5, lease="k1"),
-                         a.limit_renew([(cs[2], "k1")], expires_at=time.time() + 30),
-                         a.limit_usage(cs[0], now=time.time())):
+            for call in (
+                admit(a, cs, time.time(), "k2", tokens=10),
+                a.limit_release(cs, now=time.time(), tokens=5, lease="k1"),
+                a.limit_renew([(cs[2], "k1")], expires_at=time.time() + 30),
+                a.limit_usage(cs[0], now=time.time()),
+            ):
                 with pytest.raises(StateUnavailable):
                     await call
             proxy.up()

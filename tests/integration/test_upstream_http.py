@@ -80,8 +80,9 @@ class RawServer:
 
 
 def answer(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
-            ).encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
 async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> bool:
@@ -191,8 +192,9 @@ def test_chunked_and_until_eof_bodies_are_read_whole():
         writer.write(b"0\r\n\r\n")
         return True
 
-    until_eof = sends(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
-                      b'{"eof": true}', keep=False)
+    until_eof = sends(
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"eof": true}', keep=False
+    )
 
     async def main():
         client = UpstreamHTTP(connect_timeout_s=5)
@@ -208,7 +210,7 @@ def test_chunked_and_until_eof_bodies_are_read_whole():
 
 
 def test_an_answer_cut_short_is_a_dropped_attempt():
-    cut = sends(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial", keep=False)
+    cut = sends(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial', keep=False)
 
     async def main():
         async with RawServer(cut) as srv:
@@ -255,7 +257,7 @@ def test_a_cancelled_request_closes_its_connection_before_or_during_the_body():
         return False
 
     async def half(reader, writer, req):
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
         await writer.drain()
         await asyncio.sleep(10)
         return False
@@ -306,8 +308,14 @@ def test_refused_unreachable_malformed_and_bad_headers_are_attempt_errors_of_the
 
 
 def test_error_status_carries_body_and_retry_after_and_keeps_the_connection():
-    limited = sends(answer(b'{"error": {"message": "slow down", "type": "rate_limit"}}',
-                           status="429 Too Many Requests", extra="Retry-After: 7\r\n"), keep=True)
+    limited = sends(
+        answer(
+            b'{"error": {"message": "slow down", "type": "rate_limit"}}',
+            status="429 Too Many Requests",
+            extra="Retry-After: 7\r\n",
+        ),
+        keep=True,
+    )
 
     async def main():
         async with RawServer(limited) as srv:
@@ -466,9 +474,29 @@ def test_concurrent_requests_each_get_their_own_answer():
 def tls_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("tls")
     cert, key = str(d / "cert.pem"), str(d / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 

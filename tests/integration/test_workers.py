@@ -34,8 +34,12 @@ def test_two_workers_share_one_port_keys_emergency_and_ledger(standins, gateway)
     gw.cli("emergency", "on", "--reason", "drill")
 
     def all_local() -> bool:
-        served = [c.chat.completions.with_raw_response.create(model="task/coding", messages=MSG)
-                  .headers["x-tiergate-deployment"] for _ in range(8)]
+        served = [
+            c.chat.completions.with_raw_response.create(model="task/coding", messages=MSG).headers[
+                "x-tiergate-deployment"
+            ]
+            for _ in range(8)
+        ]
         return set(served) == {"local-8b"}
 
     assert wait_until(all_local, timeout=5)
@@ -45,8 +49,17 @@ def test_two_workers_share_one_port_keys_emergency_and_ledger(standins, gateway)
 
 def test_workers_refuse_per_process_limits(tmp_path):
     cfg = {"budgets": [{"scope": "global", "limit_usd": 1}], "providers": {}, "deployments": []}
-    res = run_cli("serve", "--config", str(write_config(tmp_path, cfg)), "--port", "0", "--workers", "2",
-                  env=cli_env(), check=False)
+    res = run_cli(
+        "serve",
+        "--config",
+        str(write_config(tmp_path, cfg)),
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        env=cli_env(),
+        check=False,
+    )
     assert res.returncode == 2
     assert "budgets (without state: redis://...) would be enforced per process" in res.stderr
 

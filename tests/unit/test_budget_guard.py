@@ -16,12 +16,21 @@ from tiergate.guardrails.budgets import BudgetGuard
 from tiergate.state.memory import MemoryState
 
 RAW = {
-    "providers": {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:1/v1", "local": True},
-                  "co": {"api": "openai-chat", "base_url": "http://127.0.0.1:2/v1"}},
+    "providers": {
+        "box": {"api": "openai-chat", "base_url": "http://127.0.0.1:1/v1", "local": True},
+        "co": {"api": "openai-chat", "base_url": "http://127.0.0.1:2/v1"},
+    },
     "deployments": [
         {"name": "local", "provider": "box", "model": "m", "tier": 0, "context_window": 8192},
-        {"name": "cloud", "provider": "co", "model": "m", "tier": 1, "context_window": 16000, "max_output_tokens": 2000,
-         "price": {"input_per_mtok": 1000, "output_per_mtok": 1000}},
+        {
+            "name": "cloud",
+            "provider": "co",
+            "model": "m",
+            "tier": 1,
+            "context_window": 16000,
+            "max_output_tokens": 2000,
+            "price": {"input_per_mtok": 1000, "output_per_mtok": 1000},
+        },
     ],
     "timezone": "America/New_York",
     "budgets": [{"scope": "global", "window": "day", "limit_usd": 1.0}],

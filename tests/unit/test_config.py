@@ -25,18 +25,30 @@ def err(raw, env=None) -> str:
     ("raw", "fragments"),
     [
         # the seeds' worst pain: a provider without an api type
-        ({**BASE, "providers": {"box": {"base_url": "http://x/v1"}}},
-         ["providers.box.api", "Field required", "openai-chat", "anthropic-messages"]),
-        ({**BASE, "providers": {"box": {"api": "openai", "base_url": "http://x/v1"}}},
-         ["providers.box.api", "openai-chat", "anthropic-messages"]),
-        ({**BASE, "providers": {"box": {"api": "openai-chat", "base_url": "ftp://x"}}},
-         ["providers.box.base_url", "http://"]),
-        ({**BASE, "deployments": [{"name": "a", "provider": "nope", "model": "m"}]},
-         ["deployments[0].provider", "unknown provider 'nope'", "box"]),
-        ({**BASE, "deployments": [{"name": "a", "provider": "box", "model": "m", "tier": 12}]},
-         ["deployments.0.tier", "less than or equal to 9"]),
-        ({**BASE, "deployments": [{"name": "a", "provider": "box", "model": "m", "tiers": 1}]},
-         ["deployments.0.tiers", "unknown field", "allowed fields:", "tier"]),
+        (
+            {**BASE, "providers": {"box": {"base_url": "http://x/v1"}}},
+            ["providers.box.api", "Field required", "openai-chat", "anthropic-messages"],
+        ),
+        (
+            {**BASE, "providers": {"box": {"api": "openai", "base_url": "http://x/v1"}}},
+            ["providers.box.api", "openai-chat", "anthropic-messages"],
+        ),
+        (
+            {**BASE, "providers": {"box": {"api": "openai-chat", "base_url": "ftp://x"}}},
+            ["providers.box.base_url", "http://"],
+        ),
+        (
+            {**BASE, "deployments": [{"name": "a", "provider": "nope", "model": "m"}]},
+            ["deployments[0].provider", "unknown provider 'nope'", "box"],
+        ),
+        (
+            {**BASE, "deployments": [{"name": "a", "provider": "box", "model": "m", "tier": 12}]},
+            ["deployments.0.tier", "less than or equal to 9"],
+        ),
+        (
+            {**BASE, "deployments": [{"name": "a", "provider": "box", "model": "m", "tiers": 1}]},
+            ["deployments.0.tiers", "unknown field", "allowed fields:", "tier"],
+        ),
         ({**BASE, "serverz": {}}, ["serverz", "unknown field", "allowed fields:", "providers"]),
         ({**BASE, "aliases": {"fast": ["ghost"]}}, ["aliases.fast", "unknown deployment 'ghost'", "local-8b"]),
         ({**BASE, "routing": {"fallbacks": {"local-8b": ["ghost"]}}}, ["routing.fallbacks.local-8b", "ghost"]),
@@ -52,8 +64,11 @@ def test_errors_name_field_and_allowed(raw, fragments):
 
 
 def test_env_secret_is_resolved_and_hidden():
-    raw = {**BASE, "auth": {"master_key": "env:TG_MASTER"},
-           "providers": {"box": {**BASE["providers"]["box"], "api_key": "os.environ/BOX_KEY"}}}
+    raw = {
+        **BASE,
+        "auth": {"master_key": "env:TG_MASTER"},
+        "providers": {"box": {**BASE["providers"]["box"], "api_key": "os.environ/BOX_KEY"}},
+    }
     cfg = config_from_dict(raw, env={"TG_MASTER": "sk-master-123", "BOX_KEY": "sk-box-456"})
     assert cfg.auth.master_key.get_secret_value() == "sk-master-123"
     assert cfg.providers["box"].api_key.get_secret_value() == "sk-box-456"
@@ -87,12 +102,28 @@ def test_bad_yaml_and_missing_file(tmp_path):
 LITELLM = {
     "model_list": [
         {"model_name": "fast", "litellm_params": {"model": "ollama/llama3.1:8b", "api_base": "http://127.0.0.1:11434"}},
-        {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_key": "os.environ/OPENAI_API_KEY"},
-         "model_info": {"input_cost_per_token": 0.00000015, "output_cost_per_token": 0.0000006}},
-        {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "https://eu.example/v1",
-                                                          "api_key": "os.environ/OPENAI_API_KEY"}},
-        {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_key": "os.environ/ANTHROPIC_API_KEY"},
-         "model_info": {"input_cost_per_token": 0.000003, "output_cost_per_token": 0.000015, "max_input_tokens": 200000}},
+        {
+            "model_name": "gpt-4o-mini",
+            "litellm_params": {"model": "openai/gpt-4o-mini", "api_key": "os.environ/OPENAI_API_KEY"},
+            "model_info": {"input_cost_per_token": 0.00000015, "output_cost_per_token": 0.0000006},
+        },
+        {
+            "model_name": "gpt-4o-mini",
+            "litellm_params": {
+                "model": "openai/gpt-4o-mini",
+                "api_base": "https://eu.example/v1",
+                "api_key": "os.environ/OPENAI_API_KEY",
+            },
+        },
+        {
+            "model_name": "claude",
+            "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_key": "os.environ/ANTHROPIC_API_KEY"},
+            "model_info": {
+                "input_cost_per_token": 0.000003,
+                "output_cost_per_token": 0.000015,
+                "max_input_tokens": 200000,
+            },
+        },
     ],
     "router_settings": {"num_retries": 4, "timeout": 90, "fallbacks": [{"fast": ["gpt-4o-mini"]}]},
     "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},

@@ -94,8 +94,13 @@ async def _discover_against_fakes(use_own_session: bool) -> list[DiscoveredRunti
 
     runners = []
     ports = {}
-    for kind, handler in [("llamacpp", llamacpp), ("lmstudio", empty), ("vllm", not_found),
-                          ("weird", html), ("slow", slow)]:
+    for kind, handler in [
+        ("llamacpp", llamacpp),
+        ("lmstudio", empty),
+        ("vllm", not_found),
+        ("weird", html),
+        ("slow", slow),
+    ]:
         runner, port = await _serve(handler)
         runners.append(runner)
         ports[kind] = port

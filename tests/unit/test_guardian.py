@@ -23,8 +23,9 @@ RULES = GuardianRules(session_max_usd=25, session_max_age_s=8 * HOUR, session_id
 
 def st(session: str = "s-1", *, age: float = 0.0, idle: float = 0.0, **kw) -> SessionState:
     """A session first seen ``age`` seconds before T0 and last seen ``idle`` seconds before T0."""
-    return SessionState(session=session, key_name="k", agent="researcher", first_seen=T0 - age, last_seen=T0 - idle,
-                        **kw)
+    return SessionState(
+        session=session, key_name="k", agent="researcher", first_seen=T0 - age, last_seen=T0 - idle, **kw
+    )
 
 
 def test_defaults():
@@ -39,27 +40,36 @@ def test_defaults():
         r.session_max_usd = 1  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("state,rules,expected", [
-    (None, RULES, Verdict("allow")),
-    (st(), RULES, Verdict("allow")),
-    (st(cost_usd=25.0), RULES, Verdict("allow")),  # at the cap is fine; only more than it kills
-    (st(cost_usd=25.31), RULES, Verdict("kill", "session s-1 spent $25.31 > session_max_usd $25")),
-    (st(cost_usd=0.0042), dataclasses.replace(RULES, session_max_usd=0.004),
-     Verdict("kill", "session s-1 spent $0.0042 > session_max_usd $0.004")),
-    (st(cost_usd=10_000.0), GuardianRules(), Verdict("allow")),  # no caps configured
-    (st(age=8 * HOUR), RULES, Verdict("allow")),
-    (st(age=8 * HOUR + 1), RULES, Verdict("kill", "session s-1 is 8h old > session_max_age 8h")),
-    (st(age=9.5 * HOUR), RULES, Verdict("kill", "session s-1 is 9h30m old > session_max_age 8h")),
-    (st(age=30 * HOUR, idle=60), GuardianRules(session_max_age_s=90),
-     Verdict("kill", "session s-1 is 1d06h old > session_max_age 1m30s")),
-    (st(age=1e6), GuardianRules(), Verdict("allow")),
-    (st(idle=24 * HOUR), RULES, Verdict("allow")),
-    (st(idle=24 * HOUR + 1, age=48 * HOUR), RULES, Verdict("expire", "session s-1 idle 1d > session_idle_ttl 1d")),
-    # precedence: a kill is final, even when idle or over the limits; idleness beats the limits
-    (st(killed_reason="killed by operator", idle=1e6, cost_usd=99.0), RULES, Verdict("kill", "killed by operator")),
-    (st(cost_usd=99.0, idle=25 * HOUR), RULES, Verdict("expire", "session s-1 idle 1d01h > session_idle_ttl 1d")),
-    (st(cost_usd=30.0, age=9 * HOUR), RULES, Verdict("kill", "session s-1 spent $30.00 > session_max_usd $25")),
-])
+@pytest.mark.parametrize(
+    "state,rules,expected",
+    [
+        (None, RULES, Verdict("allow")),
+        (st(), RULES, Verdict("allow")),
+        (st(cost_usd=25.0), RULES, Verdict("allow")),  # at the cap is fine; only more than it kills
+        (st(cost_usd=25.31), RULES, Verdict("kill", "session s-1 spent $25.31 > session_max_usd $25")),
+        (
+            st(cost_usd=0.0042),
+            dataclasses.replace(RULES, session_max_usd=0.004),
+            Verdict("kill", "session s-1 spent $0.0042 > session_max_usd $0.004"),
+        ),
+        (st(cost_usd=10_000.0), GuardianRules(), Verdict("allow")),  # no caps configured
+        (st(age=8 * HOUR), RULES, Verdict("allow")),
+        (st(age=8 * HOUR + 1), RULES, Verdict("kill", "session s-1 is 8h old > session_max_age 8h")),
+        (st(age=9.5 * HOUR), RULES, Verdict("kill", "session s-1 is 9h30m old > session_max_age 8h")),
+        (
+            st(age=30 * HOUR, idle=60),
+            GuardianRules(session_max_age_s=90),
+            Verdict("kill", "session s-1 is 1d06h old > session_max_age 1m30s"),
+        ),
+        (st(age=1e6), GuardianRules(), Verdict("allow")),
+        (st(idle=24 * HOUR), RULES, Verdict("allow")),
+        (st(idle=24 * HOUR + 1, age=48 * HOUR), RULES, Verdict("expire", "session s-1 idle 1d > session_idle_ttl 1d")),
+        # precedence: a kill is final, even when idle or over the limits; idleness beats the limits
+        (st(killed_reason="killed by operator", idle=1e6, cost_usd=99.0), RULES, Verdict("kill", "killed by operator")),
+        (st(cost_usd=99.0, idle=25 * HOUR), RULES, Verdict("expire", "session s-1 idle 1d01h > session_idle_ttl 1d")),
+        (st(cost_usd=30.0, age=9 * HOUR), RULES, Verdict("kill", "session s-1 spent $30.00 > session_max_usd $25")),
+    ],
+)
 def test_admit(state, rules, expected):
     assert admit(state, rules, T0) == expected
 
@@ -71,42 +81,54 @@ def test_admit_does_not_change_the_state():
     assert s == before and s.killed_reason is None
 
 
-@pytest.mark.parametrize("state,rules,expected", [
-    (st(cost_usd=24.99), RULES, Verdict("allow")),
-    (st(cost_usd=25.0), RULES, Verdict("allow")),
-    (st(session="s-7", cost_usd=25.01), RULES, Verdict("kill", "session s-7 spent $25.01 > session_max_usd $25")),
-    (st(cost_usd=1e9), GuardianRules(), Verdict("allow")),
-    (st(cost_usd=1.0, age=1e6), RULES, Verdict("allow")),  # age is judged at admission, not here
-    (st(cost_usd=1.0, killed_reason="manual"), RULES, Verdict("kill", "manual")),
-    (st(cost_usd=12.5), GuardianRules(session_max_usd=12.25),
-     Verdict("kill", "session s-1 spent $12.50 > session_max_usd $12.25")),
-])
+@pytest.mark.parametrize(
+    "state,rules,expected",
+    [
+        (st(cost_usd=24.99), RULES, Verdict("allow")),
+        (st(cost_usd=25.0), RULES, Verdict("allow")),
+        (st(session="s-7", cost_usd=25.01), RULES, Verdict("kill", "session s-7 spent $25.01 > session_max_usd $25")),
+        (st(cost_usd=1e9), GuardianRules(), Verdict("allow")),
+        (st(cost_usd=1.0, age=1e6), RULES, Verdict("allow")),  # age is judged at admission, not here
+        (st(cost_usd=1.0, killed_reason="manual"), RULES, Verdict("kill", "manual")),
+        (
+            st(cost_usd=12.5),
+            GuardianRules(session_max_usd=12.25),
+            Verdict("kill", "session s-1 spent $12.50 > session_max_usd $12.25"),
+        ),
+    ],
+)
 def test_after_request(state, rules, expected):
     assert after_request(state, rules) == expected
 
 
-@pytest.mark.parametrize("sent,ratio,thresholds,due", [
-    ((), 0.5, (0.8, 0.95), ()),
-    ((), 0.8, (0.8, 0.95), (0.8,)),
-    ((), 0.97, (0.8, 0.95), (0.8, 0.95)),  # a jump past both raises both, lowest first
-    ((0.8,), 0.9, (0.8, 0.95), ()),  # each once per session
-    ((0.8,), 0.96, (0.8, 0.95), (0.95,)),
-    ((0.8, 0.95), 1.4, (0.8, 0.95), ()),
-    ((), 0.99, (0.95, 0.5, 0.95), (0.5, 0.95)),  # unsorted or repeated config
-    ((), 1.0, (), ()),
-    ((), float("nan"), (0.8,), ()),
-])
+@pytest.mark.parametrize(
+    "sent,ratio,thresholds,due",
+    [
+        ((), 0.5, (0.8, 0.95), ()),
+        ((), 0.8, (0.8, 0.95), (0.8,)),
+        ((), 0.97, (0.8, 0.95), (0.8, 0.95)),  # a jump past both raises both, lowest first
+        ((0.8,), 0.9, (0.8, 0.95), ()),  # each once per session
+        ((0.8,), 0.96, (0.8, 0.95), (0.95,)),
+        ((0.8, 0.95), 1.4, (0.8, 0.95), ()),
+        ((), 0.99, (0.95, 0.5, 0.95), (0.5, 0.95)),  # unsorted or repeated config
+        ((), 1.0, (), ()),
+        ((), float("nan"), (0.8,), ()),
+    ],
+)
 def test_context_alerts_due(sent, ratio, thresholds, due):
     state = st(context_alerts_sent=sent, max_context_ratio=0.99)
     assert context_alerts_due(state, ratio, GuardianRules(context_alert_at=thresholds)) == due
 
 
-@pytest.mark.parametrize("idles,ttl,gone", [
-    ({}, 10.0, []),
-    ({"a": 0.0, "b": 10.0, "c": 10.5, "d": 1e6}, 10.0, ["c", "d"]),
-    ({"a": 5.0}, 1.0, ["a"]),
-    ({"a": 5.0}, 86400.0, []),
-])
+@pytest.mark.parametrize(
+    "idles,ttl,gone",
+    [
+        ({}, 10.0, []),
+        ({"a": 0.0, "b": 10.0, "c": 10.5, "d": 1e6}, 10.0, ["c", "d"]),
+        ({"a": 5.0}, 1.0, ["a"]),
+        ({"a": 5.0}, 86400.0, []),
+    ],
+)
 def test_expired(idles, ttl, gone):
     states = [st(name, idle=idle) for name, idle in idles.items()]
     assert expired(states, GuardianRules(session_idle_ttl_s=ttl), T0) == gone

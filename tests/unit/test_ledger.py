@@ -12,10 +12,30 @@ from tiergate.ledger.sqlite import MIGRATIONS, SqliteLedger, hash_key
 
 
 def rec(i: int) -> UsageRecord:
-    return UsageRecord(ts=time.time(), request_id=f"r{i}", kind="request", key_name="k", agent="a", session="s",
-                       task=None, requested_model="auto", deployment="d", provider="p", tier=0, local=True,
-                       prompt_tokens=i, completion_tokens=1, usage_estimated=False, cost_usd=0.0, latency_ms=1.0,
-                       ttft_ms=None, status=200, stream=False, fallbacks=0, reason="r")
+    return UsageRecord(
+        ts=time.time(),
+        request_id=f"r{i}",
+        kind="request",
+        key_name="k",
+        agent="a",
+        session="s",
+        task=None,
+        requested_model="auto",
+        deployment="d",
+        provider="p",
+        tier=0,
+        local=True,
+        prompt_tokens=i,
+        completion_tokens=1,
+        usage_estimated=False,
+        cost_usd=0.0,
+        latency_ms=1.0,
+        ttft_ms=None,
+        status=200,
+        stream=False,
+        fallbacks=0,
+        reason="r",
+    )
 
 
 def test_close_drains_every_queued_record(tmp_path):
@@ -32,7 +52,9 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
     SqliteLedger(tmp_path / "l.db").close()
     SqliteLedger(tmp_path / "l.db").close()
     conn = sqlite3.connect(tmp_path / "l.db")
-    assert [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")] == [n for n, _ in MIGRATIONS]
+    assert [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")] == [
+        n for n, _ in MIGRATIONS
+    ]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -57,9 +79,17 @@ def test_a_ledger_from_before_0006_upgrades_with_its_rows_and_reads_by_kind_and_
     assert {"usage_kind_ts", "usage_request", "usage_record_id"} <= indexes
     assert not indexes & {"usage_ts", "usage_agent_ts", "usage_session_ts"}
     assert conn.execute("SELECT count(*), sum(local), sum(stream), typeof(local) FROM usage").fetchone() == (
-        4, 4, 0, "integer")
-    plan = " ".join(str(r) for r in conn.execute(
-        "EXPLAIN QUERY PLAN SELECT kind FROM usage WHERE kind IN ('request', 'attempt') AND ts >= 0 AND ts < 1"))
+        4,
+        4,
+        0,
+        "integer",
+    )
+    plan = " ".join(
+        str(r)
+        for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT kind FROM usage WHERE kind IN ('request', 'attempt') AND ts >= 0 AND ts < 1"
+        )
+    )
     assert "usage_kind_ts" in plan
 
 

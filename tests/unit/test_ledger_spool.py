@@ -23,15 +23,39 @@ from tiergate.ledger.spool import Spool
 
 
 def usage(i: int) -> UsageRecord:
-    return UsageRecord(ts=time.time(), request_id=f"r{i}", kind="request", key_name="k", agent=None, session="s",
-                       task=None, requested_model="auto", deployment="d", provider="p", tier=0, local=True,
-                       prompt_tokens=i, completion_tokens=1, usage_estimated=False, cost_usd=0.0, latency_ms=1.0,
-                       ttft_ms=None, status=200, stream=False, fallbacks=0, reason="r", extra={"k": "v"})
+    return UsageRecord(
+        ts=time.time(),
+        request_id=f"r{i}",
+        kind="request",
+        key_name="k",
+        agent=None,
+        session="s",
+        task=None,
+        requested_model="auto",
+        deployment="d",
+        provider="p",
+        tier=0,
+        local=True,
+        prompt_tokens=i,
+        completion_tokens=1,
+        usage_estimated=False,
+        cost_usd=0.0,
+        latency_ms=1.0,
+        ttft_ms=None,
+        status=200,
+        stream=False,
+        fallbacks=0,
+        reason="r",
+        extra={"k": "v"},
+    )
 
 
 def test_every_record_kind_survives_a_spool_line():
-    for rec in (usage(1), SessionRow("s", "k", None, 1.0, 2.0, 1, 2, 3, 0.5, 0.1, "killed"),
-                LocalModelEvent(1.0, "m", "load", '{"a": 1}')):
+    for rec in (
+        usage(1),
+        SessionRow("s", "k", None, 1.0, 2.0, 1, 2, 3, 0.5, 0.1, "killed"),
+        LocalModelEvent(1.0, "m", "load", '{"a": 1}'),
+    ):
         p = pending(rec)
         assert from_line(to_line(p)) == p
 
@@ -73,7 +97,8 @@ def test_a_failed_replay_keeps_the_file_and_a_torn_line_is_skipped(tmp_path):
 
 def test_placeholders_and_spool_directories():
     assert to_pyformat("SELECT * FROM t WHERE a = ? AND b LIKE 'x%?' AND c > ?") == (
-        "SELECT * FROM t WHERE a = %s AND b LIKE 'x%%?' AND c > %s")
+        "SELECT * FROM t WHERE a = %s AND b LIKE 'x%%?' AND c > %s"
+    )
     tmp = Path("/s")
     a = spool_dir_for(tmp, "postgresql://u:one@h:5432/db")
     assert a == spool_dir_for(tmp, "postgresql://u:two@h:5432/db")  # the password is not part of the identity

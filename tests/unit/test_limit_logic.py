@@ -30,81 +30,143 @@ def limits(*lines: dict) -> list[LimitConfig]:
 CI = Identity(key_name="ci-bot", agent="researcher")
 
 
-@pytest.mark.parametrize(("line", "ident", "want"), [
-    # (limits line, identity, [(kind, key, cap)])
-    ({"scope": "key", "match": "ci-bot", "rpm": 60, "tpm": 200000, "max_concurrent": 4}, CI,
-     [("rpm", "key:ci-bot|ci-bot", 60), ("tpm", "key:ci-bot|ci-bot", 200000),
-      ("max_concurrent", "key:ci-bot|ci-bot", 4)]),
-    ({"scope": "key", "match": "other", "rpm": 5}, CI, []),
-    ({"scope": "key", "match": "ci-*", "rpm": 5}, CI, [("rpm", "key:ci-*|ci-bot", 5)]),
-    ({"scope": "agent", "match": "*", "max_concurrent": 2}, CI, [("max_concurrent", "agent:*|researcher", 2)]),
-    ({"scope": "agent", "match": "*", "max_concurrent": 2}, Identity(key_name="k", agent="writer"),
-     [("max_concurrent", "agent:*|writer", 2)]),  # each agent its own counter
-    ({"scope": "agent", "match": "*", "rpm": 2}, Identity(key_name="k"), []),  # no agent named: not counted
-    ({"scope": "agent", "match": "Researcher", "rpm": 2}, CI, []),  # names are case-sensitive
-    ({"scope": "key", "match": "*", "tpm": 10}, Identity(key_name="master"), [("tpm", "key:*|master", 10)]),
-])
+@pytest.mark.parametrize(
+    ("line", "ident", "want"),
+    [
+        # (limits line, identity, [(kind, key, cap)])
+        (
+            {"scope": "key", "match": "ci-bot", "rpm": 60, "tpm": 200000, "max_concurrent": 4},
+            CI,
+            [
+                ("rpm", "key:ci-bot|ci-bot", 60),
+                ("tpm", "key:ci-bot|ci-bot", 200000),
+                ("max_concurrent", "key:ci-bot|ci-bot", 4),
+            ],
+        ),
+        ({"scope": "key", "match": "other", "rpm": 5}, CI, []),
+        ({"scope": "key", "match": "ci-*", "rpm": 5}, CI, [("rpm", "key:ci-*|ci-bot", 5)]),
+        ({"scope": "agent", "match": "*", "max_concurrent": 2}, CI, [("max_concurrent", "agent:*|researcher", 2)]),
+        (
+            {"scope": "agent", "match": "*", "max_concurrent": 2},
+            Identity(key_name="k", agent="writer"),
+            [("max_concurrent", "agent:*|writer", 2)],
+        ),  # each agent its own counter
+        ({"scope": "agent", "match": "*", "rpm": 2}, Identity(key_name="k"), []),  # no agent named: not counted
+        ({"scope": "agent", "match": "Researcher", "rpm": 2}, CI, []),  # names are case-sensitive
+        ({"scope": "key", "match": "*", "tpm": 10}, Identity(key_name="master"), [("tpm", "key:*|master", 10)]),
+    ],
+)
 def test_which_counters_a_request_is_counted_in(line, ident, want):
     got = counters_for(limits(line), ident)
     assert [(c.kind, c.key, c.cap) for c in got] == want
 
 
 def test_every_matching_line_applies_in_config_order():
-    got = counters_for(limits({"scope": "key", "match": "*", "rpm": 100},
-                              {"scope": "agent", "match": "researcher", "max_concurrent": 1},
-                              {"scope": "key", "match": "ci-bot", "rpm": 10}), CI)
-    assert [(c.kind, c.key) for c in got] == [("rpm", "key:*|ci-bot"), ("max_concurrent", "agent:researcher|researcher"),
-                                             ("rpm", "key:ci-bot|ci-bot")]
+    got = counters_for(
+        limits(
+            {"scope": "key", "match": "*", "rpm": 100},
+            {"scope": "agent", "match": "researcher", "max_concurrent": 1},
+            {"scope": "key", "match": "ci-bot", "rpm": 10},
+        ),
+        CI,
+    )
+    assert [(c.kind, c.key) for c in got] == [
+        ("rpm", "key:*|ci-bot"),
+        ("max_concurrent", "agent:researcher|researcher"),
+        ("rpm", "key:ci-bot|ci-bot"),
+    ]
 
 
-@pytest.mark.parametrize(("line", "kind", "want"), [
-    ({"scope": "key", "match": "ci-bot", "rpm": 60}, "rpm", "rate limit: key ci-bot allows 60 requests per minute"),
-    ({"scope": "key", "match": "ci-bot", "tpm": 1000}, "tpm",
-     "rate limit: key ci-bot allows 1000 tokens per minute; this request needs about 300"),
-    ({"scope": "agent", "match": "*", "max_concurrent": 2}, "max_concurrent",
-     "concurrency limit: agent researcher allows 2 requests at once (limits line agent:*)"),
-    ({"scope": "key", "match": "ci-*", "rpm": 1}, "rpm",
-     "rate limit: key ci-bot allows 1 requests per minute (limits line key:ci-*)"),
-])
+@pytest.mark.parametrize(
+    ("line", "kind", "want"),
+    [
+        ({"scope": "key", "match": "ci-bot", "rpm": 60}, "rpm", "rate limit: key ci-bot allows 60 requests per minute"),
+        (
+            {"scope": "key", "match": "ci-bot", "tpm": 1000},
+            "tpm",
+            "rate limit: key ci-bot allows 1000 tokens per minute; this request needs about 300",
+        ),
+        (
+            {"scope": "agent", "match": "*", "max_concurrent": 2},
+            "max_concurrent",
+            "concurrency limit: agent researcher allows 2 requests at once (limits line agent:*)",
+        ),
+        (
+            {"scope": "key", "match": "ci-*", "rpm": 1},
+            "rpm",
+            "rate limit: key ci-bot allows 1 requests per minute (limits line key:ci-*)",
+        ),
+    ],
+)
 def test_refusals_name_who_and_which_limit(line, kind, want):
     (c,) = [c for c in counters_for(limits(line), CI) if c.kind == kind]
     assert refusal_message(c, tokens=300) == want
 
 
-@pytest.mark.parametrize(("kind", "wait", "want"), [
-    ("rpm", 0.2, 1), ("rpm", 1.0, 1), ("rpm", 1.0000001, 1), ("rpm", 1.01, 2), ("rpm", 59.5, 60), ("rpm", 0.0, 1),
-    ("tpm", 12.3, 13), ("max_concurrent", 25.0, 1),  # nobody knows when a running request ends: retry in 1 s
-])
+@pytest.mark.parametrize(
+    ("kind", "wait", "want"),
+    [
+        ("rpm", 0.2, 1),
+        ("rpm", 1.0, 1),
+        ("rpm", 1.0000001, 1),
+        ("rpm", 1.01, 2),
+        ("rpm", 59.5, 60),
+        ("rpm", 0.0, 1),
+        ("tpm", 12.3, 13),
+        ("max_concurrent", 25.0, 1),  # nobody knows when a running request ends: retry in 1 s
+    ],
+)
 def test_retry_after_is_whole_seconds_and_at_least_one(kind, wait, want):
-    c = next(c for c in counters_for(limits({"scope": "key", "match": "*", "rpm": 1, "tpm": 1, "max_concurrent": 1}),
-                                     CI) if c.kind == kind)
+    c = next(
+        c
+        for c in counters_for(limits({"scope": "key", "match": "*", "rpm": 1, "tpm": 1, "max_concurrent": 1}), CI)
+        if c.kind == kind
+    )
     assert retry_after_s(c, wait) == want
 
 
-@pytest.mark.parametrize(("estimate", "usage", "want"), [
-    (100, None, 0),  # never routed: nothing more to count
-    (100, Usage(prompt_tokens=80, completion_tokens=50), 50),  # prompt overestimated: not given back
-    (100, Usage(prompt_tokens=130, completion_tokens=50), 80),  # prompt underestimated: the rest counts now
-])
+@pytest.mark.parametrize(
+    ("estimate", "usage", "want"),
+    [
+        (100, None, 0),  # never routed: nothing more to count
+        (100, Usage(prompt_tokens=80, completion_tokens=50), 50),  # prompt overestimated: not given back
+        (100, Usage(prompt_tokens=130, completion_tokens=50), 80),  # prompt underestimated: the rest counts now
+    ],
+)
 def test_tokens_counted_when_a_request_ends(estimate, usage, want):
     assert end_tokens(estimate, usage) == want
 
 
-@pytest.mark.parametrize(("used", "tokens", "cap", "fits"), [
-    (0, 10, 100, True), (90, 10, 100, True), (91, 10, 100, False), (0, 500, 100, True), (1, 500, 100, False),
-])
+@pytest.mark.parametrize(
+    ("used", "tokens", "cap", "fits"),
+    [
+        (0, 10, 100, True),
+        (90, 10, 100, True),
+        (91, 10, 100, False),
+        (0, 500, 100, True),
+        (1, 500, 100, False),
+    ],
+)
 def test_tokens_fit(used, tokens, cap, fits):
     assert tokens_fit(used, tokens, cap) is fits
 
 
-@pytest.mark.parametrize(("line", "error"), [
-    ({"scope": "user", "match": "x", "rpm": 1}, "limits.0.scope: Input should be 'key' or 'agent'; allowed values: key, agent"),
-    ({"scope": "key", "match": "x"}, "limits.0: set at least one of rpm, tpm, max_concurrent"),
-    ({"scope": "key", "match": "x", "rpm": 0}, "limits.0.rpm: Input should be greater than 0"),
-    ({"scope": "key", "rpm": 1}, "limits.0.match: Field required"),
-    ({"scope": "key", "match": "x", "rpm": 1, "burst": 2},
-     "limits.0.burst: unknown field; allowed fields: match, max_concurrent, rpm, scope, tpm"),
-])
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (
+            {"scope": "user", "match": "x", "rpm": 1},
+            "limits.0.scope: Input should be 'key' or 'agent'; allowed values: key, agent",
+        ),
+        ({"scope": "key", "match": "x"}, "limits.0: set at least one of rpm, tpm, max_concurrent"),
+        ({"scope": "key", "match": "x", "rpm": 0}, "limits.0.rpm: Input should be greater than 0"),
+        ({"scope": "key", "rpm": 1}, "limits.0.match: Field required"),
+        (
+            {"scope": "key", "match": "x", "rpm": 1, "burst": 2},
+            "limits.0.burst: unknown field; allowed fields: match, max_concurrent, rpm, scope, tpm",
+        ),
+    ],
+)
 def test_config_errors_name_the_field_and_what_is_allowed(line, error):
     with pytest.raises(ConfigError) as exc:
         config_from_dict({"limits": [line]}, env={})
@@ -113,11 +175,13 @@ def test_config_errors_name_the_field_and_what_is_allowed(line, error):
 
 def test_two_lines_with_one_scope_and_match_are_refused():
     with pytest.raises(ConfigError, match="two limits share scope and match"):
-        config_from_dict({"limits": [{"scope": "key", "match": "x", "rpm": 1},
-                                     {"scope": "key", "match": "x", "tpm": 5}]}, env={})
+        config_from_dict(
+            {"limits": [{"scope": "key", "match": "x", "rpm": 1}, {"scope": "key", "match": "x", "tpm": 5}]}, env={}
+        )
 
 
 # ---------------------------------------------------------------------------- LimitGuard on MemoryState
+
 
 class Clock:
     def __init__(self, t: float = 1000.0) -> None:
@@ -130,8 +194,9 @@ class Clock:
 def test_guard_refuses_with_retry_after_and_counts_the_metric():
     async def main():
         clock, metrics = Clock(), Metrics()
-        guard = LimitGuard(limits({"scope": "key", "match": "ci-bot", "rpm": 2}), state=MemoryState(),
-                           metrics=metrics, clock=clock)
+        guard = LimitGuard(
+            limits({"scope": "key", "match": "ci-bot", "rpm": 2}), state=MemoryState(), metrics=metrics, clock=clock
+        )
         await guard.admit(CI, 10)
         clock.t += 20
         await guard.admit(CI, 10)
@@ -151,8 +216,12 @@ def test_guard_refuses_with_retry_after_and_counts_the_metric():
 def test_guard_releases_slots_and_renews_only_what_is_in_flight():
     async def main():
         clock, state = Clock(), MemoryState()
-        guard = LimitGuard(limits({"scope": "agent", "match": "*", "max_concurrent": 1, "tpm": 1000}), state=state,
-                           clock=clock, lease_ttl_s=30)
+        guard = LimitGuard(
+            limits({"scope": "agent", "match": "*", "max_concurrent": 1, "tpm": 1000}),
+            state=state,
+            clock=clock,
+            lease_ttl_s=30,
+        )
         a = await guard.admit(CI, 100)
         assert guard.in_flight == 1
         with pytest.raises(RateLimited, match="allows 1 requests at once"):
@@ -197,8 +266,9 @@ def test_outage_fail_closed_refuses_with_503_naming_the_outage():
 def test_outage_fail_open_admits_warns_once_per_outage_and_counts(caplog):
     async def main():
         metrics, state = Metrics(), FlakyState()
-        guard = LimitGuard(limits({"scope": "key", "match": "*", "rpm": 5}), state=state, mode="fail_open",
-                           metrics=metrics)
+        guard = LimitGuard(
+            limits({"scope": "key", "match": "*", "rpm": 5}), state=state, mode="fail_open", metrics=metrics
+        )
         with caplog.at_level(logging.WARNING, logger="tiergate.guardrails.limits"):
             for _ in range(3):
                 assert await guard.admit(CI, 1) is None  # admitted, unchecked: nothing to release
@@ -220,5 +290,9 @@ def test_workers_without_shared_state_refuse_limits_counted_per_process():
     check_workers(cfg, 1)
     with pytest.raises(ConfigError, match=r"limits \(without state: redis://\.\.\.\) would be enforced per process"):
         check_workers(cfg, 2)
-    check_workers(config_from_dict({"limits": [{"scope": "key", "match": "*", "rpm": 5}],
-                                    "state": "redis://127.0.0.1:6379/0"}, env={}), 2)
+    check_workers(
+        config_from_dict(
+            {"limits": [{"scope": "key", "match": "*", "rpm": 5}], "state": "redis://127.0.0.1:6379/0"}, env={}
+        ),
+        2,
+    )

@@ -32,8 +32,9 @@ PRESSURE = [
 ]
 
 
-@pytest.mark.parametrize("total,apps,own,exempt,share,expected", [c[1:] for c in PRESSURE],
-                         ids=[c[0] for c in PRESSURE])
+@pytest.mark.parametrize(
+    "total,apps,own,exempt,share,expected", [c[1:] for c in PRESSURE], ids=[c[0] for c in PRESSURE]
+)
 def test_gpu_pressure_reason(total, apps, own, exempt, share, expected):
     reason = gpu_pressure_reason(total, apps, own_pids=own, exempt_mb=exempt, share=share)
     assert reason == (None if expected is None else f"gpu busy: {expected}")

@@ -45,10 +45,21 @@ def test_the_documented_example_parses():
         cfg.budget_mb = 1  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("value,seconds", [
-    (30, 30.0), (2.5, 2.5), ("30", 30.0), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1.5m", 90.0),
-    ("500ms", 0.5), (" 10 s ", 10.0), (0, 0.0),
-])
+@pytest.mark.parametrize(
+    "value,seconds",
+    [
+        (30, 30.0),
+        (2.5, 2.5),
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1.5m", 90.0),
+        ("500ms", 0.5),
+        (" 10 s ", 10.0),
+        (0, 0.0),
+    ],
+)
 def test_parse_duration(value, seconds):
     assert parse_duration(value) == seconds
 
@@ -69,19 +80,34 @@ INVALID = [
     ("neither gguf nor attach", _cfg(models=[{"name": "a"}]), "exactly one of gguf"),
     ("both gguf and attach", _cfg(models=[{"name": "a", "gguf": "/a", "attach": "http://x/v1"}]), "exactly one"),
     ("attach is not a URL", _cfg(models=[{"name": "a", "attach": "localhost:8080"}]), "http:// or https://"),
-    ("attach with server options", _cfg(models=[{"name": "a", "attach": "http://x/v1", "threads": 2, "pinned": True}]),
-     "pinned, threads: only for models tiergate starts"),
-    ("pinned with idle_ttl", _cfg(models=[{"name": "a", "gguf": "/a", "pinned": True, "idle_ttl": "5m"}]),
-     "a pinned model never unloads"),
-    ("duplicate names", _cfg(models=[{"name": "a", "gguf": "/a"}, {"name": "a", "gguf": "/b"}]),
-     "duplicate name(s) a"),
+    (
+        "attach with server options",
+        _cfg(models=[{"name": "a", "attach": "http://x/v1", "threads": 2, "pinned": True}]),
+        "pinned, threads: only for models tiergate starts",
+    ),
+    (
+        "pinned with idle_ttl",
+        _cfg(models=[{"name": "a", "gguf": "/a", "pinned": True, "idle_ttl": "5m"}]),
+        "a pinned model never unloads",
+    ),
+    ("duplicate names", _cfg(models=[{"name": "a", "gguf": "/a"}, {"name": "a", "gguf": "/b"}]), "duplicate name(s) a"),
     ("unknown default", _cfg(default="zz"), "'zz' is not one of the models (a)"),
     ("attached default", _cfg(default="r", models=[{"name": "r", "attach": "http://x/v1"}]), "attached server"),
-    ("model bigger than budget", _cfg(models=[{"name": "a", "gguf": "/a", "memory_mb": 20000}]),
-     "models[0].memory_mb: 20000 exceeds budget_mb 10000"),
-    ("pinned plus attached over budget",
-     _cfg(models=[{"name": "a", "gguf": "/a", "memory_mb": 6000, "pinned": True},
-                  {"name": "r", "attach": "http://x/v1", "memory_mb": 5000}]), "need 11000 MB together"),
+    (
+        "model bigger than budget",
+        _cfg(models=[{"name": "a", "gguf": "/a", "memory_mb": 20000}]),
+        "models[0].memory_mb: 20000 exceeds budget_mb 10000",
+    ),
+    (
+        "pinned plus attached over budget",
+        _cfg(
+            models=[
+                {"name": "a", "gguf": "/a", "memory_mb": 6000, "pinned": True},
+                {"name": "r", "attach": "http://x/v1", "memory_mb": 5000},
+            ]
+        ),
+        "need 11000 MB together",
+    ),
     ("unknown field", _cfg(models=[{"name": "a", "gguf": "/a", "ttl": "5m"}]), "Extra inputs are not permitted"),
     ("bad duration", _cfg(models=[{"name": "a", "gguf": "/a", "idle_ttl": "soon"}]), "expected a duration"),
     ("busy share above 1", _cfg(gpu_busy_share=1.5), "less than or equal to 1"),
@@ -99,8 +125,9 @@ def test_invalid_configs_say_what_is_wrong(raw, message):
 
 
 LLAMA_8B = GgufShape(block_count=32, embedding_length=4096, head_count=32, head_count_kv=8)
-GEMMA_LIKE = GgufShape(block_count=2, embedding_length=1024, head_count=8, head_count_kv=2, key_length=256,
-                       value_length=256)
+GEMMA_LIKE = GgufShape(
+    block_count=2, embedding_length=1024, head_count=8, head_count_kv=2, key_length=256, value_length=256
+)
 PER_LAYER = GgufShape(block_count=3, embedding_length=64, head_count=4, head_count_kv=(1, 2, 4))
 
 ESTIMATES = [
@@ -115,8 +142,7 @@ ESTIMATES = [
 ]
 
 
-@pytest.mark.parametrize("file_bytes,shape,context,expected", [c[1:] for c in ESTIMATES],
-                         ids=[c[0] for c in ESTIMATES])
+@pytest.mark.parametrize("file_bytes,shape,context,expected", [c[1:] for c in ESTIMATES], ids=[c[0] for c in ESTIMATES])
 def test_estimate_memory_mb(file_bytes, shape, context, expected):
     assert estimate_memory_mb(file_bytes, shape, context=context) == expected
 
@@ -159,7 +185,7 @@ def test_the_example_in_the_configuration_docs_is_valid():
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    section = doc[doc.index("## `local_models`"):]
+    section = doc[doc.index("## `local_models`") :]
     raw = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
     cfg = LocalModelsConfig.model_validate(raw["local_models"])
     assert [m.name for m in cfg.models] == ["qwen-7b", "coder-32b", "remote-box"]

@@ -17,12 +17,21 @@ from tiergate.observability.metrics import Metrics
 from tiergate.state.memory import MemoryState
 
 RAW = {
-    "providers": {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:1/v1", "local": True},
-                  "co": {"api": "openai-chat", "base_url": "http://127.0.0.1:2/v1"}},
+    "providers": {
+        "box": {"api": "openai-chat", "base_url": "http://127.0.0.1:1/v1", "local": True},
+        "co": {"api": "openai-chat", "base_url": "http://127.0.0.1:2/v1"},
+    },
     "deployments": [
         {"name": "local", "provider": "box", "model": "m", "tier": 0, "context_window": 8192},
-        {"name": "cloud", "provider": "co", "model": "m", "tier": 1, "context_window": 16000, "max_output_tokens": 2000,
-         "price": {"input_per_mtok": 1000, "output_per_mtok": 1000}},
+        {
+            "name": "cloud",
+            "provider": "co",
+            "model": "m",
+            "tier": 1,
+            "context_window": 16000,
+            "max_output_tokens": 2000,
+            "price": {"input_per_mtok": 1000, "output_per_mtok": 1000},
+        },
     ],
     "budgets": [{"scope": "global", "window": "day", "limit_usd": 1.0}],
 }
@@ -41,8 +50,10 @@ class FlakyState(MemoryState):
     def __getattribute__(self, name: str):  # type: ignore[no-untyped-def]
         attr = super().__getattribute__(name)
         if name.startswith(("budget_", "breaker_", "flag", "set_flag")) and super().__getattribute__("down"):
+
             def fail(*a, **k):  # type: ignore[no-untyped-def]
                 raise StateUnavailable(f"shared state unavailable: Redis down during {name}")
+
             return fail
         return attr
 
@@ -66,10 +77,13 @@ def decisions(metrics: Metrics) -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize(("mode", "local_only", "cloud_reserve", "decision"), [
-    ("fail_closed", True, "refused", "local_only"),
-    ("fail_open", False, "admitted", "unchecked"),
-])
+@pytest.mark.parametrize(
+    ("mode", "local_only", "cloud_reserve", "decision"),
+    [
+        ("fail_closed", True, "refused", "local_only"),
+        ("fail_open", False, "admitted", "unchecked"),
+    ],
+)
 def test_budget_outage_modes(mode, local_only, cloud_reserve, decision):
     async def main():
         guard, inner, outages, metrics = build(mode)

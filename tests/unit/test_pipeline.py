@@ -26,20 +26,24 @@ def run(coro):
 
 def status(code: int, retry_after: str | None = None) -> Reply:
     headers = {"Retry-After": retry_after} if retry_after is not None else {}
-    return Reply.json({"error": {"message": f"upstream says {code}", "type": "server_error"}}, status=code,
-                      headers=headers)
+    return Reply.json(
+        {"error": {"message": f"upstream says {code}", "type": "server_error"}}, status=code, headers=headers
+    )
 
 
 BUDGET = {"budgets": [{"scope": "global", "window": "day", "limit_usd": 5.0}]}
 
 
 # --------------------------------------------------------------------------- retries
-@pytest.mark.parametrize(("retry_after", "sleeps", "served_by"), [
-    (None, [0.25, 0.5], "local-a"),          # exponential backoff from retry_backoff_s
-    ("3", [3.0, 3.0], "local-a"),            # Retry-After is honoured when longer than the backoff
-    ("0", [0.25, 0.5], "local-a"),           # ... and never shortens the backoff
-    ("60", [], "local-b"),                   # longer than max_retry_after_s: move on at once
-])
+@pytest.mark.parametrize(
+    ("retry_after", "sleeps", "served_by"),
+    [
+        (None, [0.25, 0.5], "local-a"),  # exponential backoff from retry_backoff_s
+        ("3", [3.0, 3.0], "local-a"),  # Retry-After is honoured when longer than the backoff
+        ("0", [0.25, 0.5], "local-a"),  # ... and never shortens the backoff
+        ("60", [], "local-b"),  # longer than max_retry_after_s: move on at once
+    ],
+)
 def test_retries_honour_retry_after(retry_after, sleeps, served_by):
     h = build()
     h.script("local-a", status(429, retry_after), status(429, retry_after))
@@ -58,12 +62,15 @@ def test_a_client_fault_is_not_retried_and_reaches_the_client():
 
 
 # --------------------------------------------------------------------------- order of candidates
-@pytest.mark.parametrize(("failing", "expected_seen", "served_by"), [
-    ((), ["local-a"], "local-a"),
-    (("local-a",), ["local-a"] * 3 + ["local-b"], "local-b"),                        # same tier first
-    (("local-a", "local-b"), ["local-a"] * 3 + ["local-b"] * 3 + ["cheap"], "cheap"),  # then up one tier
-    (("local-a", "local-b", "cheap"), ["local-a"] * 3 + ["local-b"] * 3 + ["cheap"] * 3 + ["frontier"], "frontier"),
-])
+@pytest.mark.parametrize(
+    ("failing", "expected_seen", "served_by"),
+    [
+        ((), ["local-a"], "local-a"),
+        (("local-a",), ["local-a"] * 3 + ["local-b"], "local-b"),  # same tier first
+        (("local-a", "local-b"), ["local-a"] * 3 + ["local-b"] * 3 + ["cheap"], "cheap"),  # then up one tier
+        (("local-a", "local-b", "cheap"), ["local-a"] * 3 + ["local-b"] * 3 + ["cheap"] * 3 + ["frontier"], "frontier"),
+    ],
+)
 def test_fallback_goes_through_the_tier_then_up_the_tiers(failing, expected_seen, served_by):
     h = build()
     for name in failing:
@@ -180,21 +187,37 @@ def test_without_budgets_the_body_is_forwarded_without_a_cap():
 
 def test_embeddings_under_a_budget_get_no_output_cap():
     h = build(raw_config(**BUDGET))
-    h.script("cheap", Reply.json({"object": "list", "model": "text-embedding-3-small",
-                                  "data": [{"object": "embedding", "index": 0, "embedding": [0.0023, -0.0093]}],
-                                  "usage": {"prompt_tokens": 8, "total_tokens": 8}}))
+    h.script(
+        "cheap",
+        Reply.json(
+            {
+                "object": "list",
+                "model": "text-embedding-3-small",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.0023, -0.0093]}],
+                "usage": {"prompt_tokens": 8, "total_tokens": 8},
+            }
+        ),
+    )
     run(h.ask(model="cheap", protocol="openai-embeddings"))
     sent = h.transport.requests[-1]
     assert sent.url.endswith("/embeddings")
     assert "max_tokens" not in sent.json and "max_completion_tokens" not in sent.json
 
 
-@pytest.mark.parametrize(("model", "field"), [
-    ("gpt-4o-mini", "max_tokens"), ("llama3.1:8b", "max_tokens"), ("qwen2.5-coder:7b", "max_tokens"),
-    ("o1", "max_completion_tokens"), ("o3-mini", "max_completion_tokens"), ("o4-mini", "max_completion_tokens"),
-    ("gpt-5", "max_completion_tokens"), ("gpt-5-mini", "max_completion_tokens"),
-    ("openai/o3", "max_completion_tokens"),
-])
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        ("gpt-4o-mini", "max_tokens"),
+        ("llama3.1:8b", "max_tokens"),
+        ("qwen2.5-coder:7b", "max_tokens"),
+        ("o1", "max_completion_tokens"),
+        ("o3-mini", "max_completion_tokens"),
+        ("o4-mini", "max_completion_tokens"),
+        ("gpt-5", "max_completion_tokens"),
+        ("gpt-5-mini", "max_completion_tokens"),
+        ("openai/o3", "max_completion_tokens"),
+    ],
+)
 def test_the_output_cap_goes_in_the_field_the_model_takes(model, field):
     h = build(raw_config(**BUDGET))
     d = dataclasses.replace(h.catalog.deployments["cheap"], model=model)
@@ -237,16 +260,21 @@ FAILURES = {
     "dropped": dropped,
 }
 PLAIN = {**FAILURES, "ok": lambda: Reply.json(COMPLETION)}
-STREAMED = {**FAILURES, "ok": lambda: Reply.sse(STREAM),
-            "cut": lambda: Reply.sse([chunk("", role="assistant"), chunk("Hel"), dropped()]),
-            "cut-before-first": lambda: Reply.sse([dropped()])}
+STREAMED = {
+    **FAILURES,
+    "ok": lambda: Reply.sse(STREAM),
+    "cut": lambda: Reply.sse([chunk("", role="assistant"), chunk("Hel"), dropped()]),
+    "cut-before-first": lambda: Reply.sse([dropped()]),
+}
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), stream=st.booleans(), model=st.sampled_from(["auto", "cheap", "frontier"]),
-       budgeted=st.booleans())
+@given(
+    data=st.data(), stream=st.booleans(), model=st.sampled_from(["auto", "cheap", "frontier"]), budgeted=st.booleans()
+)
 def test_any_sequence_of_upstream_outcomes_leaves_nothing_reserved_and_records_every_attempt(
-        data, stream, model, budgeted):
+    data, stream, model, budgeted
+):
     outcomes = STREAMED if stream else PLAIN
     script = data.draw(st.lists(st.sampled_from(sorted(outcomes)), max_size=14), label="script")
     h = build(raw_config(**(BUDGET if budgeted else {}), routing={"breaker_failures": 10}))

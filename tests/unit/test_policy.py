@@ -21,16 +21,46 @@ RAW = {
     },
     "deployments": [
         {"name": "local-8b", "provider": "box", "model": "llama-8b", "tier": 0, "context_window": 8192},
-        {"name": "local-3b", "provider": "box2", "model": "llama-3b", "tier": 0, "context_window": 4096,
-         "max_output_tokens": 512},
-        {"name": "cheap", "provider": "cheapco", "model": "mini", "tier": 1, "context_window": 128000,
-         "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
-        {"name": "cheaper", "provider": "cheapco", "model": "nano", "tier": 1, "context_window": 16000,
-         "price": {"input_per_mtok": 0.05, "output_per_mtok": 0.2}},
-        {"name": "mid", "provider": "midco", "model": "mid-1", "tier": 2, "context_window": 128000,
-         "price": {"input_per_mtok": 1, "output_per_mtok": 5}},
-        {"name": "sonnet", "provider": "anthro", "model": "claude-sonnet", "tier": 3, "context_window": 200000,
-         "price": {"input_per_mtok": 3, "output_per_mtok": 15}},
+        {
+            "name": "local-3b",
+            "provider": "box2",
+            "model": "llama-3b",
+            "tier": 0,
+            "context_window": 4096,
+            "max_output_tokens": 512,
+        },
+        {
+            "name": "cheap",
+            "provider": "cheapco",
+            "model": "mini",
+            "tier": 1,
+            "context_window": 128000,
+            "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+        },
+        {
+            "name": "cheaper",
+            "provider": "cheapco",
+            "model": "nano",
+            "tier": 1,
+            "context_window": 16000,
+            "price": {"input_per_mtok": 0.05, "output_per_mtok": 0.2},
+        },
+        {
+            "name": "mid",
+            "provider": "midco",
+            "model": "mid-1",
+            "tier": 2,
+            "context_window": 128000,
+            "price": {"input_per_mtok": 1, "output_per_mtok": 5},
+        },
+        {
+            "name": "sonnet",
+            "provider": "anthro",
+            "model": "claude-sonnet",
+            "tier": 3,
+            "context_window": 200000,
+            "price": {"input_per_mtok": 3, "output_per_mtok": 15},
+        },
     ],
     "aliases": {"local/fast": ["local-3b", "local-8b"], "cloud/frontier": ["sonnet"]},
     "tasks": {"classification": 0, "coding": 1, "reasoning": 3},
@@ -73,11 +103,18 @@ def names(plan):
         # local-3b (limit 512) fits; the 128k windows without a limit cannot hold 3k + 128k; sonnet's 200k can
         (RequestFeatures("local/fast", prompt_tokens_est=3000, max_tokens=128000), ALL, ["local-3b", "sonnet"]),
         # model_map: vendor names a client cannot change are mapped by glob, first match wins
-        (RequestFeatures("claude-3-5-haiku-20241022"), ALL, ["local-3b", "local-8b", "cheaper", "cheap", "mid", "sonnet"]),
+        (
+            RequestFeatures("claude-3-5-haiku-20241022"),
+            ALL,
+            ["local-3b", "local-8b", "cheaper", "cheap", "mid", "sonnet"],
+        ),
         (RequestFeatures("claude-sonnet-4-5"), ALL, ["cheaper", "cheap", "mid", "sonnet"]),
         # open breakers are skipped
-        (RequestFeatures("auto"), WorldSnapshot(unavailable={"local-3b": "breaker open"}),
-         ["local-8b", "cheaper", "cheap", "mid", "sonnet"]),
+        (
+            RequestFeatures("auto"),
+            WorldSnapshot(unavailable={"local-3b": "breaker open"}),
+            ["local-8b", "cheaper", "cheap", "mid", "sonnet"],
+        ),
         # a protocol the client cannot reach is skipped
         (RequestFeatures("auto", task="coding"), OPENAI_ONLY, ["cheaper", "cheap", "mid"]),
     ],
@@ -93,7 +130,9 @@ def test_escalation_can_be_disabled():
 
 
 def test_reasons_explain_each_candidate_and_skip():
-    plan = decide(RequestFeatures("auto", task="coding"), CAT, WorldSnapshot(unavailable={"cheaper": "breaker open (x)"}))
+    plan = decide(
+        RequestFeatures("auto", task="coding"), CAT, WorldSnapshot(unavailable={"cheaper": "breaker open (x)"})
+    )
     assert plan.candidates[0].deployment == "cheap"
     assert "task=coding needs tier>=1" in plan.candidates[0].reason
     assert plan.candidates[1].reason == "escalation to tier 2"
@@ -130,17 +169,26 @@ def test_model_map_explains_itself():
 
 # ---------------------------------------------------------------- the memoised planner used per request
 def _with_prices(**tier1: tuple[float, float]) -> Catalog:
-    raw = {**RAW, "deployments": [
-        {**d, "price": {"input_per_mtok": tier1[d["name"]][0], "output_per_mtok": tier1[d["name"]][1]}}
-        if d["name"] in tier1 else d for d in RAW["deployments"]]}
+    raw = {
+        **RAW,
+        "deployments": [
+            {**d, "price": {"input_per_mtok": tier1[d["name"]][0], "output_per_mtok": tier1[d["name"]][1]}}
+            if d["name"] in tier1
+            else d
+            for d in RAW["deployments"]
+        ],
+    }
     return build_catalog(config_from_dict(raw, env={}))
 
 
-@pytest.mark.parametrize(("prices", "independent"), [
-    ({}, True),  # cheaper is cheaper on both input and output
-    ({"cheap": (0.15, 0.6), "cheaper": (0.15, 0.6)}, True),  # equal: by name, whatever the tokens
-    ({"cheap": (0.10, 0.6), "cheaper": (0.15, 0.2)}, False),  # cheap on input, cheaper on output
-])
+@pytest.mark.parametrize(
+    ("prices", "independent"),
+    [
+        ({}, True),  # cheaper is cheaper on both input and output
+        ({"cheap": (0.15, 0.6), "cheaper": (0.15, 0.6)}, True),  # equal: by name, whatever the tokens
+        ({"cheap": (0.10, 0.6), "cheaper": (0.15, 0.2)}, False),  # cheap on input, cheaper on output
+    ],
+)
 def test_order_is_token_independent(prices, independent):
     from tiergate.router.policy import order_is_token_independent
 
@@ -149,16 +197,23 @@ def test_order_is_token_independent(prices, independent):
 
 CROSSED = _with_prices(cheap=(0.10, 0.6), cheaper=(0.15, 0.2))
 WORLDS = [
-    ALL, OPENAI_ONLY,
+    ALL,
+    OPENAI_ONLY,
     WorldSnapshot(unavailable={"cheaper": "breaker open"}),
     WorldSnapshot(local_only_reason="emergency mode on (by hand)"),
     WorldSnapshot(tier_cap=1, tier_cap_reason="downgraded to tier<=1: budget"),
     WorldSnapshot(context_reroute_at=0.5),
 ]
 REQUESTS = [
-    RequestFeatures("auto"), RequestFeatures("auto", task="coding"), RequestFeatures("auto", task="coding", local_only=True),
-    RequestFeatures("task/reasoning"), RequestFeatures("local/fast"), RequestFeatures("local-8b"),
-    RequestFeatures("claude-3-5-haiku"), RequestFeatures("claude-sonnet-4"), RequestFeatures("nope"),
+    RequestFeatures("auto"),
+    RequestFeatures("auto", task="coding"),
+    RequestFeatures("auto", task="coding", local_only=True),
+    RequestFeatures("task/reasoning"),
+    RequestFeatures("local/fast"),
+    RequestFeatures("local-8b"),
+    RequestFeatures("claude-3-5-haiku"),
+    RequestFeatures("claude-sonnet-4"),
+    RequestFeatures("nope"),
     RequestFeatures("auto", task="coding", prompt_tokens_est=10, max_tokens=4000),  # output-heavy
     RequestFeatures("auto", task="coding", prompt_tokens_est=12000, max_tokens=1),  # input-heavy; past nano's window
     RequestFeatures("auto", prompt_tokens_est=5000, max_tokens=100),  # past local-3b's window
@@ -181,9 +236,15 @@ def test_planner_gives_exactly_what_decide_gives(catalog):
     for _ in range(2):  # the second pass is served from the memo
         for world in WORLDS:
             for f in REQUESTS:
-                assert _outcome(lambda: planner.decide(f, world)) == _outcome(lambda: decide(f, catalog, world)), (f, world)
+                assert _outcome(lambda: planner.decide(f, world)) == _outcome(lambda: decide(f, catalog, world)), (
+                    f,
+                    world,
+                )
     # crossed prices: the order really does follow the tokens, so memoising it would be wrong
-    out_heavy, in_heavy = (RequestFeatures("auto", task="coding", prompt_tokens_est=p, max_tokens=m)
-                           for p, m in ((10, 4000), (4000, 1)))
+    out_heavy, in_heavy = (
+        RequestFeatures("auto", task="coding", prompt_tokens_est=p, max_tokens=m) for p, m in ((10, 4000), (4000, 1))
+    )
     if catalog is CROSSED:
-        assert names(planner.decide(out_heavy, ALL))[0] == "cheaper" and names(planner.decide(in_heavy, ALL))[0] == "cheap"
+        assert (
+            names(planner.decide(out_heavy, ALL))[0] == "cheaper" and names(planner.decide(in_heavy, ALL))[0] == "cheap"
+        )

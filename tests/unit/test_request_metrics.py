@@ -30,13 +30,16 @@ def test_same_samples_as_prometheus_client_metrics():
     tokens = Counter("tiergate_tokens", "k", ["deployment", "direction"], registry=ref)
     cost = Counter("tiergate_cost_usd", "c", ["deployment"], registry=ref)
     # values on the bucket bounds themselves, and random ones around them
-    values = list(LATENCY_BUCKETS) + [rng.uniform(0, 150) for _ in range(300)] + [rng.uniform(0, 0.02) for _ in range(300)]
+    values = (
+        list(LATENCY_BUCKETS) + [rng.uniform(0, 150) for _ in range(300)] + [rng.uniform(0, 0.02) for _ in range(300)]
+    )
     for i, seconds in enumerate(values):
         d, status = rng.choice(["local-8b", "cloud"]), rng.choice(["200", "502"])
         t_in, t_out, usd = rng.randint(0, 5000), rng.randint(0, 500), rng.choice([0.0, rng.uniform(0, 0.01)])
         ttft_s = None if i % 3 else seconds / 10
-        ours.per_request.answered(d, "1", status, seconds=seconds, tokens_in=t_in, tokens_out=t_out, cost=usd,
-                                  ttft_s=ttft_s)
+        ours.per_request.answered(
+            d, "1", status, seconds=seconds, tokens_in=t_in, tokens_out=t_out, cost=usd, ttft_s=ttft_s
+        )
         requests.labels(d, "1", status).inc()
         latency.labels(d).observe(seconds)
         tokens.labels(d, "in").inc(t_in)
@@ -50,8 +53,14 @@ def test_same_samples_as_prometheus_client_metrics():
         overhead.observe(oh)
     ours.per_request.count("none", "", "503")
     requests.labels("none", "", "503").inc()
-    for prefix in ("tiergate_requests", "tiergate_request_seconds", "tiergate_time_to_first_token_seconds",
-                   "tiergate_overhead_seconds", "tiergate_tokens", "tiergate_cost_usd"):
+    for prefix in (
+        "tiergate_requests",
+        "tiergate_request_seconds",
+        "tiergate_time_to_first_token_seconds",
+        "tiergate_overhead_seconds",
+        "tiergate_tokens",
+        "tiergate_cost_usd",
+    ):
         got, want = samples(ours.registry, prefix), samples(ref, prefix)
         assert got.keys() == want.keys(), prefix
         for k, v in want.items():

@@ -36,10 +36,17 @@ def _imports(path: Path) -> set[str]:
 
 def _is_stub(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """A body of only ``...`` (after a docstring): a method some other class is expected to provide."""
-    body = [s for s in fn.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                                       and isinstance(s.value.value, str))]
-    return (len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-            and body[0].value.value is Ellipsis)
+    body = [
+        s
+        for s in fn.body
+        if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))
+    ]
+    return (
+        len(body) == 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and body[0].value.value is Ellipsis
+    )
 
 
 def test_state_modules_import_each_other_without_cycles():
@@ -48,7 +55,7 @@ def test_state_modules_import_each_other_without_cycles():
 
     def visit(m: str, path: list[str]) -> None:
         if m in path:
-            raise AssertionError("import cycle: " + " -> ".join(path[path.index(m):] + [m]))
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(m) :] + [m]))
         if m not in done:
             for dep in sorted(graph[m]):
                 visit(dep, path + [m])

@@ -73,18 +73,21 @@ def test_window_key_and_bounds(window, tz, local, fold, key, start, end, end_fol
     assert hi - lo == hours * 3600
 
 
-@pytest.mark.parametrize("window,utc_time,tz,key", [
-    ("day", "2026-11-21T18:29:59", IST, "day:2026-11-21"),
-    ("day", "2026-11-21T18:30:00", IST, "day:2026-11-22"),
-    ("day", "2026-11-22T04:59:59", NY, "day:2026-11-21"),
-    ("day", "2026-11-22T05:00:00", NY, "day:2026-11-22"),
-    ("hour", "2026-11-22T03:00:00", UTC_NAME, "hour:2026-11-22T03"),
-    ("hour", "2026-11-22T03:00:00", IST, "hour:2026-11-22T08"),
-    ("month", "2026-11-30T18:30:00", IST, "month:2026-12"),
-    ("month", "2026-12-01T04:59:59", NY, "month:2026-11"),
-    ("week", "2026-11-22T18:30:00", IST, "week:2026-W48"),
-    ("week", "2026-11-22T18:30:00", UTC_NAME, "week:2026-W47"),
-])
+@pytest.mark.parametrize(
+    "window,utc_time,tz,key",
+    [
+        ("day", "2026-11-21T18:29:59", IST, "day:2026-11-21"),
+        ("day", "2026-11-21T18:30:00", IST, "day:2026-11-22"),
+        ("day", "2026-11-22T04:59:59", NY, "day:2026-11-21"),
+        ("day", "2026-11-22T05:00:00", NY, "day:2026-11-22"),
+        ("hour", "2026-11-22T03:00:00", UTC_NAME, "hour:2026-11-22T03"),
+        ("hour", "2026-11-22T03:00:00", IST, "hour:2026-11-22T08"),
+        ("month", "2026-11-30T18:30:00", IST, "month:2026-12"),
+        ("month", "2026-12-01T04:59:59", NY, "month:2026-11"),
+        ("week", "2026-11-22T18:30:00", IST, "week:2026-W48"),
+        ("week", "2026-11-22T18:30:00", UTC_NAME, "week:2026-W47"),
+    ],
+)
 def test_rollover_happens_at_local_midnight_not_utc(window, utc_time, tz, key):
     assert window_key(window, utc(utc_time), tz) == key
 
@@ -105,27 +108,46 @@ def test_windows_tile_time_without_gaps_overlaps_or_shared_keys(window, tz):
         prev_end, prev_key, t = hi, key, hi
 
 
-@pytest.mark.parametrize("bad_call", [
-    lambda: window_key("fortnight", 0.0, UTC_NAME),
-    lambda: window_bounds("fortnight", 0.0, UTC_NAME),
-    lambda: window_key("day", 0.0, "Mars/Olympus_Mons"),
-    lambda: window_bounds("day", float("nan"), UTC_NAME),
-])
+@pytest.mark.parametrize(
+    "bad_call",
+    [
+        lambda: window_key("fortnight", 0.0, UTC_NAME),
+        lambda: window_bounds("fortnight", 0.0, UTC_NAME),
+        lambda: window_key("day", 0.0, "Mars/Olympus_Mons"),
+        lambda: window_bounds("day", float("nan"), UTC_NAME),
+    ],
+)
 def test_bad_window_timezone_or_time_is_a_value_error(bad_call):
     with pytest.raises(ValueError):
         bad_call()
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("30s", 30), ("5m", 300), ("8h", 28800), ("2d", 172800), ("1w", 604800), ("1h30m", 5400),
-    ("1d2h3m4s", 93784), ("1.5h", 5400), (" 2H ", 7200), ("90", 90), ("0.25", 0.25), (45, 45), (2.5, 2.5), ("0s", 0),
-])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("8h", 28800),
+        ("2d", 172800),
+        ("1w", 604800),
+        ("1h30m", 5400),
+        ("1d2h3m4s", 93784),
+        ("1.5h", 5400),
+        (" 2H ", 7200),
+        ("90", 90),
+        ("0.25", 0.25),
+        (45, 45),
+        (2.5, 2.5),
+        ("0s", 0),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "h", "5min", "30m1h", "1h1h", "1h 30x", "abc", "-3", "-1h", "inf", "nan",
-                                  True, None, [5]])
+@pytest.mark.parametrize(
+    "text", ["", "h", "5min", "30m1h", "1h1h", "1h 30x", "abc", "-3", "-1h", "inf", "nan", True, None, [5]]
+)
 def test_parse_duration_rejects_with_a_clear_message(text):
     with pytest.raises(ValueError, match=r"invalid duration"):
         parse_duration(text)

@@ -55,19 +55,46 @@ async def budget_status(gw: Gateway) -> list[dict[str, object]]:
     now = time.time()
     for b in gw.config.budgets:
         wk = window_key(b.window, now, gw.config.timezone)
-        values = ["*"] if b.scope == "global" else (
-            [d.name for d in gw.catalog.deployments.values() if b.scope == "deployment"
-             and (fnmatch.fnmatchcase(d.name, b.match or "") or d.name in gw.catalog.aliases.get(b.match or "", ()))]
-            + [p for p in {d.provider for d in gw.catalog.deployments.values()} if b.scope == "provider"
-               and fnmatch.fnmatchcase(p, b.match or "")])
+        values = (
+            ["*"]
+            if b.scope == "global"
+            else (
+                [
+                    d.name
+                    for d in gw.catalog.deployments.values()
+                    if b.scope == "deployment"
+                    and (
+                        fnmatch.fnmatchcase(d.name, b.match or "")
+                        or d.name in gw.catalog.aliases.get(b.match or "", ())
+                    )
+                ]
+                + [
+                    p
+                    for p in {d.provider for d in gw.catalog.deployments.values()}
+                    if b.scope == "provider" and fnmatch.fnmatchcase(p, b.match or "")
+                ]
+            )
+        )
         for v in values:
             spent, reserved, calls = await gw.state.budget_usage(counter_key(b, wk, v))
             emergency = b.action == "local-only" and (
                 (b.limit_usd is not None and spent + reserved >= b.limit_usd)
-                or await gw.state.flag(f"{LATCH}{counter_key(b, wk, v)}") is not None)
-            out.append({"budget": b.id, "value": v, "window": wk, "emergency": emergency, "spent_usd": round(spent, 6),
-                        "reserved_usd": round(reserved, 6), "calls": calls, "limit_usd": b.limit_usd,
-                        "max_calls": b.max_calls, "action": b.action})
+                or await gw.state.flag(f"{LATCH}{counter_key(b, wk, v)}") is not None
+            )
+            out.append(
+                {
+                    "budget": b.id,
+                    "value": v,
+                    "window": wk,
+                    "emergency": emergency,
+                    "spent_usd": round(spent, 6),
+                    "reserved_usd": round(reserved, 6),
+                    "calls": calls,
+                    "limit_usd": b.limit_usd,
+                    "max_calls": b.max_calls,
+                    "action": b.action,
+                }
+            )
     return out
 
 
@@ -88,9 +115,12 @@ async def emergency(request: web.Request) -> web.Response:
         reason = str(body.get("reason") or "switched on by an operator") if on else None
         await asyncio.to_thread(gw.ledger.set_flag, EMERGENCY_FLAG, reason)
         await gw.state.set_flag(EMERGENCY_FLAG, reason)
-        gw.budgets.alert("emergency_on" if on else "emergency_off",
-                          f"tiergate emergency local-only mode {'ON: ' + reason if on else 'OFF'}",
-                          f"emergency-manual:{time.time()}", severity="critical" if on else "info")
+        gw.budgets.alert(
+            "emergency_on" if on else "emergency_off",
+            f"tiergate emergency local-only mode {'ON: ' + reason if on else 'OFF'}",
+            f"emergency-manual:{time.time()}",
+            severity="critical" if on else "info",
+        )
     reason = await gw.state.flag(EMERGENCY_FLAG)
     return web.Response(body=orjson.dumps({"on": reason is not None, "reason": reason}), content_type=JSON)
 
@@ -103,8 +133,19 @@ async def sessions(request: web.Request) -> web.Response:
 
 
 def session_dict(s: object) -> dict[str, object]:
-    fields = ("session", "key_name", "agent", "first_seen", "last_seen", "requests", "prompt_tokens",
-              "completion_tokens", "cost_usd", "max_context_ratio", "killed_reason")
+    fields = (
+        "session",
+        "key_name",
+        "agent",
+        "first_seen",
+        "last_seen",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "max_context_ratio",
+        "killed_reason",
+    )
     return {f: getattr(s, f) for f in fields}
 
 

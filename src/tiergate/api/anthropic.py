@@ -78,8 +78,12 @@ def messages_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tupl
     stream = bool(require_type(body, "stream", bool, "a boolean"))
     ident = effective_identity(ident, model)
     return ident, RequestFeatures(
-        model=model, task=ident.task, prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
-        max_tokens=max_tokens, local_only=ident.local_only, stream=stream,
+        model=model,
+        task=ident.task,
+        prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+        max_tokens=max_tokens,
+        local_only=ident.local_only,
+        stream=stream,
     )
 
 

@@ -61,7 +61,9 @@ def error_response(err: TiergateError, *, anthropic: bool, request_id: str) -> w
     return web.Response(body=orjson.dumps(body), status=err.status, content_type=JSON, headers=headers)
 
 
-def require_type(body: dict[str, Any], key: str, types: type | tuple[type, ...], what: str, *, required: bool = False) -> Any:
+def require_type(
+    body: dict[str, Any], key: str, types: type | tuple[type, ...], what: str, *, required: bool = False
+) -> Any:
     v = body.get(key)
     if v is None:
         if required:

@@ -50,8 +50,9 @@ def guarded(handler: Handler) -> Handler:
             return await handler(request)
         except TiergateError as err:
             if isinstance(err, UpstreamRejected) and err.body:  # the vendor's own bytes, for its own clients
-                return web.Response(body=err.body, status=err.status, content_type="application/json",
-                                    headers={"X-Request-ID": rid})
+                return web.Response(
+                    body=err.body, status=err.status, content_type="application/json", headers={"X-Request-ID": rid}
+                )
             return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
         except web.HTTPException:
             raise

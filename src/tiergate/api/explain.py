@@ -35,8 +35,9 @@ def explain_request(cfg: TiergateConfig, raw: bytes, headers: Mapping[str, str])
     for i, c in enumerate(plan.candidates, 1):
         d = catalog.deployments[c.deployment]
         est = d.cost(features.prompt_tokens_est, features.max_tokens or 256)
-        lines.append(f"  {i}. {c.deployment} (tier {c.tier}, {'local' if d.local else d.provider}, "
-                     f"~${est:.6f}): {c.reason}")
+        lines.append(
+            f"  {i}. {c.deployment} (tier {c.tier}, {'local' if d.local else d.provider}, ~${est:.6f}): {c.reason}"
+        )
     if plan.skipped:
         lines.append("skipped:")
         lines += [f"  - {s.deployment}: {s.reason}" for s in plan.skipped]

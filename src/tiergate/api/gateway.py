@@ -45,8 +45,14 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.pipeline = RequestPipeline(
-            executor=self.executor, budgets=self.budgets, sessions=self.sessions, limits=self.limits,
-            ledger=self.ledger, metrics=self.metrics, request_timeout_s=self.config.routing.request_timeout_s)
+            executor=self.executor,
+            budgets=self.budgets,
+            sessions=self.sessions,
+            limits=self.limits,
+            ledger=self.ledger,
+            metrics=self.metrics,
+            request_timeout_s=self.config.routing.request_timeout_s,
+        )
 
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)

@@ -23,9 +23,10 @@ PROTOCOL = "openai-chat"
 
 
 def openai_stream_error(message: str) -> bytes:
-    payload = {"error": {"message": f"upstream stream failed: {message}", "type": "api_error", "code": "stream_interrupted"}}
+    payload = {
+        "error": {"message": f"upstream stream failed: {message}", "type": "api_error", "code": "stream_interrupted"}
+    }
     return b"data: " + orjson.dumps(payload) + b"\n\n"
-
 
 
 def max_tokens_of(body: dict[str, Any]) -> int | None:
@@ -47,16 +48,33 @@ def chat_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tuple[Id
     stream = bool(require_type(body, "stream", bool, "a boolean"))
     ident = effective_identity(ident, model)
     features = RequestFeatures(
-        model=model, task=ident.task, prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
-        max_tokens=max_tokens_of(body), local_only=ident.local_only, stream=stream,
+        model=model,
+        task=ident.task,
+        prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+        max_tokens=max_tokens_of(body),
+        local_only=ident.local_only,
+        stream=stream,
     )
     return ident, features
 
 
-def pipeline_request(request: web.Request, ident: Identity, features: RequestFeatures, body: dict[str, Any],
-                     protocol: str, hints: ClientHints = NO_HINTS) -> PipelineRequest:
-    return PipelineRequest(request_id=request["request_id"], identity=ident, features=features, body=body,
-                           protocol=protocol, started=request["started"], hints=hints)
+def pipeline_request(
+    request: web.Request,
+    ident: Identity,
+    features: RequestFeatures,
+    body: dict[str, Any],
+    protocol: str,
+    hints: ClientHints = NO_HINTS,
+) -> PipelineRequest:
+    return PipelineRequest(
+        request_id=request["request_id"],
+        identity=ident,
+        features=features,
+        body=body,
+        protocol=protocol,
+        started=request["started"],
+        hints=hints,
+    )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -75,8 +93,12 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     model = require_type(body, "model", str, "a string") or "auto"
     if body.get("input") in (None, "", []):
         raise BadRequest("'input' is required (a string or a list of strings)", param="input")
-    features = RequestFeatures(model=model, task=ident.task, prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
-                               local_only=ident.local_only)
+    features = RequestFeatures(
+        model=model,
+        task=ident.task,
+        prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+        local_only=ident.local_only,
+    )
     answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, "openai-embeddings"))
     return await render(request, answer)
 
@@ -85,7 +107,9 @@ async def list_models(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     gw.keys.identify(request.headers)
     created = int(gw.started_at)
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "tiergate"} for name in gw.catalog.model_names()]
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "tiergate"} for name in gw.catalog.model_names()
+    ]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
 

@@ -37,8 +37,9 @@ async def plain_response(answer: Answer) -> web.Response:
     return web.Response(body=reply.body, status=200, headers=headers)
 
 
-async def relay_stream(request: web.Request, answer: Answer, *,
-                       error_event: StreamErrorEvent | None = None) -> web.StreamResponse:
+async def relay_stream(
+    request: web.Request, answer: Answer, *, error_event: StreamErrorEvent | None = None
+) -> web.StreamResponse:
     """Forward events as they arrive; the slot is freed before the event that completes the answer."""
     s = answer.stream
     headers = _headers(answer)
@@ -84,8 +85,9 @@ async def relay_stream(request: web.Request, answer: Answer, *,
     return resp
 
 
-async def render(request: web.Request, answer: Answer, *,
-                 error_event: StreamErrorEvent | None = None) -> web.StreamResponse:
+async def render(
+    request: web.Request, answer: Answer, *, error_event: StreamErrorEvent | None = None
+) -> web.StreamResponse:
     """The one answer dispatch every surface uses."""
     if answer.outcome.stream is not None:
         return await relay_stream(request, answer, error_event=error_event)

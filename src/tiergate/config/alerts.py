@@ -8,7 +8,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 ALERT_EVENTS: tuple[str, ...] = (
-    "budget_threshold", "emergency_on", "emergency_off", "session_killed", "context_threshold",
+    "budget_threshold",
+    "emergency_on",
+    "emergency_off",
+    "session_killed",
+    "context_threshold",
 )
 
 

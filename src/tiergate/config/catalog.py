@@ -52,9 +52,16 @@ def _managed(cfg: TiergateConfig, d: DeploymentConfig, url: str | None) -> Deplo
     assert cfg.local_models is not None and d.local_model is not None
     m = next(m for m in cfg.local_models.models if m.name == d.local_model)
     return Deployment(
-        name=d.name, provider="local-models", api="openai-chat", base_url=url or "http://127.0.0.1:0/v1",
-        model=d.model or m.name, tier=d.tier, local=True,
+        name=d.name,
+        provider="local-models",
+        api="openai-chat",
+        base_url=url or "http://127.0.0.1:0/v1",
+        model=d.model or m.name,
+        tier=d.tier,
+        local=True,
         context_window=min(d.context_window, m.context) if "context_window" in d.model_fields_set else m.context,
-        max_output_tokens=d.max_output_tokens, input_per_mtok=d.price.input_per_mtok,
-        output_per_mtok=d.price.output_per_mtok, local_model=m.name,
+        max_output_tokens=d.max_output_tokens,
+        input_per_mtok=d.price.input_per_mtok,
+        output_per_mtok=d.price.output_per_mtok,
+        local_model=m.name,
     )

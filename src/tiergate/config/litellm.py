@@ -63,8 +63,10 @@ def translate_litellm(raw: dict[str, Any]) -> dict[str, Any]:
     """A tiergate config dict equivalent to a LiteLLM proxy config dict."""
     unknown = set(raw) - LITELLM_KEYS - TIERGATE_EXTRAS
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key in a LiteLLM config; "
-                          f"allowed: {sorted(LITELLM_KEYS | TIERGATE_EXTRAS)}")
+        raise ConfigError(
+            f"{sorted(unknown)[0]}: unknown top-level key in a LiteLLM config; "
+            f"allowed: {sorted(LITELLM_KEYS | TIERGATE_EXTRAS)}"
+        )
     providers: dict[str, dict[str, Any]] = {}
     deployments: list[dict[str, Any]] = []
     aliases: dict[str, list[str]] = {}

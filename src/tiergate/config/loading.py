@@ -26,8 +26,6 @@ def environment() -> Mapping[str, str]:
     return os.environ
 
 
-
-
 def default_config_paths() -> list[Path]:
     from platformdirs import user_config_dir
 
@@ -60,7 +58,9 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     return config_from_dict(raw, env=env, source=str(p))
 
 
-def config_from_dict(raw: dict[str, Any], *, env: Mapping[str, str] | None = None, source: str = "config") -> TiergateConfig:
+def config_from_dict(
+    raw: dict[str, Any], *, env: Mapping[str, str] | None = None, source: str = "config"
+) -> TiergateConfig:
     from tiergate.config.litellm import is_litellm_config, translate_litellm
 
     env = os.environ if env is None else env
@@ -92,7 +92,7 @@ def _resolve_secrets(node: Any, env: Mapping[str, str], *, path: tuple[str, ...]
     if isinstance(node, str):
         for prefix in ENV_PREFIXES:
             if node.startswith(prefix):
-                name = node[len(prefix):]
+                name = node[len(prefix) :]
                 if name not in env:
                     raise ConfigError(f"{'.'.join(path)}: environment variable {name} is not set")
                 return env[name]
@@ -143,7 +143,11 @@ def format_validation_error(exc: ValidationError) -> str:
             parent_model = _unwrap(_walk(loc[:-1])[1]) if len(loc) > 1 else TiergateConfig
             while getattr(parent_model, "__origin__", None) in (dict, list):
                 parent_model = get_args(parent_model)[-1]
-            fields = sorted(parent_model.model_fields) if isinstance(parent_model, type) and issubclass(parent_model, BaseModel) else []
+            fields = (
+                sorted(parent_model.model_fields)
+                if isinstance(parent_model, type) and issubclass(parent_model, BaseModel)
+                else []
+            )
             msg = "unknown field" + (f"; allowed fields: {', '.join(fields)}" if fields else "")
         else:
             literal = [a for a in get_args(_unwrap(annotation)) if isinstance(a, str)] if annotation else []

@@ -79,7 +79,9 @@ class LocalModelConfig(_Model):
         if v is None:
             return None
         if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https:// (the server's OpenAI base URL, e.g. http://host:8080/v1)")
+            raise ValueError(
+                "must start with http:// or https:// (the server's OpenAI base URL, e.g. http://host:8080/v1)"
+            )
         return v.rstrip("/")
 
     @model_validator(mode="after")
@@ -110,8 +112,9 @@ class LocalModelsConfig(_Model):
     load_wait_s: Duration = Field(0.0, description="how long a request waits for a loading model; 0 = not at all")
     load_timeout_s: Duration = Field(300.0, gt=0, description="a load slower than this fails")
     lock_file: Path | None = Field(None, description="while it exists, local tiers are busy; large loads hold it")
-    gpu_busy_share: float | None = Field(None, gt=0, le=1,
-                                         description="busy when other processes use more of the GPU memory")
+    gpu_busy_share: float | None = Field(
+        None, gt=0, le=1, description="busy when other processes use more of the GPU memory"
+    )
     models: tuple[LocalModelConfig, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -130,8 +133,9 @@ class LocalModelsConfig(_Model):
                 raise ValueError(f"models[{i}].memory_mb: {m.memory_mb} exceeds budget_mb {self.budget_mb}")
         fixed = sum(m.memory_mb or 0 for m in self.models if m.pinned or m.attached)
         if fixed > self.budget_mb:
-            raise ValueError(f"pinned and attached models need {fixed} MB together, more than budget_mb "
-                             f"{self.budget_mb}")
+            raise ValueError(
+                f"pinned and attached models need {fixed} MB together, more than budget_mb {self.budget_mb}"
+            )
         return self
 
     def model(self, name: str) -> LocalModelConfig:

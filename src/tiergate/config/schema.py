@@ -142,8 +142,10 @@ class TiergateConfig(_Model):
     @classmethod
     def _ledger_url(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and not v.get_secret_value().startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
-                             "(with a password: env:NAME holding the whole URL)")
+            raise ValueError(
+                "must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+                "(with a password: env:NAME holding the whole URL)"
+            )
         return v
 
     @field_validator("tasks")
@@ -164,8 +166,10 @@ class TiergateConfig(_Model):
         for i, d in enumerate(self.deployments):
             if d.local_model is not None:
                 if d.local_model not in local_names:
-                    raise ValueError(f"deployments[{i}].local_model: unknown local model {d.local_model!r}; "
-                                     f"allowed: {local_names} (local_models.models[].name)")
+                    raise ValueError(
+                        f"deployments[{i}].local_model: unknown local model {d.local_model!r}; "
+                        f"allowed: {local_names} (local_models.models[].name)"
+                    )
                 if d.provider is not None:
                     raise ValueError(f"deployments[{i}]: give either provider or local_model, not both")
                 continue
@@ -173,8 +177,7 @@ class TiergateConfig(_Model):
                 raise ValueError(f"deployments[{i}]: provider and model are required (or local_model)")
             if d.provider not in self.providers:
                 raise ValueError(
-                    f"deployments[{i}].provider: unknown provider {d.provider!r}; "
-                    f"allowed: {sorted(self.providers)}"
+                    f"deployments[{i}].provider: unknown provider {d.provider!r}; allowed: {sorted(self.providers)}"
                 )
         known = set(names)
         for alias, targets in self.aliases.items():
@@ -186,7 +189,9 @@ class TiergateConfig(_Model):
         targets_ok = known | set(self.aliases)
         ids = [b.id for b in self.budgets]
         if len(ids) != len(set(ids)):
-            raise ValueError(f"budgets: two budgets share an id {sorted(i for i in ids if ids.count(i) > 1)}; give one a name")
+            raise ValueError(
+                f"budgets: two budgets share an id {sorted(i for i in ids if ids.count(i) > 1)}; give one a name"
+            )
         for pattern, target in self.model_map.items():
             if target not in targets_ok and target != "auto" and not target.startswith("task/"):
                 raise ValueError(
@@ -227,6 +232,7 @@ def masked_url(url: str) -> str:
 
     url = re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.I)
     return re.sub(r"(?i)(\bpassword=)[^&\s]*", r"\1***", url)
+
 
 def default_data_dir() -> Path:
     from platformdirs import user_data_dir

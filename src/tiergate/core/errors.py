@@ -222,7 +222,9 @@ class AttemptError(Exception):
     def retryable(self) -> bool:
         if self.kind in ("timeout", "dropped", "connect"):
             return True
-        return self.kind == "status" and self.status is not None and (self.status in (408, 409, 429) or self.status >= 500)
+        return (
+            self.kind == "status" and self.status is not None and (self.status in (408, 409, 429) or self.status >= 500)
+        )
 
     @property
     def client_fault(self) -> bool:

@@ -42,6 +42,7 @@ class BudgetRule(Protocol):
     @property
     def max_tier(self) -> int | None: ...
 
+
 DEFAULT_RESERVED_OUTPUT = 4096  # reserved output when a request sets no max_tokens (and is then capped to it)
 
 
@@ -122,8 +123,10 @@ def over_limit(line: BudgetLine, *, spent: float, reserved: float, calls: int) -
     if b.max_calls is not None and calls + 1 > b.max_calls:
         return f"budget {b.id} ({line.value}): {calls} of {b.max_calls} calls used this {b.window}"
     if b.limit_usd is not None and line.amount_usd > 0 and spent + reserved + line.amount_usd > b.limit_usd + 1e-12:
-        return (f"budget {b.id} ({line.value}): ${spent + reserved:.4f} of ${b.limit_usd:g} used this {b.window}, "
-                f"request needs up to ${line.amount_usd:.4f}")
+        return (
+            f"budget {b.id} ({line.value}): ${spent + reserved:.4f} of ${b.limit_usd:g} used this {b.window}, "
+            f"request needs up to ${line.amount_usd:.4f}"
+        )
     return None
 
 

@@ -111,8 +111,7 @@ _PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([a-z]+)")
 def parse_duration(text: str | float) -> float:
     """Seconds from ``30s``, ``5m``, ``8h``, ``2d``, ``1w``, ``1h30m`` or a plain number of seconds."""
     bad = ValueError(
-        f"invalid duration {text!r}: use seconds (90) or numbers with units s, m, h, d, w, "
-        "largest first (e.g. '1h30m')"
+        f"invalid duration {text!r}: use seconds (90) or numbers with units s, m, h, d, w, largest first (e.g. '1h30m')"
     )
     if isinstance(text, bool):
         raise bad

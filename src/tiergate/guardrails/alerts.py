@@ -68,10 +68,20 @@ def build_request(sink: WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig
     """The HTTP request a sink receives for an alert (pure, so payload shapes are testable)."""
     json_headers = {"Content-Type": "application/json"}
     if isinstance(sink, WebhookSinkConfig):
-        payload = {"event": alert.event, "message": alert.message, "severity": alert.severity, "ts": ts,
-                   "details": dict(alert.details)}
-        return _Request(sink.url, _json(payload), {**json_headers, **sink.headers}, f"webhook {_host(sink.url)}",
-                        (sink.url, *sink.headers.values()))
+        payload = {
+            "event": alert.event,
+            "message": alert.message,
+            "severity": alert.severity,
+            "ts": ts,
+            "details": dict(alert.details),
+        }
+        return _Request(
+            sink.url,
+            _json(payload),
+            {**json_headers, **sink.headers},
+            f"webhook {_host(sink.url)}",
+            (sink.url, *sink.headers.values()),
+        )
     if isinstance(sink, SlackSinkConfig):
         url = sink.url.get_secret_value()
         return _Request(url, _json({"text": _text(alert)}), json_headers, f"slack {_host(url)}", (url,))
@@ -80,8 +90,13 @@ def build_request(sink: WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig
     text = _text(alert)
     if len(text) > TELEGRAM_MAX_TEXT:
         text = text[: TELEGRAM_MAX_TEXT - 1] + "…"
-    return _Request(url, _json({"chat_id": sink.chat_id, "text": text}), json_headers,
-                    f"telegram {_host(sink.api_base)}", (url, token))
+    return _Request(
+        url,
+        _json({"chat_id": sink.chat_id, "text": text}),
+        json_headers,
+        f"telegram {_host(sink.api_base)}",
+        (url, token),
+    )
 
 
 def _redact(text: str, secrets: Sequence[str]) -> str:
@@ -97,10 +112,18 @@ def _retryable(status: int) -> bool:
 class AlertDispatcher:
     """Dedupes alerts and delivers each to every sink in the background; see the module docstring."""
 
-    def __init__(self, sinks: Sequence[AlertSinkConfig], session: aiohttp.ClientSession | None = None, *,
-                 logger: logging.Logger | None = None, retries: int = 2, timeout_s: float = 5,
-                 backoff_s: float = 0.5, seen: MutableSet[str] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[AlertSinkConfig],
+        session: aiohttp.ClientSession | None = None,
+        *,
+        logger: logging.Logger | None = None,
+        retries: int = 2,
+        timeout_s: float = 5,
+        backoff_s: float = 0.5,
+        seen: MutableSet[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.sinks = tuple(sinks)
         self.log = logger or logging.getLogger("tiergate.guardrails.alerts")
         self.retries = max(0, retries)
@@ -145,14 +168,16 @@ class AlertDispatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, sink: WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig, alert: Alert,
-                       ts: float) -> None:
+    async def _deliver(
+        self, sink: WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig, alert: Alert, ts: float
+    ) -> None:
         try:
             req = build_request(sink, alert, ts)
         except Exception as exc:  # noqa: BLE001 - e.g. details orjson cannot encode; the message says which alert
             self.failed.append((sink.type, alert.dedupe_key))
-            self.log.error("alert %s to %s not sent: payload failed (%s)", alert.dedupe_key, sink.type,
-                           type(exc).__name__)
+            self.log.error(
+                "alert %s to %s not sent: payload failed (%s)", alert.dedupe_key, sink.type, type(exc).__name__
+            )
             return
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
@@ -168,12 +193,20 @@ class AlertDispatcher:
             error = _redact(error, req.secrets)
             if not retry or attempt == attempts:
                 self.failed.append((sink.type, alert.dedupe_key))
-                self.log.error("alert %s to %s failed after %d attempt(s): %s", alert.dedupe_key, req.label, attempt,
-                               error)
+                self.log.error(
+                    "alert %s to %s failed after %d attempt(s): %s", alert.dedupe_key, req.label, attempt, error
+                )
                 return
             delay = self.backoff_s * 2 ** (attempt - 1)
-            self.log.warning("alert %s to %s failed (attempt %d/%d), retrying in %.2fs: %s", alert.dedupe_key,
-                             req.label, attempt, attempts, delay, error)
+            self.log.warning(
+                "alert %s to %s failed (attempt %d/%d), retrying in %.2fs: %s",
+                alert.dedupe_key,
+                req.label,
+                attempt,
+                attempts,
+                delay,
+                error,
+            )
             await asyncio.sleep(delay)
 
     async def _post(self, req: _Request, *, telegram: bool) -> tuple[str | None, bool]:

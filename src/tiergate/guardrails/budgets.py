@@ -44,8 +44,6 @@ MAX_PENDING = 1_000_000  # counter updates held for reconciliation during a long
 LATCH = "latched:"  # flag prefix: a local-only budget that refused stays in emergency mode for its window
 
 
-
-
 @dataclass(slots=True)
 class Constraints:
     """What budgets (and emergency mode) allow for this request, each with the reason."""
@@ -59,9 +57,17 @@ class Constraints:
 
 
 class BudgetGuard:
-    def __init__(self, budgets: Sequence[BudgetConfig], *, catalog: Catalog, state: SharedState, tz: str,
-                 alerts: AlertDispatcher | None = None, clock: Callable[[], float] = time.time,
-                 outages: Outages | None = None) -> None:
+    def __init__(
+        self,
+        budgets: Sequence[BudgetConfig],
+        *,
+        catalog: Catalog,
+        state: SharedState,
+        tz: str,
+        alerts: AlertDispatcher | None = None,
+        clock: Callable[[], float] = time.time,
+        outages: Outages | None = None,
+    ) -> None:
         self.budgets = list(budgets)
         self.catalog = catalog
         self.state = state
@@ -78,7 +84,9 @@ class BudgetGuard:
 
     def _reconcile_later(self, op: str, lines: Sequence[BudgetLine], usd: float) -> None:
         if len(self._pending) >= MAX_PENDING:
-            log.error("dropping a budget update to reconcile (%d pending); the ledger still has the record", MAX_PENDING)
+            log.error(
+                "dropping a budget update to reconcile (%d pending); the ledger still has the record", MAX_PENDING
+            )
             return
         self._pending.append((op, lines, usd))
 
@@ -114,7 +122,9 @@ class BudgetGuard:
         if manual:
             c.local_only = f"emergency mode on ({manual})"
         if self.outages is not None and self.outages.is_down("ledger") and self._outage_mode("ledger") == "fail_closed":
-            c.local_only = c.local_only or "ledger database unavailable (on_outage.ledger: fail_closed): local tiers only"
+            c.local_only = (
+                c.local_only or "ledger database unavailable (on_outage.ledger: fail_closed): local tiers only"
+            )
             self.outages.decided("ledger", "local_only")
         if not self.budgets:
             return c
@@ -127,7 +137,8 @@ class BudgetGuard:
             assert self.outages is not None
             if mode == "fail_closed":
                 c.local_only = c.local_only or (
-                    f"budgets cannot be checked ({exc.message}; on_outage.budgets: fail_closed): local tiers only")
+                    f"budgets cannot be checked ({exc.message}; on_outage.budgets: fail_closed): local tiers only"
+                )
                 self.outages.decided("budgets", "local_only")
             else:
                 self.outages.decided("budgets", "unchecked")
@@ -172,8 +183,13 @@ class BudgetGuard:
         elif b.action == "local-only":
             if c.local_only is None:
                 c.local_only = f"emergency local-only: {why}"
-            self.alert("emergency_on", f"tiergate emergency local-only mode: {why}", f"emergency:{counter_key(b, wk, value)}",
-                        severity="critical", budget=b.id)
+            self.alert(
+                "emergency_on",
+                f"tiergate emergency local-only mode: {why}",
+                f"emergency:{counter_key(b, wk, value)}",
+                severity="critical",
+                budget=b.id,
+            )
         else:
             self._cap(c, b.max_tier or 0, why)
 
@@ -199,8 +215,13 @@ class BudgetGuard:
             if b.action == "local-only" and c.local_only is None:
                 c.local_only, changed = f"emergency local-only: {why}", True
                 await self.state.set_flag(f"{LATCH}{line.key}", why)
-                self.alert("emergency_on", f"tiergate emergency local-only mode: {why}", f"emergency:{line.key}",
-                           severity="critical", budget=b.id)
+                self.alert(
+                    "emergency_on",
+                    f"tiergate emergency local-only mode: {why}",
+                    f"emergency:{line.key}",
+                    severity="critical",
+                    budget=b.id,
+                )
             elif b.action == "downgrade":
                 tier = b.max_tier if b.max_tier is not None else max(0, d.tier - 1)
                 if c.tier_cap is None or tier < c.tier_cap:
@@ -209,7 +230,9 @@ class BudgetGuard:
         return changed
 
     # ------------------------------------------------------------------ per attempt
-    def lines_for(self, ident: Identity, d: Deployment, prompt_estimate: int, max_tokens: int | None) -> list[BudgetLine]:
+    def lines_for(
+        self, ident: Identity, d: Deployment, prompt_estimate: int, max_tokens: int | None
+    ) -> list[BudgetLine]:
         now = self.clock()
         amount = worst_case_cost(d, prompt_estimate, max_tokens)
         lines = []
@@ -235,8 +258,9 @@ class BudgetGuard:
             if mode == "fail_closed" and any(ln.amount_usd > 0 for ln in lines):
                 # Redis went away between planning and this reservation: skip the candidate, and the
                 # caller's tighten() re-routes to local tiers (fail_closed still serves what costs nothing)
-                return (f"budgets cannot be checked ({exc.message}; on_outage.budgets: fail_closed): "
-                        "local tiers only"), None
+                return (
+                    f"budgets cannot be checked ({exc.message}; on_outage.budgets: fail_closed): local tiers only"
+                ), None
             self._unchecked.add(id(lines))
             return None, None
         if why is None:
@@ -274,9 +298,15 @@ class BudgetGuard:
         for line, (before, after) in zip(lines, settled):
             b = line.budget
             for t in set(thresholds_crossed(b, after)) - set(thresholds_crossed(b, before)):
-                self.alert("budget_threshold",
-                            f"budget {b.id} ({line.value}) reached {t:.0%} of ${b.limit_usd:g} this {b.window}: "
-                            f"${after:.4f} spent", f"budget:{line.key}:{t}", budget=b.id, threshold=t, spent=after)
+                self.alert(
+                    "budget_threshold",
+                    f"budget {b.id} ({line.value}) reached {t:.0%} of ${b.limit_usd:g} this {b.window}: "
+                    f"${after:.4f} spent",
+                    f"budget:{line.key}:{t}",
+                    budget=b.id,
+                    threshold=t,
+                    spent=after,
+                )
 
     def alert(self, event: str, message: str, key: str, *, severity: str = "warning", **details: object) -> None:
         if self.alerts is None:

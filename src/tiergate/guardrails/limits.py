@@ -58,10 +58,18 @@ class Admission:
 
 
 class LimitGuard:
-    def __init__(self, limits: Sequence[LimitConfig], *, state: SharedState, mode: str = "fail_closed",
-                 metrics: Metrics | None = None, outages: Outages | None = None,
-                 clock: Callable[[], float] = time.time, lease_ttl_s: float = LEASE_TTL_S,
-                 renew_every_s: float = RENEW_EVERY_S) -> None:
+    def __init__(
+        self,
+        limits: Sequence[LimitConfig],
+        *,
+        state: SharedState,
+        mode: str = "fail_closed",
+        metrics: Metrics | None = None,
+        outages: Outages | None = None,
+        clock: Callable[[], float] = time.time,
+        lease_ttl_s: float = LEASE_TTL_S,
+        renew_every_s: float = RENEW_EVERY_S,
+    ) -> None:
         self.limits = list(limits)
         self.state = state
         self.mode = mode
@@ -90,13 +98,16 @@ class LimitGuard:
         self._seq += 1
         lease = f"{self._node}:{self._seq}"
         try:
-            refused = await self.state.limit_admit(counters, now=self.clock(), tokens=prompt_tokens, lease=lease,
-                                                   lease_ttl_s=self.lease_ttl_s)
+            refused = await self.state.limit_admit(
+                counters, now=self.clock(), tokens=prompt_tokens, lease=lease, lease_ttl_s=self.lease_ttl_s
+            )
         except StateUnavailable as exc:
             return self._outage(exc)
         if self._unchecked_since is not None:
-            log.warning("rate and concurrency limits are checked again after %.1fs unchecked",
-                        self.clock() - self._unchecked_since)
+            log.warning(
+                "rate and concurrency limits are checked again after %.1fs unchecked",
+                self.clock() - self._unchecked_since,
+            )
             self._unchecked_since = None
         if refused is not None:
             i, wait_s = refused
@@ -113,8 +124,10 @@ class LimitGuard:
         if self.mode == "fail_open":
             if self._unchecked_since is None:
                 self._unchecked_since = self.clock()
-                log.warning("admitting requests without checking rate and concurrency limits "
-                            "(on_outage.limits: fail_open): %s", exc.message)
+                log.warning(
+                    "admitting requests without checking rate and concurrency limits (on_outage.limits: fail_open): %s",
+                    exc.message,
+                )
             if self.metrics is not None:
                 self.metrics.limits_unchecked.inc()
             if self.outages is not None:
@@ -122,8 +135,9 @@ class LimitGuard:
             return None
         if self.outages is not None:
             self.outages.decided("limits", "refused")
-        raise StateUnavailable(f"rate and concurrency limits cannot be checked (on_outage.limits: fail_closed): "
-                               f"{exc.message}") from None
+        raise StateUnavailable(
+            f"rate and concurrency limits cannot be checked (on_outage.limits: fail_closed): {exc.message}"
+        ) from None
 
     async def release(self, adm: Admission, usage: Usage | None) -> None:
         """The request ended (answered, failed or the client left): free its slots, count its late tokens.
@@ -139,8 +153,11 @@ class LimitGuard:
             await self.state.limit_release(adm.counters, now=self.clock(), tokens=tokens, lease=adm.lease)
         except StateUnavailable as exc:
             if not self._release_failing:
-                log.warning("cannot release limit counters (slots come back when their lease expires, "
-                            "late tokens are not counted): %s", exc.message)
+                log.warning(
+                    "cannot release limit counters (slots come back when their lease expires, "
+                    "late tokens are not counted): %s",
+                    exc.message,
+                )
             self._release_failing = True
             return
         self._release_failing = False
@@ -161,8 +178,11 @@ class LimitGuard:
             except StateUnavailable as exc:
                 reraise_if_stopping(exc)
                 if not failing:
-                    log.warning("cannot renew concurrency leases; they expire in %gs unless renewed: %s",
-                                self.lease_ttl_s, exc.message)
+                    log.warning(
+                        "cannot renew concurrency leases; they expire in %gs unless renewed: %s",
+                        self.lease_ttl_s,
+                        exc.message,
+                    )
                 failing = True
                 continue
             except Exception as exc:  # noqa: BLE001 - keep renewing; a lost renewal only frees a slot early

@@ -50,8 +50,14 @@ class DependencyStatus:
 class Outages:
     """Tracks which dependency is down and counts what each concern decided meanwhile."""
 
-    def __init__(self, modes: OutageConfig, *, metrics: Metrics | None = None,
-                 dependencies: Sequence[str] = ("state", "ledger"), clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        modes: OutageConfig,
+        *,
+        metrics: Metrics | None = None,
+        dependencies: Sequence[str] = ("state", "ledger"),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.modes = modes
         self.metrics = metrics
         self.clock = clock
@@ -137,13 +143,16 @@ class GuardedState:
         except StateUnavailable as exc:
             self._failed(exc)
 
-    async def breaker_failure(self, deployment: str, *, now: float, threshold: int, error: str,
-                              definitive: bool = False) -> br.BreakerState:
-        local = await self._local.breaker_failure(deployment, now=now, threshold=threshold, error=error,
-                                                  definitive=definitive)
+    async def breaker_failure(
+        self, deployment: str, *, now: float, threshold: int, error: str, definitive: bool = False
+    ) -> br.BreakerState:
+        local = await self._local.breaker_failure(
+            deployment, now=now, threshold=threshold, error=error, definitive=definitive
+        )
         try:
-            return await self.inner.breaker_failure(deployment, now=now, threshold=threshold, error=error,
-                                                    definitive=definitive)
+            return await self.inner.breaker_failure(
+                deployment, now=now, threshold=threshold, error=error, definitive=definitive
+            )
         except StateUnavailable as exc:
             self._failed(exc)
             return local

@@ -30,18 +30,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("tiergate.guardrails.sessions")
 
 
-
-
 def rules_from(cfg: GuardianConfig) -> guardian.GuardianRules:
     return guardian.GuardianRules(
-        session_max_usd=cfg.session_max_usd, session_max_age_s=cfg.session_max_age,
-        session_idle_ttl_s=cfg.session_idle_ttl, context_alert_at=tuple(cfg.context_alert_at),
+        session_max_usd=cfg.session_max_usd,
+        session_max_age_s=cfg.session_max_age,
+        session_idle_ttl_s=cfg.session_idle_ttl,
+        context_alert_at=tuple(cfg.context_alert_at),
     )
 
 
 class SessionTracker:
-    def __init__(self, cfg: GuardianConfig, *, ledger: Ledger, alerts: AlertDispatcher | None = None,
-                 clock: Callable[[], float] = time.time, shared: SharedState | None = None) -> None:
+    def __init__(
+        self,
+        cfg: GuardianConfig,
+        *,
+        ledger: Ledger,
+        alerts: AlertDispatcher | None = None,
+        clock: Callable[[], float] = time.time,
+        shared: SharedState | None = None,
+    ) -> None:
         self.rules = rules_from(cfg)
         self._first_context_alert = min(self.rules.context_alert_at, default=float("inf"))
         self.shared = shared
@@ -56,10 +63,18 @@ class SessionTracker:
         """Sessions from the ledger, so totals, ages and kills survive a restart."""
         for r in self.ledger.sessions():
             self.states[r["session"]] = guardian.SessionState(
-                session=r["session"], key_name=r["key_name"], agent=r["agent"], first_seen=r["first_seen"],
-                last_seen=r["last_seen"], requests=r["requests"], prompt_tokens=r["prompt_tokens"],
-                completion_tokens=r["completion_tokens"], cost_usd=r["cost_usd"],
-                max_context_ratio=r["max_context_ratio"], killed_reason=r["killed_reason"])
+                session=r["session"],
+                key_name=r["key_name"],
+                agent=r["agent"],
+                first_seen=r["first_seen"],
+                last_seen=r["last_seen"],
+                requests=r["requests"],
+                prompt_tokens=r["prompt_tokens"],
+                completion_tokens=r["completion_tokens"],
+                cost_usd=r["cost_usd"],
+                max_context_ratio=r["max_context_ratio"],
+                killed_reason=r["killed_reason"],
+            )
         self._control_version = self.ledger.control_version()
 
     async def admit(self, ident: Identity) -> guardian.SessionState:
@@ -75,8 +90,9 @@ class SessionTracker:
                 await self._kill(state, verdict.reason)
             raise SessionKilled(f"session {sid} was stopped by the guardian: {verdict.reason}")
         if state is None or verdict.action == "expire":
-            state = guardian.SessionState(session=sid, key_name=ident.key_name, agent=ident.agent,
-                                          first_seen=now, last_seen=now)
+            state = guardian.SessionState(
+                session=sid, key_name=ident.key_name, agent=ident.agent, first_seen=now, last_seen=now
+            )
             self.states[sid] = state
         return state
 
@@ -84,10 +100,12 @@ class SessionTracker:
     def _judged_globally(self) -> bool:
         """Spend and age limits with shared state: read the session's totals of every replica first."""
         return self.shared is not None and (
-            self.rules.session_max_usd is not None or self.rules.session_max_age_s is not None)
+            self.rules.session_max_usd is not None or self.rules.session_max_age_s is not None
+        )
 
-    async def _merge_shared(self, sid: str, ident: Identity,
-                            state: guardian.SessionState | None) -> guardian.SessionState | None:
+    async def _merge_shared(
+        self, sid: str, ident: Identity, state: guardian.SessionState | None
+    ) -> guardian.SessionState | None:
         assert self.shared is not None
         try:
             t = await self.shared.session_get(sid)
@@ -97,8 +115,9 @@ class SessionTracker:
         if t is None:
             return state
         if state is None:
-            state = guardian.SessionState(session=sid, key_name=ident.key_name, agent=ident.agent,
-                                          first_seen=t.first_seen, last_seen=self.clock())
+            state = guardian.SessionState(
+                session=sid, key_name=ident.key_name, agent=ident.agent, first_seen=t.first_seen, last_seen=self.clock()
+            )
             self.states[sid] = state
         self._merge(state, t)
         return state
@@ -119,9 +138,13 @@ class SessionTracker:
             return
         for t in guardian.context_alerts_due(state, ratio, self.rules):
             state.context_alerts_sent = (*state.context_alerts_sent, t)
-            self._alert("context_threshold",
-                        f"session {state.session}: prompt at {ratio:.0%} of {deployment}'s {window}-token window "
-                        f"(alert at {t:.0%})", f"context:{state.session}:{t}", session=state.session)
+            self._alert(
+                "context_threshold",
+                f"session {state.session}: prompt at {ratio:.0%} of {deployment}'s {window}-token window "
+                f"(alert at {t:.0%})",
+                f"context:{state.session}:{t}",
+                session=state.session,
+            )
 
     async def settle(self, state: guardian.SessionState, usage: Usage, cost: float) -> None:
         state.last_seen = self.clock()
@@ -142,15 +165,21 @@ class SessionTracker:
         assert self.shared is not None
         try:
             t = await self.shared.session_add(
-                state.session, now=state.first_seen, cost_usd=cost, prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens, ttl_s=self.rules.session_idle_ttl_s)
+                state.session,
+                now=state.first_seen,
+                cost_usd=cost,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                ttl_s=self.rules.session_idle_ttl_s,
+            )
         except StateUnavailable as exc:
             log.warning("session %s judged on this replica's totals only: %s", state.session, exc.message)
             return
         self._merge(state, t)
 
-    def kill(self, reason: str, *, session: str | None = None, agent: str | None = None,
-             over_usd: float | None = None) -> list[str]:
+    def kill(
+        self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
+    ) -> list[str]:
         names = self.ledger.kill_sessions(reason, session=session, agent=agent, over_usd=over_usd)
         for name in names:
             state = self.states.get(name)
@@ -166,10 +195,16 @@ class SessionTracker:
             try:
                 await self.shared.session_kill(state.session, reason, ttl_s=self.rules.session_idle_ttl_s)
             except StateUnavailable as exc:
-                log.warning("kill of session %s reaches other replicas through the ledger only: %s",
-                            state.session, exc.message)
-        self._alert("session_killed", f"session {state.session} killed: {reason}", f"kill:{state.session}",
-                    session=state.session, cost_usd=state.cost_usd)
+                log.warning(
+                    "kill of session %s reaches other replicas through the ledger only: %s", state.session, exc.message
+                )
+        self._alert(
+            "session_killed",
+            f"session {state.session} killed: {reason}",
+            f"kill:{state.session}",
+            session=state.session,
+            cost_usd=state.cost_usd,
+        )
 
     def flush(self) -> int:
         """Queue one ledger row per session whose totals changed since the last call; returns how many.
@@ -185,9 +220,21 @@ class SessionTracker:
 
     def _persist(self, s: guardian.SessionState) -> None:
         self._dirty.pop(s.session, None)
-        self.ledger.record(SessionRow(s.session, s.key_name, s.agent, s.first_seen, s.last_seen, s.requests,
-                                      s.prompt_tokens, s.completion_tokens, s.cost_usd, s.max_context_ratio,
-                                      s.killed_reason))
+        self.ledger.record(
+            SessionRow(
+                s.session,
+                s.key_name,
+                s.agent,
+                s.first_seen,
+                s.last_seen,
+                s.requests,
+                s.prompt_tokens,
+                s.completion_tokens,
+                s.cost_usd,
+                s.max_context_ratio,
+                s.killed_reason,
+            )
+        )
 
     def _alert(self, event: str, message: str, key: str, **details: object) -> None:
         if self.alerts is not None:
@@ -213,8 +260,9 @@ class SessionTracker:
             state = self.states.get(name)
             if state is None:
                 now = self.clock()
-                self.states[name] = guardian.SessionState(session=name, key_name="", agent=None, first_seen=now,
-                                                          last_seen=now, killed_reason=reason)
+                self.states[name] = guardian.SessionState(
+                    session=name, key_name="", agent=None, first_seen=now, last_seen=now, killed_reason=reason
+                )
             elif not state.killed_reason:
                 state.killed_reason = reason
         return True

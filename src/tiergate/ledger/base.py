@@ -18,8 +18,6 @@ from tiergate.ledger.records import KeyRecord, Record
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-
-
 class Ledger(Protocol):
     applied_migrations: list[str]  # what opening this ledger applied (``tiergate migrate`` prints it)
 
@@ -51,8 +49,9 @@ class Ledger(Protocol):
 
     def flags(self) -> dict[str, str]: ...
 
-    def kill_sessions(self, reason: str, *, session: str | None = None, agent: str | None = None,
-                      over_usd: float | None = None) -> list[str]: ...
+    def kill_sessions(
+        self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
+    ) -> list[str]: ...
 
     def sessions(self) -> Sequence[Mapping[str, Any]]: ...
 

@@ -26,10 +26,12 @@ class _Types:
     flag: str  # a boolean stored as 0/1 (callers read it as an integer on both)
 
 
-_TYPES = MappingProxyType({
-    "sqlite": _Types(serial="INTEGER PRIMARY KEY", real="REAL", count="INTEGER", flag="INTEGER"),
-    "postgres": _Types(serial="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION", count="BIGINT", flag="SMALLINT"),
-})
+_TYPES = MappingProxyType(
+    {
+        "sqlite": _Types(serial="INTEGER PRIMARY KEY", real="REAL", count="INTEGER", flag="INTEGER"),
+        "postgres": _Types(serial="BIGSERIAL PRIMARY KEY", real="DOUBLE PRECISION", count="BIGINT", flag="SMALLINT"),
+    }
+)
 
 
 def _typed(sql: str, dialect: str) -> str:
@@ -58,8 +60,9 @@ def step(name: str, shared: str = "", *, sqlite: str = "", postgres: str = "") -
 
 def bookkeeping_sql(dialect: str) -> str:
     """The table of applied names: both backends have always kept it in this shape, so old ledgers upgrade."""
-    return _typed("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied {real} NOT NULL)",
-                  dialect)
+    return _typed(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied {real} NOT NULL)", dialect
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = (

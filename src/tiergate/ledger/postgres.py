@@ -40,8 +40,13 @@ from tiergate.ledger.writer import BatchWriter
 log = logging.getLogger("tiergate.ledger.postgres")
 
 # fail in seconds, not minutes, when the network (not just the server) goes away
-_TCP = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3,
-        "tcp_user_timeout": 10_000}
+_TCP = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 _UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
@@ -98,8 +103,15 @@ def _first_line(exc: BaseException) -> str:
 class PostgresLedger(LedgerTables):
     backend = "postgresql"
 
-    def __init__(self, url: str, *, spool_dir: Path, connect_timeout_s: int = 5, retry_max_s: float = 5.0,
-                 close_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        spool_dir: Path,
+        connect_timeout_s: int = 5,
+        retry_max_s: float = 5.0,
+        close_timeout_s: float = 10.0,
+    ) -> None:
         self._url = url
         self.display = masked_url(url)
         self.connect_timeout_s = connect_timeout_s
@@ -125,14 +137,23 @@ class PostgresLedger(LedgerTables):
         self.spool.scan()  # records left by an earlier run count as spooled until the writer replays them
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self._url, autocommit=True, connect_timeout=self.connect_timeout_s,
-                               application_name="tiergate", row_factory=dict_row, **_TCP)  # type: ignore[arg-type]
+        return psycopg.connect(
+            self._url,
+            autocommit=True,
+            connect_timeout=self.connect_timeout_s,
+            application_name="tiergate",
+            row_factory=dict_row,
+            **_TCP,
+        )  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- usage (queued, written by one thread)
     def start(self) -> None:
         if self.spool.pending:
-            log.warning("%d ledger records wait in %s from an earlier run; replaying them", self.spool.pending,
-                        self.spool.directory)
+            log.warning(
+                "%d ledger records wait in %s from an earlier run; replaying them",
+                self.spool.pending,
+                self.spool.directory,
+            )
         self._writer.start()
 
     def record(self, rec: Record) -> None:
@@ -151,8 +172,14 @@ class PostgresLedger(LedgerTables):
         error = self._write_error or self._read_error
         if self._writer.error is not None:
             error = f"ledger writer stopped: {self._writer.error!r}"
-        return {"backend": self.backend, "ok": error is None, "spooled": self.spool.pending,
-                "pending": self.pending(), "error": error, "database": self.display}
+        return {
+            "backend": self.backend,
+            "ok": error is None,
+            "spooled": self.spool.pending,
+            "pending": self.pending(),
+            "error": error,
+            "database": self.display,
+        }
 
     def close(self) -> None:
         """Drain the queue (to the database, or to the spool while it is down) within ``close_timeout_s``."""
@@ -163,8 +190,9 @@ class PostgresLedger(LedgerTables):
                 self.spool.append(left)
                 log.warning("spooled %d ledger records at close; the next start replays them", len(left))
             except OSError as exc:
-                log.error("%d ledger records lost: cannot write the spool in %s (%s)", len(left),
-                          self.spool.directory, exc)
+                log.error(
+                    "%d ledger records lost: cannot write the spool in %s (%s)", len(left), self.spool.directory, exc
+                )
         self.spool.close()
         if not self._writer.stuck and self._conn is not None:
             self._conn.close()  # never under a thread still inside libpq with it
@@ -215,8 +243,12 @@ class PostgresLedger(LedgerTables):
 
     def _failed(self, exc: BaseException) -> None:
         if self._write_error is None:
-            log.error("ledger database %s unreachable (%s); records spool to %s until it is back",
-                      self.display, _first_line(exc), self.spool.directory)
+            log.error(
+                "ledger database %s unreachable (%s); records spool to %s until it is back",
+                self.display,
+                _first_line(exc),
+                self.spool.directory,
+            )
         self._write_error = _first_line(exc)
         if self._conn is not None:
             self._conn.close()
@@ -243,7 +275,8 @@ class PostgresLedger(LedgerTables):
                     if fresh or attempt == 2:
                         self._read_error = _first_line(exc)
                         raise LedgerUnavailable(
-                            f"ledger database {self.display} unavailable: {self._read_error}") from None
+                            f"ledger database {self.display} unavailable: {self._read_error}"
+                        ) from None
         raise AssertionError("unreachable")
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

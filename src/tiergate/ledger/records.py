@@ -23,8 +23,19 @@ from tiergate.core.types import UsageRecord
 
 KEY_PREFIX = "tg-"
 USAGE_COLUMNS = list(UsageRecord._fields)
-SESSION_COLUMNS = ("session", "key_name", "agent", "first_seen", "last_seen", "requests", "prompt_tokens",
-                   "completion_tokens", "cost_usd", "max_context_ratio", "killed_reason")
+SESSION_COLUMNS = (
+    "session",
+    "key_name",
+    "agent",
+    "first_seen",
+    "last_seen",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "max_context_ratio",
+    "killed_reason",
+)
 EVENT_COLUMNS = ("ts", "model", "event", "details")
 
 
@@ -87,17 +98,22 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-INSERT_USAGE = (f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}, record_id) VALUES ({_marks(len(USAGE_COLUMNS) + 1)}) "
-                "ON CONFLICT (record_id) DO NOTHING")
+INSERT_USAGE = (
+    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}, record_id) VALUES ({_marks(len(USAGE_COLUMNS) + 1)}) "
+    "ON CONFLICT (record_id) DO NOTHING"
+)
 # an older row (a spool replayed late) never overwrites newer totals; a kill is never undone by an upsert
 UPSERT_SESSION = (
     f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) VALUES ({_marks(len(SESSION_COLUMNS))}) "
-    "ON CONFLICT (session) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:-1])
+    "ON CONFLICT (session) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:-1])
     + ", killed_reason = COALESCE(sessions.killed_reason, excluded.killed_reason)"
     " WHERE excluded.last_seen >= sessions.last_seen"
 )
-INSERT_EVENT = (f"INSERT INTO local_model_events ({', '.join(EVENT_COLUMNS)}, record_id) VALUES ({_marks(5)}) "
-                "ON CONFLICT (record_id) DO NOTHING")
+INSERT_EVENT = (
+    f"INSERT INTO local_model_events ({', '.join(EVENT_COLUMNS)}, record_id) VALUES ({_marks(5)}) "
+    "ON CONFLICT (record_id) DO NOTHING"
+)
 
 
 _BOOL_COLUMNS = tuple(i for i, t in enumerate(typing.get_type_hints(UsageRecord).values()) if t is bool)
@@ -129,8 +145,11 @@ def statements(batch: Iterable[Pending], *, bools_as_int: bool = True) -> list[t
             sessions[r.session] = dataclasses.astuple(r)
         else:
             events.append((*dataclasses.astuple(r), rid))
-    return [(sql, rows) for sql, rows in ((INSERT_USAGE, usage), (UPSERT_SESSION, list(sessions.values())),
-                                          (INSERT_EVENT, events)) if rows]
+    return [
+        (sql, rows)
+        for sql, rows in ((INSERT_USAGE, usage), (UPSERT_SESSION, list(sessions.values())), (INSERT_EVENT, events))
+        if rows
+    ]
 
 
 def count_usage(batch: Iterable[Pending]) -> int:

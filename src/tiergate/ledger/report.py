@@ -61,18 +61,24 @@ def build_report(ledger: Ledger, day: str, catalog: Catalog | None = None) -> Re
     )
     served = [r for r in rows if r["kind"] == "request" and r["status"] < 400 and r["deployment"]]
     rep = Report(
-        day=day, requests=len(served),
+        day=day,
+        requests=len(served),
         failed_requests=sum(1 for r in rows if r["kind"] == "request" and (r["status"] >= 400 or not r["deployment"])),
         failed_attempts=sum(1 for r in rows if r["kind"] == "attempt"),
         prompt_tokens=sum(r["prompt_tokens"] for r in served),
         completion_tokens=sum(r["completion_tokens"] for r in served),
         cost_usd=sum(r["cost_usd"] for r in served),
         local_share=(sum(1 for r in served if r["local"]) / len(served)) if served else 0.0,
-        all_frontier_cost_usd=0.0, frontier_deployment=None,
+        all_frontier_cost_usd=0.0,
+        frontier_deployment=None,
     )
     for r in served:
-        for groups, key in ((rep.by_deployment, r["deployment"]), (rep.by_tier, f"tier {r['tier']}"),
-                            (rep.by_agent, r["agent"] or "-"), (rep.by_task, r["task"] or "-")):
+        for groups, key in (
+            (rep.by_deployment, r["deployment"]),
+            (rep.by_tier, f"tier {r['tier']}"),
+            (rep.by_agent, r["agent"] or "-"),
+            (rep.by_task, r["task"] or "-"),
+        ):
             g = groups.setdefault(key, Group())
             g.requests += 1
             g.prompt_tokens += r["prompt_tokens"]
@@ -83,8 +89,9 @@ def build_report(ledger: Ledger, day: str, catalog: Catalog | None = None) -> Re
         if used:
             top = max(used, key=lambda d: (d.tier, d.input_per_mtok + d.output_per_mtok))
             rep.frontier_deployment = top.name
-            rep.all_frontier_cost_usd = cost_usd(top.input_per_mtok, top.output_per_mtok,
-                                                 rep.prompt_tokens, rep.completion_tokens)
+            rep.all_frontier_cost_usd = cost_usd(
+                top.input_per_mtok, top.output_per_mtok, rep.prompt_tokens, rep.completion_tokens
+            )
     return rep
 
 
@@ -97,10 +104,18 @@ def format_report(rep: Report) -> str:
     ]
     if rep.frontier_deployment:
         saved = rep.all_frontier_cost_usd - rep.cost_usd
-        lines.append(f"  same traffic all on {rep.frontier_deployment}: ${rep.all_frontier_cost_usd:.6f} (saved ${saved:.6f})")
-    for title, groups in (("deployment", rep.by_deployment), ("tier", rep.by_tier),
-                          ("agent", rep.by_agent), ("task", rep.by_task)):
+        lines.append(
+            f"  same traffic all on {rep.frontier_deployment}: ${rep.all_frontier_cost_usd:.6f} (saved ${saved:.6f})"
+        )
+    for title, groups in (
+        ("deployment", rep.by_deployment),
+        ("tier", rep.by_tier),
+        ("agent", rep.by_agent),
+        ("task", rep.by_task),
+    ):
         lines.append(f"  by {title}:")
         for k, g in sorted(groups.items(), key=lambda kv: -kv[1].requests):
-            lines.append(f"    {k:<28} {g.requests:>6} req  {g.prompt_tokens:>8} in  {g.completion_tokens:>8} out  ${g.cost_usd:.6f}")
+            lines.append(
+                f"    {k:<28} {g.requests:>6} req  {g.prompt_tokens:>8} in  {g.completion_tokens:>8} out  ${g.cost_usd:.6f}"
+            )
     return "\n".join(lines)

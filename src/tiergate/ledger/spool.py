@@ -89,7 +89,7 @@ class Spool:
                     except (ValueError, KeyError, TypeError):
                         log.error("%s:%d: unreadable spool line skipped (a write torn by a crash)", path, n)
                 for i in range(0, len(records), chunk):
-                    write(records[i:i + chunk])
+                    write(records[i : i + chunk])
                 path.unlink()
                 done += len(records)
                 with self._lock:

@@ -114,8 +114,13 @@ class SqliteLedger(LedgerTables):
 
     def health(self) -> dict[str, Any]:
         error = self._writer.error
-        return {"backend": self.backend, "ok": error is None, "spooled": 0, "pending": self.pending(),
-                "error": None if error is None else f"ledger writer stopped: {error!r}"}
+        return {
+            "backend": self.backend,
+            "ok": error is None,
+            "spooled": 0,
+            "pending": self.pending(),
+            "error": None if error is None else f"ledger writer stopped: {error!r}",
+        }
 
     def close(self) -> None:
         """Drain every queued record to disk, then stop the writer."""

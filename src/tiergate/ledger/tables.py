@@ -24,8 +24,6 @@ _BUMP_KEYS = ("UPDATE meta SET value = value + 1 WHERE key = 'keys_version'", ()
 _BUMP_CONTROL = ("UPDATE meta SET value = value + 1 WHERE key = 'control_version'", ())
 
 
-
-
 class LedgerTables:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> Sequence[Row]:
         raise NotImplementedError
@@ -41,15 +39,23 @@ class LedgerTables:
         """Issue a virtual key; only its hash is stored, the key itself is returned once."""
         key = KEY_PREFIX + secrets.token_urlsafe(24)
         try:
-            self._transact([("INSERT INTO keys (name, key_hash, prefix, agent, created) VALUES (?, ?, ?, ?, ?)",
-                             (name, hash_key(key), key[:8], agent, time.time())), _BUMP_KEYS])
+            self._transact(
+                [
+                    (
+                        "INSERT INTO keys (name, key_hash, prefix, agent, created) VALUES (?, ?, ?, ?, ?)",
+                        (name, hash_key(key), key[:8], agent, time.time()),
+                    ),
+                    _BUMP_KEYS,
+                ]
+            )
         except DuplicateName:
             raise ValueError(f"a key named {name!r} already exists") from None
         return key
 
     def revoke_key(self, name: str) -> bool:
-        revoked, _ = self._transact([("UPDATE keys SET revoked = ? WHERE name = ? AND revoked IS NULL",
-                                      (time.time(), name)), _BUMP_KEYS])
+        revoked, _ = self._transact(
+            [("UPDATE keys SET revoked = ? WHERE name = ? AND revoked IS NULL", (time.time(), name)), _BUMP_KEYS]
+        )
         return revoked > 0
 
     def list_keys(self) -> list[KeyRecord]:
@@ -71,14 +77,18 @@ class LedgerTables:
         return self._version("control_version")
 
     def set_flag(self, name: str, value: str | None) -> None:
-        self._control("INSERT INTO flags (name, value, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
-                      "SET value = excluded.value, updated = excluded.updated", (name, value, time.time()))
+        self._control(
+            "INSERT INTO flags (name, value, updated) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+            "SET value = excluded.value, updated = excluded.updated",
+            (name, value, time.time()),
+        )
 
     def flags(self) -> dict[str, str]:
         return {r["name"]: r["value"] for r in self.query("SELECT name, value FROM flags WHERE value IS NOT NULL")}
 
-    def kill_sessions(self, reason: str, *, session: str | None = None, agent: str | None = None,
-                      over_usd: float | None = None) -> list[str]:
+    def kill_sessions(
+        self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
+    ) -> list[str]:
         """Mark sessions killed (running gateways refuse them within about a second)."""
         where, params = ["killed_reason IS NULL"], []
         for column, op, value in (("session", "=", session), ("agent", "=", agent), ("cost_usd", ">", over_usd)):
@@ -90,10 +100,12 @@ class LedgerTables:
         if session is not None and not names and not self.query("SELECT 1 FROM sessions WHERE session = ?", (session,)):
             # a session not seen yet can still be killed in advance
             now = time.time()
-            self._control(f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
-                          "VALUES (?, '', NULL, ?, ?, 0, 0, 0, 0, 0, ?) ON CONFLICT (session) "
-                          "DO UPDATE SET killed_reason = COALESCE(sessions.killed_reason, excluded.killed_reason)",
-                          (session, now, now, reason))
+            self._control(
+                f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
+                "VALUES (?, '', NULL, ?, ?, 0, 0, 0, 0, 0, ?) ON CONFLICT (session) "
+                "DO UPDATE SET killed_reason = COALESCE(sessions.killed_reason, excluded.killed_reason)",
+                (session, now, now, reason),
+            )
             return [session]
         if names:
             self._control(f"UPDATE sessions SET killed_reason = ? WHERE {clause}", (reason, *params))
@@ -103,5 +115,7 @@ class LedgerTables:
         return self.query(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions ORDER BY last_seen DESC")
 
     def killed_sessions(self) -> dict[str, str]:
-        return {r["session"]: r["killed_reason"]
-                for r in self.query("SELECT session, killed_reason FROM sessions WHERE killed_reason IS NOT NULL")}
+        return {
+            r["session"]: r["killed_reason"]
+            for r in self.query("SELECT session, killed_reason FROM sessions WHERE killed_reason IS NOT NULL")
+        }

@@ -22,8 +22,16 @@ T = TypeVar("T")
 
 
 class BatchWriter(Generic[T]):
-    def __init__(self, write: Callable[[list[T]], None], *, name: str, batch: int = 2000, gather_s: float = 0.02,
-                 idle: Callable[[], None] | None = None, idle_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[T]], None],
+        *,
+        name: str,
+        batch: int = 2000,
+        gather_s: float = 0.02,
+        idle: Callable[[], None] | None = None,
+        idle_s: float = 0.5,
+    ) -> None:
         self._write = write
         self._idle = idle
         self._idle_s = idle_s if idle is not None else None
@@ -60,8 +68,10 @@ class BatchWriter(Generic[T]):
             self.stuck = thread.is_alive()
             if not self.stuck and self.error is None:
                 return []
-            log.error("ledger writer %s; handing back its unwritten records",
-                      "did not finish in time" if thread.is_alive() else f"died ({self.error!r})")
+            log.error(
+                "ledger writer %s; handing back its unwritten records",
+                "did not finish in time" if thread.is_alive() else f"died ({self.error!r})",
+            )
         left = list(self._inflight)
         while True:
             try:

@@ -15,16 +15,42 @@ from tiergate.local.discovery import DiscoveredRuntime, discover_local_runtimes
 
 # env var -> (provider name, api, base_url, [(model, tier, input $/Mtok, output $/Mtok)])
 CLOUD_DEFAULTS: tuple[tuple[str, str, str, str, tuple[tuple[str, int, float, float], ...]], ...] = (
-    ("GROQ_API_KEY", "groq", "openai-chat", "https://api.groq.com/openai/v1", (("llama-3.1-8b-instant", 1, 0.05, 0.08),)),
+    (
+        "GROQ_API_KEY",
+        "groq",
+        "openai-chat",
+        "https://api.groq.com/openai/v1",
+        (("llama-3.1-8b-instant", 1, 0.05, 0.08),),
+    ),
     ("DEEPSEEK_API_KEY", "deepseek", "openai-chat", "https://api.deepseek.com/v1", (("deepseek-chat", 1, 0.27, 1.10),)),
-    ("GEMINI_API_KEY", "gemini", "openai-chat", "https://generativelanguage.googleapis.com/v1beta/openai",
-     (("gemini-2.5-flash", 1, 0.30, 2.50),)),
-    ("OPENROUTER_API_KEY", "openrouter", "openai-chat", "https://openrouter.ai/api/v1",
-     (("openai/gpt-4o-mini", 1, 0.15, 0.60),)),
-    ("OPENAI_API_KEY", "openai", "openai-chat", "https://api.openai.com/v1",
-     (("gpt-4o-mini", 1, 0.15, 0.60), ("gpt-4o", 3, 2.50, 10.0))),
-    ("ANTHROPIC_API_KEY", "anthropic", "anthropic-messages", "https://api.anthropic.com",
-     (("claude-haiku-4-5", 2, 1.0, 5.0), ("claude-sonnet-4-5", 3, 3.0, 15.0))),
+    (
+        "GEMINI_API_KEY",
+        "gemini",
+        "openai-chat",
+        "https://generativelanguage.googleapis.com/v1beta/openai",
+        (("gemini-2.5-flash", 1, 0.30, 2.50),),
+    ),
+    (
+        "OPENROUTER_API_KEY",
+        "openrouter",
+        "openai-chat",
+        "https://openrouter.ai/api/v1",
+        (("openai/gpt-4o-mini", 1, 0.15, 0.60),),
+    ),
+    (
+        "OPENAI_API_KEY",
+        "openai",
+        "openai-chat",
+        "https://api.openai.com/v1",
+        (("gpt-4o-mini", 1, 0.15, 0.60), ("gpt-4o", 3, 2.50, 10.0)),
+    ),
+    (
+        "ANTHROPIC_API_KEY",
+        "anthropic",
+        "anthropic-messages",
+        "https://api.anthropic.com",
+        (("claude-haiku-4-5", 2, 1.0, 5.0), ("claude-sonnet-4-5", 3, 3.0, 15.0)),
+    ),
 )
 DEFAULT_TASKS = {"classification": 0, "extraction": 0, "summarization": 0, "coding": 1, "reasoning": 3}
 MAX_MODELS_PER_RUNTIME = 8
@@ -44,9 +70,16 @@ def build_raw_config(runtimes: list[DiscoveredRuntime], env: Mapping[str, str]) 
             continue
         providers[name] = {"api": api, "base_url": base, "api_key": f"env:{var}"}
         for model, tier, pin, pout in models:
-            deployments.append({"name": f"{name}/{model}", "provider": name, "model": model, "tier": tier,
-                                "context_window": 128000,
-                                "price": {"input_per_mtok": pin, "output_per_mtok": pout}})
+            deployments.append(
+                {
+                    "name": f"{name}/{model}",
+                    "provider": name,
+                    "model": model,
+                    "tier": tier,
+                    "context_window": 128000,
+                    "price": {"input_per_mtok": pin, "output_per_mtok": pout},
+                }
+            )
     aliases: dict[str, list[str]] = {}
     local = [d["name"] for d in deployments if providers[d["provider"]].get("local")]
     if local:
@@ -71,7 +104,8 @@ async def discover_config() -> tuple[TiergateConfig, str]:
     summary = (
         "no config file; discovered: "
         + ("; ".join(found) if found else "no local runtime on ports 8080, 11434, 1234, 8000")
-        + "; cloud keys: " + (", ".join(clouds) if clouds else "none")
+        + "; cloud keys: "
+        + (", ".join(clouds) if clouds else "none")
     )
     if not cfg.deployments:
         summary += "\nnothing to route to: start a local runtime or set a provider key, or write tiergate.yaml"

@@ -50,8 +50,9 @@ def parse_models_body(body: Any) -> tuple[str, ...] | None:
     return tuple(ids)
 
 
-async def _probe(session: aiohttp.ClientSession, kind: str, host: str, port: int,
-                 timeout_s: float) -> DiscoveredRuntime | None:
+async def _probe(
+    session: aiohttp.ClientSession, kind: str, host: str, port: int, timeout_s: float
+) -> DiscoveredRuntime | None:
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     base_url = f"http://{netloc}/v1"
     try:
@@ -65,9 +66,13 @@ async def _probe(session: aiohttp.ClientSession, kind: str, host: str, port: int
     return None if models is None else DiscoveredRuntime(kind, base_url, models)
 
 
-async def discover_local_runtimes(*, host: str = "127.0.0.1", ports: dict[str, int] | None = None,
-                                  timeout_s: float = 0.5,
-                                  session: aiohttp.ClientSession | None = None) -> list[DiscoveredRuntime]:
+async def discover_local_runtimes(
+    *,
+    host: str = "127.0.0.1",
+    ports: dict[str, int] | None = None,
+    timeout_s: float = 0.5,
+    session: aiohttp.ClientSession | None = None,
+) -> list[DiscoveredRuntime]:
     """Probe ``GET http://host:port/v1/models`` for every ``kind -> port`` concurrently.
 
     Returns the runtimes that answered, in the order of ``ports`` (default
@@ -79,8 +84,7 @@ async def discover_local_runtimes(*, host: str = "127.0.0.1", ports: dict[str, i
         session = aiohttp.ClientSession()
     assert session is not None
     try:
-        found = await asyncio.gather(*(_probe(session, kind, host, port, timeout_s)
-                                       for kind, port in targets.items()))
+        found = await asyncio.gather(*(_probe(session, kind, host, port, timeout_s) for kind, port in targets.items()))
     finally:
         if own:
             await session.close()

@@ -85,9 +85,14 @@ def read_gguf_shape(path: Path) -> GgufShape | None:
     elif not isinstance(kv, int):
         return None
     key_len, val_len = field("attention.key_length"), field("attention.value_length")
-    return GgufShape(block, embd, heads, kv,  # type: ignore[arg-type]
-                     key_len if isinstance(key_len, int) else None,
-                     val_len if isinstance(val_len, int) else None)
+    return GgufShape(
+        block,
+        embd,
+        heads,
+        kv,  # type: ignore[arg-type]
+        key_len if isinstance(key_len, int) else None,
+        val_len if isinstance(val_len, int) else None,
+    )
 
 
 def _read_metadata(f: BinaryIO) -> dict[str, object] | None:

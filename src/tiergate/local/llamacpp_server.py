@@ -66,15 +66,24 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--alias", default=None, help="model id reported by /v1/models")
     ap.add_argument("--gpu-layers", type=int, default=None)
     ap.add_argument("--embedding", action="store_true")
-    ap.add_argument("--temp", type=float, default=None,
-                    help="default sampling temperature for requests that set none (0 = greedy, reproducible)")
+    ap.add_argument(
+        "--temp",
+        type=float,
+        default=None,
+        help="default sampling temperature for requests that set none (0 = greedy, reproducible)",
+    )
     ap.add_argument("--seed", type=int, default=None, help="default sampling seed")
-    ap.add_argument("--pooling", choices=["mean", "cls", "last", "none", "rank"], default=None,
-                    help="embedding pooling; /v1/embeddings rejects 'none', the model default for chat GGUFs")
+    ap.add_argument(
+        "--pooling",
+        choices=["mean", "cls", "last", "none", "rank"],
+        default=None,
+        help="embedding pooling; /v1/embeddings rejects 'none', the model default for chat GGUFs",
+    )
     ap.add_argument("--verbosity", type=int, default=None, help="llama.cpp log verbosity (1 = warnings only)")
     ap.add_argument("--ready-timeout", type=float, default=60.0)
-    ap.add_argument("--exit-on-stdin-eof", action="store_true",
-                    help="exit when stdin closes (the supervising parent went away)")
+    ap.add_argument(
+        "--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (the supervising parent went away)"
+    )
     return ap.parse_args(argv)
 
 
@@ -118,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig in stop_signals:
             signal.signal(sig, lambda *_: stop.set())
     if args.exit_on_stdin_eof:
+
         def _watch_stdin() -> None:
             try:
                 while sys.stdin.buffer.read1(4096):
@@ -125,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, ValueError):
                 pass
             stop.set()
+
         threading.Thread(target=_watch_stdin, name="stdin-eof", daemon=True).start()
 
     p = xllamacpp.CommonParams()

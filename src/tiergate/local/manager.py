@@ -67,15 +67,19 @@ MAX_AUTO_RESTARTS = 5  # consecutive failures after which only a request retries
 NEVER = float("inf")
 
 
-
-
 class LocalModelManager:
     """Keeps the right local models loaded within ``cfg.budget_mb``; see the module docstring."""
 
-    def __init__(self, cfg: LocalModelsConfig, *, registry: CollectorRegistry | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 process_factory: Callable[..., Any] | None = None, tick_s: float = 1.0,
-                 on_event: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: LocalModelsConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        process_factory: Callable[..., Any] | None = None,
+        tick_s: float = 1.0,
+        on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.cfg, self._on_event = cfg, on_event  # on_event(event, model, details) feeds the ledger
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock
@@ -169,8 +173,16 @@ class LocalModelManager:
         for slot in self._slots.values():
             self._observe(slot)
             url = self.base_url(slot.name) if slot.port or slot.cfg.attached else None
-            rows.append(slot.status_row(now, wall, reason=self._describe(slot), base_url=url,
-                                        default=slot.name == self.cfg.default, waiting=waiting.count(slot.name)))
+            rows.append(
+                slot.status_row(
+                    now,
+                    wall,
+                    reason=self._describe(slot),
+                    base_url=url,
+                    default=slot.name == self.cfg.default,
+                    waiting=waiting.count(slot.name),
+                )
+            )
         return rows
 
     # ------------------------------------------------------------------ requests
@@ -313,10 +325,18 @@ class LocalModelManager:
         m = slot.cfg
         assert m.gguf is not None and self._log_dir is not None
         extra = [*(("--gpu-layers", str(m.gpu_layers)) if m.gpu_layers is not None else ()), *m.extra_args]
-        proc = self._factory(gguf=m.gguf, port=self._port_for(slot), host=HOST, ctx=m.server_ctx,
-                             threads=m.threads or max(1, (os.cpu_count() or 2) // 2), parallel=m.parallel,
-                             alias=m.name, extra_args=extra, log_path=self._log_dir / f"{m.name}.log",
-                             supervise=False)
+        proc = self._factory(
+            gguf=m.gguf,
+            port=self._port_for(slot),
+            host=HOST,
+            ctx=m.server_ctx,
+            threads=m.threads or max(1, (os.cpu_count() or 2) // 2),
+            parallel=m.parallel,
+            alias=m.name,
+            extra_args=extra,
+            log_path=self._log_dir / f"{m.name}.log",
+            supervise=False,
+        )
         slot.proc = proc
         started = self._clock()
         try:

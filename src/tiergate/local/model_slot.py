@@ -121,18 +121,39 @@ class ModelSlot:
 
     def view(self, waiting: int) -> ModelView:
         """The policy's view; ``waiting`` requests about to be served count as in flight."""
-        return ModelView(self.name, self.memory_mb or 0, self.state, self.in_flight + waiting, self.cfg.pinned,
-                         self.cfg.attached, self.last_used, self.cfg.idle_ttl)
+        return ModelView(
+            self.name,
+            self.memory_mb or 0,
+            self.state,
+            self.in_flight + waiting,
+            self.cfg.pinned,
+            self.cfg.attached,
+            self.last_used,
+            self.cfg.idle_ttl,
+        )
 
-    def status_row(self, now: float, wall: float, *, reason: str | None, base_url: str | None,
-                   default: bool, waiting: int) -> dict[str, Any]:
+    def status_row(
+        self, now: float, wall: float, *, reason: str | None, base_url: str | None, default: bool, waiting: int
+    ) -> dict[str, Any]:
         return {
-            "name": self.name, "state": self.public_state(), "reason": reason,
-            "memory_mb": self.memory_mb, "memory_estimated": self.memory_estimated,
-            "pinned": self.cfg.pinned, "default": default, "attached": self.cfg.attached,
-            "in_flight": self.in_flight, "waiting": waiting, "requests_served": self.requests_served,
+            "name": self.name,
+            "state": self.public_state(),
+            "reason": reason,
+            "memory_mb": self.memory_mb,
+            "memory_estimated": self.memory_estimated,
+            "pinned": self.cfg.pinned,
+            "default": default,
+            "attached": self.cfg.attached,
+            "in_flight": self.in_flight,
+            "waiting": waiting,
+            "requests_served": self.requests_served,
             "last_used": None if self.used_at is None else wall - (now - self.used_at),
-            "load_time_s": self.load_time_s, "loads": self.loads, "swaps_out": self.swaps_out,
-            "crashes": self.crashes, "idle_ttl_s": self.cfg.idle_ttl, "pid": getattr(self.proc, "pid", None),
-            "base_url": base_url, "error_detail": self.error_detail if self.state == "failed" else None,
+            "load_time_s": self.load_time_s,
+            "loads": self.loads,
+            "swaps_out": self.swaps_out,
+            "crashes": self.crashes,
+            "idle_ttl_s": self.cfg.idle_ttl,
+            "pid": getattr(self.proc, "pid", None),
+            "base_url": base_url,
+            "error_detail": self.error_detail if self.state == "failed" else None,
         }

@@ -53,8 +53,9 @@ def parse_compute_apps(text: str) -> list[tuple[int, int]]:
     return apps
 
 
-def gpu_pressure_reason(total_mb: int, apps: Iterable[tuple[int, int]], *, own_pids: Collection[int],
-                        exempt_mb: int, share: float) -> str | None:
+def gpu_pressure_reason(
+    total_mb: int, apps: Iterable[tuple[int, int]], *, own_pids: Collection[int], exempt_mb: int, share: float
+) -> str | None:
     """Busy when processes other than ours (less ``exempt_mb``: attached local servers we know of)
     use more than ``share`` of the GPU memory."""
     if total_mb <= 0:
@@ -72,8 +73,9 @@ async def query_nvidia_smi(exe: str) -> tuple[str, str] | None:
     out = []
     for args in (GPU_TOTAL_ARGS, GPU_APPS_ARGS):
         try:
-            proc = await asyncio.create_subprocess_exec(exe, *args, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.DEVNULL)
+            proc = await asyncio.create_subprocess_exec(
+                exe, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+            )
         except OSError:
             return None
         try:
@@ -139,8 +141,13 @@ class PressureMonitor:
         out = await query_nvidia_smi(self._nvidia_smi)
         reason = None
         if out is not None:
-            reason = gpu_pressure_reason(parse_gpu_total_mb(out[0]), parse_compute_apps(out[1]), own_pids=own_pids,
-                                         exempt_mb=exempt_mb, share=self.share)
+            reason = gpu_pressure_reason(
+                parse_gpu_total_mb(out[0]),
+                parse_compute_apps(out[1]),
+                own_pids=own_pids,
+                exempt_mb=exempt_mb,
+                share=self.share,
+            )
         changed, self.gpu_reason = reason != self.gpu_reason, reason
         return changed
 

@@ -22,8 +22,6 @@ _BACKOFF_START_S, _BACKOFF_MAX_S = 0.5, 30.0
 _STABLE_AFTER_S = 30.0  # a child that ran this long resets the backoff
 
 
-
-
 class LlamaCppProcess:
     """One llama.cpp server subprocess serving the OpenAI API at :attr:`base_url`.
 
@@ -31,10 +29,21 @@ class LlamaCppProcess:
     restarts under ``supervise=True`` keep the same ``base_url``.
     """
 
-    def __init__(self, *, gguf: Path, port: int | None = None, host: str = "127.0.0.1",
-                 ctx: int = 2048, threads: int = 1, parallel: int = 2, alias: str | None = None,
-                 extra_args: list[str] | None = None, log_path: Path | None = None,
-                 supervise: bool = False, max_restarts: int = 5) -> None:
+    def __init__(
+        self,
+        *,
+        gguf: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        ctx: int = 2048,
+        threads: int = 1,
+        parallel: int = 2,
+        alias: str | None = None,
+        extra_args: list[str] | None = None,
+        log_path: Path | None = None,
+        supervise: bool = False,
+        max_restarts: int = 5,
+    ) -> None:
         self.gguf = Path(gguf)
         self.host, self.port = host, port
         self.ctx, self.threads, self.parallel, self.alias = ctx, threads, parallel, alias
@@ -77,10 +86,24 @@ class LlamaCppProcess:
 
     # ------------------------------------------------------------------ lifecycle
     def _argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "tiergate.local.llamacpp_server", "--gguf", str(self.gguf),
-                "--port", str(self.port or 0), "--host", self.host, "--ctx", str(self.ctx),
-                "--threads", str(self.threads), "--parallel", str(self.parallel),
-                "--exit-on-stdin-eof"]
+        argv = [
+            sys.executable,
+            "-m",
+            "tiergate.local.llamacpp_server",
+            "--gguf",
+            str(self.gguf),
+            "--port",
+            str(self.port or 0),
+            "--host",
+            self.host,
+            "--ctx",
+            str(self.ctx),
+            "--threads",
+            str(self.threads),
+            "--parallel",
+            str(self.parallel),
+            "--exit-on-stdin-eof",
+        ]
         if self.alias:
             argv += ["--alias", self.alias]
         return argv + self.extra_args
@@ -103,8 +126,13 @@ class LlamaCppProcess:
             log.write(f"--- {time.strftime('%H:%M:%S')} spawn: {' '.join(self._argv())}\n".encode())
             log.flush()
             self._proc = await asyncio.create_subprocess_exec(
-                *self._argv(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=log, env=env, start_new_session=True)
+                *self._argv(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
         proc = self._proc
         try:
             port = await asyncio.wait_for(self._read_ready(proc), timeout_s)
@@ -112,8 +140,9 @@ class LlamaCppProcess:
             await self._kill(proc, grace_s=1.0)
             why = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
             self.last_error = f"llama.cpp server ({self.gguf.name}) failed to start: {why}"
-            raise EngineStartError(f"{self.last_error}\n--- log tail ({self.log_path}) ---\n"
-                                     f"{self.log_tail()}") from None
+            raise EngineStartError(
+                f"{self.last_error}\n--- log tail ({self.log_path}) ---\n{self.log_tail()}"
+            ) from None
         self.port = port
         self._started_at = time.monotonic()
         # Nothing more is expected on stdout, but never let a full pipe block the child.
@@ -168,7 +197,7 @@ class LlamaCppProcess:
                     self.last_error = f"gave up after {failures} consecutive failed restarts"
                     self._log(self.last_error)
                     return
-                delay = min(_BACKOFF_START_S * 2 ** failures, _BACKOFF_MAX_S)
+                delay = min(_BACKOFF_START_S * 2**failures, _BACKOFF_MAX_S)
                 failures += 1
                 await asyncio.sleep(delay)
                 if self._stopping:

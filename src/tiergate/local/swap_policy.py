@@ -83,8 +83,12 @@ def plan_load(models: Sequence[ModelView], requested: str, *, budget_mb: int) ->
     need = req.memory_mb
     fixed = sum(m.memory_mb for m in others if m.pinned or m.attached)
     if need > budget_mb - fixed:
-        return CannotFit(requested, f"needs {need} MB but only {budget_mb - fixed} MB of the {budget_mb} MB budget "
-                                    "is not held by pinned or attached models", permanent=True)
+        return CannotFit(
+            requested,
+            f"needs {need} MB but only {budget_mb - fixed} MB of the {budget_mb} MB budget "
+            "is not held by pinned or attached models",
+            permanent=True,
+        )
     free = budget_mb - sum(m.memory_mb for m in others if m.holds_memory)
     if need <= free:
         return LoadPlan(requested, (), f"fits: needs {need} MB, {free} MB free")
@@ -97,25 +101,35 @@ def plan_load(models: Sequence[ModelView], requested: str, *, budget_mb: int) ->
         victims.append(m.name)
         room += m.memory_mb
     if room >= need:
-        return LoadPlan(requested, tuple(victims),
-                        f"evicts {', '.join(victims)} (least recently used idle) to free {need - free} MB")
-    busy = sorted((m for m in others if not (m.pinned or m.attached) and m.holds_memory and not m.evictable_now),
-                  key=lambda m: (m.state != "unloading", m.last_used, m.name))
+        return LoadPlan(
+            requested,
+            tuple(victims),
+            f"evicts {', '.join(victims)} (least recently used idle) to free {need - free} MB",
+        )
+    busy = sorted(
+        (m for m in others if not (m.pinned or m.attached) and m.holds_memory and not m.evictable_now),
+        key=lambda m: (m.state != "unloading", m.last_used, m.name),
+    )
     blockers: list[ModelView] = []
     for m in busy:
         if room >= need:
             break
         blockers.append(m)
         room += m.memory_mb
-    return CannotFit(requested, f"waiting for {', '.join(_busy_why(m) for m in blockers)} to free memory: "
-                                f"needs {need} MB, {free} MB free",
-                     wait_for=tuple(m.name for m in blockers))
+    return CannotFit(
+        requested,
+        f"waiting for {', '.join(_busy_why(m) for m in blockers)} to free memory: needs {need} MB, {free} MB free",
+        wait_for=tuple(m.name for m in blockers),
+    )
 
 
 def expired_idle(models: Iterable[ModelView], now: float, *, keep: Collection[str] = ()) -> list[str]:
     """Idle, unpinned, ready models unused for at least their ``idle_ttl`` (oldest first)."""
-    due = [m for m in models if m.evictable_now and m.idle_ttl is not None and m.name not in keep
-           and now - m.last_used >= m.idle_ttl]
+    due = [
+        m
+        for m in models
+        if m.evictable_now and m.idle_ttl is not None and m.name not in keep and now - m.last_used >= m.idle_ttl
+    ]
     return [m.name for m in sorted(due, key=lambda m: (m.last_used, m.name))]
 
 

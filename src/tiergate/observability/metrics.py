@@ -20,28 +20,43 @@ class Metrics:
         self.per_request = RequestMetrics(LATENCY_BUCKETS, OVERHEAD_BUCKETS)
         r.register(self.per_request)
         self.attempt_failures = Counter(
-            "tiergate_attempt_failures", "Failed upstream attempts, by deployment and kind",
-            ["deployment", "kind"], registry=r,
+            "tiergate_attempt_failures",
+            "Failed upstream attempts, by deployment and kind",
+            ["deployment", "kind"],
+            registry=r,
         )
-        self.fallbacks = Counter("tiergate_fallbacks", "Requests served by a later candidate", ["deployment"], registry=r)
-        self.breaker_open = Gauge("tiergate_breaker_open", "1 while a deployment's breaker is open", ["deployment"], registry=r)
+        self.fallbacks = Counter(
+            "tiergate_fallbacks", "Requests served by a later candidate", ["deployment"], registry=r
+        )
+        self.breaker_open = Gauge(
+            "tiergate_breaker_open", "1 while a deployment's breaker is open", ["deployment"], registry=r
+        )
         self.dependency_up = Gauge(
-            "tiergate_dependency_up", "1 while a shared dependency (state: Redis, ledger: database) is reachable",
-            ["dependency"], registry=r,
+            "tiergate_dependency_up",
+            "1 while a shared dependency (state: Redis, ledger: database) is reachable",
+            ["dependency"],
+            registry=r,
         )
         self.outage_decisions = Counter(
-            "tiergate_outage_decisions", "Requests handled while a dependency was down, by concern, mode and decision",
-            ["concern", "mode", "decision"], registry=r,
+            "tiergate_outage_decisions",
+            "Requests handled while a dependency was down, by concern, mode and decision",
+            ["concern", "mode", "decision"],
+            registry=r,
         )
         self.rate_limited = Counter(
-            "tiergate_rate_limited", "Requests refused by a limits[] line, by scope (key, agent) and limit "
-            "(rpm, tpm, max_concurrent)", ["scope", "limit"], registry=r,
+            "tiergate_rate_limited",
+            "Requests refused by a limits[] line, by scope (key, agent) and limit (rpm, tpm, max_concurrent)",
+            ["scope", "limit"],
+            registry=r,
         )
         self.limits_unchecked = Counter(
-            "tiergate_limits_unchecked", "Requests admitted without a limit check: shared state unreachable "
-            "and on_outage.limits is fail_open", registry=r,
+            "tiergate_limits_unchecked",
+            "Requests admitted without a limit check: shared state unreachable and on_outage.limits is fail_open",
+            registry=r,
         )
-        self.ledger_pending = Gauge("tiergate_ledger_pending_records", "Usage records queued for the ledger", registry=r)
+        self.ledger_pending = Gauge(
+            "tiergate_ledger_pending_records", "Usage records queued for the ledger", registry=r
+        )
 
     def child(self, metric, *labels: str):  # type: ignore[no-untyped-def]
         """``metric.labels(*labels)``, memoised: the per-request path skips prometheus's validation and lock."""

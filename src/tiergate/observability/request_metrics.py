@@ -54,8 +54,18 @@ class RequestMetrics(Collector):
         key = (deployment, tier, status)
         self.requests[key] = self.requests.get(key, 0) + 1
 
-    def answered(self, deployment: str, tier: str, status: str, *, seconds: float, tokens_in: int, tokens_out: int,
-                 cost: float, ttft_s: float | None) -> None:
+    def answered(
+        self,
+        deployment: str,
+        tier: str,
+        status: str,
+        *,
+        seconds: float,
+        tokens_in: int,
+        tokens_out: int,
+        cost: float,
+        ttft_s: float | None,
+    ) -> None:
         """One finished request that reached a deployment."""
         self.count(deployment, tier, status)
         self._hist(self.latency, deployment).observe(self.latency_bounds, seconds)
@@ -78,8 +88,11 @@ class RequestMetrics(Collector):
 
     # ------------------------------------------------------------------ scrape
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("tiergate_requests", "Requests finished, by deployment, tier and HTTP status",
-                                       labels=["deployment", "tier", "status"])
+        requests = CounterMetricFamily(
+            "tiergate_requests",
+            "Requests finished, by deployment, tier and HTTP status",
+            labels=["deployment", "tier", "status"],
+        )
         for labels, n in dict(self.requests).items():
             requests.add_metric(list(labels), n)
         yield requests
@@ -88,8 +101,9 @@ class RequestMetrics(Collector):
         overhead = HistogramMetricFamily("tiergate_overhead_seconds", "Gateway time: total minus upstream time")
         overhead.add_metric([], self.overhead.cumulative(self.overhead_bounds), sum_value=self.overhead.total)
         yield overhead
-        tokens = CounterMetricFamily("tiergate_tokens", "Tokens, by deployment and direction",
-                                     labels=["deployment", "direction"])
+        tokens = CounterMetricFamily(
+            "tiergate_tokens", "Tokens, by deployment and direction", labels=["deployment", "direction"]
+        )
         for labels, n in dict(self.tokens).items():
             tokens.add_metric(list(labels), n)
         yield tokens

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 class Answer:
     __slots__ = ("_pipeline", "ctx", "outcome", "_admission", "_completed", "_finished", "cost")
 
-    def __init__(self, pipeline: RequestPipeline, ctx: CallContext, outcome: Outcome,
-                 admission: Admission | None) -> None:
+    def __init__(
+        self, pipeline: RequestPipeline, ctx: CallContext, outcome: Outcome, admission: Admission | None
+    ) -> None:
         self._pipeline = pipeline
         self.ctx = ctx
         self.outcome = outcome
@@ -79,8 +80,9 @@ class Answer:
             return self.cost
         self._finished = True
         try:
-            self.cost = await self._pipeline.settle(self.ctx, self.outcome, usage=self.outcome.usage, status=status,
-                                                    ttft_ms=ttft_ms, error=error)
+            self.cost = await self._pipeline.settle(
+                self.ctx, self.outcome, usage=self.outcome.usage, status=status, ttft_ms=ttft_ms, error=error
+            )
         finally:
             await self.complete()
         return self.cost

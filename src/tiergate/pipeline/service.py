@@ -40,7 +40,7 @@ TASK_PREFIX = "task/"
 def effective_identity(ident: Identity, model: str) -> Identity:
     """A ``task/<type>`` model name sets the request's task, as X-Tiergate-Task would."""
     if model.startswith(TASK_PREFIX):
-        return dataclasses.replace(ident, task=model[len(TASK_PREFIX):])
+        return dataclasses.replace(ident, task=model[len(TASK_PREFIX) :])
     return ident
 
 
@@ -58,8 +58,17 @@ class PipelineRequest:
 
 
 class RequestPipeline:
-    def __init__(self, *, executor: Executor, budgets: BudgetGuard | None, sessions: SessionTracker,
-                 limits: LimitGuard | None, ledger: Ledger, metrics: Metrics, request_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        budgets: BudgetGuard | None,
+        sessions: SessionTracker,
+        limits: LimitGuard | None,
+        ledger: Ledger,
+        metrics: Metrics,
+        request_timeout_s: float,
+    ) -> None:
         self.executor = executor
         self.budgets = budgets
         self.sessions = sessions
@@ -71,10 +80,17 @@ class RequestPipeline:
     def context(self, req: PipelineRequest) -> CallContext:
         f = req.features
         return CallContext(
-            request_id=req.request_id, identity=req.identity, requested_model=f.model, protocol=req.protocol,
-            stream=f.stream, started=req.started, wall_start=time.time(),
-            deadline=time.perf_counter() + self.request_timeout_s, features=f,
-            hold=BudgetHold(self.budgets, req.identity, f), hints=req.hints,
+            request_id=req.request_id,
+            identity=req.identity,
+            requested_model=f.model,
+            protocol=req.protocol,
+            stream=f.stream,
+            started=req.started,
+            wall_start=time.time(),
+            deadline=time.perf_counter() + self.request_timeout_s,
+            features=f,
+            hold=BudgetHold(self.budgets, req.identity, f),
+            hints=req.hints,
         )
 
     async def open(self, req: PipelineRequest) -> Answer:
@@ -130,23 +146,54 @@ class RequestPipeline:
 
     def record_failure(self, ctx: CallContext, *, status: int, error: str, reason: str) -> None:
         """A request that never reached a deployment (limited, no candidate, all failed, rejected)."""
-        self.ledger.record(usage_record(ctx, None, kind="request", usage=Usage(), status=status, ttft_ms=None,
-                                        reason=reason, error=error, fallbacks=len(ctx.failures)))
+        self.ledger.record(
+            usage_record(
+                ctx,
+                None,
+                kind="request",
+                usage=Usage(),
+                status=status,
+                ttft_ms=None,
+                reason=reason,
+                error=error,
+                fallbacks=len(ctx.failures),
+            )
+        )
         self.metrics.per_request.count("none", "", str(status))
 
-    async def settle(self, ctx: CallContext, outcome: Outcome, *, usage: Usage, status: int,
-                     ttft_ms: float | None, error: str | None) -> float:
+    async def settle(
+        self, ctx: CallContext, outcome: Outcome, *, usage: Usage, status: int, ttft_ms: float | None, error: str | None
+    ) -> float:
         """Record the answered request, turn its reservation into the real cost; returns the cost."""
         d = outcome.deployment
         cost = d.cost(usage.prompt_tokens, usage.completion_tokens)
         await ctx.hold.settle(cost)
         total_s = time.perf_counter() - ctx.started
-        self.ledger.record(usage_record(ctx, d, kind="request", usage=usage, status=status, ttft_ms=ttft_ms,
-                                        reason=outcome.reason, error=error, fallbacks=outcome.fallbacks, cost=cost,
-                                        latency_ms=total_s * 1000))
+        self.ledger.record(
+            usage_record(
+                ctx,
+                d,
+                kind="request",
+                usage=usage,
+                status=status,
+                ttft_ms=ttft_ms,
+                reason=outcome.reason,
+                error=error,
+                fallbacks=outcome.fallbacks,
+                cost=cost,
+                latency_ms=total_s * 1000,
+            )
+        )
         self.metrics.per_request.answered(
-            d.name, str(d.tier), str(status), seconds=total_s, tokens_in=usage.prompt_tokens,
-            tokens_out=usage.completion_tokens, cost=cost, ttft_s=None if ttft_ms is None else ttft_ms / 1000)
+            d.name,
+            str(d.tier),
+            str(status),
+            seconds=total_s,
+            tokens_in=usage.prompt_tokens,
+            tokens_out=usage.completion_tokens,
+            cost=cost,
+            ttft_s=None if ttft_ms is None else ttft_ms / 1000,
+        )
         while ctx.cleanups:
             await ctx.cleanups.pop()()
         if ctx.session is not None:

@@ -80,8 +80,17 @@ def summarize_failures(failures: list[tuple[str, str]]) -> str:
 
 
 def usage_record(
-    ctx: CallContext, d: Deployment | None, *, kind: Literal["request", "attempt"], usage: Usage, status: int,
-    ttft_ms: float | None, reason: str, error: str | None, fallbacks: int, cost: float = 0.0,
+    ctx: CallContext,
+    d: Deployment | None,
+    *,
+    kind: Literal["request", "attempt"],
+    usage: Usage,
+    status: int,
+    ttft_ms: float | None,
+    reason: str,
+    error: str | None,
+    fallbacks: int,
+    cost: float = 0.0,
     latency_ms: float | None = None,
 ) -> UsageRecord:
     """The ledger row of a finished request (kind="request") or of one failed attempt."""
@@ -89,10 +98,28 @@ def usage_record(
     if latency_ms is None:
         latency_ms = (time.perf_counter() - ctx.started) * 1000
     return UsageRecord(
-        ts=ctx.wall_start, request_id=ctx.request_id, kind=kind, key_name=ident.key_name,
-        agent=ident.agent, session=ident.session, task=ident.task, requested_model=ctx.requested_model,
-        deployment=d.name if d else None, provider=d.provider if d else None, tier=d.tier if d else None,
-        local=bool(d and d.local), prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-        usage_estimated=usage.estimated, cost_usd=cost, latency_ms=latency_ms, ttft_ms=ttft_ms, status=status,
-        stream=ctx.stream, fallbacks=max(0, fallbacks), reason=reason, error=error, protocol=ctx.protocol,
+        ts=ctx.wall_start,
+        request_id=ctx.request_id,
+        kind=kind,
+        key_name=ident.key_name,
+        agent=ident.agent,
+        session=ident.session,
+        task=ident.task,
+        requested_model=ctx.requested_model,
+        deployment=d.name if d else None,
+        provider=d.provider if d else None,
+        tier=d.tier if d else None,
+        local=bool(d and d.local),
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        usage_estimated=usage.estimated,
+        cost_usd=cost,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        status=status,
+        stream=ctx.stream,
+        fallbacks=max(0, fallbacks),
+        reason=reason,
+        error=error,
+        protocol=ctx.protocol,
     )

@@ -96,8 +96,12 @@ class Executor:
         if local_down or c.blocked:
             unavailable = {**unavailable, **local_down, **c.blocked}
         return WorldSnapshot(
-            unavailable=unavailable, reachable_apis=reachable, local_only_reason=c.local_only,
-            tier_cap=c.tier_cap, tier_cap_reason=c.tier_cap_reason, context_reroute_at=self.context_reroute_at,
+            unavailable=unavailable,
+            reachable_apis=reachable,
+            local_only_reason=c.local_only,
+            tier_cap=c.tier_cap,
+            tier_cap_reason=c.tier_cap_reason,
+            context_reroute_at=self.context_reroute_at,
         )
 
     def _local_unavailable(self) -> dict[str, str]:
@@ -107,8 +111,11 @@ class Executor:
         if self.local.cfg.load_wait_s > 0:
             # requests may wait for a load (acquire waits up to load_wait_s): keep those models in the plan
             down = {m: why for m, why in down.items() if not why.startswith(WAITABLE)}
-        return {d.name: f"{d.local_model} {down[d.local_model]}" for d in self.catalog.deployments.values()
-                if d.local_model is not None and d.local_model in down}
+        return {
+            d.name: f"{d.local_model} {down[d.local_model]}"
+            for d in self.catalog.deployments.values()
+            if d.local_model is not None and d.local_model in down
+        }
 
     def plan(self, features: RequestFeatures, protocol: str, constraints: Constraints | None = None) -> RoutePlan:
         world = self.snapshot(protocol, constraints)
@@ -127,8 +134,11 @@ class Executor:
         local_down = self._local_unavailable()
         if not local_down:
             return
-        ideal = decide(features, self.catalog,
-                       replace(world, unavailable={k: v for k, v in world.unavailable.items() if k not in local_down}))
+        ideal = decide(
+            features,
+            self.catalog,
+            replace(world, unavailable={k: v for k, v in world.unavailable.items() if k not in local_down}),
+        )
         chosen = plan.candidates[0].deployment if plan and plan.candidates else None
         for c in ideal.candidates:
             if c.deployment == chosen:
@@ -169,8 +179,9 @@ class Executor:
             detail = "; ".join(ctx.notes)
         raise AllCandidatesFailed(f"every candidate failed: {detail}", failures=list(ctx.failures))
 
-    async def _managed_attempts(self, ctx: CallContext, d: Deployment, candidate: Candidate, adapter: Adapter,
-                                body: dict[str, Any]) -> Outcome | None:
+    async def _managed_attempts(
+        self, ctx: CallContext, d: Deployment, candidate: Candidate, adapter: Adapter, body: dict[str, Any]
+    ) -> Outcome | None:
         """Hold the local model (no eviction, counted as in use) for the call, or the whole stream."""
         assert self.local is not None and d.local_model is not None
         hold = self.local.acquire(d.local_model)
@@ -189,8 +200,9 @@ class Executor:
                 await hold.__aexit__(None, None, None)
         return outcome
 
-    async def _attempts(self, ctx: CallContext, d: Deployment, candidate: Candidate, adapter: Adapter,
-                        body: dict[str, Any]) -> Outcome | None:
+    async def _attempts(
+        self, ctx: CallContext, d: Deployment, candidate: Candidate, adapter: Adapter, body: dict[str, Any]
+    ) -> Outcome | None:
         """Try one deployment with retries; the outcome, or None to move on to the next candidate."""
         r = self.routing
         cap = ctx.hold.output_cap(d)
@@ -217,8 +229,12 @@ class Executor:
                 ctx.upstream_ms += (time.perf_counter() - t0) * 1000
                 if err.client_fault:
                     same = d.api == ctx.protocol or (d.api == "openai-chat" and ctx.protocol == "openai-embeddings")
-                    raise UpstreamRejected(f"{d.name} rejected the request: {err.message}", status=err.status or 400,
-                                           deployment=d.name, body=err.body if same else None) from None
+                    raise UpstreamRejected(
+                        f"{d.name} rejected the request: {err.message}",
+                        status=err.status or 400,
+                        deployment=d.name,
+                        body=err.body if same else None,
+                    ) from None
                 await self._attempt_failed(ctx, d, err, t0)
                 delay = self._retry_delay(err, attempt, ctx)
                 if delay is None:
@@ -245,16 +261,28 @@ class Executor:
         ctx.failures.append((d.name, summary))
         self.metrics.attempt_failures.labels(d.name, err.kind).inc()
         state = await self.state.breaker_failure(
-            d.name, now=self.clock(), threshold=self.routing.breaker_failures, error=summary,
+            d.name,
+            now=self.clock(),
+            threshold=self.routing.breaker_failures,
+            error=summary,
             definitive=err.kind == "refused",
         )
         if state.opened_at is not None:
             self.metrics.child(self.metrics.breaker_open, d.name).set(1)
             self._shown_open.add(d.name)
         self.ledger.record(
-            usage_record(ctx, d, kind="attempt", usage=Usage(), status=err.status or 502,
-                         latency_ms=(time.perf_counter() - t0) * 1000, ttft_ms=None,
-                         reason="attempt failed", error=summary, fallbacks=len(ctx.failures) - 1)
+            usage_record(
+                ctx,
+                d,
+                kind="attempt",
+                usage=Usage(),
+                status=err.status or 502,
+                latency_ms=(time.perf_counter() - t0) * 1000,
+                ttft_ms=None,
+                reason="attempt failed",
+                error=summary,
+                fallbacks=len(ctx.failures) - 1,
+            )
         )
 
     def _outcome(self, ctx: CallContext, d: Deployment, c: Candidate, *, reply=None, stream=None) -> Outcome:

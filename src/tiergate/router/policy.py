@@ -51,8 +51,13 @@ def _cheapest_first(ds: list[Deployment], f: RequestFeatures) -> list[Deployment
 
 
 def _known(model: str, cat: Catalog) -> bool:
-    return (model in AUTO_NAMES or model.startswith(TASK_PREFIX) or model in cat.aliases
-            or model in cat.deployments or any(d.model == model for d in cat.deployments.values()))
+    return (
+        model in AUTO_NAMES
+        or model.startswith(TASK_PREFIX)
+        or model in cat.aliases
+        or model in cat.deployments
+        or any(d.model == model for d in cat.deployments.values())
+    )
 
 
 def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, str]], str, int]:
@@ -67,7 +72,7 @@ def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, s
     task = f.task
     if model in AUTO_NAMES or model.startswith(TASK_PREFIX):
         if model.startswith(TASK_PREFIX):
-            task = model[len(TASK_PREFIX):]
+            task = model[len(TASK_PREFIX) :]
         if task and task in cat.tasks:
             min_tier, why = cat.tasks[task], f"task={task} needs tier>={cat.tasks[task]}"
         else:
@@ -75,18 +80,29 @@ def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, s
         eligible = [d for d in cat.deployments.values() if d.tier >= min_tier]
         if f.local_only and not any(d.local for d in eligible):
             # privacy outranks the task's tier floor: the strongest local model, never the cloud
-            local = sorted((d for d in cat.deployments.values() if d.local),
-                           key=lambda d: (-d.tier, _expected_cost(d, f), d.name))
+            local = sorted(
+                (d for d in cat.deployments.values() if d.local), key=lambda d: (-d.tier, _expected_cost(d, f), d.name)
+            )
             if local:
-                why = f"{why}, but only local deployments may serve it (privacy or emergency) and none reaches that tier"
-                return ([(d.name, f"{why}; strongest local" if i == 0 else f"{why}; next local")
-                         for i, d in enumerate(local)], f"auto ({why})", 0)
+                why = (
+                    f"{why}, but only local deployments may serve it (privacy or emergency) and none reaches that tier"
+                )
+                return (
+                    [
+                        (d.name, f"{why}; strongest local" if i == 0 else f"{why}; next local")
+                        for i, d in enumerate(local)
+                    ],
+                    f"auto ({why})",
+                    0,
+                )
         if not eligible:
             raise NoCandidate(f"{why}: no deployment at or above tier {min_tier}")
         lowest = min(d.tier for d in eligible)
         first = _cheapest_first([d for d in eligible if d.tier == lowest], f)
-        pairs = [(d.name, f"{why}; cheapest at tier {lowest}" if i == 0 else f"{why}; next at tier {lowest}")
-                 for i, d in enumerate(first)]
+        pairs = [
+            (d.name, f"{why}; cheapest at tier {lowest}" if i == 0 else f"{why}; next at tier {lowest}")
+            for i, d in enumerate(first)
+        ]
         return pairs, f"auto ({why})", min_tier
     if model in cat.aliases:
         members = cat.aliases[model]
@@ -97,8 +113,11 @@ def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, s
     by_upstream = [d for d in cat.deployments.values() if d.model == model]
     if by_upstream:
         ordered = _cheapest_first(by_upstream, f)
-        return ([(d.name, f"serves upstream model {model}") for d in ordered],
-                f"upstream model {model}", ordered[0].tier)
+        return (
+            [(d.name, f"serves upstream model {model}") for d in ordered],
+            f"upstream model {model}",
+            ordered[0].tier,
+        )
     raise ModelNotFound(
         f"model {model!r} names no alias, deployment or task; use one of: {', '.join(cat.model_names())}",
         param="model",
@@ -112,7 +131,11 @@ def _escalation(cat: Catalog, f: RequestFeatures, min_tier: int, seen: set[str])
 
 def _skip_reason(d: Deployment, f: RequestFeatures, world: WorldSnapshot) -> str | None:
     if f.local_only and not d.local:
-        return f"{world.local_only_reason}: not local" if world.local_only_reason else "privacy local-only: not a local provider"
+        return (
+            f"{world.local_only_reason}: not local"
+            if world.local_only_reason
+            else "privacy local-only: not a local provider"
+        )
     if world.tier_cap is not None and d.tier > world.tier_cap:
         return world.tier_cap_reason or f"tier capped at {world.tier_cap}"
     if d.api not in world.reachable_apis:
@@ -124,8 +147,10 @@ def _skip_reason(d: Deployment, f: RequestFeatures, world: WorldSnapshot) -> str
     if need > d.context_window:
         return f"context: ~{need} tokens > window {d.context_window}"
     if world.context_reroute_at and f.prompt_tokens_est > world.context_reroute_at * d.context_window:
-        return (f"context: prompt ~{f.prompt_tokens_est} tokens is over {world.context_reroute_at:.0%} "
-                f"of window {d.context_window}")
+        return (
+            f"context: prompt ~{f.prompt_tokens_est} tokens is over {world.context_reroute_at:.0%} "
+            f"of window {d.context_window}"
+        )
     why = world.unavailable.get(d.name)
     if why:
         return why
@@ -136,8 +161,11 @@ def _capped(f: RequestFeatures, cat: Catalog, world: WorldSnapshot) -> tuple[lis
     """The target, brought down to the budget's tier cap when the task asked for more."""
     pairs, summary, min_tier = _resolve_target(f, cat)
     cap = world.tier_cap
-    if cap is None or min_tier <= cap or not (f.model.strip() in AUTO_NAMES or f.model.startswith(TASK_PREFIX)
-                                              or cat.map_model(f.model.strip())):
+    if (
+        cap is None
+        or min_tier <= cap
+        or not (f.model.strip() in AUTO_NAMES or f.model.startswith(TASK_PREFIX) or cat.map_model(f.model.strip()))
+    ):
         return pairs, summary, min_tier
     below = _cheapest_first([d for d in cat.deployments.values() if d.tier <= cap], f)
     below.sort(key=lambda d: (-d.tier, _expected_cost(d, f), d.name))  # the strongest allowed tier first
@@ -171,8 +199,9 @@ def _ordered(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) 
     return ordered, summary
 
 
-def _filtered(ordered: Sequence[tuple[str, str]], summary: str, features: RequestFeatures, catalog: Catalog,
-              world: WorldSnapshot) -> RoutePlan:
+def _filtered(
+    ordered: Sequence[tuple[str, str]], summary: str, features: RequestFeatures, catalog: Catalog, world: WorldSnapshot
+) -> RoutePlan:
     """The plan: what the context windows, breakers, budgets and privacy leave of the ordered list."""
     candidates: list[Candidate] = []
     skipped: list[Skipped] = []
@@ -208,7 +237,7 @@ def order_is_token_independent(catalog: Catalog) -> bool:
         by_tier.setdefault(d.tier, []).append(d)
     for same in by_tier.values():
         for i, a in enumerate(same):
-            for b in same[i + 1:]:
+            for b in same[i + 1 :]:
                 a_first = a.input_per_mtok <= b.input_per_mtok and a.output_per_mtok <= b.output_per_mtok
                 b_first = b.input_per_mtok <= a.input_per_mtok and b.output_per_mtok <= a.output_per_mtok
                 if not (a_first or b_first):
@@ -238,8 +267,14 @@ class Planner:
             return decide(features, self.catalog, world)
         if world.local_only_reason and not features.local_only:
             features = replace(features, local_only=True)
-        key = (features.model, features.task, features.local_only, world.local_only_reason, world.tier_cap,
-               world.tier_cap_reason)
+        key = (
+            features.model,
+            features.task,
+            features.local_only,
+            world.local_only_reason,
+            world.tier_cap,
+            world.tier_cap_reason,
+        )
         hit = self._orders.get(key)
         if hit is None:
             ordered, summary = _ordered(features, self.catalog, world)

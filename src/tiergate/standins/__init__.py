@@ -38,8 +38,7 @@ class RunningStandin:
         await self._runner.cleanup()
 
 
-async def start_standin(app: web.Application, *, host: str = "127.0.0.1",
-                        port: int = 0) -> RunningStandin:
+async def start_standin(app: web.Application, *, host: str = "127.0.0.1", port: int = 0) -> RunningStandin:
     """Serve ``app`` on the running loop; ``port=0`` picks a free port."""
     # Short shutdown grace: stand-ins hold no state worth finishing requests for.
     runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)

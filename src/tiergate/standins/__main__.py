@@ -15,12 +15,10 @@ from . import build_anthropic_standin, build_openai_standin, start_standin
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tiergate.standins",
-                                description="Serve a fake cloud LLM endpoint.")
+    p = argparse.ArgumentParser(prog="python -m tiergate.standins", description="Serve a fake cloud LLM endpoint.")
     p.add_argument("--protocol", choices=("openai", "anthropic"), required=True)
     p.add_argument("--name", required=True, help="tag put at the start of every reply")
-    p.add_argument("--model", action="append", required=True, dest="models",
-                   help="model id to serve (repeatable)")
+    p.add_argument("--model", action="append", required=True, dest="models", help="model id to serve (repeatable)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--api-key", default=None, help="require this key (default: any)")
@@ -31,8 +29,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 async def _serve(args: argparse.Namespace) -> None:
     build = build_openai_standin if args.protocol == "openai" else build_anthropic_standin
-    app = build(name=args.name, models=args.models, api_key=args.api_key,
-                stream_chunks=args.stream_chunks, chunk_delay_s=args.chunk_delay)
+    app = build(
+        name=args.name,
+        models=args.models,
+        api_key=args.api_key,
+        stream_chunks=args.stream_chunks,
+        chunk_delay_s=args.chunk_delay,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -40,32 +40,37 @@ class _Config:
 _CONFIG = web.AppKey("tiergate_anthropic_standin", _Config)
 _REQUEST_ID = web.RequestKey("tiergate_anthropic_request_id", str)
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                402: "billing_error", 403: "permission_error", 404: "not_found_error",
-                413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error",
-                529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
 
 
 def _error_type(status: int) -> str:
     return _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
-def anthropic_error(status: int, message: str, *, code: str | None = None,
-                    param: str | None = None) -> web.Response:
+def anthropic_error(status: int, message: str, *, code: str | None = None, param: str | None = None) -> web.Response:
     """An error in Anthropic's ``{"type": "error", "error": {type, message}}`` envelope."""
-    return json_response({"type": "error", "error": {"type": _error_type(status),
-                                                     "message": message},
-                          "request_id": None}, status)
+    return json_response(
+        {"type": "error", "error": {"type": _error_type(status), "message": message}, "request_id": None}, status
+    )
 
 
-def build_anthropic_standin(*, name: str, models: list[str], api_key: str | None = None,
-                            stream_chunks: int = 20,
-                            chunk_delay_s: float = 0.0) -> web.Application:
+def build_anthropic_standin(
+    *, name: str, models: list[str], api_key: str | None = None, stream_chunks: int = 20, chunk_delay_s: float = 0.0
+) -> web.Application:
     """A fresh app; each one has its own fault queue and recordings."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[_CONFIG] = _Config(name, tuple(models), api_key, max(1, stream_chunks), chunk_delay_s)
-    install_control(app, model_paths=("/v1/messages", "/v1/messages/count_tokens"),
-                    error_response=anthropic_error)
+    install_control(app, model_paths=("/v1/messages", "/v1/messages/count_tokens"), error_response=anthropic_error)
     app.middlewares.insert(0, _request_id_middleware)
     app.on_response_prepare.append(_add_request_id)
     app.router.add_post("/v1/messages", _messages)
@@ -108,8 +113,9 @@ async def _body(request: web.Request, cfg: _Config) -> dict[str, Any]:
     raw = await request.read()
     body = parse_json(raw)
     if not isinstance(body, dict):
-        raise ApiError(400, "There was an error parsing the body of your request: "
-                       + ("empty body" if not raw else "invalid JSON"))
+        raise ApiError(
+            400, "There was an error parsing the body of your request: " + ("empty body" if not raw else "invalid JSON")
+        )
     for field in ("model", "messages"):
         if field not in body:
             raise ApiError(400, f"{field}: Field required")
@@ -123,12 +129,12 @@ async def _body(request: web.Request, cfg: _Config) -> dict[str, Any]:
 def _prompt_text(body: dict[str, Any]) -> str:
     """System + message text; tokens are ~4 chars each, as in the OpenAI stand-in."""
     return text_of(body.get("system")) + "".join(
-        text_of(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+        text_of(m.get("content")) for m in body["messages"] if isinstance(m, dict)
+    )
 
 
 def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    tools = [t for t in body.get("tools") or []
-             if isinstance(t, dict) and "input_schema" in t and "name" in t]
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t and "name" in t]
     choice = body.get("tool_choice") or {"type": "auto"}
     kind = choice.get("type") if isinstance(choice, dict) else None
     if not tools or kind == "none":
@@ -151,13 +157,16 @@ def _plain_text(content: Any) -> str:
     """Only text blocks: a tool_result echoing "use tool" must not loop the agent."""
     if isinstance(content, str):
         return content
-    return "".join(b.get("text", "") for b in content or []
-                   if isinstance(b, dict) and b.get("type") == "text")
+    return "".join(b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text")
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": input_tokens, "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0, "output_tokens": output_tokens}
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+    }
 
 
 async def _messages(request: web.Request) -> web.StreamResponse:
@@ -175,8 +184,7 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     stop_sequence = None
     if tool is not None:
         args = tool_arguments(tool.get("input_schema"))
-        block: dict[str, Any] = {"type": "tool_use", "id": new_id("toolu_01", 22),
-                                 "name": tool["name"], "input": args}
+        block: dict[str, Any] = {"type": "tool_use", "id": new_id("toolu_01", 22), "name": tool["name"], "input": args}
         output_tokens = approx_tokens(tool["name"] + orjson.dumps(args).decode())
         stop_reason = "tool_use"
     else:
@@ -184,11 +192,17 @@ async def _messages(request: web.Request) -> web.StreamResponse:
         block = {"type": "text", "text": reply.text}
         output_tokens = max(1, reply.tokens)
         stop_sequence = reply.stop_sequence
-        stop_reason = ("max_tokens" if reply.truncated
-                       else "stop_sequence" if stop_sequence else "end_turn")
-    message = {"id": new_id("msg_01", 22), "type": "message", "role": "assistant",
-               "model": body["model"], "content": [block], "stop_reason": stop_reason,
-               "stop_sequence": stop_sequence, "usage": _usage(input_tokens, output_tokens)}
+        stop_reason = "max_tokens" if reply.truncated else "stop_sequence" if stop_sequence else "end_turn"
+    message = {
+        "id": new_id("msg_01", 22),
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": [block],
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": _usage(input_tokens, output_tokens),
+    }
     if not body.get("stream"):
         return json_response(message)
 
@@ -197,29 +211,40 @@ async def _messages(request: web.Request) -> web.StreamResponse:
 
     async def event(kind: str, data: dict[str, Any], *, final: bool = False) -> None:
         payload = orjson.dumps({"type": kind, **data})
-        await out.send(b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n",
-                       final=final)
+        await out.send(b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n", final=final)
 
-    await event("message_start", {"message": {
-        **message, "content": [], "stop_reason": None, "stop_sequence": None,
-        "usage": _usage(input_tokens, 1)}})
+    await event(
+        "message_start",
+        {
+            "message": {
+                **message,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": _usage(input_tokens, 1),
+            }
+        },
+    )
     if tool is not None:
         await event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
         await event("ping", {})
         for frag in split_text(orjson.dumps(block["input"]).decode(), 4):
-            await event("content_block_delta", {
-                "index": 0, "delta": {"type": "input_json_delta", "partial_json": frag}})
+            await event(
+                "content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": frag}}
+            )
     else:
-        await event("content_block_start", {"index": 0,
-                                             "content_block": {"type": "text", "text": ""}})
+        await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
         await event("ping", {})
         for piece in split_text(block["text"], cfg.stream_chunks) if block["text"] else []:
-            await event("content_block_delta", {
-                "index": 0, "delta": {"type": "text_delta", "text": piece}})
+            await event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
     await event("content_block_stop", {"index": 0})
-    await event("message_delta", {"delta": {"stop_reason": stop_reason,
-                                            "stop_sequence": stop_sequence},
-                                  "usage": {"output_tokens": output_tokens}})
+    await event(
+        "message_delta",
+        {
+            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+            "usage": {"output_tokens": output_tokens},
+        },
+    )
     await event("message_stop", {}, final=True)
     return await out.close()
 
@@ -230,17 +255,21 @@ async def _count_tokens(request: web.Request) -> web.Response:
 
 
 def _model_obj(model: str) -> dict[str, Any]:
-    return {"type": "model", "id": model, "display_name": model,
-            "created_at": "2025-01-01T00:00:00Z"}
+    return {"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
 
 
 async def _list_models(request: web.Request) -> web.Response:
     cfg = request.app[_CONFIG]
     _authorize(request, cfg)
     data = [_model_obj(m) for m in cfg.models]
-    return json_response({"data": data, "has_more": False,
-                          "first_id": data[0]["id"] if data else None,
-                          "last_id": data[-1]["id"] if data else None})
+    return json_response(
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
 
 
 async def _get_model(request: web.Request) -> web.Response:

@@ -38,8 +38,7 @@ MAX_RECORDED = 10_000
 class ApiError(Exception):
     """Raised by handlers; rendered by the middleware in the vendor's error shape."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None,
-                 param: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
 
@@ -79,8 +78,7 @@ class Fault:
         return fault
 
     def applies(self, model: str | None, path: str) -> bool:
-        return (self.model is None or self.model == model) and (
-            self.path is None or self.path == path)
+        return (self.model is None or self.model == model) and (self.path is None or self.path == path)
 
 
 def _is_num(v: Any, kinds: type | tuple[type, ...] = (int, float)) -> bool:
@@ -118,8 +116,7 @@ CONTROL = web.AppKey("tiergate_standin_control", ControlState)
 _CUT_AFTER = web.RequestKey("tiergate_standin_cut_after", int)
 
 
-def install_control(app: web.Application, *, model_paths: Iterable[str],
-                    error_response: ErrorFactory) -> None:
+def install_control(app: web.Application, *, model_paths: Iterable[str], error_response: ErrorFactory) -> None:
     """Attach fault/recording state, its middleware and the /_control routes."""
     app[CONTROL] = ControlState(model_paths, error_response)
     app.middlewares.append(_control_middleware)
@@ -189,17 +186,20 @@ async def _control_middleware(request: web.Request, handler: Handler) -> web.Str
         fault = state.take(model, request.path)
         if model is not None:
             state.model_counts[model] += 1
-    state.requests.append({
-        "method": request.method, "path": request.path_qs,
-        "headers": {k.lower(): v for k, v in request.headers.items()},
-        "body": body, "fault": fault.mode if fault else None,
-    })
+    state.requests.append(
+        {
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+            "fault": fault.mode if fault else None,
+        }
+    )
     try:
         if fault is None:
             return await handler(request)
         if fault.mode == "status":
-            resp = state.error_response(
-                fault.status, f"Injected fault: HTTP {fault.status} from the stand-in.")
+            resp = state.error_response(fault.status, f"Injected fault: HTTP {fault.status} from the stand-in.")
             if fault.retry_after is not None:
                 ra = fault.retry_after
                 resp.headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
@@ -263,8 +263,9 @@ class EventStream:
         self._delay_s = delay_s
         self._cut_after = request.get(_CUT_AFTER)
         self._sent = 0
-        self.response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+        self.response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        )
 
     async def open(self) -> None:
         await self.response.prepare(self._request)
@@ -302,9 +303,30 @@ class EventStream:
 # --- the deterministic fake model -------------------------------------------
 
 VOCAB = (
-    "amber", "basalt", "cedar", "delta", "ember", "fjord", "granite", "harbor",
-    "indigo", "juniper", "kelp", "lagoon", "meadow", "nimbus", "onyx", "prairie",
-    "quartz", "river", "sierra", "tundra", "umber", "valley", "willow", "zephyr",
+    "amber",
+    "basalt",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "granite",
+    "harbor",
+    "indigo",
+    "juniper",
+    "kelp",
+    "lagoon",
+    "meadow",
+    "nimbus",
+    "onyx",
+    "prairie",
+    "quartz",
+    "river",
+    "sierra",
+    "tundra",
+    "umber",
+    "valley",
+    "willow",
+    "zephyr",
 )
 REPLY_WORDS = 24  # words after the "[name]" tag in an unconstrained reply
 
@@ -317,8 +339,7 @@ class Reply:
     stop_sequence: str | None  # which stop sequence ended it, if any
 
 
-def scripted_reply(name: str, prompt: str, *, max_tokens: int | None = None,
-                   stop: Iterable[str] = ()) -> Reply:
+def scripted_reply(name: str, prompt: str, *, max_tokens: int | None = None, stop: Iterable[str] = ()) -> Reply:
     """``[name] w1 w2 ...``: seeded by the prompt, so equal prompts get equal replies."""
     seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
     words = [f"[{name}]"] + [VOCAB[(seed + 7 * i) % len(VOCAB)] for i in range(REPLY_WORDS)]
@@ -382,7 +403,7 @@ def split_text(text: str, pieces: int) -> list[str]:
     out, pos = [], 0
     for i in range(n):
         step = size + (1 if i < extra else 0)
-        out.append("".join(units[pos:pos + step]))
+        out.append("".join(units[pos : pos + step]))
         pos += step
     return out
 

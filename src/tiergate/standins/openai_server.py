@@ -45,28 +45,33 @@ class _Config:
 
 _CONFIG = web.AppKey("tiergate_openai_standin", _Config)
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
-                403: "permission_error", 404: "invalid_request_error",
-                409: "invalid_request_error", 422: "invalid_request_error",
-                429: "requests"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "requests",
+}
 _ERROR_CODES = {429: "rate_limit_exceeded"}
 
 
-def openai_error(status: int, message: str, *, code: str | None = None,
-                 param: str | None = None) -> web.Response:
+def openai_error(status: int, message: str, *, code: str | None = None, param: str | None = None) -> web.Response:
     """An error in OpenAI's ``{"error": {message, type, param, code}}`` envelope."""
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return json_response({"error": {"message": message, "type": kind, "param": param,
-                                    "code": code or _ERROR_CODES.get(status)}}, status)
+    return json_response(
+        {"error": {"message": message, "type": kind, "param": param, "code": code or _ERROR_CODES.get(status)}}, status
+    )
 
 
-def build_openai_standin(*, name: str, models: list[str], api_key: str | None = None,
-                         stream_chunks: int = 20, chunk_delay_s: float = 0.0) -> web.Application:
+def build_openai_standin(
+    *, name: str, models: list[str], api_key: str | None = None, stream_chunks: int = 20, chunk_delay_s: float = 0.0
+) -> web.Application:
     """A fresh app; each one has its own fault queue and recordings."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[_CONFIG] = _Config(name, tuple(models), api_key, max(1, stream_chunks), chunk_delay_s)
-    install_control(app, model_paths=("/v1/chat/completions", "/v1/embeddings"),
-                    error_response=openai_error)
+    install_control(app, model_paths=("/v1/chat/completions", "/v1/embeddings"), error_response=openai_error)
     app.on_response_prepare.append(_add_request_id)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/embeddings", _embeddings)
@@ -90,8 +95,10 @@ def _authorize(request: web.Request, cfg: _Config) -> None:
     if token == cfg.api_key:
         return
     if not token:
-        msg = ("You didn't provide an API key. You need to provide your API key in an "
-               "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+        msg = (
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
     else:
         shown = token[:3] + "*" * 4 + token[-4:] if len(token) > 8 else "*" * len(token)
         msg = f"Incorrect API key provided: {shown}."
@@ -103,22 +110,28 @@ async def _body(request: web.Request, cfg: _Config) -> dict[str, Any]:
     _authorize(request, cfg)
     body = parse_json(await request.read())
     if not isinstance(body, dict):
-        raise ApiError(400, "We could not parse the JSON body of your request. (HINT: This "
-                       "likely means you aren't using your HTTP library correctly.)")
+        raise ApiError(
+            400,
+            "We could not parse the JSON body of your request. (HINT: This "
+            "likely means you aren't using your HTTP library correctly.)",
+        )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "you must provide a model parameter", param="model")
     if model not in cfg.models:
-        raise ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
-                       code="model_not_found")
+        raise ApiError(
+            404, f"The model `{model}` does not exist or you do not have access to it.", code="model_not_found"
+        )
     return body
 
 
 def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     """The function to call, or None for a text answer (see module rules)."""
-    tools = [t["function"] for t in body.get("tools") or []
-             if isinstance(t, dict) and t.get("type") == "function"
-             and isinstance(t.get("function"), dict)]
+    tools = [
+        t["function"]
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
+    ]
     choice = body.get("tool_choice")
     if not tools or choice == "none":
         return None
@@ -127,24 +140,30 @@ def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         for fn in tools:
             if fn.get("name") == wanted:
                 return fn
-        raise ApiError(400, f"Invalid value for 'tool_choice': function '{wanted}' "
-                       "not found in 'tools'.", param="tool_choice")
+        raise ApiError(
+            400, f"Invalid value for 'tool_choice': function '{wanted}' not found in 'tools'.", param="tool_choice"
+        )
     if choice == "required":
         return tools[0]
     last = (body.get("messages") or [{}])[-1]
-    if isinstance(last, dict) and last.get("role") == "user" \
-            and "use tool" in text_of(last.get("content")).lower():
+    if isinstance(last, dict) and last.get("role") == "user" and "use tool" in text_of(last.get("content")).lower():
         return tools[0]
     return None
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
@@ -152,18 +171,26 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _body(request, cfg)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "Invalid 'messages': empty array. Expected an array with minimum "
-                       "length 1, but got an empty array instead.", param="messages",
-                       code="empty_array")
+        raise ApiError(
+            400,
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
     limit = body.get("max_completion_tokens")
     limit = body.get("max_tokens") if limit is None else limit
     if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ApiError(400, "Invalid 'max_tokens': integer below minimum value. Expected a "
-                       "value >= 1.", param="max_tokens", code="integer_below_min_value")
+        raise ApiError(
+            400,
+            "Invalid 'max_tokens': integer below minimum value. Expected a value >= 1.",
+            param="max_tokens",
+            code="integer_below_min_value",
+        )
     stream = bool(body.get("stream"))
     if body.get("stream_options") is not None and not stream:
-        raise ApiError(400, "The 'stream_options' parameter is only allowed when 'stream' "
-                       "is enabled.", param="stream_options")
+        raise ApiError(
+            400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        )
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
     prompt_text = "".join(text_of(m.get("content")) for m in messages if isinstance(m, dict))
@@ -171,9 +198,14 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     fn = _pick_tool(body)
 
     if fn is not None:
-        call = {"id": new_id("call_"), "type": "function", "function": {
-            "name": fn.get("name"),
-            "arguments": orjson.dumps(tool_arguments(fn.get("parameters"))).decode()}}
+        call = {
+            "id": new_id("call_"),
+            "type": "function",
+            "function": {
+                "name": fn.get("name"),
+                "arguments": orjson.dumps(tool_arguments(fn.get("parameters"))).decode(),
+            },
+        }
         completion = approx_tokens(call["function"]["name"] + call["function"]["arguments"])
         message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
         finish = "tool_calls"
@@ -186,24 +218,36 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     ident, created = new_id("chatcmpl-", 29), int(time.time())
 
     def envelope(kind: str) -> dict[str, Any]:
-        return {"id": ident, "object": kind, "created": created, "model": body["model"],
-                "service_tier": "default", "system_fingerprint": "fp_standin"}
+        return {
+            "id": ident,
+            "object": kind,
+            "created": created,
+            "model": body["model"],
+            "service_tier": "default",
+            "system_fingerprint": "fp_standin",
+        }
 
     usage = _usage(prompt_tokens, completion)
     if not stream:
-        return json_response({**envelope("chat.completion"), "choices": [{
-            "index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": usage})
+        return json_response(
+            {
+                **envelope("chat.completion"),
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
 
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     out = EventStream(request, cfg.chunk_delay_s)
     await out.open()
 
-    async def chunk(delta: dict[str, Any] | None, reason: str | None = None,
-                    **extra: Any) -> None:
-        obj = {**envelope("chat.completion.chunk"),
-               "choices": [] if delta is None else [{
-                   "index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+    async def chunk(delta: dict[str, Any] | None, reason: str | None = None, **extra: Any) -> None:
+        obj = {
+            **envelope("chat.completion.chunk"),
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+        }
         if include_usage:
             obj["usage"] = None
         obj.update(extra)
@@ -212,9 +256,21 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     if fn is not None:
         call = message["tool_calls"][0]
         fn_call = call["function"]
-        await chunk({"role": "assistant", "content": None, "refusal": None, "tool_calls": [{
-            "index": 0, "id": call["id"], "type": "function",
-            "function": {"name": fn_call["name"], "arguments": ""}}]})
+        await chunk(
+            {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": fn_call["name"], "arguments": ""},
+                    }
+                ],
+            }
+        )
         for frag in split_text(fn_call["arguments"], 4):
             await chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
     else:
@@ -262,8 +318,14 @@ async def _embeddings(request: web.Request) -> web.Response:
         emb: Any = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode() if b64 else vec
         data.append({"object": "embedding", "index": idx, "embedding": emb})
     tokens = sum(approx_tokens(t) for t in texts)
-    return json_response({"object": "list", "data": data, "model": body["model"],
-                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 def _model_obj(cfg: _Config, model: str) -> dict[str, Any]:
@@ -281,6 +343,5 @@ async def _get_model(request: web.Request) -> web.Response:
     _authorize(request, cfg)
     model = request.match_info["model"]
     if model not in cfg.models:
-        raise ApiError(404, f"The model '{model}' does not exist", param="model",
-                       code="model_not_found")
+        raise ApiError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
     return json_response(_model_obj(cfg, model))

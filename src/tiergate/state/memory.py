@@ -130,13 +130,20 @@ class MemoryState:
         return len(old) + len(latches)
 
     # ------------------------------------------------------------------ sessions
-    async def session_add(self, session: str, *, now: float, cost_usd: float, prompt_tokens: int,
-                          completion_tokens: int, ttl_s: float) -> SessionTotals:
+    async def session_add(
+        self, session: str, *, now: float, cost_usd: float, prompt_tokens: int, completion_tokens: int, ttl_s: float
+    ) -> SessionTotals:
         t = self._sessions.get(session)
         if t is None:
             t = SessionTotals(now, 0, 0.0, 0, 0)
-        t = SessionTotals(t.first_seen, t.requests + 1, t.cost_usd + cost_usd, t.prompt_tokens + prompt_tokens,
-                          t.completion_tokens + completion_tokens, t.killed_reason)
+        t = SessionTotals(
+            t.first_seen,
+            t.requests + 1,
+            t.cost_usd + cost_usd,
+            t.prompt_tokens + prompt_tokens,
+            t.completion_tokens + completion_tokens,
+            t.killed_reason,
+        )
         self._sessions[session] = t
         return t
 
@@ -146,8 +153,9 @@ class MemoryState:
     async def session_kill(self, session: str, reason: str, *, ttl_s: float) -> None:
         t = self._sessions.get(session) or SessionTotals(time.time(), 0, 0.0, 0, 0)
         if t.killed_reason is None:
-            self._sessions[session] = SessionTotals(t.first_seen, t.requests, t.cost_usd, t.prompt_tokens,
-                                                    t.completion_tokens, reason)
+            self._sessions[session] = SessionTotals(
+                t.first_seen, t.requests, t.cost_usd, t.prompt_tokens, t.completion_tokens, reason
+            )
 
     # ------------------------------------------------------------------ flags
     async def flag(self, name: str) -> str | None:
@@ -160,8 +168,9 @@ class MemoryState:
             self._flags[name] = value
 
     # ------------------------------------------------------------------ rate and concurrency limits
-    async def limit_admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
-                          lease_ttl_s: float) -> tuple[int, float] | None:
+    async def limit_admit(
+        self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str, lease_ttl_s: float
+    ) -> tuple[int, float] | None:
         return self.limits.admit(counters, now=now, tokens=tokens, lease=lease, lease_ttl_s=lease_ttl_s)
 
     async def limit_release(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str) -> None:

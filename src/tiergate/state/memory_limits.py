@@ -58,7 +58,7 @@ class MemoryLimits:
             hits = self._hits.get(c.key)
             if not hits:
                 return None
-            del hits[:bisect.bisect_right(hits, now - WINDOW_S)]
+            del hits[: bisect.bisect_right(hits, now - WINDOW_S)]
             if len(hits) < c.cap:
                 return None
             return hits[len(hits) - c.cap] + WINDOW_S - now
@@ -82,8 +82,9 @@ class MemoryLimits:
             del leases[lease]
         return None if len(leases) < c.cap else 0.0
 
-    def admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
-                          lease_ttl_s: float) -> tuple[int, float] | None:
+    def admit(
+        self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str, lease_ttl_s: float
+    ) -> tuple[int, float] | None:
         """Count the request in every counter, or in none: None when admitted, else (index, seconds to wait)."""
         for i, c in enumerate(counters):
             wait = self._wait(c, now=now, tokens=tokens)

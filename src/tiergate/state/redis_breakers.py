@@ -75,13 +75,21 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], AR
 return 0
 """
 
-BREAKER_SCRIPTS = {"breaker_admit": _BREAKER_ADMIT, "breaker_failure": _BREAKER_FAILURE,
-                   "breaker_success": _BREAKER_SUCCESS, "breaker_unindex": _UNINDEX_IF_GONE}
+BREAKER_SCRIPTS = {
+    "breaker_admit": _BREAKER_ADMIT,
+    "breaker_failure": _BREAKER_FAILURE,
+    "breaker_success": _BREAKER_SUCCESS,
+    "breaker_unindex": _UNINDEX_IF_GONE,
+}
 
 
 def _breaker_state(failures: str, opened_at: str, probe_at: str, error: str) -> br.BreakerState:
-    return br.BreakerState(failures=int(failures or 0), opened_at=float(opened_at) if opened_at else None,
-                           probe_started_at=float(probe_at) if probe_at else None, last_error=error or "")
+    return br.BreakerState(
+        failures=int(failures or 0),
+        opened_at=float(opened_at) if opened_at else None,
+        probe_started_at=float(probe_at) if probe_at else None,
+        last_error=error or "",
+    )
 
 
 class RedisBreakers:
@@ -128,22 +136,30 @@ class RedisBreakers:
             self._breakers[deployment] = state
 
     async def admit(self, deployment: str, *, now: float, cooldown_s: float) -> bool:
-        ok, *fields = await self.conn.run("breaker_admit", f"breaker admit {deployment}", [self._bkey(deployment)],
-                                          [repr(float(now)), repr(float(cooldown_s)), BREAKER_TTL_S])
+        ok, *fields = await self.conn.run(
+            "breaker_admit",
+            f"breaker admit {deployment}",
+            [self._bkey(deployment)],
+            [repr(float(now)), repr(float(cooldown_s)), BREAKER_TTL_S],
+        )
         self._remember(deployment, _breaker_state(*fields))  # what Redis holds now, fresher than the cache
         return bool(ok)
 
     async def success(self, deployment: str) -> None:
-        await self.conn.run("breaker_success", f"breaker success {deployment}", [self._bkey(deployment), self._bindex],
-                            [deployment])
+        await self.conn.run(
+            "breaker_success", f"breaker success {deployment}", [self._bkey(deployment), self._bindex], [deployment]
+        )
         self._remember(deployment, br.CLOSED)
 
     async def failure(
         self, deployment: str, *, now: float, threshold: int, error: str, definitive: bool = False
     ) -> br.BreakerState:
         _, *fields = await self.conn.run(
-            "breaker_failure", f"breaker failure {deployment}", [self._bkey(deployment), self._bindex],
-            [repr(float(now)), int(threshold), "1" if definitive else "0", error, BREAKER_TTL_S, deployment])
+            "breaker_failure",
+            f"breaker failure {deployment}",
+            [self._bkey(deployment), self._bindex],
+            [repr(float(now)), int(threshold), "1" if definitive else "0", error, BREAKER_TTL_S, deployment],
+        )
         state = _breaker_state(*fields)
         self._remember(deployment, state)
         return state
@@ -154,8 +170,10 @@ class RedisBreakers:
             raise RuntimeError("RedisState is not started; await state.start() first")
         age = time.monotonic() - self._fresh_at
         if age > self.stale_after_s:
-            raise StateUnavailable(f"shared state unavailable: breaker states from {self.conn.where} are {age:.1f}s "
-                                   f"old (refreshed every {self.refresh_s:g}s; stale after {self.stale_after_s:g}s)")
+            raise StateUnavailable(
+                f"shared state unavailable: breaker states from {self.conn.where} are {age:.1f}s "
+                f"old (refreshed every {self.refresh_s:g}s; stale after {self.stale_after_s:g}s)"
+            )
         return self._breakers
 
     def snapshot(self, *, now: float, cooldown_s: float) -> dict[str, str]:
@@ -204,7 +222,9 @@ class RedisBreakers:
             except Exception as exc:  # keep refreshing; readers see the staleness and raise
                 reraise_if_stopping(exc)
                 if not self._failing:
-                    log.warning("cannot refresh breaker states: %s", exc, exc_info=not isinstance(exc, StateUnavailable))
+                    log.warning(
+                        "cannot refresh breaker states: %s", exc, exc_info=not isinstance(exc, StateUnavailable)
+                    )
                 self._failing = True
                 continue
             if self._failing:

@@ -99,8 +99,12 @@ if tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0') == 0 then return red
 return 0
 """
 
-BUDGET_SCRIPTS = {"budget_reserve": _BUDGET_RESERVE, "budget_settle": _BUDGET_SETTLE,
-                  "budget_release": _BUDGET_RELEASE, "budget_prune": _DELETE_IF_UNRESERVED}
+BUDGET_SCRIPTS = {
+    "budget_reserve": _BUDGET_RESERVE,
+    "budget_settle": _BUDGET_SETTLE,
+    "budget_release": _BUDGET_RELEASE,
+    "budget_prune": _DELETE_IF_UNRESERVED,
+}
 
 
 def _fkey(prefix: str, name: str) -> str:
@@ -124,8 +128,11 @@ class RedisBudgets:
         args: list[object] = [COUNTER_TTL_S]
         for line in lines:
             limit = line.limit_usd
-            args += [to_units(line.amount_usd), -1 if limit is None else to_units(limit),
-                     -1 if line.max_calls is None else int(line.max_calls)]
+            args += [
+                to_units(line.amount_usd),
+                -1 if limit is None else to_units(limit),
+                -1 if line.max_calls is None else int(line.max_calls),
+            ]
         res = await self.conn.run("budget_reserve", "budget reserve", [self._ckey(ln.key) for ln in lines], args)
         if res[0] == 0:
             return None
@@ -133,21 +140,31 @@ class RedisBudgets:
         spent, reserved, calls = to_usd(res[1]), to_usd(res[2]), int(res[3])
         why = over_limit(line, spent=spent, reserved=reserved, calls=calls)
         if why is None:  # within a nano-dollar of the limit, where float and integer math may disagree
-            why = (f"budget {line.budget.id} ({line.value}): ${spent + reserved:.4f} of ${line.limit_usd:g} used this "
-                   f"{line.budget.window}, request needs up to ${line.amount_usd:.4f}")
+            why = (
+                f"budget {line.budget.id} ({line.value}): ${spent + reserved:.4f} of ${line.limit_usd:g} used this "
+                f"{line.budget.window}, request needs up to ${line.amount_usd:.4f}"
+            )
         return why
 
     async def settle(self, lines: Sequence[BudgetLine], actual_usd: float) -> list[tuple[float, float]]:
         if not lines:
             return []
-        res = await self.conn.run("budget_settle", "budget settle", [self._ckey(ln.key) for ln in lines],
-                                  [COUNTER_TTL_S, to_units(actual_usd), *(to_units(ln.amount_usd) for ln in lines)])
+        res = await self.conn.run(
+            "budget_settle",
+            "budget settle",
+            [self._ckey(ln.key) for ln in lines],
+            [COUNTER_TTL_S, to_units(actual_usd), *(to_units(ln.amount_usd) for ln in lines)],
+        )
         return [(to_usd(res[i]), to_usd(res[i + 1])) for i in range(0, len(res), 2)]
 
     async def release(self, lines: Sequence[BudgetLine]) -> None:
         if lines:
-            await self.conn.run("budget_release", "budget release", [self._ckey(ln.key) for ln in lines],
-                                [COUNTER_TTL_S, *(to_units(ln.amount_usd) for ln in lines)])
+            await self.conn.run(
+                "budget_release",
+                "budget release",
+                [self._ckey(ln.key) for ln in lines],
+                [COUNTER_TTL_S, *(to_units(ln.amount_usd) for ln in lines)],
+            )
 
     async def add(self, lines: Sequence[BudgetLine], actual_usd: float) -> None:
         """Count calls never reserved (served during an outage); one MULTI, unconditional like settled spend."""
@@ -160,14 +177,17 @@ class RedisBudgets:
         await self.conn.io("budget add", pipe.execute())
 
     async def usage(self, key: str) -> tuple[float, float, int]:
-        spent, reserved, calls = await self.conn.io("budget usage", self.conn.client().hmget(
-            self._ckey(key), "spent", "reserved", "calls"))
+        spent, reserved, calls = await self.conn.io(
+            "budget usage", self.conn.client().hmget(self._ckey(key), "spent", "reserved", "calls")
+        )
         return to_usd(spent), to_usd(reserved), int(calls or 0)
 
     def seed(self, key: str, spent: float, calls: int) -> None:
         """Raise a counter to the ledger's settled spend and calls (blocking; meant for startup)."""
-        self.conn.run_sync("budget seed", lambda r: r.eval(
-            _BUDGET_SEED, 1, self._ckey(key), COUNTER_TTL_S, to_units(spent), int(calls)))
+        self.conn.run_sync(
+            "budget seed",
+            lambda r: r.eval(_BUDGET_SEED, 1, self._ckey(key), COUNTER_TTL_S, to_units(spent), int(calls)),
+        )
 
     async def prune(self, current: Callable[[str], bool]) -> int:
         """Forget counters (and latches) of ended windows that hold no reservation; returns how many went."""
@@ -179,11 +199,12 @@ class RedisBudgets:
         counters = f"{self.conn.prefix}budget:"
         delete_if_unreserved = self.conn.script("budget_prune")
         async for k in r.scan_iter(match=glob_escape(counters) + "*", count=500):
-            if not current(k[len(counters):]):
+            if not current(k[len(counters) :]):
                 gone += int(await delete_if_unreserved(keys=[k], args=[]))
         latches = _fkey(self.conn.prefix, "latched:")
-        stale = [k async for k in r.scan_iter(match=glob_escape(latches) + "*", count=500)
-                 if not current(k[len(latches):])]
+        stale = [
+            k async for k in r.scan_iter(match=glob_escape(latches) + "*", count=500) if not current(k[len(latches) :])
+        ]
         if stale:
             gone += int(await r.delete(*stale))
         return gone

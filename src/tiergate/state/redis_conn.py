@@ -61,8 +61,15 @@ def outage_errors() -> tuple[type[BaseException], ...]:
     """What a Redis that is away, slow or failing over raises; anything else is a bug and propagates."""
     from redis import exceptions as rx
 
-    return (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, rx.MasterDownError, rx.TryAgainError,
-            OSError, asyncio.TimeoutError)
+    return (
+        rx.ConnectionError,
+        rx.TimeoutError,
+        rx.ReadOnlyError,
+        rx.MasterDownError,
+        rx.TryAgainError,
+        OSError,
+        asyncio.TimeoutError,
+    )
 
 
 class RedisConnection:
@@ -92,8 +99,13 @@ class RedisConnection:
         return self._aio is not None
 
     def _client_kwargs(self, retry: object) -> dict[str, Any]:
-        return {"decode_responses": True, "socket_timeout": self.timeout_s, "socket_connect_timeout": self.timeout_s,
-                "retry": retry, "health_check_interval": 30}
+        return {
+            "decode_responses": True,
+            "socket_timeout": self.timeout_s,
+            "socket_connect_timeout": self.timeout_s,
+            "retry": retry,
+            "health_check_interval": 30,
+        }
 
     def open(self) -> None:
         """Build the async client (no round trip: the first command connects)."""
@@ -104,8 +116,12 @@ class RedisConnection:
         from redis.backoff import NoBackoff
 
         # bounded, and a burst waits for a free connection (up to 5 timeouts) instead of failing at once
-        pool = BlockingConnectionPool.from_url(self.url, max_connections=self.max_connections,
-                                               timeout=5 * self.timeout_s, **self._client_kwargs(Retry(NoBackoff(), 0)))
+        pool = BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self.max_connections,
+            timeout=5 * self.timeout_s,
+            **self._client_kwargs(Retry(NoBackoff(), 0)),
+        )
         self._aio = Redis.from_pool(pool)
 
     async def close(self) -> None:
@@ -121,8 +137,9 @@ class RedisConnection:
 
     # ------------------------------------------------------------------ calls
     def unavailable(self, what: str, exc: BaseException) -> StateUnavailable:
-        return StateUnavailable(f"shared state unavailable: {self.where} failed during {what}: "
-                                f"{type(exc).__name__}: {exc}")
+        return StateUnavailable(
+            f"shared state unavailable: {self.where} failed during {what}: {type(exc).__name__}: {exc}"
+        )
 
     def client(self) -> Any:
         """The async client (``redis.asyncio.Redis``); raises RuntimeError before ``RedisState.start()``.

@@ -57,7 +57,9 @@ end
 # KEYS: per counter its set (and, for tpm, its total right after).
 # ARGV: now, window start (now - 60), lease expiry, tokens, lease, key ttl, then per counter: kind, cap.
 # Returns {0} when admitted, else {i, seconds to wait ('0': unknown)} for the first counter without room.
-_LIMIT_ADMIT = _TRIM_TOKENS + """
+_LIMIT_ADMIT = (
+    _TRIM_TOKENS
+    + """
 local now, before, expires, tokens, lease, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local window = tonumber(ARGV[1]) - tonumber(ARGV[2])
 local n = (#ARGV - 6) / 2
@@ -116,6 +118,7 @@ for i = 1, n do
 end
 return {0}
 """
+)
 
 # KEYS as for admit. ARGV: now, tokens, lease, key ttl, then one kind per counter.
 _LIMIT_RELEASE = """
@@ -165,8 +168,9 @@ class RedisLimits:
         z = f"{self.conn.prefix}limit:{c.kind}:{c.key}"
         return [z, f"{z}:total"] if c.kind == "tpm" else [z]
 
-    async def admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
-                    lease_ttl_s: float) -> tuple[int, float] | None:
+    async def admit(
+        self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str, lease_ttl_s: float
+    ) -> tuple[int, float] | None:
         """Count the request in every counter or none (one script): None when admitted, else (index, wait s)."""
         if not counters:
             return None
@@ -186,14 +190,19 @@ class RedisLimits:
         if not todo:
             return
         keys = [k for c in todo for k in self._lkeys(c)]
-        await self.conn.run("limit_release", "limit release", keys,
-                            [_t(now), int(tokens), lease, KEY_TTL_S, *(c.kind for c in todo)])
+        await self.conn.run(
+            "limit_release", "limit release", keys, [_t(now), int(tokens), lease, KEY_TTL_S, *(c.kind for c in todo)]
+        )
 
     async def renew(self, held: Sequence[tuple[LimitCounter, str]], *, expires_at: float) -> None:
         """Push back the expiry of leases still held; a lease already taken back stays gone."""
         if held:
-            await self.conn.run("limit_renew", "limit renew", [self._lkeys(c)[0] for c, _ in held],
-                                [_t(expires_at), KEY_TTL_S, *(lease for _, lease in held)])
+            await self.conn.run(
+                "limit_renew",
+                "limit renew",
+                [self._lkeys(c)[0] for c, _ in held],
+                [_t(expires_at), KEY_TTL_S, *(lease for _, lease in held)],
+            )
 
     async def usage(self, c: LimitCounter, *, now: float) -> int:
         """Requests or tokens in the last 60 s, or leases in flight (read only)."""

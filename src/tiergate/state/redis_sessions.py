@@ -28,8 +28,9 @@ class RedisSessions:
     def _skey(self, session: str) -> str:
         return f"{self.conn.prefix}session:{session}"
 
-    async def add(self, session: str, *, now: float, cost_usd: float, prompt_tokens: int,
-                  completion_tokens: int, ttl_s: float) -> SessionTotals:
+    async def add(
+        self, session: str, *, now: float, cost_usd: float, prompt_tokens: int, completion_tokens: int, ttl_s: float
+    ) -> SessionTotals:
         k = self._skey(session)
         pipe = self.conn.client().pipeline(transaction=True)
         pipe.hsetnx(k, "first_seen", repr(now))
@@ -56,5 +57,11 @@ def _totals(values: list[Any]) -> SessionTotals | None:
     first, requests, cost, prompt, completion, killed = values
     if first is None:
         return None
-    return SessionTotals(first_seen=float(first), requests=int(requests or 0), cost_usd=to_usd(cost),
-                         prompt_tokens=int(prompt or 0), completion_tokens=int(completion or 0), killed_reason=killed)
+    return SessionTotals(
+        first_seen=float(first),
+        requests=int(requests or 0),
+        cost_usd=to_usd(cost),
+        prompt_tokens=int(prompt or 0),
+        completion_tokens=int(completion or 0),
+        killed_reason=killed,
+    )

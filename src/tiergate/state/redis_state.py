@@ -39,8 +39,16 @@ from tiergate.state.redis_sessions import RedisSessions
 class RedisState:
     """``SharedState`` on one Redis; build, ``await start()``, use, ``await close()``."""
 
-    def __init__(self, url: str, *, prefix: str = "tiergate:", refresh_s: float = 0.2, timeout_s: float = 1.0,
-                 stale_after_s: float | None = None, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tiergate:",
+        refresh_s: float = 0.2,
+        timeout_s: float = 1.0,
+        stale_after_s: float | None = None,
+        max_connections: int = 64,
+    ) -> None:
         self.conn = RedisConnection(url, prefix=prefix, timeout_s=timeout_s, max_connections=max_connections)
         stale = stale_after_s if stale_after_s is not None else max(1.0, 5 * refresh_s, 2 * timeout_s)
         self.breakers = RedisBreakers(self.conn, refresh_s=refresh_s, stale_after_s=stale)
@@ -82,8 +90,7 @@ class RedisState:
     async def breaker_failure(
         self, deployment: str, *, now: float, threshold: int, error: str, definitive: bool = False
     ) -> br.BreakerState:
-        return await self.breakers.failure(deployment, now=now, threshold=threshold, error=error,
-                                           definitive=definitive)
+        return await self.breakers.failure(deployment, now=now, threshold=threshold, error=error, definitive=definitive)
 
     def breaker_snapshot(self, *, now: float, cooldown_s: float) -> dict[str, str]:
         return self.breakers.snapshot(now=now, cooldown_s=cooldown_s)
@@ -114,10 +121,17 @@ class RedisState:
         return await self.budgets.prune(current)
 
     # ------------------------------------------------------------------ sessions
-    async def session_add(self, session: str, *, now: float, cost_usd: float, prompt_tokens: int,
-                          completion_tokens: int, ttl_s: float) -> SessionTotals:
-        return await self.sessions.add(session, now=now, cost_usd=cost_usd, prompt_tokens=prompt_tokens,
-                                       completion_tokens=completion_tokens, ttl_s=ttl_s)
+    async def session_add(
+        self, session: str, *, now: float, cost_usd: float, prompt_tokens: int, completion_tokens: int, ttl_s: float
+    ) -> SessionTotals:
+        return await self.sessions.add(
+            session,
+            now=now,
+            cost_usd=cost_usd,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            ttl_s=ttl_s,
+        )
 
     async def session_get(self, session: str) -> SessionTotals | None:
         return await self.sessions.get(session)
@@ -133,8 +147,9 @@ class RedisState:
         await self.flags.set(name, value)
 
     # ------------------------------------------------------------------ rate and concurrency limits
-    async def limit_admit(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str,
-                          lease_ttl_s: float) -> tuple[int, float] | None:
+    async def limit_admit(
+        self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str, lease_ttl_s: float
+    ) -> tuple[int, float] | None:
         return await self.limits.admit(counters, now=now, tokens=tokens, lease=lease, lease_ttl_s=lease_ttl_s)
 
     async def limit_release(self, counters: Sequence[LimitCounter], *, now: float, tokens: int, lease: str) -> None:
