@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pg import pg_schema, pg_url  # noqa: E402,F401 - fixtures: a PostgreSQL schema of the test's own
-from procs import CHEAP_KEY, Gateway, Standin, start_gateway, start_standin  # noqa: E402
+from pg import pg_schema, pg_url  # noqa: F401 - fixtures: a PostgreSQL schema of the test's own
+from procs import CHEAP_KEY, Gateway, Standin, start_gateway, start_standin
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def redis_prefix():
 
         client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2, socket_connect_timeout=2)
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable Redis
+    except Exception as exc:  # any failure means no usable Redis
         require(False, f"Redis on 127.0.0.1:6379 is needed: {exc}")
     prefix = f"tiergate-test-{uuid.uuid4().hex[:10]}:"
     yield prefix

@@ -368,7 +368,7 @@ class Recorder:
         received: list[dict[str, Any]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 received.append({"path": self.path, "body": json.loads(body or b"null")})
                 out = b'{"ok": true, "result": {}}'

@@ -88,7 +88,7 @@ class HAProxy:
                 data += chunk
         lines = data.decode().strip().splitlines()
         header = lines[0].lstrip("# ").split(",")
-        return [dict(zip(header, ln.split(","))) for ln in lines[1:] if ln]
+        return [dict(zip(header, ln.split(","), strict=False)) for ln in lines[1:] if ln]
 
     def servers(self) -> list[dict[str, str]]:
         return [r for r in self.stats() if r["svname"].startswith("tiergate")]

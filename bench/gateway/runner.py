@@ -328,7 +328,8 @@ class Run:
         }
         log(
             f"soak: {res['requests']:,} requests ({res['rps']:.0f}/s, {res['errors']} errors), RSS "
-            f"{res['rss_first_kb'] / 1024:.1f} -> {res['rss_end_kb'] / 1024:.1f} MB (max {res['rss_max_kb'] / 1024:.1f}), "
+            f"{res['rss_first_kb'] / 1024:.1f} -> {res['rss_end_kb'] / 1024:.1f} MB "
+            f"(max {res['rss_max_kb'] / 1024:.1f}), "
             f"growth {res['growth_pct']:+.1f}%"
         )
         return res
@@ -380,7 +381,7 @@ class Run:
             log(f"check {name}")
             try:
                 checks[name] = self.check(name)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 checks[name] = {"error": str(e)[:2000]}
                 if name in (T.DIRECT, T.TIERGATE):
                     raise
@@ -401,7 +402,7 @@ class Run:
                     key_w = f"w{w}"
                     try:
                         workers.setdefault(key_w, []).append(self.workers_lane(w, rnd))
-                    except Exception as e:  # noqa: BLE001
+                    except Exception as e:
                         workers.setdefault(f"{key_w}_error", str(e)[:1500])
                         log(f"tiergate --workers {w} failed: {str(e)[:300]}")
         bench_s = time.monotonic() - started
@@ -438,7 +439,7 @@ def tool_version(cmd: list[str]) -> str:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
         return (p.stdout + p.stderr).strip().splitlines()[0]
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return f"unknown ({e})"
 
 

@@ -117,18 +117,24 @@ async def one(port: int, path: str, body: bytes, headers: list[str]) -> dict:
     }
 
 
-async def main() -> None:
-    port, path, body_file, headers_file, n = sys.argv[1:6]
-    warmup = int(sys.argv[6]) if len(sys.argv) > 6 else 5
-    body = open(body_file, "rb").read()
-    headers = [ln.strip() for ln in open(headers_file).read().splitlines() if ln.strip()]
+async def run(port: int, path: str, body: bytes, headers: list[str], n: int, warmup: int) -> None:
     for _ in range(warmup):
-        await one(int(port), path, body, headers)
+        await one(port, path, body, headers)
     runs = []
-    for _ in range(int(n)):
-        runs.append(await one(int(port), path, body, headers))
+    for _ in range(n):
+        runs.append(await one(port, path, body, headers))
     print(json.dumps({"runs": runs}))
 
 
+def main() -> None:
+    port, path, body_file, headers_file, n = sys.argv[1:6]
+    warmup = int(sys.argv[6]) if len(sys.argv) > 6 else 5
+    with open(body_file, "rb") as f:  # read before the event loop starts
+        body = f.read()
+    with open(headers_file) as f:
+        headers = [ln.strip() for ln in f.read().splitlines() if ln.strip()]
+    asyncio.run(run(int(port), path, body, headers, int(n), warmup))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -114,10 +114,10 @@ def summary(data: dict) -> dict:
         for name, s in out.items():
             if name == DIRECT or "stream_rounds" not in s:
                 continue
-            added = [m["ttft_p50_ms"] - b["ttft_p50_ms"] for m, b in zip(s["stream_rounds"], d_rounds)]
+            added = [m["ttft_p50_ms"] - b["ttft_p50_ms"] for m, b in zip(s["stream_rounds"], d_rounds, strict=False)]
             # first -> last event, beyond what the upstream itself took: a proxy that forwards each
             # event as it comes adds ~0; one that holds events back stretches or bunches them
-            lag = [m["spread_p50_ms"] - b["spread_p50_ms"] for m, b in zip(s["stream_rounds"], d_rounds)]
+            lag = [m["spread_p50_ms"] - b["spread_p50_ms"] for m, b in zip(s["stream_rounds"], d_rounds, strict=False)]
             s["stream"]["added_ttft_ms"] = med(added)
             s["stream"]["extra_lag_ms"] = med(lag)
             d = out[DIRECT]["stream"]
@@ -291,13 +291,18 @@ def render(data: dict) -> str:
             t = s[n]["stream"]
             direct = n == DIRECT
             held = "-" if direct else ("**yes**" if t.get("held_back") else "no")
+            cpu_ratio = (
+                "-"
+                if direct or not bare or n == BARE
+                else ratio(t["cpu_us_per_stream"], bare["stream"]["cpu_us_per_stream"])
+            )
             md.append(
                 f"| {LABEL[n]} | {f2(t['ttft_p50_ms'])} | {f2(t['ttft_p99_ms'])} | "
                 f"{'-' if direct else f2(t.get('added_ttft_ms'))} | {f2(t['content_p50_ms'])} | "
                 f"{f2(t['last_p50_ms'])} | {t['events']:.0f} | {t['reads']:.0f} | "
                 f"{'-' if direct else f2(t.get('extra_lag_ms'))} | {held} | "
                 f"{'-' if direct else f0(t['cpu_us_per_stream'])} | "
-                f"{'-' if direct or not bare or n == BARE else ratio(t['cpu_us_per_stream'], bare['stream']['cpu_us_per_stream'])} |"
+                f"{cpu_ratio} |"
             )
         md.append("")
 

@@ -55,13 +55,13 @@ def bench() -> list[dict]:
         fns = {}
         for lib, (loads, dumps) in libs.items():
 
-            def hot(loads=loads, dumps=dumps):
+            def hot(loads=loads, dumps=dumps, raw=raw):
                 o = loads(raw)
                 o["model"] = "qwen2.5-7b-instruct-q4_k_m"
                 return dumps(o)
 
-            fns[(lib, "loads_us")] = lambda loads=loads: loads(raw)
-            fns[(lib, "dumps_us")] = lambda dumps=dumps: dumps(obj)
+            fns[(lib, "loads_us")] = lambda loads=loads, raw=raw: loads(raw)
+            fns[(lib, "dumps_us")] = lambda dumps=dumps, obj=obj: dumps(obj)
             fns[(lib, "hot_us")] = hot
         t = _time_interleaved(fns)
         for lib in libs:

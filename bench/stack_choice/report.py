@@ -107,7 +107,7 @@ def tool_version(cmd: list[str]) -> str:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
         return (p.stdout + p.stderr).strip().splitlines()[0]
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return f"unknown ({e})"
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
+from tiergate.adapters.base import Adapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
 from tiergate.adapters.upstream_http import UpstreamHTTP
@@ -72,7 +74,7 @@ async def watch_control(gw: Gateway, interval_s: float = 1.0) -> None:
                 await gw.budgets.reconcile()
             if ticks % 60 == 0:
                 await gw.budgets.prune()
-        except Exception as exc:  # noqa: BLE001 - keep the last known control state
+        except Exception as exc:  # keep the last known control state
             reraise_if_stopping(exc)
             log.warning("could not sync control state from the ledger", exc_info=True)
 
@@ -107,7 +109,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     ledger = ledger or open_ledger(config.ledger_url, spool=config.ledger_spool_dir)
     check_auth_configured(config, ledger)
 
-    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         r = config.routing
         upstream = UpstreamHTTP(connect_timeout_s=r.connect_timeout_s)  # no cookie jar: callers never share state
         session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())  # webhooks only
@@ -143,7 +145,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             state = MemoryState()
         chat = OpenAIChatAdapter(upstream)
         messages = AnthropicMessagesAdapter(upstream)
-        adapters = {  # (client protocol, upstream api) -> adapter
+        adapters: dict[tuple[str, str], Adapter] = {  # (client protocol, upstream api) -> adapter
             ("openai-chat", "openai-chat"): chat,
             ("openai-chat", "anthropic-messages"): OpenAIViaAnthropic(messages),
             ("anthropic-messages", "anthropic-messages"): messages,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 log = logging.getLogger("tiergate.background")
 
@@ -28,7 +29,7 @@ def reraise_if_stopping(exc: BaseException) -> None:
         raise asyncio.CancelledError from exc
 
 
-async def stop(task: asyncio.Task | None, *, timeout_s: float = 10.0) -> None:
+async def stop(task: asyncio.Task[Any] | None, *, timeout_s: float = 10.0) -> None:
     """Cancel ``task`` and wait for it; cancel again while it keeps running, for at most ``timeout_s``."""
     if task is None:
         return

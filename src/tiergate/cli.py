@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
@@ -17,6 +17,9 @@ from tiergate.config.loading import find_config, load_config
 from tiergate.config.schema import TiergateConfig
 from tiergate.core.errors import ConfigError, TiergateError
 
+if TYPE_CHECKING:
+    from tiergate.ledger.base import Ledger
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A local-first hybrid LLM gateway for agent fleets.")
 keys_app = typer.Typer(no_args_is_help=True, help="Virtual keys: create, list, revoke.")
 app.add_typer(keys_app, name="keys")
@@ -24,12 +27,12 @@ app.add_typer(keys_app, name="keys")
 ConfigOpt = typer.Option(None, "--config", "-c", help="config file (default ./tiergate.yaml, then the user config dir)")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"tiergate: {message}", err=True)
     raise typer.Exit(code)
 
 
-def _load(config: Optional[Path], *, allow_discovery: bool = False) -> tuple[TiergateConfig, str]:
+def _load(config: Path | None, *, allow_discovery: bool = False) -> tuple[TiergateConfig, str]:
     try:
         path = find_config(config)
         if path is not None:
@@ -80,9 +83,9 @@ def check_config(file: Path = typer.Argument(..., help="config file to validate"
 
 @app.command()
 def serve(
-    config: Optional[Path] = ConfigOpt,
-    host: Optional[str] = typer.Option(None, help="bind address (default server.host, 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, help="port (default server.port, 4000; 0 picks a free one)"),
+    config: Path | None = ConfigOpt,
+    host: str | None = typer.Option(None, help="bind address (default server.host, 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="port (default server.port, 4000; 0 picks a free one)"),
     workers: int = typer.Option(1, help="worker processes sharing the port (use the cores)"),
     log_level: str = typer.Option("warning", help="log level"),
 ) -> None:
@@ -105,7 +108,7 @@ def serve(
         _fail(f"cannot listen on {bind_host}:{bind_port}: {exc.strerror}")
 
 
-def _ledger(config: Optional[Path]):  # type: ignore[no-untyped-def]
+def _ledger(config: Path | None) -> tuple[TiergateConfig, Ledger]:
     from tiergate.core.errors import LedgerUnavailable
     from tiergate.ledger.base import open_ledger
 
@@ -114,11 +117,10 @@ def _ledger(config: Optional[Path]):  # type: ignore[no-untyped-def]
         return cfg, open_ledger(cfg.ledger_url, spool=cfg.ledger_spool_dir)
     except LedgerUnavailable as exc:
         _fail(exc.message, code=1)
-        raise  # unreachable
 
 
 @app.command()
-def migrate(config: Optional[Path] = ConfigOpt) -> None:
+def migrate(config: Path | None = ConfigOpt) -> None:
     """Bring the ledger's schema up to date (every start does it too) and print what was applied."""
     cfg, ledger = _ledger(config)
     applied = ledger.applied_migrations
@@ -131,8 +133,8 @@ def migrate(config: Optional[Path] = ConfigOpt) -> None:
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="a unique name for the key"),
-    agent: Optional[str] = typer.Option(None, "--agent", help="attribute this key's traffic to an agent"),
-    config: Optional[Path] = ConfigOpt,
+    agent: str | None = typer.Option(None, "--agent", help="attribute this key's traffic to an agent"),
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Issue a virtual key. It is shown once; only its hash is stored."""
     _, ledger = _ledger(config)
@@ -149,7 +151,7 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def keys_list(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """List keys (name, prefix, agent, created, revoked); never the keys themselves."""
     _, ledger = _ledger(config)
     rows = ledger.list_keys()
@@ -171,7 +173,7 @@ def keys_list(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(F
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: str = typer.Argument(...), config: Optional[Path] = ConfigOpt) -> None:
+def keys_revoke(name: str = typer.Argument(...), config: Path | None = ConfigOpt) -> None:
     """Revoke a key; running gateways refuse it within about a second."""
     _, ledger = _ledger(config)
     ok = ledger.revoke_key(name)
@@ -183,8 +185,8 @@ def keys_revoke(name: str = typer.Argument(...), config: Optional[Path] = Config
 
 @app.command()
 def report(
-    config: Optional[Path] = ConfigOpt,
-    day: Optional[str] = typer.Option(None, help="YYYY-MM-DD (default today, local time)"),
+    config: Path | None = ConfigOpt,
+    day: str | None = typer.Option(None, help="YYYY-MM-DD (default today, local time)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Requests, tokens and cost by deployment, tier, agent and task for one day."""
@@ -204,7 +206,7 @@ def report(
 @app.command()
 def explain(
     request_file: Path = typer.Argument(..., help="a chat completion request body (JSON)"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
     header: list[str] = typer.Option([], "--header", "-H", help="request header, e.g. 'X-Tiergate-Task: coding'"),
 ) -> None:
     """Print the routing plan and its reasons for a request, without sending anything."""
@@ -226,7 +228,7 @@ def explain(
 
 
 @app.command()
-def models(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Managed local models of the running gateway: state, memory, last used, requests, load time."""
     import urllib.error
     import urllib.request
@@ -266,7 +268,7 @@ app.add_typer(sessions_app, name="sessions")
 def emergency(
     state: str = typer.Argument(..., help="on | off | status"),
     reason: str = typer.Option("switched on by an operator", help="why (shown in /health and X-Tiergate-Reason)"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Emergency mode: every request goes to local tiers only. Running gateways follow within a second."""
     from tiergate.guardrails.budgets import EMERGENCY_FLAG
@@ -282,7 +284,7 @@ def emergency(
 
 
 @sessions_app.command("list")
-def sessions_list(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def sessions_list(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Sessions with first/last seen, requests, tokens, cost, largest context share and kill reason."""
     from tiergate.ledger.records import SESSION_COLUMNS
 
@@ -304,11 +306,11 @@ def sessions_list(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Opti
 
 @sessions_app.command("kill")
 def sessions_kill(
-    session: Optional[str] = typer.Argument(None, help="a session id"),
-    agent: Optional[str] = typer.Option(None, "--agent", help="every session of this agent"),
-    over_usd: Optional[float] = typer.Option(None, "--all-over-usd", help="every session that spent more"),
+    session: str | None = typer.Argument(None, help="a session id"),
+    agent: str | None = typer.Option(None, "--agent", help="every session of this agent"),
+    over_usd: float | None = typer.Option(None, "--all-over-usd", help="every session that spent more"),
     reason: str = typer.Option("killed by an operator", help="shown to the agent in the 403"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Stop sessions: their next request gets 403 with the reason."""
     if session is None and agent is None and over_usd is None:

@@ -55,7 +55,8 @@ BURST: tuple[tuple[str, str, str], ...] = (
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_free(port: int) -> bool:
@@ -75,11 +76,11 @@ class Fleet:
     """Every process the demo started, stopped in reverse order."""
 
     def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.procs: list[tuple[str, subprocess.Popen[str]]] = []
 
     def spawn(
         self, name: str, cmd: list[str], ready: str, *, env: dict[str, str] | None = None, timeout: float = 60
-    ) -> re.Match:
+    ) -> re.Match[str]:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.procs.append((name, proc))
         rx, found, lines = re.compile(ready), {}, []

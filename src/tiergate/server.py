@@ -123,7 +123,7 @@ def _worker(cfg: TiergateConfig, source: str, host: str, port: int, ready: Any) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards a SIGTERM instead
     try:
         run_loop(serve(cfg, source, host, port, reuse_port=True, announce=False, ready=ready))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which exits non-zero
+    except Exception as exc:  # reported to the parent, which exits non-zero
         ready.put(f"error: {exc}")
         sys.exit(1)
 
@@ -131,7 +131,8 @@ def _worker(cfg: TiergateConfig, source: str, host: str, port: int, ready: Any) 
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def run_workers(cfg: TiergateConfig, source: str, host: str, port: int, workers: int) -> None:

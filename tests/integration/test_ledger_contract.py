@@ -216,7 +216,7 @@ def test_two_ledgers_migrating_one_fresh_database_at_once(make):
         barrier.wait()
         try:
             results.append(make().applied_migrations)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=open_one) for _ in range(2)]
@@ -233,11 +233,11 @@ def test_two_ledgers_migrating_one_fresh_database_at_once(make):
 def test_a_record_written_twice_is_one_row(make):
     led = make()
     same = pending(usage(1))
-    led._write_batch([same, pending(usage(2))])  # noqa: SLF001 - what a spool replay or a re-sent batch does
-    led._write_batch([same])  # noqa: SLF001
+    led._write_batch([same, pending(usage(2))])  # what a spool replay or a re-sent batch does
+    led._write_batch([same])
     event = pending(LocalModelEvent(1.0, "m", "load", "{}"))
-    led._write_batch([event])  # noqa: SLF001
-    led._write_batch([event])  # noqa: SLF001
+    led._write_batch([event])
+    led._write_batch([event])
     assert count(led) == 2 and count(led, "record_id = ?", (same.record_id,)) == 1
     assert led.query("SELECT count(*) AS n FROM local_model_events")[0]["n"] == 1
 

@@ -210,7 +210,7 @@ def limits_prefix():
 
         client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable Redis
+    except Exception as exc:  # any failure means no usable Redis
         require(False, f"Redis at {REDIS_URL} is needed for limits shared by gateways: {exc}")
     prefix = f"tiergate-limits-{uuid.uuid4().hex[:10]}:"
     yield prefix

@@ -101,8 +101,8 @@ async def use(mgr: LocalModelManager, name: str) -> None:
     assert reply.usage is not None and reply.usage.completion_tokens > 0
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(predicate: Callable[[], Any], within_s: float = 20.0, what: str = "") -> Any:
+    deadline = asyncio.get_running_loop().time() + within_s
     while not (value := predicate()):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")

@@ -54,7 +54,9 @@ def test_task_header_and_task_model_pick_minimum_tier_and_cost_is_priced(standin
 
 
 def test_an_upstream_cookie_never_reaches_another_callers_request(standins, gateway):
-    """Upstreams set cookies (the stand-in, like the real API's CDN, on every answer); one session serves all callers."""
+    """Upstreams set cookies (the stand-in, like the real API's CDN, on every answer).
+
+    One session serves all callers."""
     local = standins(name="local", models=["llama-8b"])
     cfg = tiered_config(local, None)
     for p in cfg["providers"].values():  # a host name: aiohttp's default jar ignores cookies from IP addresses

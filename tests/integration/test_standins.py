@@ -246,6 +246,20 @@ def test_openai_tool_call(servers):
     assert answer.choices[0].message.content.startswith("[oai-a]")
 
 
+def test_openai_tool_call_with_a_sloppy_tool_is_not_a_500(servers):
+    # a nameless function, and a property whose "type" is not a string, used to crash the handler
+    srv = servers["oai"]
+    tool = {"type": "function", "function": {"parameters": {"properties": {"x": {"type": []}}}}}
+    status, _, raw = http(
+        srv.base_url + "/v1/chat/completions",
+        {"model": "gpt-test", "messages": HELLO, "tools": [tool], "tool_choice": "required"},
+        headers={"authorization": f"Bearer {OAI_KEY}"},
+    )
+    assert status == 200, raw
+    call = json.loads(raw)["choices"][0]["message"]["tool_calls"][0]
+    assert call["function"]["name"] is None and json.loads(call["function"]["arguments"]) == {"x": "Paris"}
+
+
 def test_openai_tool_call_streaming(servers):
     client = oai(servers["oai"])
     chunks = list(
@@ -275,7 +289,7 @@ def test_openai_embeddings_and_models(servers):
     flt = client.embeddings.create(model="embed-test", input=["alpha", "beta"], encoding_format="float")
     assert [len(d.embedding) for d in flt.data] == [8, 8]
     assert flt.data[0].embedding != flt.data[1].embedding
-    for got, want in zip(b64.data, flt.data):
+    for got, want in zip(b64.data, flt.data, strict=True):
         assert got.embedding == pytest.approx(want.embedding, abs=1e-6)
     assert sum(v * v for v in flt.data[0].embedding) == pytest.approx(1.0, abs=1e-4)
     assert flt.usage.prompt_tokens == flt.usage.total_tokens == 2

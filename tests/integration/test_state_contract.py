@@ -41,7 +41,7 @@ def _redis_problem() -> str | None:
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
         client.ping()
         client.close()
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable Redis
+    except Exception as exc:  # any failure means no usable Redis
         return f"Redis at {REDIS_URL} is not reachable: {exc}"
     return None
 
@@ -150,12 +150,12 @@ def line(b: BudgetConfig, amount: float, window: str = "2025-01-01") -> BudgetLi
     return BudgetLine(b, f"{b.id}|{window}|researcher", "researcher", amount)
 
 
-async def wait_for(predicate, timeout: float = 3.0) -> float:
-    """Seconds until predicate() held; fails after timeout."""
+async def wait_for(predicate, within_s: float = 3.0) -> float:
+    """Seconds until predicate() held; fails after ``within_s``."""
     t0 = time.monotonic()
     while not predicate():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
+        if time.monotonic() - t0 > within_s:
+            raise AssertionError(f"condition not met within {within_s}s")
         await asyncio.sleep(0.005)
     return time.monotonic() - t0
 
@@ -433,7 +433,10 @@ def test_prune_forgets_ended_windows_but_not_reservations_or_current_ones(backen
             await a.set_flag(f"latched:{old_idle.key}", "old latch")
             await a.set_flag(f"latched:{cur.key}", "current latch")
             await a.set_flag("emergency", "manual")
-            current = lambda key: "|2025-01-01|" in key
+
+            def current(key: str) -> bool:
+                return "|2025-01-01|" in key
+
             assert await b.budget_prune(current) == 2  # the idle old counter and its latch
             assert await a.budget_usage(old_idle.key) == (0.0, 0.0, 0)
             assert await a.budget_usage(old_busy.key) == (0.0, 0.1, 1)  # still reserved: kept
@@ -750,7 +753,7 @@ def test_redis_unreachable_raises_state_unavailable_never_falls_back(redis_backe
             with pytest.raises(StateUnavailable, match="old"):
                 a.breaker_snapshot(now=1.0, cooldown_s=1)
             proxy.up()  # Redis is back: everything works again without a restart
-            await wait_for(lambda: _snapshot_ok(a), timeout=3)
+            await wait_for(lambda: _snapshot_ok(a), within_s=3)
             assert await a.budget_usage(ln.key) == (0.0, 0.1, 1)
             assert await a.budget_reserve([ln]) is None
 

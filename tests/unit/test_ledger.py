@@ -59,7 +59,9 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
 
 
 def test_a_ledger_from_before_0006_upgrades_with_its_rows_and_reads_by_kind_and_time(tmp_path, monkeypatch):
-    """0006 drops three usage indexes nothing reads; rows stay, booleans stay 0/1, the report's query uses (kind, ts)."""
+    """0006 drops three usage indexes nothing reads.
+
+    Rows stay, booleans stay 0/1, the report's query uses (kind, ts)."""
     import tiergate.ledger.sqlite as sq
 
     monkeypatch.setattr(sq, "MIGRATIONS", MIGRATIONS[:5])

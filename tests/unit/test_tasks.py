@@ -19,7 +19,7 @@ def test_a_loop_that_calls_reraise_if_stopping_ends_on_the_first_cancel():
         while True:
             try:
                 await _library_call()
-            except Exception as exc:  # noqa: BLE001 - as the refresher and watchers do
+            except Exception as exc:  # as the refresher and watchers do
                 reraise_if_stopping(exc)
                 errors.append(exc)
 
@@ -42,7 +42,7 @@ def test_stop_cancels_again_a_task_that_swallowed_the_first_cancel():
                     await asyncio.sleep(10)  # the next await is a plain one: a second cancel lands
                 else:
                     await _library_call()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 converted = True
 
     async def main() -> None:

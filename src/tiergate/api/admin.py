@@ -117,7 +117,7 @@ async def emergency(request: web.Request) -> web.Response:
         await gw.state.set_flag(EMERGENCY_FLAG, reason)
         gw.budgets.alert(
             "emergency_on" if on else "emergency_off",
-            f"tiergate emergency local-only mode {'ON: ' + reason if on else 'OFF'}",
+            f"tiergate emergency local-only mode {'OFF' if reason is None else 'ON: ' + reason}",
             f"emergency-manual:{time.time()}",
             severity="critical" if on else "info",
         )

@@ -15,11 +15,12 @@ from aiohttp import web
 
 from tiergate.adapters.anthropic_messages import FORWARDED_HEADERS
 from tiergate.adapters.translated import estimate_input_tokens
-from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
+from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
 from tiergate.api.openai import pipeline_request
 from tiergate.api.render import render
+from tiergate.core.errors import BadRequest
 from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import ClientHints, Identity, RequestFeatures
 from tiergate.pipeline.service import effective_identity

@@ -79,7 +79,7 @@ class KeyStore:
                 await asyncio.to_thread(self.reload_if_changed)
             except LedgerUnavailable as exc:  # the database is down: the keys known so far stay valid
                 log.warning("keys not refreshed, keeping the last known ones: %s", exc.message)
-            except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the last known keys
+            except Exception as exc:  # a failed refresh keeps the last known keys
                 reraise_if_stopping(exc)
                 log.warning("could not refresh keys from the ledger", exc_info=True)
 

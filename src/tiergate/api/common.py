@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import orjson
 from aiohttp import web
@@ -61,8 +61,19 @@ def error_response(err: TiergateError, *, anthropic: bool, request_id: str) -> w
     return web.Response(body=orjson.dumps(body), status=err.status, content_type=JSON, headers=headers)
 
 
+T = TypeVar("T")
+
+
+@overload
+def require_type(body: dict[str, Any], key: str, types: type[T], what: str, *, required: Literal[True]) -> T: ...
+
+
+@overload
+def require_type(body: dict[str, Any], key: str, types: type[T], what: str, *, required: bool = False) -> T | None: ...
+
+
 def require_type(
-    body: dict[str, Any], key: str, types: type | tuple[type, ...], what: str, *, required: bool = False
+    body: dict[str, Any], key: str, types: type[T] | tuple[type, ...], what: str, *, required: bool = False
 ) -> Any:
     v = body.get(key)
     if v is None:

@@ -58,10 +58,10 @@ def guarded(handler: Handler) -> Handler:
             raise
         except (ConnectionResetError, asyncio.CancelledError):
             raise
-        except Exception:  # noqa: BLE001 - a bug must not leak a stack trace to the client
+        except Exception:  # a bug must not leak a stack trace to the client
             log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
-            err = TiergateError(f"internal error; request id {rid}")
-            return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+            internal = TiergateError(f"internal error; request id {rid}")
+            return error_response(internal, anthropic=_is_anthropic(request), request_id=rid)
 
     return at_the_edge
 

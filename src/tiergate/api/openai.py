@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tiergate.api.common import JSON, BadRequest, read_json_object, require_type
+from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
 from tiergate.api.render import render
+from tiergate.core.errors import BadRequest
 from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints, Identity, RequestFeatures
 from tiergate.pipeline.service import PipelineRequest, effective_identity

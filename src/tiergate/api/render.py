@@ -72,7 +72,7 @@ async def relay_stream(
             status, error = 499, "client closed the connection"
         s.close()
         raise
-    except Exception as exc:  # noqa: BLE001 - headers are sent: end the stream in-band, never a second response
+    except Exception as exc:  # headers are sent: end the stream in-band, never a second response
         log.exception("stream relay failed (request %s)", answer.ctx.request_id)
         status, error = 500, f"internal error: {type(exc).__name__}"
         s.close()

@@ -27,7 +27,7 @@ class _Model(BaseModel):
 def _duration(v: object) -> float:
     from tiergate.core.windows import parse_duration
 
-    return parse_duration(v)  # type: ignore[arg-type]
+    return parse_duration(v)
 
 
 class BudgetConfig(_Model):
@@ -83,7 +83,10 @@ OutageMode = Literal["fail_closed", "fail_open"]
 
 
 class OutageConfig(_Model):
-    """What each concern does while Redis (state) or PostgreSQL (ledger) is unreachable; see tiergate.guardrails.outages."""
+    """What each concern does while Redis (state) or PostgreSQL (ledger) is unreachable.
+
+    See tiergate.guardrails.outages.
+    """
 
     budgets: OutageMode = Field("fail_closed", description="budget counters in the shared state")
     limits: OutageMode = Field("fail_closed", description="rate and concurrency limits in the shared state")

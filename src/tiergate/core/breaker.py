@@ -64,7 +64,8 @@ def unavailable_reason(s: BreakerState, *, now: float, cooldown_s: float) -> str
     st = status(s, now=now, cooldown_s=cooldown_s)
     if st == "open":
         assert s.opened_at is not None
-        return f"breaker open after {s.failures} failure(s) ({s.last_error}); retry in {cooldown_s - (now - s.opened_at):.0f}s"
+        retry_in = cooldown_s - (now - s.opened_at)
+        return f"breaker open after {s.failures} failure(s) ({s.last_error}); retry in {retry_in:.0f}s"
     if st == "half-open" and s.probe_started_at is not None and now - s.probe_started_at < cooldown_s:
         return "breaker half-open, probe in flight"
     return None

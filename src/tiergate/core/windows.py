@@ -108,7 +108,7 @@ _UNITS = MappingProxyType({"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, 
 _PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([a-z]+)")
 
 
-def parse_duration(text: str | float) -> float:
+def parse_duration(text: object) -> float:
     """Seconds from ``30s``, ``5m``, ``8h``, ``2d``, ``1w``, ``1h30m`` or a plain number of seconds."""
     bad = ValueError(
         f"invalid duration {text!r}: use seconds (90) or numbers with units s, m, h, d, w, largest first (e.g. '1h30m')"

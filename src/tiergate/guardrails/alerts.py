@@ -147,7 +147,7 @@ class AlertDispatcher:
             self.seen.add(alert.dedupe_key)
             self.log.warning("alert %s [%s]: %s (key %s)", alert.event, alert.severity, alert.message, alert.dedupe_key)
             self._schedule(alert)
-        except Exception as exc:  # noqa: BLE001 - an alert must never fail the request that raised it
+        except Exception as exc:  # an alert must never fail the request that raised it
             self.log.error("alert %s could not be scheduled: %s", alert.dedupe_key, type(exc).__name__)
         return True
 
@@ -173,7 +173,7 @@ class AlertDispatcher:
     ) -> None:
         try:
             req = build_request(sink, alert, ts)
-        except Exception as exc:  # noqa: BLE001 - e.g. details orjson cannot encode; the message says which alert
+        except Exception as exc:  # e.g. details orjson cannot encode; the message says which alert
             self.failed.append((sink.type, alert.dedupe_key))
             self.log.error(
                 "alert %s to %s not sent: payload failed (%s)", alert.dedupe_key, sink.type, type(exc).__name__
@@ -185,7 +185,7 @@ class AlertDispatcher:
                 error, retry = await self._post(req, telegram=sink.type == "telegram")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - refused, timed out, bad answer: all retried then logged
+            except Exception as exc:  # refused, timed out, bad answer: all retried then logged
                 error, retry = f"{type(exc).__name__}: {exc}".rstrip(": "), True
             if error is None:
                 self.sent.append((sink.type, alert.dedupe_key))

@@ -153,7 +153,7 @@ class BudgetGuard:
                 if value is None:
                     continue
                 key = counter_key(b, wk, value)
-                why = exhausted(b, **self._usage_kw(await self.state.budget_usage(key)))
+                why = self._exhausted(b, await self.state.budget_usage(key))
                 if why is None and b.action == "local-only":
                     why = await self.state.flag(f"{LATCH}{key}")
                 if why:
@@ -163,7 +163,7 @@ class BudgetGuard:
                 value = applies(b, ident, d, self.catalog.aliases)
                 if value is None:
                     continue
-                why = exhausted(b, **self._usage_kw(await self.state.budget_usage(counter_key(b, wk, value))))
+                why = self._exhausted(b, await self.state.budget_usage(counter_key(b, wk, value)))
                 if why and b.action == "local-only":
                     self._apply(c, b, why, wk, value)
                 elif why and not d.local:
@@ -173,9 +173,9 @@ class BudgetGuard:
                         self._cap(c, b.max_tier if b.max_tier is not None else max(0, d.tier - 1), why)
 
     @staticmethod
-    def _usage_kw(usage: tuple[float, float, int]) -> dict[str, float]:
+    def _exhausted(b: BudgetConfig, usage: tuple[float, float, int]) -> str | None:
         spent, reserved, calls = usage
-        return {"spent": spent, "reserved": reserved, "calls": calls}
+        return exhausted(b, spent=spent, reserved=reserved, calls=calls)
 
     def _apply(self, c: Constraints, b: BudgetConfig, why: str, wk: str, value: str) -> None:
         if b.action == "reject":
@@ -295,7 +295,7 @@ class BudgetGuard:
                 raise
             self._reconcile_later("settle", lines, actual_usd)
             return
-        for line, (before, after) in zip(lines, settled):
+        for line, (before, after) in zip(lines, settled, strict=True):  # one (before, after) per line
             b = line.budget
             for t in set(thresholds_crossed(b, after)) - set(thresholds_crossed(b, before)):
                 self.alert(

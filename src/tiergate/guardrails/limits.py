@@ -102,7 +102,8 @@ class LimitGuard:
                 counters, now=self.clock(), tokens=prompt_tokens, lease=lease, lease_ttl_s=self.lease_ttl_s
             )
         except StateUnavailable as exc:
-            return self._outage(exc)
+            self._outage(exc)  # raises unless fail_open
+            return None
         if self._unchecked_since is not None:
             log.warning(
                 "rate and concurrency limits are checked again after %.1fs unchecked",
@@ -132,7 +133,7 @@ class LimitGuard:
                 self.metrics.limits_unchecked.inc()
             if self.outages is not None:
                 self.outages.decided("limits", "unchecked")
-            return None
+            return
         if self.outages is not None:
             self.outages.decided("limits", "refused")
         raise StateUnavailable(
@@ -185,7 +186,7 @@ class LimitGuard:
                     )
                 failing = True
                 continue
-            except Exception as exc:  # noqa: BLE001 - keep renewing; a lost renewal only frees a slot early
+            except Exception as exc:  # keep renewing; a lost renewal only frees a slot early
                 reraise_if_stopping(exc)
                 log.warning("renewing concurrency leases failed", exc_info=True)
                 continue

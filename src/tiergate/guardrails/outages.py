@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tiergate.core import breaker as br
 from tiergate.core.errors import StateUnavailable
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from tiergate.observability.metrics import Metrics
 
 log = logging.getLogger("tiergate.guardrails.outages")
+
+T = TypeVar("T")
 
 CONCERN_DEPENDENCY = {"budgets": "state", "limits": "state", "ledger": "ledger"}
 
@@ -172,7 +174,7 @@ class GuardedState:
             return self._local.breaker_states()
 
     # ------------------------------------------------------------------ budgets (modes applied by BudgetGuard)
-    async def _call(self, aw):  # type: ignore[no-untyped-def]
+    async def _call(self, aw: Awaitable[T]) -> T:
         try:
             res = await aw
         except StateUnavailable as exc:
@@ -243,6 +245,6 @@ class GuardedState:
     async def close(self) -> None:
         await self.inner.close()
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str) -> Any:
         """Anything else (start, refresh) goes to the wrapped state unchanged."""
         return getattr(self.inner, name)

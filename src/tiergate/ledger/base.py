@@ -9,11 +9,12 @@ hang when the database cannot be reached.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from tiergate.ledger.records import KeyRecord, Record
+from tiergate.ledger.tables import Row
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -31,7 +32,7 @@ class Ledger(Protocol):
 
     def health(self) -> dict[str, Any]: ...
 
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> Sequence[Mapping[str, Any]]: ...
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> Sequence[Row]: ...
 
     def create_key(self, name: str, *, agent: str | None = None) -> str: ...
 
@@ -53,7 +54,7 @@ class Ledger(Protocol):
         self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
     ) -> list[str]: ...
 
-    def sessions(self) -> Sequence[Mapping[str, Any]]: ...
+    def sessions(self) -> Sequence[Row]: ...
 
     def killed_sessions(self) -> dict[str, str]: ...
 

@@ -19,13 +19,13 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import DictRow, dict_row, tuple_row
 
 from tiergate.config.schema import masked_url
 from tiergate.core.errors import DuplicateName, LedgerUnavailable
@@ -38,9 +38,10 @@ from tiergate.ledger.tables import LedgerTables, Step
 from tiergate.ledger.writer import BatchWriter
 
 log = logging.getLogger("tiergate.ledger.postgres")
+T = TypeVar("T")
 
 # fail in seconds, not minutes, when the network (not just the server) goes away
-_TCP = {
+_TCP: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 3,
@@ -69,7 +70,7 @@ def spool_dir_for(base: Path, url: str) -> Path:
 _MIGRATE_LOCK = "hashtextextended('tiergate.ledger.migrate:' || coalesce(current_schema(), ''), 0)"
 
 
-def migrate(conn: psycopg.Connection) -> list[str]:
+def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     """Apply what this schema has not recorded (``conn`` in autocommit mode); returns the names applied.
 
     Replicas starting together all call this; a session-level advisory lock, one per schema (databases
@@ -119,8 +120,8 @@ class PostgresLedger(LedgerTables):
         self.close_timeout_s = close_timeout_s
         self.spool = Spool(spool_dir_for(spool_dir, url))
         self._writer: BatchWriter[Pending] = BatchWriter(self._write_batch, name="tiergate-ledger", idle=self._idle)
-        self._conn: psycopg.Connection | None = None  # the writer thread's
-        self._read: psycopg.Connection | None = None
+        self._conn: psycopg.Connection[DictRow] | None = None  # the writer thread's
+        self._read: psycopg.Connection[DictRow] | None = None
         self._read_lock = threading.Lock()
         self._write_error: str | None = None
         self._read_error: str | None = None
@@ -136,7 +137,7 @@ class PostgresLedger(LedgerTables):
             raise LedgerUnavailable(f"cannot reach the ledger database {self.display}: {_first_line(exc)}") from None
         self.spool.scan()  # records left by an earlier run count as spooled until the writer replays them
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self) -> psycopg.Connection[DictRow]:
         return psycopg.connect(
             self._url,
             autocommit=True,
@@ -144,7 +145,7 @@ class PostgresLedger(LedgerTables):
             application_name="tiergate",
             row_factory=dict_row,
             **_TCP,
-        )  # type: ignore[arg-type]
+        )
 
     # ---------------------------------------------------------------- usage (queued, written by one thread)
     def start(self) -> None:
@@ -208,13 +209,15 @@ class PostgresLedger(LedgerTables):
         if (self._conn is None or self.spool.pending) and not self._recover():
             self.spool.append(batch)
             return
+        conn = self._conn
+        assert conn is not None  # connected, or _recover() just connected
         try:
-            self._write(self._conn, batch)  # type: ignore[arg-type]
+            self._write(conn, batch)
         except psycopg.Error as exc:
             self._failed(exc)
             self.spool.append(batch)
 
-    def _write(self, conn: psycopg.Connection, batch: Sequence[Pending]) -> None:
+    def _write(self, conn: psycopg.Connection[DictRow], batch: Sequence[Pending]) -> None:
         with conn.transaction(), conn.cursor() as cur:
             for sql, rows in statements(batch):
                 cur.executemany(to_pyformat(sql), rows)
@@ -257,7 +260,7 @@ class PostgresLedger(LedgerTables):
         self._retry_at = time.monotonic() + self._delay
 
     # ---------------------------------------------------------------- reads and control writes (see tables.py)
-    def _reading(self, fn):  # type: ignore[no-untyped-def]
+    def _reading(self, fn: Callable[[psycopg.Connection[DictRow]], T]) -> T:
         """Run ``fn(conn)`` on the read connection; one retry on a fresh connection if the old one went stale."""
         with self._read_lock:
             for attempt in (1, 2):
@@ -280,14 +283,14 @@ class PostgresLedger(LedgerTables):
         raise AssertionError("unreachable")
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        return self._reading(lambda conn: conn.execute(to_pyformat(sql), params).fetchall())  # type: ignore[no-any-return]
+        return self._reading(lambda conn: conn.execute(to_pyformat(sql), params).fetchall())
 
     def _transact(self, steps: Sequence[Step]) -> list[int]:
-        def run(conn: psycopg.Connection) -> list[int]:
+        def run(conn: psycopg.Connection[DictRow]) -> list[int]:
             with conn.transaction():
                 return [conn.execute(to_pyformat(sql), params).rowcount for sql, params in steps]
 
         try:
-            return self._reading(run)  # type: ignore[no-any-return]
+            return self._reading(run)
         except psycopg.errors.UniqueViolation:
             raise DuplicateName from None

@@ -117,6 +117,7 @@ INSERT_EVENT = (
 
 
 _BOOL_COLUMNS = tuple(i for i, t in enumerate(typing.get_type_hints(UsageRecord).values()) if t is bool)
+_EXTRA_COLUMN = USAGE_COLUMNS.index("extra")
 
 
 def usage_row(rec: UsageRecord, record_id: str, *, bools_as_int: bool = True) -> tuple[Any, ...]:
@@ -125,13 +126,12 @@ def usage_row(rec: UsageRecord, record_id: str, *, bools_as_int: bool = True) ->
     SQLite binds a bool as the integer 0/1 by itself; PostgreSQL's columns are integers and its driver
     would send a boolean, so ``bools_as_int`` converts them there.
     """
+    values: list[Any] = [*rec, record_id]
     if rec.extra is not None:
-        rec = rec._replace(extra=orjson.dumps(rec.extra).decode() if rec.extra else None)
-    if not bools_as_int:
-        return (*rec, record_id)
-    values = [*rec, record_id]
-    for i in _BOOL_COLUMNS:
-        values[i] = int(values[i])
+        values[_EXTRA_COLUMN] = orjson.dumps(rec.extra).decode() if rec.extra else None
+    if bools_as_int:
+        for i in _BOOL_COLUMNS:
+            values[i] = int(values[i])
     return tuple(values)
 
 

@@ -98,7 +98,8 @@ def build_report(ledger: Ledger, day: str, catalog: Catalog | None = None) -> Re
 def format_report(rep: Report) -> str:
     lines = [
         f"tiergate report for {rep.day}",
-        f"  requests served: {rep.requests}   failed: {rep.failed_requests}   failed attempts (retried or fell over): {rep.failed_attempts}",
+        f"  requests served: {rep.requests}   failed: {rep.failed_requests}   "
+        f"failed attempts (retried or fell over): {rep.failed_attempts}",
         f"  tokens in/out: {rep.prompt_tokens}/{rep.completion_tokens}",
         f"  cost: ${rep.cost_usd:.6f}   served locally: {rep.local_share:.0%}",
     ]
@@ -116,6 +117,7 @@ def format_report(rep: Report) -> str:
         lines.append(f"  by {title}:")
         for k, g in sorted(groups.items(), key=lambda kv: -kv[1].requests):
             lines.append(
-                f"    {k:<28} {g.requests:>6} req  {g.prompt_tokens:>8} in  {g.completion_tokens:>8} out  ${g.cost_usd:.6f}"
+                f"    {k:<28} {g.requests:>6} req  {g.prompt_tokens:>8} in  "
+                f"{g.completion_tokens:>8} out  ${g.cost_usd:.6f}"
             )
     return "\n".join(lines)

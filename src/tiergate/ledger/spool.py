@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -115,7 +115,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         tmp = self.directory / f".tmp-{name}"
-        f = open(tmp, "ab")  # noqa: SIM115 - held open (and locked) until sealed
+        f = open(tmp, "ab")  # held open (and locked) until sealed
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         tmp.rename(self.directory / name)
         _fsync_dir(self.directory)
@@ -131,10 +131,10 @@ class Spool:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):  # type: ignore[no-untyped-def]
+def _locked(path: Path) -> Iterator[BinaryIO | None]:
     """The file opened and locked, or None when another process holds it (or it is gone)."""
     try:
-        f = open(path, "rb")  # noqa: SIM115
+        f = open(path, "rb")
     except FileNotFoundError:
         yield None
         return

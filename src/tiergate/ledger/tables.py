@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from tiergate.core.errors import DuplicateName
 from tiergate.ledger.records import KEY_PREFIX, SESSION_COLUMNS, KeyRecord, hash_key
 
-Row = Mapping[str, Any]
+
+class Row(Protocol):
+    """A result row read by column name: a ``dict`` from psycopg's ``dict_row``, a ``sqlite3.Row`` (not a Mapping)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
 Step = tuple[str, tuple[Any, ...]]
 
 _BUMP_KEYS = ("UPDATE meta SET value = value + 1 WHERE key = 'keys_version'", ())

@@ -87,8 +87,9 @@ class BatchWriter(Generic[T]):
             while not stop:
                 try:
                     first = self._queue.get(timeout=self._idle_s)
-                except queue.Empty:
-                    self._idle()  # type: ignore[misc]
+                except queue.Empty:  # only with a timeout, i.e. with an idle callback
+                    if self._idle is not None:
+                        self._idle()
                     continue
                 batch = [] if first is None else [first]
                 stop = first is None

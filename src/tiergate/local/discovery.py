@@ -60,7 +60,7 @@ async def _probe(
             if r.status != 200:
                 return None
             body = await r.json(content_type=None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError):
+    except (TimeoutError, aiohttp.ClientError, ValueError, OSError):
         return None  # nothing listening (the normal case), or not an OpenAI-style server
     models = parse_models_body(body)
     return None if models is None else DiscoveredRuntime(kind, base_url, models)

@@ -78,7 +78,10 @@ def read_gguf_shape(path: Path) -> GgufShape | None:
     kv = field("attention.head_count_kv")
     if kv is None:
         kv = heads
-    if not all(isinstance(v, int) and v > 0 for v in (block, embd, heads)):
+    if (
+        not (isinstance(block, int) and isinstance(embd, int) and isinstance(heads, int))
+        or min(block, embd, heads) <= 0
+    ):
         return None
     if isinstance(kv, list):
         kv = tuple(int(x) for x in kv)
@@ -89,7 +92,7 @@ def read_gguf_shape(path: Path) -> GgufShape | None:
         block,
         embd,
         heads,
-        kv,  # type: ignore[arg-type]
+        kv,
         key_len if isinstance(key_len, int) else None,
         val_len if isinstance(val_len, int) else None,
     )

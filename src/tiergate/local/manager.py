@@ -343,7 +343,7 @@ class LocalModelManager:
             await proc.start(timeout_s=self.cfg.load_timeout_s)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 -- any start failure is reported as the model's state
+        except Exception as exc:  # any start failure is reported as the model's state
             slot.proc = None
             with contextlib.suppress(Exception):
                 await proc.stop(grace_s=1.0)

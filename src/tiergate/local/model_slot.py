@@ -17,13 +17,16 @@ BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
 
 def backoff_s(failures: int) -> float:
     """Seconds before retrying after ``failures`` consecutive failed loads or crashes."""
-    return min(BACKOFF_START_S * 2 ** max(failures - 1, 0), BACKOFF_MAX_S)
+    # the exponent is bounded: requests keep retrying a broken model, and 2**1024 does not fit a float
+    doublings = min(max(failures - 1, 0), 32)
+    return min(BACKOFF_START_S * 2.0**doublings, BACKOFF_MAX_S)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_free(port: int) -> bool:

@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 
@@ -122,9 +123,7 @@ class LlamaCppProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SRC_ROOT), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%H:%M:%S')} spawn: {' '.join(self._argv())}\n".encode())
-            log.flush()
+        with await asyncio.to_thread(self._open_log) as log:  # file I/O off the event loop
             self._proc = await asyncio.create_subprocess_exec(
                 *self._argv(),
                 stdin=asyncio.subprocess.PIPE,
@@ -136,7 +135,7 @@ class LlamaCppProcess:
         proc = self._proc
         try:
             port = await asyncio.wait_for(self._read_ready(proc), timeout_s)
-        except (asyncio.TimeoutError, EngineStartError) as exc:
+        except (TimeoutError, EngineStartError) as exc:
             await self._kill(proc, grace_s=1.0)
             why = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
             self.last_error = f"llama.cpp server ({self.gguf.name}) failed to start: {why}"
@@ -147,6 +146,17 @@ class LlamaCppProcess:
         self._started_at = time.monotonic()
         # Nothing more is expected on stdout, but never let a full pipe block the child.
         self._drain_task = asyncio.create_task(self._drain(proc))
+
+    def _open_log(self) -> BinaryIO:
+        """The log, opened for the child's stderr, with a line marking this spawn."""
+        log = open(self.log_path, "ab")  # closed by _spawn's with-block
+        try:
+            log.write(f"--- {time.strftime('%H:%M:%S')} spawn: {' '.join(self._argv())}\n".encode())
+            log.flush()
+        except BaseException:
+            log.close()
+            raise
+        return log
 
     async def _read_ready(self, proc: asyncio.subprocess.Process) -> int:
         assert proc.stdout is not None
@@ -177,7 +187,7 @@ class LlamaCppProcess:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
                 async with s.get(f"http://{host}:{port}/health") as r:
                     return r.status == 200 and (await r.json(content_type=None)).get("status") == "ok"
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError):
+        except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError):
             return False
 
     async def _supervise(self) -> None:
@@ -225,7 +235,7 @@ class LlamaCppProcess:
                 proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 from tiergate.observability.request_metrics import RequestMetrics
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -13,7 +18,7 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         r = self.registry
         # requests, latency, time to first token, overhead, tokens and cost: written per request, so kept
         # without prometheus_client's locks (tiergate.observability.request_metrics)
@@ -58,13 +63,13 @@ class Metrics:
             "tiergate_ledger_pending_records", "Usage records queued for the ledger", registry=r
         )
 
-    def child(self, metric, *labels: str):  # type: ignore[no-untyped-def]
+    def child(self, metric: M, *labels: str) -> M:
         """``metric.labels(*labels)``, memoised: the per-request path skips prometheus's validation and lock."""
         key = (id(metric), labels)
         c = self._children.get(key)
         if c is None:
             c = self._children[key] = metric.labels(*labels)
-        return c
+        return cast(M, c)  # memoised under this metric's id: a child of the same type
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,11 +11,13 @@ collector renders them with the same names, labels and buckets.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+_go_float: Callable[[float], str] = floatToGoString  # unannotated in prometheus_client; "+Inf", "0.5", "1.0"
 
 
 class Buckets:
@@ -32,10 +34,11 @@ class Buckets:
         self.total += value
 
     def cumulative(self, bounds: Sequence[float]) -> list[tuple[str, float]]:
-        out, running = [], 0
-        for bound, n in zip((*bounds, float("inf")), list(self.counts)):
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip((*bounds, float("inf")), list(self.counts), strict=True):
             running += n
-            out.append((floatToGoString(bound), running))
+            out.append((_go_float(bound), running))
         return out
 
 
@@ -104,8 +107,8 @@ class RequestMetrics(Collector):
         tokens = CounterMetricFamily(
             "tiergate_tokens", "Tokens, by deployment and direction", labels=["deployment", "direction"]
         )
-        for labels, n in dict(self.tokens).items():
-            tokens.add_metric(list(labels), n)
+        for direction_labels, n in dict(self.tokens).items():
+            tokens.add_metric(list(direction_labels), n)
         yield tokens
         cost = CounterMetricFamily("tiergate_cost_usd", "Spend in USD, by deployment", labels=["deployment"])
         for deployment, usd in dict(self.cost).items():

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tiergate.adapters.base import Adapter
+from tiergate.adapters.base import Adapter, UpstreamReply, UpstreamStream
 from tiergate.config.schema import RoutingConfig
 from tiergate.core.catalog import Catalog, Deployment
 from tiergate.core.errors import (
@@ -195,7 +195,11 @@ class Executor:
             outcome = await self._attempts(ctx, d, candidate, adapter, body)
         finally:
             if outcome is not None and outcome.stream is not None:
-                ctx.cleanups.append(lambda: hold.__aexit__(None, None, None))
+
+                async def release() -> None:
+                    await hold.__aexit__(None, None, None)
+
+                ctx.cleanups.append(release)
             else:
                 await hold.__aexit__(None, None, None)
         return outcome
@@ -247,7 +251,7 @@ class Executor:
         r = self.routing
         if not err.retryable or attempt >= r.num_retries:
             return None
-        delay = r.retry_backoff_s * (2**attempt)
+        delay: float = r.retry_backoff_s * (2**attempt)
         if err.retry_after is not None:
             if err.retry_after > r.max_retry_after_s:
                 return None
@@ -285,7 +289,15 @@ class Executor:
             )
         )
 
-    def _outcome(self, ctx: CallContext, d: Deployment, c: Candidate, *, reply=None, stream=None) -> Outcome:
+    def _outcome(
+        self,
+        ctx: CallContext,
+        d: Deployment,
+        c: Candidate,
+        *,
+        reply: UpstreamReply | None = None,
+        stream: UpstreamStream | None = None,
+    ) -> Outcome:
         if d.name in self._shown_open:  # the gauge changes only when a breaker does, not per request
             self._shown_open.discard(d.name)
             self.metrics.child(self.metrics.breaker_open, d.name).set(0)

@@ -17,8 +17,8 @@ Order of candidates:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
 
 from tiergate.core.catalog import Catalog, Deployment
 from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate

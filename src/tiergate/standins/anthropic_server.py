@@ -16,6 +16,7 @@ from aiohttp import web
 from .faults import (
     ApiError,
     EventStream,
+    Handler,
     approx_tokens,
     install_control,
     json_response,
@@ -81,7 +82,7 @@ def build_anthropic_standin(
 
 
 @web.middleware
-async def _request_id_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One id per request, used by both the header and error bodies."""
     request[_REQUEST_ID] = new_id("req_011", 21)
     resp = await handler(request)

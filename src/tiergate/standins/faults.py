@@ -211,10 +211,10 @@ async def _control_middleware(request: web.Request, handler: Handler) -> web.Str
             await asyncio.sleep(fault.delay_s)
             return await handler(request)
         request[_CUT_AFTER] = fault.after_chunks
-        resp = await handler(request)
-        if isinstance(resp, web.Response) and not resp.prepared:
-            return await _truncate(request, resp)  # a non-streaming reply, cut mid-body
-        return resp
+        answer = await handler(request)
+        if isinstance(answer, web.Response) and not answer.prepared:
+            return await _truncate(request, answer)  # a non-streaming reply, cut mid-body
+        return answer
     except ApiError as err:
         return state.error_response(err.status, err.message, code=err.code, param=err.param)
     except _StreamCut as cut:
@@ -361,8 +361,9 @@ def text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(text_of(part) for part in content)
     if isinstance(content, dict):
-        if isinstance(content.get("text"), str):
-            return content["text"]
+        text = content.get("text")
+        if isinstance(text, str):
+            return text
         if "content" in content:
             return text_of(content["content"])
         if "input" in content:
@@ -386,8 +387,9 @@ def tool_arguments(schema: Any) -> dict[str, Any]:
         return {key: spec["enum"][0]}
     kind = spec.get("type")
     kind = kind[0] if isinstance(kind, list) and kind else kind
-    defaults = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
-    return {key: defaults.get(kind, "Paris")}
+    defaults: dict[str, Any] = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
+    # a malformed schema ("type": [] or an object) gets the string default, not a TypeError (a 500)
+    return {key: defaults.get(kind, "Paris") if isinstance(kind, str) else "Paris"}
 
 
 def split_text(text: str, pieces: int) -> list[str]:

@@ -127,7 +127,7 @@ async def _body(request: web.Request, cfg: _Config) -> dict[str, Any]:
 
 def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     """The function to call, or None for a text answer (see module rules)."""
-    tools = [
+    tools: list[dict[str, Any]] = [
         t["function"]
         for t in body.get("tools") or []
         if isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
@@ -198,15 +198,11 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     fn = _pick_tool(body)
 
     if fn is not None:
-        call = {
-            "id": new_id("call_"),
-            "type": "function",
-            "function": {
-                "name": fn.get("name"),
-                "arguments": orjson.dumps(tool_arguments(fn.get("parameters"))).decode(),
-            },
-        }
-        completion = approx_tokens(call["function"]["name"] + call["function"]["arguments"])
+        name = fn.get("name")
+        arguments = orjson.dumps(tool_arguments(fn.get("parameters"))).decode()
+        call = {"id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": arguments}}
+        # a function without a string name still gets its call (adding None to a str was a 500)
+        completion = approx_tokens((name if isinstance(name, str) else "") + arguments)
         message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
         finish = "tool_calls"
     else:

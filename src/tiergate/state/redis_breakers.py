@@ -198,7 +198,7 @@ class RedisBreakers:
             pipe.hmget(self._bkey(name), "failures", "opened_at", "probe_at", "error")
         rows = await self.conn.io("breaker refresh", pipe.execute()) if names else []
         fresh: dict[str, br.BreakerState] = {}
-        for name, (failures, opened_at, probe_at, error) in zip(names, rows):
+        for name, (failures, opened_at, probe_at, error) in zip(names, rows, strict=True):
             if failures is None:  # expired: drop it from the index unless a replica just wrote it again
                 await self.conn.run("breaker_unindex", "breaker refresh", [self._bkey(name), self._bindex], [name])
                 continue

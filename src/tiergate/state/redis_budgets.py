@@ -44,7 +44,8 @@ for i = 1, #KEYS do
   local c = redis.call('HMGET', KEYS[i], 'spent', 'reserved', 'calls')
   local spent, reserved, calls = tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0')
   local amount, limit, max_calls = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
-  if (max_calls >= 0 and calls + 1 > max_calls) or (limit >= 0 and amount > 0 and spent + reserved + amount > limit) then
+  if (max_calls >= 0 and calls + 1 > max_calls)
+      or (limit >= 0 and amount > 0 and spent + reserved + amount > limit) then
     return {i, spent, reserved, calls}
   end
 end
