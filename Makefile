@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Parallel test workers; the suite is mostly I/O-bound waits on local servers.
 TEST_WORKERS ?= 4
 
-.PHONY: venv test demo unit clean
+.PHONY: venv lint test demo unit clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: venv
+# Lint, format and type check first: the run fails on their errors (config in pyproject.toml).
+lint: venv
+	$(PY) -m ruff check src tests bench scripts
+	$(PY) -m ruff format --check src tests bench scripts
+	$(PY) -m mypy
+
+test: venv lint
 	# HAProxy fronts the scale-out test's replicas; without it that test skips locally and fails under CI=true.
 	scripts/debian-packages.sh haproxy=haproxy || echo "warning: haproxy is missing and could not be installed"
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
