@@ -138,7 +138,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         if config.state:
             from tiergate.state.redis_state import RedisState
 
-            redis_state = RedisState(config.state, prefix=config.state_prefix)
+            redis_state = RedisState(config.state, prefix=config.state_prefix, timeout_s=config.state_timeout_s)
             await redis_state.start()  # unreachable Redis at start: refuse to start with a clear error
             state = GuardedState(redis_state, outages)  # later outages: explicit per-concern modes
         else:

@@ -25,7 +25,9 @@ class Traffic:
 
     def __init__(self, client: openai.OpenAI, model: str = "auto", task: str = "coding") -> None:
         self.client, self.model, self.task = client, model, task
-        self.results: list[tuple[float, str]] = []  # (time, deployment or "error <status>")
+        # (when the request was sent, deployment or "error <status>"): a request sent before an outage
+        # began but answered after it is not one made during it
+        self.results: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -39,13 +41,14 @@ class Traffic:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            sent = time.monotonic()
             try:
                 raw = self.client.chat.completions.with_raw_response.create(
                     model=self.model, messages=MSG, max_tokens=10, extra_headers={"X-Tiergate-Task": self.task}
                 )
-                self.results.append((time.monotonic(), raw.headers["x-tiergate-deployment"]))
+                self.results.append((sent, raw.headers["x-tiergate-deployment"]))
             except openai.APIStatusError as exc:
-                self.results.append((time.monotonic(), f"error {exc.status_code}"))
+                self.results.append((sent, f"error {exc.status_code}"))
             time.sleep(0.02)
 
     def since(self, t: float) -> list[str]:

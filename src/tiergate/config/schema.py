@@ -118,6 +118,9 @@ class TiergateConfig(_Model):
     local_models: LocalModelsConfig | None = None
     state: str | None = Field(None, description="redis://HOST:PORT/DB: state shared by workers and replicas")
     state_prefix: str = Field("tiergate:", min_length=1, description="key prefix in the shared state")
+    state_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="per-call deadline for the shared state; a loaded host needs more than 1 s"
+    )
     on_outage: OutageConfig = Field(default_factory=OutageConfig)
 
     @field_validator("state")

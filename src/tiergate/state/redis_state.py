@@ -45,7 +45,7 @@ class RedisState:
         *,
         prefix: str = "tiergate:",
         refresh_s: float = 0.2,
-        timeout_s: float = 1.0,
+        timeout_s: float = 3.0,  # a 2-core host under load misses 1 s (seen in CI); config: state_timeout_s
         stale_after_s: float | None = None,
         max_connections: int = 64,
     ) -> None:
