@@ -71,14 +71,34 @@ def _describe(cfg: TiergateConfig) -> str:
 
 
 @app.command("check-config")
-def check_config(file: Path = typer.Argument(..., help="config file to validate")) -> None:
-    """Validate a config and print the resolved tiers and aliases."""
+def check_config(
+    file: Path = typer.Argument(..., help="config file to validate"),
+    strict: bool = typer.Option(False, "--strict", help="warnings fail the check too (exit 2)"),
+) -> None:
+    """Validate a config, list every problem at once, print the resolved tiers and aliases.
+
+    Exit 2 when an error (with --strict, also a warning) was found; warnings alone exit 0.
+    """
+    from tiergate.config.loading import check_config_dict, environment, read_config_file
+
     try:
-        cfg = load_config(file)
+        raw = read_config_file(file)
     except ConfigError as exc:
         _fail(str(exc))
-    typer.echo(f"{file}: ok")
+    cfg, problems = check_config_dict(raw, env=environment(), exists=Path.is_file)
+    errors = [f"error: {p}" for p in problems if not p.warning]
+    warnings = [f"warning: {p}" for p in problems if p.warning]
+    for line in (*errors, *warnings):
+        typer.echo(f"  {line}", err=True)
+    if errors or (strict and warnings):
+        _fail(f"{file}: {_count(len(errors), 'error')}" + (f", {_count(len(warnings), 'warning')}" if warnings else ""))
+    assert cfg is not None
+    typer.echo(f"{file}: ok" + (f" ({_count(len(warnings), 'warning')})" if warnings else ""))
     typer.echo(_describe(cfg))
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 @app.command()

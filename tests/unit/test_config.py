@@ -43,11 +43,11 @@ def err(raw, env=None) -> str:
         ),
         (
             {**BASE, "deployments": [{"name": "a", "provider": "box", "model": "m", "tier": 12}]},
-            ["deployments.0.tier", "less than or equal to 9"],
+            ["deployments[0].tier", "less than or equal to 9"],
         ),
         (
             {**BASE, "deployments": [{"name": "a", "provider": "box", "model": "m", "tiers": 1}]},
-            ["deployments.0.tiers", "unknown field", "allowed fields:", "tier"],
+            ["deployments[0].tiers", "unknown field", "allowed fields:", "tier"],
         ),
         ({**BASE, "serverz": {}}, ["serverz", "unknown field", "allowed fields:", "providers"]),
         ({**BASE, "aliases": {"fast": ["ghost"]}}, ["aliases.fast", "unknown deployment 'ghost'", "local-8b"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import time
+from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -14,6 +15,7 @@ from tiergate.api.auth import MASTER
 from tiergate.api.common import JSON, read_json_object
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
+from tiergate.config.checks import missing_model_files
 from tiergate.core.errors import BadRequest, Forbidden, StateUnavailable
 from tiergate.guardrails.budgets import EMERGENCY_FLAG, LATCH
 
@@ -22,6 +24,11 @@ async def health(request: web.Request) -> web.Response:
     """Liveness plus what an operator needs at a glance; reveals no secrets."""
     gw = request.app[GATEWAY]
     breakers = gw.state.breaker_snapshot(now=time.time(), cooldown_s=gw.config.routing.breaker_cooldown_s)
+    gone = missing_model_files(gw.config, Path.is_file)  # a model whose file is missing never loads
+    down = {
+        n: f"missing file: {gone[d.local_model]}" for n, d in gw.catalog.deployments.items() if d.local_model in gone
+    }
+    down.update(breakers)
     try:
         budgets: list[dict[str, object]] | str = await budget_status(gw)
     except StateUnavailable as exc:  # /health must answer during an outage: it is how operators see it
@@ -33,7 +40,7 @@ async def health(request: web.Request) -> web.Response:
         "budget_updates_to_reconcile": gw.budgets.pending_reconcile,
         "uptime_s": round(time.time() - gw.started_at, 1),
         "deployments": {
-            name: {"tier": d.tier, "local": d.local, "available": name not in breakers, "note": breakers.get(name)}
+            name: {"tier": d.tier, "local": d.local, "available": name not in down, "note": down.get(name)}
             for name, d in gw.catalog.deployments.items()
         },
         "ledger_pending": gw.ledger.pending(),

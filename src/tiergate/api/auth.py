@@ -45,7 +45,7 @@ def identity_from_headers(key_name: str, key_agent: str | None, headers: Mapping
         key_name=key_name,
         agent=agent,
         session=session,
-        task=headers.get("X-Tiergate-Task") or None,
+        task=(headers.get("X-Tiergate-Task") or "").strip().lower() or None,  # config task names are lower-case
         local_only=privacy == "local-only",
     )
 

@@ -24,7 +24,11 @@ StreamErrorEvent = Callable[[str], bytes]  # an in-band error event in the clien
 
 
 def _headers(answer: Answer) -> dict[str, str]:
-    return {k: header_value(v) for k, v in answer.route_headers().items()}
+    headers = {k: header_value(v) for k, v in answer.route_headers().items()}
+    plan = answer.ctx.plan
+    if plan is not None and plan.warning:  # e.g. an unknown task, routed as tier>=0
+        headers["X-Tiergate-Warning"] = header_value(plan.warning)
+    return headers
 
 
 async def plain_response(answer: Answer) -> web.Response:

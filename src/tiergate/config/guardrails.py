@@ -117,7 +117,9 @@ def _distinct_limits(limits: list[LimitConfig]) -> list[LimitConfig]:
     ids = [lim.id for lim in limits]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise ValueError(f"two limits share scope and match {dupes}; put rpm, tpm and max_concurrent on one line")
+        raise ValueError(
+            f"two limits share scope and match {', '.join(dupes)}; put rpm, tpm and max_concurrent on one line"
+        )
     return limits
 
 

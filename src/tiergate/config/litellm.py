@@ -65,7 +65,7 @@ def translate_litellm(raw: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(
             f"{sorted(unknown)[0]}: unknown top-level key in a LiteLLM config; "
-            f"allowed: {sorted(LITELLM_KEYS | TIERGATE_EXTRAS)}"
+            f"allowed: {', '.join(sorted(LITELLM_KEYS | TIERGATE_EXTRAS))}"
         )
     providers: dict[str, dict[str, Any]] = {}
     deployments: list[dict[str, Any]] = []

@@ -9,6 +9,7 @@ and resolved here, once, into ``SecretStr`` so they never reach a log line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -154,59 +155,75 @@ class TiergateConfig(_Model):
     @field_validator("tasks")
     @classmethod
     def _task_tiers(cls, v: dict[str, int]) -> dict[str, int]:
+        """Task names ignore case (X-Tiergate-Task: CODING is coding), so they are kept lower-case."""
+        out: dict[str, int] = {}
         for task, tier in v.items():
             if not 0 <= tier <= 9:
                 raise ValueError(f"task {task!r}: tier must be 0..9, got {tier}")
-        return v
+            if task.lower() in out:
+                raise ValueError(f"task {task!r}: given twice (task names ignore case)")
+            out[task.lower()] = tier
+        return out
 
     @model_validator(mode="after")
     def _references(self) -> TiergateConfig:
+        """Every name must point at something; all that do not are reported at once, one per line."""
+        problems = self._reference_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _reference_problems(self) -> list[str]:
+        out = []
         names = [d.name for d in self.deployments]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"deployments: duplicate names {dupes}")
+            out.append(f"deployments: duplicate names {', '.join(dupes)}")
         local_names = [m.name for m in self.local_models.models] if self.local_models else []
         for i, d in enumerate(self.deployments):
             if d.local_model is not None:
                 if d.local_model not in local_names:
-                    raise ValueError(
+                    out.append(
                         f"deployments[{i}].local_model: unknown local model {d.local_model!r}; "
-                        f"allowed: {local_names} (local_models.models[].name)"
+                        f"allowed: {_listed(local_names)} (local_models.models[].name)"
                     )
                 if d.provider is not None:
-                    raise ValueError(f"deployments[{i}]: give either provider or local_model, not both")
-                continue
-            if d.provider is None or d.model is None:
-                raise ValueError(f"deployments[{i}]: provider and model are required (or local_model)")
-            if d.provider not in self.providers:
-                raise ValueError(
-                    f"deployments[{i}].provider: unknown provider {d.provider!r}; allowed: {sorted(self.providers)}"
+                    out.append(f"deployments[{i}]: give either provider or local_model, not both")
+            elif d.provider is None or d.model is None:
+                out.append(f"deployments[{i}]: provider and model are required (or local_model)")
+            elif d.provider not in self.providers:
+                out.append(
+                    f"deployments[{i}].provider: unknown provider {d.provider!r}; allowed: {_listed(self.providers)}"
                 )
         known = set(names)
         for alias, targets in self.aliases.items():
             if alias in known:
-                raise ValueError(f"aliases.{alias}: clashes with a deployment of the same name")
-            for t in targets:
-                if t not in known:
-                    raise ValueError(f"aliases.{alias}: unknown deployment {t!r}; allowed: {sorted(known)}")
+                out.append(f"aliases.{alias}: clashes with a deployment of the same name")
+            if not targets:
+                out.append(f"aliases.{alias}: names no deployment, so a request for it could only fail")
+            out += [
+                f"aliases.{alias}: unknown deployment {t!r}; allowed: {_listed(known)}"
+                for t in targets
+                if t not in known
+            ]
         targets_ok = known | set(self.aliases)
         ids = [b.id for b in self.budgets]
         if len(ids) != len(set(ids)):
-            raise ValueError(
-                f"budgets: two budgets share an id {sorted(i for i in ids if ids.count(i) > 1)}; give one a name"
+            out.append(
+                f"budgets: two budgets share an id {_listed(i for i in ids if ids.count(i) > 1)}; give one a name"
             )
         for pattern, target in self.model_map.items():
             if target not in targets_ok and target != "auto" and not target.startswith("task/"):
-                raise ValueError(
-                    f"model_map.{pattern}: unknown target {target!r}; allowed: auto, task/<type>, {sorted(targets_ok)}"
+                out.append(
+                    f"model_map.{pattern}: unknown target {target!r}; allowed: auto, task/<type>, {_listed(targets_ok)}"
                 )
         for src, dsts in self.routing.fallbacks.items():
-            for t in [src, *dsts]:
-                if t not in targets_ok:
-                    raise ValueError(
-                        f"routing.fallbacks.{src}: unknown deployment or alias {t!r}; allowed: {sorted(targets_ok)}"
-                    )
-        return self
+            out += [
+                f"routing.fallbacks.{src}: unknown deployment or alias {t!r}; allowed: {_listed(targets_ok)}"
+                for t in [src, *dsts]
+                if t not in targets_ok
+            ]
+        return out
 
     @property
     def ledger_url(self) -> str:
@@ -227,6 +244,11 @@ class TiergateConfig(_Model):
     @property
     def ledger_spool_dir(self) -> Path:
         return self.ledger_spool.expanduser() if self.ledger_spool else default_data_dir() / "spool"
+
+
+def _listed(names: Iterable[str]) -> str:
+    """``a, b, c`` (sorted, without duplicates) for a message; never a Python list."""
+    return ", ".join(sorted(set(names))) or "none"
 
 
 def masked_url(url: str) -> str:

@@ -64,6 +64,20 @@ class Catalog:
         return out
 
     def model_names(self) -> list[str]:
-        """What GET /v1/models lists: auto, task routes, aliases, then deployments."""
-        names = ["auto", *(f"task/{t}" for t in self.tasks), *self.aliases, *self.deployments]
-        return list(dict.fromkeys(names))
+        """What GET /v1/models lists: auto, task routes, aliases, then deployments.
+
+        Only names that can be served: a task whose minimum tier no deployment reaches would only 503.
+        """
+        top = max((d.tier for d in self.deployments.values()), default=-1)
+        tasks = (f"task/{t}" for t, tier in self.tasks.items() if tier <= top)
+        return list(dict.fromkeys(["auto", *tasks, *self.aliases, *self.deployments]))
+
+    def task_warning(self, model: str, task: str | None) -> str | None:
+        """What to tell a client that named a task the config does not define (a typo must not pass silently)."""
+        if model.startswith("task/"):
+            task = model[len("task/") :].lower()
+        if task is None or task in self.tasks:
+            return None
+        known = ", ".join(self.tasks) or "none"
+        routed = "; routed as tier>=0" if model.strip() in ("", "auto") or model.startswith("task/") else ""
+        return f"unknown task {task!r}; known: {known}{routed}"

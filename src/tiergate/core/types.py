@@ -86,6 +86,7 @@ class RoutePlan:
     summary: str
     candidates: tuple[Candidate, ...]
     skipped: tuple[Skipped, ...] = ()
+    warning: str | None = None  # for the client, in X-Tiergate-Warning (an unknown task)
 
 
 @dataclass(slots=True)

@@ -2,6 +2,9 @@
 
 Local runtimes found on their standard ports become tier 0; each cloud key
 variable adds that vendor's usual cheap and strong models at list prices.
+Only what can be served is offered: a default task whose minimum tier no
+discovered deployment reaches is left out (an unknown task routes as tier>=0,
+with a warning), instead of listing task/coding in /v1/models and answering 503.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tiergate.config.checks import unreachable_tasks
 from tiergate.config.loading import config_from_dict, environment
 from tiergate.config.schema import TiergateConfig
 from tiergate.local.discovery import DiscoveredRuntime, discover_local_runtimes
@@ -91,7 +95,9 @@ def build_raw_config(runtimes: list[DiscoveredRuntime], env: Mapping[str, str]) 
         cheap = [d["name"] for d in cloud if d["tier"] < top]
         if cheap:
             aliases["cloud/cheap"] = cheap
-    return {"providers": providers, "deployments": deployments, "aliases": aliases, "tasks": dict(DEFAULT_TASKS)}
+    out_of_reach = unreachable_tasks(DEFAULT_TASKS, (d["tier"] for d in deployments))
+    tasks = {t: tier for t, tier in DEFAULT_TASKS.items() if t not in out_of_reach}
+    return {"providers": providers, "deployments": deployments, "aliases": aliases, "tasks": tasks}
 
 
 async def discover_config() -> tuple[TiergateConfig, str]:
@@ -109,4 +115,7 @@ async def discover_config() -> tuple[TiergateConfig, str]:
     )
     if not cfg.deployments:
         summary += "\nnothing to route to: start a local runtime or set a provider key, or write tiergate.yaml"
+    elif left_out := unreachable_tasks(DEFAULT_TASKS, (d.tier for d in cfg.deployments)):
+        needs = ", ".join(f"{t} (tier>={tier})" for t, tier in left_out.items())
+        summary += f"; tasks left out, no deployment reaches their tier: {needs}"
     return cfg, summary

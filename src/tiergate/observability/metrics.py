@@ -59,6 +59,11 @@ class Metrics:
             "Requests admitted without a limit check: shared state unreachable and on_outage.limits is fail_open",
             registry=r,
         )
+        self.unknown_tasks = Counter(
+            "tiergate_unknown_tasks",
+            "Requests naming a task the config does not define (routed as tier>=0, told in X-Tiergate-Warning)",
+            registry=r,
+        )
         self.ledger_pending = Gauge(
             "tiergate_ledger_pending_records", "Usage records queued for the ledger", registry=r
         )

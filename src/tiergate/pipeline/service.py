@@ -40,7 +40,7 @@ TASK_PREFIX = "task/"
 def effective_identity(ident: Identity, model: str) -> Identity:
     """A ``task/<type>`` model name sets the request's task, as X-Tiergate-Task would."""
     if model.startswith(TASK_PREFIX):
-        return dataclasses.replace(ident, task=model[len(TASK_PREFIX) :])
+        return dataclasses.replace(ident, task=model[len(TASK_PREFIX) :].lower())
     return ident
 
 
@@ -129,6 +129,8 @@ class RequestPipeline:
                 if constraints.rejecting_blocks:
                     raise BudgetExceeded(exc.message) from None
                 raise
+            if plan.warning is not None:  # an unknown task: the client also gets X-Tiergate-Warning
+                self.metrics.unknown_tasks.inc()
             try:
                 outcome = await self.executor.run(ctx, plan, body)
             except AllCandidatesFailed:

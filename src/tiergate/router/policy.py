@@ -72,7 +72,7 @@ def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, s
     task = f.task
     if model in AUTO_NAMES or model.startswith(TASK_PREFIX):
         if model.startswith(TASK_PREFIX):
-            task = model[len(TASK_PREFIX) :]
+            task = model[len(TASK_PREFIX) :].lower()
         if task and task in cat.tasks:
             min_tier, why = cat.tasks[task], f"task={task} needs tier>={cat.tasks[task]}"
         else:
@@ -221,7 +221,13 @@ def _filtered(
         if features.local_only:
             raise NoCandidate(f"X-Tiergate-Privacy: local-only and no local deployment is available ({detail})")
         raise NoCandidate(f"no deployment available for {features.model!r} ({detail})")
-    return RoutePlan(target=features.model, summary=summary, candidates=tuple(candidates), skipped=tuple(skipped))
+    return RoutePlan(
+        target=features.model,
+        summary=summary,
+        candidates=tuple(candidates),
+        skipped=tuple(skipped),
+        warning=catalog.task_warning(features.model, features.task),
+    )
 
 
 def order_is_token_independent(catalog: Catalog) -> bool:

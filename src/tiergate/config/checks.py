@@ -1,0 +1,118 @@
+"""What a config that validates can still get wrong: the checks behind ``tiergate check-config``.
+
+The schema refuses what cannot be read (types, unknown fields, dangling
+names); these checks find what reads fine but cannot work: a task whose
+minimum tier no deployment reaches answers 503, a missing model file never
+loads, a gateway without keys is open to anyone who can reach it. Pure: a
+config in, problems out; the one fact from outside, whether a file exists,
+is passed in, so ``check-config``, zero-config and ``/health`` agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tiergate.config.schema import TiergateConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding: where (``deployments[0].provider``; empty for the whole file), what, how bad."""
+
+    path: str
+    message: str
+    warning: bool = False  # listed, but check-config still exits 0 unless --strict
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def field_path(loc: Iterable[Any]) -> str:
+    """``("deployments", 0, "provider")`` -> ``deployments[0].provider``: the one path style of every message."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def unreachable_tasks(tasks: Mapping[str, int], tiers: Iterable[int]) -> dict[str, int]:
+    """Tasks whose minimum tier is above every deployment's tier: routing them can only fail."""
+    top = max(tiers, default=None)
+    return {t: tier for t, tier in tasks.items() if top is None or tier > top}
+
+
+def missing_model_files(cfg: TiergateConfig, exists: Callable[[Path], bool]) -> dict[str, Path]:
+    """Local model name -> its GGUF path, for every model tiergate should start whose file is not there."""
+    if cfg.local_models is None:
+        return {}
+    return {m.name: m.gguf for m in cfg.local_models.models if m.gguf is not None and not exists(m.gguf)}
+
+
+def file_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """What is wrong with the file as a whole, before any field is read."""
+    if not raw:
+        return [Problem("", "the config is empty: no providers or deployments, so every request would fail")]
+    return []
+
+
+def semantic_problems(cfg: TiergateConfig, *, exists: Callable[[Path], bool]) -> list[Problem]:
+    """Every problem of a valid config, errors first in file order, then warnings."""
+    return [*_routing(cfg), *_model_files(cfg, exists), *_auth(cfg)]
+
+
+def _routing(cfg: TiergateConfig) -> list[Problem]:
+    if not cfg.deployments:
+        return [Problem("deployments", "none configured: every request would get 503")]
+    tiers = [d.tier for d in cfg.deployments]
+    top = max(tiers)
+    strongest = ", ".join(d.name for d in cfg.deployments if d.tier == top)
+    return [
+        Problem(
+            f"tasks.{task}",
+            f"needs tier>={tier}, but the highest deployment tier is {top} ({strongest}): "
+            f"task/{task} and X-Tiergate-Task: {task} would get 503",
+        )
+        for task, tier in unreachable_tasks(cfg.tasks, tiers).items()
+    ]
+
+
+def _model_files(cfg: TiergateConfig, exists: Callable[[Path], bool]) -> list[Problem]:
+    missing = missing_model_files(cfg, exists)
+    out = []
+    for i, m in enumerate(cfg.local_models.models if cfg.local_models else ()):
+        path = missing.get(m.name)
+        if path is None:
+            continue
+        users = [d.name for d in cfg.deployments if d.local_model == m.name]
+        where = "" if path.is_absolute() else " (a relative path is read from the directory serve runs in)"
+        served = f"; {', '.join(users)} cannot be served" if users else ""
+        out.append(Problem(f"local_models.models[{i}].gguf", f"file not found: {path}{where}{served}"))
+    return out
+
+
+def _auth(cfg: TiergateConfig) -> list[Problem]:
+    listen = f"{cfg.server.host}:{cfg.server.port}"
+    if not cfg.auth.required:
+        return [
+            Problem(
+                "auth.required",
+                f"false: anyone who can reach {listen} may call the gateway and spend its provider keys",
+                warning=True,
+            )
+        ]
+    if cfg.auth.master_key is None:
+        return [
+            Problem(
+                "auth.master_key",
+                "not set: serve starts only if the ledger already holds virtual keys (tiergate keys create); "
+                "set it to env:TIERGATE_MASTER_KEY",
+                warning=True,
+            )
+        ]
+    return []
