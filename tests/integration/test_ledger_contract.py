@@ -17,6 +17,7 @@ import pytest
 from procs import wait_until
 from tcp_cut import CuttableProxy
 from tiergate.core.errors import LedgerUnavailable
+from tiergate.core.sanitize import clean_id, clean_text
 from tiergate.core.types import UsageRecord
 from tiergate.ledger.base import Ledger, open_ledger
 from tiergate.ledger.records import LocalModelEvent, SessionRow, hash_key, pending
@@ -242,6 +243,86 @@ def test_a_record_written_twice_is_one_row(make):
     assert led.query("SELECT count(*) AS n FROM local_model_events")[0]["n"] == 1
 
 
+# ---------------------------------------------------------------------------- hostile data (issue 14)
+BAD = "\udcff"  # a header's non-UTF-8 byte as aiohttp hands it over: no UTF-8 encoder takes it
+
+
+def hostile(i: int) -> UsageRecord:
+    """Lone surrogates in every text field (and a NUL, and numbers no column holds)."""
+    return usage(i)._replace(
+        request_id=f"r{i}{BAD}",
+        key_name=f"k{BAD}",
+        agent=f"a{BAD}",
+        session=f"s{BAD}" * 200,  # and too long
+        task=f"t{BAD}",
+        requested_model=f"m{BAD}",
+        deployment=f"d{BAD}",
+        provider=f"p{BAD}",
+        reason=f"r{BAD}",
+        error=f"e{BAD}\x00",
+        extra={f"x{BAD}": f"y{BAD}"},
+        prompt_tokens=10**300,
+        cost_usd=float("nan"),
+    )
+
+
+def test_lone_surrogates_in_every_text_field_are_written_cleaned_and_later_records_too(make):
+    led = make()
+    led.start()
+    led.record(usage(1))
+    led.record(hostile(2))
+    led.record(SessionRow(f"s{BAD}", f"k{BAD}", f"a{BAD}", 1.0, 2.0, 10**30, 1, 1, float("inf"), 0.0, f"x{BAD}"))
+    led.record(LocalModelEvent(1.0, f"m{BAD}", "load", f"{{{BAD}}}"))
+    assert wait_until(lambda: led.written == 2, timeout=30), led.health()
+    for i in range(3, 6):  # every later record, from every client, still lands
+        led.record(usage(i))
+    assert wait_until(lambda: led.written == 5, timeout=30), led.health()
+    h = led.health()
+    assert h["ok"] and h["writer"]["alive"] and h["writer"]["failed_batches"] == 0 and h["writer"]["quarantined"] == 0
+    led.close()
+    led = make()
+    assert sorted(r["request_id"] for r in led.query("SELECT request_id FROM usage")) == [
+        "r1",
+        "r2\ufffd",
+        "r3",
+        "r4",
+        "r5",
+    ]
+    row = led.query("SELECT * FROM usage WHERE request_id = ?", ("r2\ufffd",))[0]
+    rec = hostile(2)
+    for column in ("key_name", "agent", "session", "task", "requested_model", "deployment", "provider"):
+        assert row[column] == clean_id(getattr(rec, column)), column
+    assert row["session"] == clean_id(rec.session) and len(row["session"]) == 256
+    assert (row["reason"], row["error"]) == ("r\ufffd", "e\ufffd\ufffd")
+    assert (row["prompt_tokens"], row["cost_usd"], row["extra"]) == (2**63 - 1, 0.0, '{"x\ufffd":"y\ufffd"}')
+    (session,) = led.sessions()
+    assert (session["session"], session["agent"], session["requests"]) == ("s\ufffd", "a\ufffd", 2**63 - 1)
+    assert session["killed_reason"] == clean_text(f"x{BAD}")
+    assert led.query("SELECT model FROM local_model_events")[0]["model"] == "m\ufffd"
+    assert led.query("SELECT count(*) AS n FROM quarantine")[0]["n"] == 0
+
+
+def test_an_unwritable_record_is_quarantined_with_its_reason_and_its_batch_is_written(make):
+    led = make()
+    led.start()
+    unwritable = usage(2)._replace(prompt_tokens="abc", session=f"s{BAD}")  # no cleaning can make this a number
+    for rec in (usage(1), unwritable, usage(3)):  # one batch (queued within the writer's 20 ms)
+        led.record(rec)
+    assert wait_until(lambda: led.written == 2, timeout=30), led.health()
+    led.record(usage(4))  # and the writer goes on
+    assert wait_until(lambda: led.written == 3, timeout=30), led.health()
+    h = led.health()
+    assert h["ok"] and h["writer"]["quarantined"] == 1 and h["quarantine"]["table"] == "quarantine"
+    led.close()
+    led = make()
+    assert sorted(r["request_id"] for r in led.query("SELECT request_id FROM usage")) == ["r1", "r3", "r4"]
+    (q,) = led.query("SELECT ts, record_id, kind, reason, record FROM quarantine")
+    assert q["kind"] == "usage" and q["reason"] == "TypeError: not an integer: str" and q["ts"] > 0
+    assert '"prompt_tokens": "abc"' in q["record"] and '"session": "s\\udcff"' in q["record"]  # as it was sent
+    led._write_batch([pending(unwritable)._replace(record_id=q["record_id"])])  # the same record again: one row
+    assert led.query("SELECT count(*) AS n FROM quarantine")[0]["n"] == 1
+
+
 # ---------------------------------------------------------------------------- PostgreSQL outages
 @pytest.fixture
 def proxy():
@@ -312,6 +393,34 @@ def test_spool_left_by_a_ledger_closed_during_an_outage_is_replayed_next_start(p
     rows = pg_schema.rows("SELECT request_id FROM usage")
     assert sorted(r["request_id"] for r in rows) == sorted(f"r{i}" for i in range(102))
     assert pg_schema.rows("SELECT requests FROM sessions") == [{"requests": 100}]
+
+
+def test_the_spool_takes_hostile_records_through_an_outage_and_a_stop_and_replays_them(proxy, pg_schema, tmp_path):
+    spool = tmp_path / "spool"
+    first = postgres_via(proxy, pg_schema, spool)
+    first.start()
+    first.record(usage(0))
+    assert wait_until(lambda: first.written == 1, timeout=20)
+    proxy.cut()
+    first.record(hostile(1))  # orjson alone refuses it ("str is not valid UTF-8"): the spool failed on it
+    first.record(usage(2)._replace(prompt_tokens="abc"))  # spools as it is; the database refuses it at replay
+    first.record(usage(3))
+    assert wait_until(lambda: first.health()["spooled"] == 3, timeout=20), first.health()
+    first.record(hostile(4))
+    first.record(SessionRow(f"s{BAD}", "k", None, 1.0, 2.0, 10**30, 1, 1, 0.5, 0.0, None))
+    first.close()  # SIGTERM while the database is down: the rest goes to the spool too
+    assert first.health()["spooled"] == 5 and not list(tmp_path.glob("*.quarantine.jsonl"))
+    proxy.restore()
+    second = postgres_via(proxy, pg_schema, spool)
+    second.start()  # replays before its writer starts
+    assert second.health()["spooled"] == 0, second.health()
+    second.close()
+    rows = {r["request_id"]: r for r in pg_schema.rows("SELECT request_id, session, prompt_tokens FROM usage")}
+    assert sorted(rows) == ["r0", "r1\ufffd", "r3", "r4\ufffd"]
+    assert rows["r1\ufffd"]["session"] == clean_id(hostile(1).session)
+    assert rows["r1\ufffd"]["prompt_tokens"] == 2**63 - 1
+    assert [r["reason"] for r in pg_schema.rows("SELECT reason FROM quarantine")] == ["TypeError: not an integer: str"]
+    assert pg_schema.rows("SELECT session, requests FROM sessions") == [{"session": "s\ufffd", "requests": 2**63 - 1}]
 
 
 def test_unreachable_at_open_is_a_clear_503_without_the_password(pg_schema, tmp_path):

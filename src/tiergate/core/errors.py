@@ -28,6 +28,7 @@ Internal signals, never rendered to a client:
 
     AttemptError        one failed attempt at one deployment (adapters -> executor), with its kind
     DuplicateName       a unique name refused by the ledger (keys create)
+    LedgerWriteFailed   the ledger's database refused a whole batch, retries spent (the writer keeps it)
     EngineStartError    a local inference engine did not become ready
 
 Routing, guardrails, stores and adapters raise these; only ``api/`` turns
@@ -237,6 +238,13 @@ class AttemptError(Exception):
 
 class DuplicateName(Exception):
     """A unique constraint refused a row (a key name that exists already)."""
+
+
+class LedgerWriteFailed(Exception):
+    """A batch the ledger's database would not take after its retries (locked, disk full, I/O error).
+
+    Raised to the writer thread, which counts it, shows it in health and keeps the records (never lost).
+    """
 
 
 class EngineStartError(RuntimeError):

@@ -4,7 +4,9 @@ SQLite is the default (one file in the user's data directory); PostgreSQL
 (``postgresql://``) when several replicas share one ledger. Both keep the
 same contract: ``record`` only queues, one writer thread writes batches,
 ``close`` loses nothing, reads raise ``LedgerUnavailable`` (503) rather than
-hang when the database cannot be reached.
+hang when the database cannot be reached, and no record can stop the writer
+(a refused one is quarantined with its reason; ``health()["writer"]`` says
+whether the writer is failing or behind).
 """
 
 from __future__ import annotations
@@ -54,9 +56,17 @@ class Ledger(Protocol):
         self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
     ) -> list[str]: ...
 
-    def sessions(self) -> Sequence[Row]: ...
+    def sessions(self, *, since: float | None = None, limit: int | None = None, offset: int = 0) -> Sequence[Row]: ...
+
+    def session(self, name: str) -> Row | None: ...
+
+    def session_usage(self, *, live_since: float, slack_s: float) -> Sequence[Row]: ...
 
     def killed_sessions(self) -> dict[str, str]: ...
+
+    def alerts_sent(self, since: float) -> set[str]: ...
+
+    def prune_alerts_sent(self, before: float) -> int: ...
 
 
 def open_ledger(url_or_path: str | Path | None = None, *, spool: Path | None = None) -> Ledger:

@@ -159,6 +159,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER INDEX local_model_events_record_id_key RENAME TO local_model_events_record_id;
         """,
     ),
+    step(
+        # A record the database refuses even once cleaned is kept here with the reason, and the writer goes on
+        # with the rest of its batch (docs/guardrails.md, "What the ledger guarantees"). alerts_sent holds the
+        # dedupe keys of alerts already sent, so a restart does not send them again; read back by time.
+        "0008_quarantine_and_alerts_sent",
+        """
+        CREATE TABLE quarantine (
+            id {serial}, ts {real} NOT NULL, record_id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+            reason TEXT NOT NULL, record TEXT NOT NULL
+        );
+        CREATE TABLE alerts_sent (dedupe_key TEXT PRIMARY KEY, sent {real} NOT NULL);
+        CREATE INDEX alerts_sent_sent ON alerts_sent (sent);
+        """,
+    ),
 )
 
 

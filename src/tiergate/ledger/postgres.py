@@ -10,6 +10,12 @@ are inserted with ``ON CONFLICT DO NOTHING``, so a replay (or a batch sent
 twice) never adds a second row. Reads fail fast with ``LedgerUnavailable``
 (503) while the database is down; pollers keep their last known state.
 The schema comes from migrations.py, the list both backends share.
+
+No record can stop the writer or the replay: a batch the database refuses
+for its data is written again one record at a time (a savepoint each), the
+refused ones going to the ``quarantine`` table with the reason; the spool
+cleans what JSON cannot hold, and keeps what it cannot encode or read back
+in ``<spool dir>.quarantine.jsonl``.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from psycopg.rows import DictRow, dict_row, tuple_row
 from tiergate.config.schema import masked_url
 from tiergate.core.errors import DuplicateName, LedgerUnavailable
 from tiergate.core.ids import IdSource
+from tiergate.core.sanitize import ascii_safe
+from tiergate.core.types import UsageRecord
 from tiergate.ledger.migrations import bookkeeping_sql, for_dialect
 from tiergate.ledger.migrations import statements as migration_statements
-from tiergate.ledger.records import Pending, Record, count_usage, statements
+from tiergate.ledger.quarantine import QuarantineFile
+from tiergate.ledger.records import QUARANTINE_INSERT, Pending, Record, count_usage, quarantine_row, statements
 from tiergate.ledger.spool import Spool
 from tiergate.ledger.tables import LedgerTables, Step
 from tiergate.ledger.writer import BatchWriter
@@ -118,8 +127,12 @@ class PostgresLedger(LedgerTables):
         self.connect_timeout_s = connect_timeout_s
         self.retry_max_s = retry_max_s
         self.close_timeout_s = close_timeout_s
-        self.spool = Spool(spool_dir_for(spool_dir, url))
-        self._writer: BatchWriter[Pending] = BatchWriter(self._write_batch, name="tiergate-ledger", idle=self._idle)
+        directory = spool_dir_for(spool_dir, url)
+        self.quarantine_file = QuarantineFile(directory.with_name(directory.name + ".quarantine.jsonl"))
+        self.spool = Spool(directory, quarantine=self.quarantine_file)
+        self._writer: BatchWriter[Pending] = BatchWriter(
+            self._write_batch, name="tiergate-ledger", idle=self._idle, salvage=self._salvage
+        )
         self._conn: psycopg.Connection[DictRow] | None = None  # the writer thread's
         self._read: psycopg.Connection[DictRow] | None = None
         self._read_lock = threading.Lock()
@@ -149,12 +162,18 @@ class PostgresLedger(LedgerTables):
 
     # ---------------------------------------------------------------- usage (queued, written by one thread)
     def start(self) -> None:
+        """Replay what an earlier run spooled (now, when the database answers), then start the writer.
+
+        Replaying before the thread starts means budgets and sessions rebuilt from the ledger after
+        ``start`` include what the last run could only spool.
+        """
         if self.spool.pending:
             log.warning(
                 "%d ledger records wait in %s from an earlier run; replaying them",
                 self.spool.pending,
                 self.spool.directory,
             )
+            self._recover()
         self._writer.start()
 
     def record(self, rec: Record) -> None:
@@ -170,16 +189,19 @@ class PostgresLedger(LedgerTables):
         return self._writer.pending()
 
     def health(self) -> dict[str, Any]:
+        st = self._writer.status()
         error = self._write_error or self._read_error
-        if self._writer.error is not None:
-            error = f"ledger writer stopped: {self._writer.error!r}"
+        if st.failing:
+            error = st.last_error
         return {
             "backend": self.backend,
             "ok": error is None,
             "spooled": self.spool.pending,
-            "pending": self.pending(),
+            "pending": st.pending,
             "error": error,
             "database": self.display,
+            "writer": st.as_dict(),
+            "quarantine": {"table": "quarantine", "file": str(self.quarantine_file.path), "records": st.quarantined},
         }
 
     def close(self) -> None:
@@ -217,11 +239,54 @@ class PostgresLedger(LedgerTables):
             self._failed(exc)
             self.spool.append(batch)
 
+    def _salvage(self, batch: list[Pending], exc: Exception) -> None:
+        """A batch whose write raised something other than an outage: spooled, so a later replay retries it."""
+        self.spool.append(batch)
+
     def _write(self, conn: psycopg.Connection[DictRow], batch: Sequence[Pending]) -> None:
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                for sql, rows in statements(batch):
+                    cur.executemany(to_pyformat(sql), rows)
+            written, quarantined = count_usage(batch), 0
+        except _UNREACHABLE:
+            raise
+        except Exception as exc:  # a record the database refuses: must not sink the rest of its batch
+            if conn.broken or conn.closed:
+                raise
+            log.warning(
+                "a ledger batch of %d records was refused (%s); writing them one at a time",
+                len(batch),
+                ascii_safe(f"{type(exc).__name__}: {exc}", 300),
+            )
+            written, quarantined = self._one_at_a_time(conn, batch)
+        self.written += written
+        self._writer.quarantined += quarantined
+
+    def _one_at_a_time(self, conn: psycopg.Connection[DictRow], batch: Sequence[Pending]) -> tuple[int, int]:
+        """Each record in a savepoint of one transaction; the refused ones to the quarantine table."""
+        written = quarantined = 0
         with conn.transaction(), conn.cursor() as cur:
-            for sql, rows in statements(batch):
-                cur.executemany(to_pyformat(sql), rows)
-        self.written += count_usage(batch)
+            for p in batch:
+                try:
+                    with conn.transaction():
+                        for sql, rows in statements([p]):
+                            cur.executemany(to_pyformat(sql), rows)
+                except _UNREACHABLE:
+                    raise
+                except Exception as exc:
+                    if conn.broken or conn.closed:
+                        raise
+                    cur.execute(to_pyformat(QUARANTINE_INSERT), quarantine_row(p, exc))
+                    quarantined += 1
+                    log.error(
+                        "ledger record %s quarantined (table quarantine): %s",
+                        ascii_safe(p.record_id, 80),
+                        ascii_safe(f"{type(exc).__name__}: {exc}", 300),
+                    )
+                else:
+                    written += isinstance(p.record, UsageRecord)
+        return written, quarantined
 
     def _idle(self) -> None:
         if self._write_error is not None or self.spool.pending:

@@ -5,12 +5,23 @@ accept (``ON CONFLICT ... DO NOTHING / DO UPDATE``); the PostgreSQL ledger
 translates the placeholders. Each queued record carries a ``record_id``
 made by the gateway when it is queued, so writing it twice (a spool replayed
 after an outage, a batch re-sent after a timeout) still leaves one row.
+
+Every row is cleaned on its way out (``tiergate.core.sanitize``): text
+without lone surrogates or NUL, ids and text capped, integers in 64 bits,
+floats finite. A clean record (nearly all) costs one check. A record that
+still cannot be written is quarantined by the backend with its reason
+(``QUARANTINE_INSERT`` with a ``quarantine_row``), and the rest of its batch
+is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import math
+import operator
+import time
 import typing
 import uuid
 from collections.abc import Iterable
@@ -19,6 +30,17 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from tiergate.core.sanitize import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_ID_CHARS,
+    ascii_safe,
+    clean_float,
+    clean_id,
+    clean_int,
+    clean_text,
+    optional,
+)
 from tiergate.core.types import UsageRecord
 
 KEY_PREFIX = "tg-"
@@ -37,6 +59,8 @@ SESSION_COLUMNS = (
     "killed_reason",
 )
 EVENT_COLUMNS = ("ts", "model", "event", "details")
+QUARANTINE_COLUMNS = ("ts", "record_id", "kind", "reason", "record")
+MAX_QUARANTINED_CHARS = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +91,14 @@ class SessionRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertSent:
+    """An alert's dedupe key, kept so that a restart does not send the alert again."""
+
+    key: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
     name: str
     prefix: str
@@ -75,7 +107,7 @@ class KeyRecord:
     revoked: float | None
 
 
-Record = UsageRecord | SessionRow | LocalModelEvent
+Record = UsageRecord | SessionRow | LocalModelEvent | AlertSent
 
 
 class Pending(NamedTuple):
@@ -114,10 +146,92 @@ INSERT_EVENT = (
     f"INSERT INTO local_model_events ({', '.join(EVENT_COLUMNS)}, record_id) VALUES ({_marks(5)}) "
     "ON CONFLICT (record_id) DO NOTHING"
 )
+INSERT_ALERT = "INSERT INTO alerts_sent (dedupe_key, sent) VALUES (?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
+QUARANTINE_INSERT = (
+    f"INSERT INTO quarantine ({', '.join(QUARANTINE_COLUMNS)}) VALUES ({_marks(5)}) ON CONFLICT (record_id) DO NOTHING"
+)
+
+
+# ------------------------------------------------------------------------ cleaning a usage row
+def _columns(*names: str) -> tuple[int, ...]:
+    return tuple(USAGE_COLUMNS.index(n) for n in names)
 
 
 _BOOL_COLUMNS = tuple(i for i, t in enumerate(typing.get_type_hints(UsageRecord).values()) if t is bool)
 _EXTRA_COLUMN = USAGE_COLUMNS.index("extra")
+_IDS = _columns("request_id", "kind", "key_name", "requested_model", "protocol")
+_OPT_IDS = _columns("agent", "session", "task", "deployment", "provider")
+_TEXTS = _columns("reason")
+_OPT_TEXTS = _columns("error")
+_INTS = _columns("prompt_tokens", "completion_tokens", "status", "fallbacks")
+_OPT_INTS = _columns("tier")
+_FLOATS = _columns("ts", "cost_usd", "latency_ms")
+_OPT_FLOATS = _columns("ttft_ms")
+_all_texts = operator.itemgetter(*_IDS, *_OPT_IDS, *_TEXTS, *_OPT_TEXTS)
+_ints = operator.itemgetter(*_INTS)
+_floats = operator.itemgetter(*_FLOATS)
+_TIER, _TTFT = _OPT_INTS[0], _OPT_FLOATS[0]
+_CLEANERS: tuple[tuple[int, typing.Callable[[object], object], bool], ...] = (
+    *((i, clean_id, False) for i in _IDS),
+    *((i, clean_id, True) for i in _OPT_IDS),
+    *((i, clean_text, False) for i in _TEXTS),
+    *((i, clean_text, True) for i in _OPT_TEXTS),
+    *((i, clean_int, False) for i in _INTS),
+    *((i, clean_int, True) for i in _OPT_INTS),
+    *((i, clean_float, False) for i in _FLOATS),
+    *((i, clean_float, True) for i in _OPT_FLOATS),
+)
+
+
+def is_clean(rec: UsageRecord) -> bool:
+    """One cheap check that nearly every record passes: short ASCII text, 64-bit ints, finite floats."""
+    try:
+        text = "".join([t for t in _all_texts(rec) if t is not None])
+        p, c, status, fallbacks = _ints(rec)
+        ts, cost, latency = _floats(rec)
+        tier, ttft = rec[_TIER], rec[_TTFT]
+        return (
+            len(text) <= MAX_ID_CHARS
+            and text.isascii()
+            and "\x00" not in text
+            and type(p) is int
+            and type(c) is int
+            and type(status) is int
+            and type(fallbacks) is int
+            and INT64_MIN <= p <= INT64_MAX
+            and INT64_MIN <= c <= INT64_MAX
+            and INT64_MIN <= status <= INT64_MAX
+            and INT64_MIN <= fallbacks <= INT64_MAX
+            and (tier is None or (type(tier) is int and INT64_MIN <= tier <= INT64_MAX))
+            and type(ts) is float
+            and type(latency) is float
+            and math.isfinite(ts + cost + latency + (0.0 if ttft is None else ttft))
+        )
+    except TypeError:  # text that is not a str, a number that is not one: the slow path says which
+        return False
+
+
+def clean_usage(values: list[Any]) -> list[Any]:
+    """Every column of a usage row made writable; raises TypeError when a number is not one at all."""
+    for i, fn, nullable in _CLEANERS:
+        v = values[i]
+        if v is None and nullable:
+            continue
+        values[i] = fn(v)
+    for i in _BOOL_COLUMNS:
+        values[i] = bool(values[i])
+    return values
+
+
+def _extra_json(extra: Any) -> str | None:
+    if not extra:
+        return None
+    try:
+        text = orjson.dumps(extra).decode()
+    except TypeError:  # lone surrogates, keys that are not strings, values orjson cannot encode
+        items = extra.items() if isinstance(extra, dict) else [("value", extra)]
+        text = orjson.dumps({clean_text(k): clean_text(v) for k, v in items}).decode()
+    return clean_text(text)
 
 
 def usage_row(rec: UsageRecord, record_id: str, *, bools_as_int: bool = True) -> tuple[Any, ...]:
@@ -127,27 +241,58 @@ def usage_row(rec: UsageRecord, record_id: str, *, bools_as_int: bool = True) ->
     would send a boolean, so ``bools_as_int`` converts them there.
     """
     values: list[Any] = [*rec, record_id]
+    if not is_clean(rec):
+        values = clean_usage(values)
     if rec.extra is not None:
-        values[_EXTRA_COLUMN] = orjson.dumps(rec.extra).decode() if rec.extra else None
+        values[_EXTRA_COLUMN] = _extra_json(rec.extra)
     if bools_as_int:
         for i in _BOOL_COLUMNS:
             values[i] = int(values[i])
     return tuple(values)
 
 
+def session_values(r: SessionRow) -> tuple[Any, ...]:
+    """A session row's columns, cleaned (about one a second per busy session: no fast path needed)."""
+    return (
+        clean_id(r.session),
+        clean_id(r.key_name),
+        optional(clean_id, r.agent),
+        clean_float(r.first_seen),
+        clean_float(r.last_seen),
+        clean_int(r.requests),
+        clean_int(r.prompt_tokens),
+        clean_int(r.completion_tokens),
+        clean_float(r.cost_usd),
+        clean_float(r.max_context_ratio),
+        optional(clean_text, r.killed_reason),
+    )
+
+
 def statements(batch: Iterable[Pending], *, bools_as_int: bool = True) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """(statement, rows) pairs that write a batch; for each session only its latest state is kept."""
-    usage, events, sessions = [], [], {}
+    """(statement, rows) pairs that write a batch; for each session only its latest state is kept.
+
+    Raises (TypeError) when a record holds a value no cleaning can make writable.
+    """
+    usage, events, alerts = [], [], []
+    sessions: dict[str, tuple[Any, ...]] = {}
     for rid, r in batch:
         if isinstance(r, UsageRecord):
             usage.append(usage_row(r, rid, bools_as_int=bools_as_int))
         elif isinstance(r, SessionRow):
-            sessions[r.session] = dataclasses.astuple(r)
+            row = session_values(r)
+            sessions[row[0]] = row
+        elif isinstance(r, AlertSent):
+            alerts.append((clean_text(r.key), clean_float(r.ts)))
         else:
-            events.append((*dataclasses.astuple(r), rid))
+            events.append((clean_float(r.ts), clean_id(r.model), clean_id(r.event), clean_text(r.details), rid))
     return [
         (sql, rows)
-        for sql, rows in ((INSERT_USAGE, usage), (UPSERT_SESSION, list(sessions.values())), (INSERT_EVENT, events))
+        for sql, rows in (
+            (INSERT_USAGE, usage),
+            (UPSERT_SESSION, list(sessions.values())),
+            (INSERT_EVENT, events),
+            (INSERT_ALERT, alerts),
+        )
         if rows
     ]
 
@@ -156,12 +301,75 @@ def count_usage(batch: Iterable[Pending]) -> int:
     return sum(1 for p in batch if isinstance(p.record, UsageRecord))
 
 
+# ------------------------------------------------------------------------ quarantine
+def _plain(value: Any) -> Any:
+    """A field as JSON can hold it, whatever it is (repr for the rest)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return repr(value)
+
+
+def record_fields(rec: Record) -> dict[str, Any]:
+    return rec._asdict() if isinstance(rec, UsageRecord) else dataclasses.asdict(rec)
+
+
+def quarantine_row(p: Pending, reason: BaseException | str, *, now: float | None = None) -> tuple[Any, ...]:
+    """The QUARANTINE_INSERT row for a record that could not be written: ASCII only, so it always can be.
+
+    ``record`` is the record as JSON with every non-ASCII character escaped (a lone surrogate
+    stays readable as ``\\udcff``), so what was sent can be read back exactly.
+    """
+    body = json.dumps({k: _plain(v) for k, v in record_fields(p.record).items()}, ensure_ascii=True)
+    why = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
+    return (
+        time.time() if now is None else now,
+        ascii_safe(str(p.record_id), MAX_ID_CHARS),
+        _KIND_OF.get(type(p.record), type(p.record).__name__),
+        ascii_safe(why),
+        body[:MAX_QUARANTINED_CHARS],
+    )
+
+
 # ------------------------------------------------------------------------ spool lines (JSON)
-_KINDS: dict[str, type[Record]] = {"usage": UsageRecord, "session": SessionRow, "event": LocalModelEvent}
+_KINDS: dict[str, type[Record]] = {
+    "usage": UsageRecord,
+    "session": SessionRow,
+    "event": LocalModelEvent,
+    "alert": AlertSent,
+}
 _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 
 
+def cleaned(p: Pending) -> Pending:
+    """The record as it would be written (cleaned), so that it can be spooled as JSON too."""
+    rec = p.record
+    if isinstance(rec, UsageRecord):
+        values = list(usage_row(rec, p.record_id, bools_as_int=False))
+        values[_EXTRA_COLUMN] = rec.extra if values[_EXTRA_COLUMN] is None else orjson.loads(values[_EXTRA_COLUMN])
+        return Pending(clean_id(values[-1]), UsageRecord(*values[:-1]))
+    if isinstance(rec, SessionRow):
+        return Pending(clean_id(p.record_id), SessionRow(*session_values(rec)))
+    if isinstance(rec, AlertSent):
+        return Pending(clean_id(p.record_id), AlertSent(clean_text(rec.key), clean_float(rec.ts)))
+    return Pending(
+        clean_id(p.record_id),
+        LocalModelEvent(clean_float(rec.ts), clean_id(rec.model), clean_id(rec.event), clean_text(rec.details)),
+    )
+
+
 def to_line(p: Pending) -> bytes:
+    """One spool line; a record orjson refuses (lone surrogates, huge ints) is cleaned first."""
+    try:
+        return _line(p)
+    except TypeError:
+        return _line(cleaned(p))
+
+
+def _line(p: Pending) -> bytes:
     rec = p.record._asdict() if isinstance(p.record, UsageRecord) else p.record  # a tuple would be a JSON list
     return orjson.dumps({"id": p.record_id, "kind": _KIND_OF[type(p.record)], "record": rec}) + b"\n"
 

@@ -7,6 +7,11 @@ directory never takes a file another live process is still writing. Replay
 goes file by file, oldest first, and deletes a file only after every record
 in it is in the database; a replay that stops half way is simply repeated
 later (records carry ids, so a second write is a no-op).
+
+A record JSON cannot hold as it is (lone surrogates, integers past 64 bits)
+is spooled cleaned (``records.to_line``); one that cannot be encoded at all,
+and a line that cannot be read back, go to the quarantine file with the
+reason instead of failing the whole batch or being dropped unseen.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from tiergate.ledger.quarantine import QuarantineFile
 from tiergate.ledger.records import Pending, from_line, to_line
 
 log = logging.getLogger("tiergate.ledger.spool")
@@ -30,8 +36,9 @@ SUFFIX = ".jsonl"
 
 
 class Spool:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, quarantine: QuarantineFile | None = None) -> None:
         self.directory = directory
+        self.quarantine = quarantine or QuarantineFile(directory.with_name(directory.name + ".quarantine.jsonl"))
         self._lock = threading.Lock()
         self._file: BinaryIO | None = None
         self._active = 0  # records in the file this ledger holds open
@@ -46,7 +53,15 @@ class Spool:
         """Durably keep a batch: written and fsync'd before this returns."""
         if not batch:
             return
-        data = b"".join(to_line(p) for p in batch)
+        lines = []
+        for p in batch:
+            try:
+                lines.append(to_line(p))
+            except (TypeError, ValueError) as exc:  # not even its cleaned form encodes: kept aside, not lost
+                self.quarantine.keep([p], exc)
+        if not lines:
+            return
+        data = b"".join(lines)
         with self._lock:
             f = self._file or self._open()
             try:
@@ -56,7 +71,7 @@ class Spool:
             except OSError:
                 self._seal()  # a torn line stays last in its file; the next batch starts a new one
                 raise
-            self._active += len(batch)
+            self._active += len(lines)
 
     def scan(self) -> int:
         """Count the records in files nobody holds (left by a stopped process); cheap enough for start-up."""
@@ -86,8 +101,9 @@ class Spool:
                         continue
                     try:
                         records.append(from_line(line))
-                    except (ValueError, KeyError, TypeError):
-                        log.error("%s:%d: unreadable spool line skipped (a write torn by a crash)", path, n)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.error("%s:%d: unreadable spool line quarantined (a write torn by a crash?)", path, n)
+                        self.quarantine.keep_line(line, f"unreadable spool line: {exc!r}", source=f"{path.name}:{n}")
                 for i in range(0, len(records), chunk):
                     write(records[i : i + chunk])
                 path.unlink()

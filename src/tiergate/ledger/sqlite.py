@@ -4,6 +4,12 @@ The request path only appends to a queue (no database round trip). One
 writer thread drains it in batches inside a transaction; ``close()`` drains
 everything that was queued before it returns, so a graceful stop (SIGTERM)
 loses nothing. The schema comes from migrations.py, the list both backends share.
+
+No record can stop the writer: rows are cleaned (records.py); a batch the
+database refuses for its data is written again one record at a time, each
+refused record going to the ``quarantine`` table with the reason; a batch
+the database refuses as a whole (locked, disk full) is kept in memory and
+retried; anything else goes to ``<ledger>.quarantine.jsonl``.
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tiergate.core.errors import DuplicateName
+from tiergate.core.errors import DuplicateName, LedgerWriteFailed
 from tiergate.core.ids import IdSource
+from tiergate.core.sanitize import ascii_safe
+from tiergate.core.types import UsageRecord
 from tiergate.ledger.migrations import bookkeeping_sql, for_dialect
 from tiergate.ledger.migrations import statements as migration_statements
+from tiergate.ledger.quarantine import QuarantineFile
 from tiergate.ledger.records import (  # noqa: F401 - re-exported: callers imported these from here
     KEY_PREFIX,
+    QUARANTINE_INSERT,
     SESSION_COLUMNS,
     USAGE_COLUMNS,
     KeyRecord,
@@ -32,6 +42,7 @@ from tiergate.ledger.records import (  # noqa: F401 - re-exported: callers impor
     count_usage,
     hash_key,
     pending,
+    quarantine_row,
     statements,
 )
 from tiergate.ledger.tables import LedgerTables, Step
@@ -87,7 +98,10 @@ class SqliteLedger(LedgerTables):
         self._read = connect(path)
         self._read_lock = threading.Lock()
         self.applied_migrations = migrate(self._read)
-        self._writer: BatchWriter[Pending] = BatchWriter(self._write_batch, name="tiergate-ledger")
+        self.quarantine_file = QuarantineFile(path.with_name(path.name + ".quarantine.jsonl"))
+        self._writer: BatchWriter[Pending] = BatchWriter(
+            self._write_batch, name="tiergate-ledger", salvage=self._salvage
+        )
         self._conn: sqlite3.Connection | None = None
         self._ids = IdSource()  # record ids without a system call each: record() is on the request path
         self.written = 0
@@ -101,9 +115,12 @@ class SqliteLedger(LedgerTables):
         """Queue a record; never blocks the event loop. After close, write it directly: never lose one."""
         if self._closed:
             log.warning("a ledger record arrived after the ledger closed; writing it directly")
+            late = [pending(rec)]
             conn = connect(self.path)
             try:
-                self._write(conn, [pending(rec)])
+                self._write(conn, late)
+            except Exception as exc:
+                self._salvage(late, exc)
             finally:
                 conn.close()
             return
@@ -113,29 +130,40 @@ class SqliteLedger(LedgerTables):
         return self._writer.pending()
 
     def health(self) -> dict[str, Any]:
-        error = self._writer.error
+        st = self._writer.status()
         return {
             "backend": self.backend,
-            "ok": error is None,
+            "ok": not st.failing,
             "spooled": 0,
-            "pending": self.pending(),
-            "error": None if error is None else f"ledger writer stopped: {error!r}",
+            "pending": st.pending,
+            "error": st.last_error if st.failing else None,
+            "writer": st.as_dict(),
+            "quarantine": {"table": "quarantine", "file": str(self.quarantine_file.path), "records": st.quarantined},
         }
 
     def close(self) -> None:
         """Drain every queued record to disk, then stop the writer."""
         self._closed = True
-        left = self._writer.close()  # non-empty only when the writer never started or died
+        left = self._writer.close()  # non-empty only when the writer never started, died or kept a failed batch
         if left:
             try:
                 self._write_batch(left)
-            except Exception:  # nothing else can keep them
+            except Exception as exc:  # nothing else can keep them
                 log.exception("%d ledger records could not be written to %s", len(left), self.path)
+                self._salvage(left, exc)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         with self._read_lock:
             self._read.close()
+
+    def _salvage(self, batch: list[Pending], exc: Exception) -> None:
+        """A batch whose write raised: the database refused it as a whole (kept for a retry), or worse (the file)."""
+        if isinstance(exc, LedgerWriteFailed) and not self._closed:
+            for p in batch:  # locked, disk full: retried with the next batches, handed back by close()
+                self._writer.put(p)
+            return
+        self._writer.quarantined += self.quarantine_file.keep(batch, exc)
 
     def _write_batch(self, batch: list[Pending]) -> None:
         if self._conn is None:
@@ -143,22 +171,75 @@ class SqliteLedger(LedgerTables):
         self._write(self._conn, batch)
 
     def _write(self, conn: sqlite3.Connection, batch: list[Pending]) -> None:
+        error: Exception | None = None
         for attempt in range(5):
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                for sql, rows in statements(batch, bools_as_int=False):
-                    conn.executemany(sql, rows)
-                conn.execute("COMMIT")
-                self.written += count_usage(batch)
-                return
-            except sqlite3.OperationalError as exc:
+                written, quarantined = self._transaction(conn, batch)
+            except sqlite3.OperationalError as exc:  # the database itself (locked, full, I/O): all of it again
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                error = exc
                 log.warning("ledger write failed (%s), retry %d", exc, attempt + 1)
                 time.sleep(0.2 * (attempt + 1))
-        log.error("ledger write failed for %d records; they are kept in memory until stop", len(batch))
+                continue
+            self.written += written
+            self._writer.quarantined += quarantined
+            return
+        raise LedgerWriteFailed(f"{len(batch)} records not written to {self.path} after 5 attempts: {error}")
+
+    def _transaction(self, conn: sqlite3.Connection, batch: list[Pending]) -> tuple[int, int]:
+        """Write a batch in one transaction; (usage rows written, records quarantined)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            try:
+                for sql, rows in statements(batch, bools_as_int=False):
+                    conn.executemany(sql, rows)
+                counts = count_usage(batch), 0
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:  # a record the database refuses: must not sink the rest of its batch
+                log.warning(
+                    "a ledger batch of %d records was refused (%s); writing them one at a time",
+                    len(batch),
+                    ascii_safe(f"{type(exc).__name__}: {exc}", 300),
+                )
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                counts = self._one_at_a_time(conn, batch)
+            conn.execute("COMMIT")
+            return counts
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _one_at_a_time(self, conn: sqlite3.Connection, batch: list[Pending]) -> tuple[int, int]:
+        written = quarantined = 0
         for p in batch:
-            self._writer.put(p)
+            conn.execute("SAVEPOINT one")
+            try:
+                for sql, rows in statements([p], bools_as_int=False):
+                    conn.executemany(sql, rows)
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:
+                conn.execute("ROLLBACK TO one")
+                try:
+                    conn.execute(QUARANTINE_INSERT, quarantine_row(p, exc))
+                except sqlite3.OperationalError:
+                    raise
+                except Exception as worse:
+                    self.quarantine_file.keep([p], f"{type(exc).__name__}: {exc}; quarantine table: {worse!r}")
+                quarantined += 1
+                log.error(
+                    "ledger record %s quarantined (table quarantine): %s",
+                    ascii_safe(p.record_id, 80),
+                    ascii_safe(f"{type(exc).__name__}: {exc}", 300),
+                )
+            else:
+                written += isinstance(p.record, UsageRecord)
+            conn.execute("RELEASE one")
+        return written, quarantined
 
     # ---------------------------------------------------------------- reads and control writes (see tables.py)
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

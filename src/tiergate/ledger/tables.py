@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from tiergate.core.errors import DuplicateName
+from tiergate.core.sanitize import clean_id, clean_text, optional
 from tiergate.ledger.records import KEY_PREFIX, SESSION_COLUMNS, KeyRecord, hash_key
 
 
@@ -96,6 +97,8 @@ class LedgerTables:
         self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
     ) -> list[str]:
         """Mark sessions killed (running gateways refuse them within about a second)."""
+        # the ids as the writer stores them (an id from a shell may hold lone surrogates, or be too long)
+        reason, session, agent = clean_text(reason), optional(clean_id, session), optional(clean_id, agent)
         where, params = ["killed_reason IS NULL"], []
         for column, op, value in (("session", "=", session), ("agent", "=", agent), ("cost_usd", ">", over_usd)):
             if value is not None:
@@ -117,8 +120,54 @@ class LedgerTables:
             self._control(f"UPDATE sessions SET killed_reason = ? WHERE {clause}", (reason, *params))
         return names
 
-    def sessions(self) -> Sequence[Row]:
-        return self.query(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions ORDER BY last_seen DESC")
+    def sessions(self, *, since: float | None = None, limit: int | None = None, offset: int = 0) -> Sequence[Row]:
+        """Sessions, most recently seen first: those seen since ``since``, ``limit`` of them from ``offset``."""
+        sql, params = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions", []
+        if since is not None:
+            sql += " WHERE last_seen >= ?"
+            params.append(since)
+        sql += " ORDER BY last_seen DESC, session"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        return self.query(sql, tuple(params))
+
+    def session(self, name: str) -> Row | None:
+        """One session's row (its totals as last flushed), or None."""
+        rows = self.query(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE session = ?", (clean_id(name),))
+        return rows[0] if rows else None
+
+    def session_usage(self, *, live_since: float, slack_s: float) -> Sequence[Row]:
+        """Per session: the answered requests of its current life, summed from the usage rows.
+
+        A session's current life starts at its row's ``first_seen`` when the row was seen after
+        ``live_since`` (a row seen earlier belongs to a life that has expired), else at ``live_since``;
+        ``slack_s`` covers a row stamped at arrival, just before the session was admitted. These sums
+        are what the ledger holds, flushed session rows or not: what a restart rebuilds totals from.
+        """
+        first = self.query("SELECT min(first_seen) AS f FROM sessions WHERE last_seen >= ?", (live_since,))
+        scan_from = min(live_since, (first[0]["f"] if first and first[0]["f"] is not None else live_since) - slack_s)
+        return self.query(
+            "SELECT u.sid AS session, min(u.key_name) AS key_name, min(u.agent) AS agent, count(*) AS requests, "
+            "sum(u.prompt_tokens) AS prompt_tokens, sum(u.completion_tokens) AS completion_tokens, "
+            "sum(u.cost_usd) AS cost_usd, min(u.ts) AS first_ts, max(u.ts + u.latency_ms / 1000.0) AS last_ts "
+            "FROM (SELECT COALESCE(NULLIF(session, ''), key_name || ':' || COALESCE(agent, '-')) AS sid, "
+            "key_name, agent, ts, latency_ms, prompt_tokens, completion_tokens, cost_usd FROM usage "
+            "WHERE kind = 'request' AND deployment IS NOT NULL AND ts >= ?) u "
+            "LEFT JOIN sessions s ON s.session = u.sid "
+            "WHERE CASE WHEN s.session IS NOT NULL AND s.last_seen >= ? THEN u.ts >= s.first_seen - ? "
+            "ELSE u.ts >= ? END "
+            "GROUP BY u.sid",
+            (scan_from, live_since, slack_s, live_since),
+        )
+
+    # ---------------------------------------------------------------- alerts already sent (dedupe across restarts)
+    def alerts_sent(self, since: float) -> set[str]:
+        """Dedupe keys of the alerts sent since ``since``."""
+        return {r["dedupe_key"] for r in self.query("SELECT dedupe_key FROM alerts_sent WHERE sent >= ?", (since,))}
+
+    def prune_alerts_sent(self, before: float) -> int:
+        return self._transact([("DELETE FROM alerts_sent WHERE sent < ?", (before,))])[0]
 
     def killed_sessions(self) -> dict[str, str]:
         return {

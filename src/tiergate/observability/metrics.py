@@ -67,6 +67,31 @@ class Metrics:
         self.ledger_pending = Gauge(
             "tiergate_ledger_pending_records", "Usage records queued for the ledger", registry=r
         )
+        # the ledger writer thread (tiergate.guardrails.ledger_watch): failing, behind, records kept aside
+        self.ledger_writer_ok = Gauge(
+            "tiergate_ledger_writer_ok",
+            "1 while the ledger writer thread runs, its last batch was written and it is not behind",
+            registry=r,
+        )
+        self.ledger_writer_lag = Gauge(
+            "tiergate_ledger_writer_lag_seconds",
+            "How long queued ledger records have waited without a batch written (0 when idle)",
+            registry=r,
+        )
+        self.ledger_write_failures = Counter(
+            "tiergate_ledger_write_failures", "Ledger batches whose write failed (their records were kept)", registry=r
+        )
+        self.ledger_quarantined = Counter(
+            "tiergate_ledger_quarantined",
+            "Ledger records the database refused, kept in the quarantine table or file with the reason",
+            registry=r,
+        )
+        self.sessions_tracked = Gauge("tiergate_sessions_tracked", "Sessions the guardian holds in memory", registry=r)
+        self.sessions_evicted = Counter(
+            "tiergate_sessions_evicted",
+            "Sessions dropped from memory past guardian.max_tracked_sessions (least recently used; kept in the ledger)",
+            registry=r,
+        )
 
     def child(self, metric: M, *labels: str) -> M:
         """``metric.labels(*labels)``, memoised: the per-request path skips prometheus's validation and lock."""
