@@ -67,6 +67,7 @@ async def running(
     budget_mb: int, *models: dict[str, Any], **cfg: Any
 ) -> AsyncIterator[tuple[LocalModelManager, CountingFactory]]:
     factory = CountingFactory()
+    cfg.setdefault("min_residency_s", 0)  # these tests swap on every request on purpose
     mgr = LocalModelManager(
         LocalModelsConfig.model_validate({"budget_mb": budget_mb, "models": list(models), **cfg}),
         registry=CollectorRegistry(),
@@ -278,12 +279,12 @@ def test_not_ready_raises_at_once_while_loading_and_waiting_succeeds(ggufs):
     run(scenario)
 
 
-def test_lock_file_makes_local_models_busy_and_large_loads_hold_it(ggufs, tmp_path):
+def test_exists_lock_file_makes_local_models_busy_and_large_loads_hold_it(ggufs, tmp_path):
     lock = tmp_path / "gpu.lock"
 
     async def scenario() -> None:
         models = (model("a", ggufs["a"]), model("smol", ggufs["smol"], mb=200))
-        async with running(300, *models, lock_file=str(lock)) as (mgr, factory):
+        async with running(300, *models, lock_file=str(lock), lock_mode="exists") as (mgr, factory):
             await use(mgr, "a")
             lock.write_text("training job\n")
             busy = f"gpu busy: lock file {lock} exists"

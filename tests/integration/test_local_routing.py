@@ -124,7 +124,7 @@ def _served_by(c) -> str:
 def test_gpu_lock_file_overflows_local_tiers_to_the_cloud(standins, gateway, tmp_path):
     cloud = standins(name="cloud", models=["gpt-4o-mini"])
     lock = tmp_path / "gpu.lock"
-    gw = gateway(_one_model_config(bundled_gguf(), cloud, lock_file=str(lock)))
+    gw = gateway(_one_model_config(bundled_gguf(), cloud, lock_file=str(lock), lock_mode="exists"))
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
     assert _served_by(c).startswith("local-smol")
     lock.write_text("tts job")

@@ -1,11 +1,17 @@
-"""GPU pressure: nvidia-smi parsing, the busy verdict, and the lock file."""
+"""GPU pressure: nvidia-smi parsing, the busy verdict, and the lock file (flock and exists modes)."""
 
 from __future__ import annotations
+
+import contextlib
+import fcntl
+import shutil
+import subprocess
 
 import pytest
 
 from tiergate.local.pressure import (
     PressureMonitor,
+    flock_held,
     gpu_pressure_reason,
     lock_file_reason,
     parse_compute_apps,
@@ -42,15 +48,19 @@ def test_gpu_pressure_reason(total, apps, own, exempt, share, expected):
 
 def test_lock_file_reason(tmp_path):
     lock = tmp_path / "gpu.lock"
-    assert lock_file_reason(lock, exists=True, ours=False) == f"gpu busy: lock file {lock} exists"
-    assert lock_file_reason(lock, exists=True, ours=True) is None
-    assert lock_file_reason(lock, exists=False, ours=False) is None
-    assert lock_file_reason(None, exists=True, ours=False) is None
+    assert lock_file_reason(lock, held=True, ours=False, mode="exists") == f"gpu busy: lock file {lock} exists"
+    assert (
+        lock_file_reason(lock, held=True, ours=False)
+        == f"gpu busy: lock file {lock} is locked (flock) by another process"
+    )
+    assert lock_file_reason(lock, held=True, ours=True) is None
+    assert lock_file_reason(lock, held=False, ours=False) is None
+    assert lock_file_reason(None, held=True, ours=False) is None
 
 
-def test_monitor_sees_lock_and_takes_it_exclusively(tmp_path):
+def test_exists_mode_sees_the_file_and_takes_it_exclusively(tmp_path):
     lock = tmp_path / "gpu.lock"
-    mon = PressureMonitor(lock, None)
+    mon = PressureMonitor(lock, None, "exists")
     assert mon.refresh_lock() is False and mon.reason() is None
     lock.write_text("training job")
     assert mon.refresh_lock() is True and mon.reason() == f"gpu busy: lock file {lock} exists"
@@ -63,4 +73,83 @@ def test_monitor_sees_lock_and_takes_it_exclusively(tmp_path):
     assert lock.read_text() == "tiergate loading big" and mon.reason() is None  # our own lock is not pressure
     mon.release_lock()
     assert not lock.exists() and mon.reason() is None
-    assert PressureMonitor(tmp_path / "no-such-dir" / "x.lock", None).take_lock("t") is True  # cannot create: go on
+    assert PressureMonitor(tmp_path / "no-such-dir" / "x.lock", None, "exists").take_lock("t") is True  # go on
+
+
+@contextlib.contextmanager
+def flocked(path):
+    """Another holder of the seed's mutex: its own open file with an exclusive flock on it."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def test_flock_mode_busy_only_while_the_file_is_locked(tmp_path):
+    lock = tmp_path / "gpu.lock"
+    mon = PressureMonitor(lock, None)  # flock is the default
+    assert not flock_held(lock) and mon.refresh_lock() is False and mon.reason() is None  # no file: free
+    lock.write_text("left behind by the last holder")
+    assert not flock_held(lock) and mon.refresh_lock() is False and mon.reason() is None  # unlocked file: free
+    with flocked(lock):
+        assert flock_held(lock)
+        assert mon.refresh_lock() is True
+        assert mon.reason() == f"gpu busy: lock file {lock} is locked (flock) by another process"
+        assert mon.take_lock("tiergate") is False  # a large load does not start
+    assert mon.refresh_lock() is True and mon.reason() is None
+    assert lock.read_text() == "left behind by the last holder"  # the probe wrote nothing
+
+
+def test_flock_mode_large_loads_hold_the_lock_others_see_and_leave_the_file(tmp_path):
+    lock = tmp_path / "gpu.lock"
+    mon = PressureMonitor(lock, None, "flock")
+    assert mon.take_lock("tiergate pid 1 loading big\n") is True
+    assert lock.read_text() == "tiergate pid 1 loading big\n"
+    assert flock_held(lock)  # another process (another open file) sees it held
+    mon.refresh_lock()
+    assert mon.reason() is None  # our own lock is not pressure
+    mon.release_lock()
+    assert lock.exists() and not flock_held(lock)  # released like the seed's mutex: the file stays
+    with flocked(lock):  # and the next holder can take it
+        assert flock_held(lock)
+    assert PressureMonitor(tmp_path / "no-such-dir" / "x.lock", None).take_lock("t") is True  # cannot: go on
+
+
+def test_flock_mode_honours_the_seed_shell_mutex(tmp_path):
+    """Seed 004's gpu_acquire / gpu_release, run by bash with util-linux flock."""
+    if shutil.which("flock") is None or shutil.which("bash") is None:
+        pytest.skip("needs bash and util-linux flock")
+    lock = tmp_path / "gpu.lock"
+    script = f"""
+gpu_acquire() {{
+    exec 200>{lock}
+    flock -n 200 || return 1  # non-blocking, fail if busy
+}}
+gpu_release() {{
+    flock -u 200
+}}
+gpu_acquire || exit 3
+echo acquired
+read line
+gpu_release
+echo released
+read line
+"""
+    proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "acquired\n"
+        mon = PressureMonitor(lock, None)
+        assert mon.refresh_lock() is True and "is locked (flock)" in mon.reason()
+        assert mon.take_lock("tiergate") is False
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "released\n"  # bash still has fd 200 open, the file is still there
+        assert lock.exists() and mon.refresh_lock() is True and mon.reason() is None
+        assert mon.take_lock("tiergate") is True
+        mon.release_lock()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    finally:
+        proc.stdin.close()
+        assert proc.wait(30) == 0
+    assert lock.exists() and PressureMonitor(lock, None).refresh_lock() is False  # left behind: still free

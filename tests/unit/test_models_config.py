@@ -45,6 +45,19 @@ def test_the_documented_example_parses():
         cfg.budget_mb = 1  # type: ignore[misc]
 
 
+def test_lock_mode_and_swap_guard_defaults_and_bounds():
+    base = {"budget_mb": 100, "models": [{"name": "a", "gguf": "/m/a.gguf"}]}
+    cfg = LocalModelsConfig.model_validate(base)
+    assert (cfg.lock_mode, cfg.min_residency_s, cfg.max_swaps, cfg.swap_window_s) == ("flock", 30.0, 6, 600.0)
+    cfg = LocalModelsConfig.model_validate(
+        {**base, "lock_mode": "exists", "min_residency_s": "2m", "max_swaps": None, "swap_window_s": "1h"}
+    )
+    assert (cfg.lock_mode, cfg.min_residency_s, cfg.max_swaps, cfg.swap_window_s) == ("exists", 120.0, None, 3600.0)
+    for bad in ({"lock_mode": "present"}, {"max_swaps": 0}, {"swap_window_s": 0}, {"min_residency_s": -1}):
+        with pytest.raises(ValidationError):
+            LocalModelsConfig.model_validate({**base, **bad})
+
+
 @pytest.mark.parametrize(
     "value,seconds",
     [

@@ -5,7 +5,8 @@ local_models:
   budget_mb: 20000            # memory the local models may use together
   default: qwen-7b            # the model that comes back when idle ones unload
   load_wait_s: 0              # how long a request waits for a loading model (0 = next candidate at once)
-  lock_file: /run/gpu.lock    # while it exists local tiers are busy; large loads hold it too
+  lock_file: /run/gpu.lock    # while another process holds an flock on it local tiers are busy
+  lock_mode: flock            # or exists: the file's presence means busy
   gpu_busy_share: 0.5         # nvidia-smi: other processes above this share of memory -> busy
   models:
     - {name: qwen-7b, gguf: /models/qwen-7b.gguf, context: 8192, memory_mb: 7000, pinned: true}
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -111,7 +112,13 @@ class LocalModelsConfig(_Model):
     default: str | None = Field(None, description="model loaded at start and brought back when others idle out")
     load_wait_s: Duration = Field(0.0, description="how long a request waits for a loading model; 0 = not at all")
     load_timeout_s: Duration = Field(300.0, gt=0, description="a load slower than this fails")
-    lock_file: Path | None = Field(None, description="while it exists, local tiers are busy; large loads hold it")
+    lock_file: Path | None = Field(None, description="GPU mutex shared with other programs; large loads take it")
+    lock_mode: Literal["flock", "exists"] = Field(
+        "flock", description="flock: busy while another process holds an flock on lock_file; exists: while it exists"
+    )
+    min_residency_s: Duration = Field(30.0, description="a model loaded for a request is not evicted before this")
+    max_swaps: int | None = Field(6, ge=1, description="at most this many swaps per swap_window_s; none = no bound")
+    swap_window_s: Duration = Field(600.0, gt=0, description="the window max_swaps counts in")
     gpu_busy_share: float | None = Field(
         None, gt=0, le=1, description="busy when other processes use more of the GPU memory"
     )

@@ -13,9 +13,14 @@ How it works (the decisions themselves are pure, in ``swap_policy``):
   those, then starts the server. When only busy models could make room, they *drain*:
   requests already waiting for them are still served, new ones are not (they overflow
   to the next candidate), and the swap happens when the last request finishes.
-- A watcher ticks every ``tick_s``: lock file, nvidia-smi (every 5 s, when present and
-  ``gpu_busy_share`` is set), crashed servers (restarted with backoff), idle models past
-  their TTL, and pinned/default models (the default only when it fits without evicting).
+- Thrash guard (``SwapGuard``): a load that would evict a model a request brought in less
+  than ``min_residency_s`` ago, or that would exceed ``max_swaps`` per ``swap_window_s``, is
+  *held*: not queued, the request goes to its next candidate, and the next request after
+  the hold asks again (a queued load is not kept: demand may have gone by then).
+- A watcher ticks every ``tick_s``: the lock file (an flock on it, or its presence, per
+  ``lock_mode``), nvidia-smi (every 5 s, when present and ``gpu_busy_share`` is set),
+  crashed servers (restarted with backoff), idle models past their TTL, and pinned/default
+  models (the default only when it fits without evicting).
 - Ports are stable: a model keeps the port it first got across reloads, so
   ``base_url(name)`` does not change (unless another program takes that port).
 """
@@ -23,6 +28,7 @@ How it works (the decisions themselves are pure, in ``swap_policy``):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -54,6 +60,7 @@ from tiergate.local.process import LlamaCppProcess
 from tiergate.local.swap_policy import (
     CannotFit,
     ModelView,
+    SwapGuard,
     expired_idle,
     plan_load,
     residents_to_restore,
@@ -96,7 +103,8 @@ class LocalModelManager:
         self._worker: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._running = False
-        self._pressure = PressureMonitor(cfg.lock_file, cfg.gpu_busy_share)
+        self._pressure = PressureMonitor(cfg.lock_file, cfg.gpu_busy_share, cfg.lock_mode)
+        self._swaps: collections.deque[float] = collections.deque()  # clock times of recent swaps
         self._log_dir: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -121,7 +129,7 @@ class LocalModelManager:
         self._watcher = asyncio.create_task(self._run_watcher(), name="local-models-watcher")
         wanted = [s.name for s in self._slots.values() if s.cfg.pinned or s.name == self.cfg.default]
         for name in wanted:
-            self.request_load(name)
+            self.request_load(name, on_demand=False)
         while wait and any(self._slots[n].state in ("queued", "loading", "unloading") for n in wanted):
             await self._changed.wait()
 
@@ -165,6 +173,10 @@ class LocalModelManager:
                 out[slot.name] = why
         return out
 
+    def states(self) -> dict[str, str]:
+        """Model name -> stopped | queued | loading | ready | unloading | failed (for placement)."""
+        return {name: slot.state for name, slot in self._slots.items()}
+
     def status(self) -> list[dict[str, Any]]:
         """One row per model, for ``tiergate models`` and the admin endpoint."""
         now, wall = self._clock(), time.time()
@@ -173,16 +185,8 @@ class LocalModelManager:
         for slot in self._slots.values():
             self._observe(slot)
             url = self.base_url(slot.name) if slot.port or slot.cfg.attached else None
-            rows.append(
-                slot.status_row(
-                    now,
-                    wall,
-                    reason=self._describe(slot),
-                    base_url=url,
-                    default=slot.name == self.cfg.default,
-                    waiting=waiting.count(slot.name),
-                )
-            )
+            why, default, n = self._describe(slot), slot.name == self.cfg.default, waiting.count(slot.name)
+            rows.append(slot.status_row(now, wall, reason=why, base_url=url, default=default, waiting=n))
         return rows
 
     # ------------------------------------------------------------------ requests
@@ -220,9 +224,10 @@ class LocalModelManager:
             self._publish(slot)
             self._notify()
 
-    def request_load(self, name: str) -> None:
+    def request_load(self, name: str, *, on_demand: bool = True) -> None:
         """Queue ``name`` to load in the background unless it is loaded, loading, cooling down
-        after a failure, or the GPU is busy. Idempotent; returns at once."""
+        after a failure, the GPU is busy or the swap guard holds it. Idempotent; returns at once.
+        ``on_demand``: a request wants it (such a load earns the minimum residency)."""
         slot = self._slot(name)
         if not self._running or slot.cfg.attached or slot.state in ("queued", "loading", "ready", "unloading"):
             return
@@ -235,7 +240,11 @@ class LocalModelManager:
                 self._fail(slot, err, retry_in=BACKOFF_MAX_S)
                 return
             slot.memory_mb, slot.memory_estimated = mem, True
-        slot.queued_seq, slot.wait_reason = next(self._seq), None
+        plan = plan_load(self._views(), name, budget_mb=self.cfg.budget_mb, guard=self._guard())
+        if isinstance(plan, CannotFit) and plan.held:
+            self._hold(slot, plan)
+            return
+        slot.queued_seq, slot.wait_reason, slot.on_demand = next(self._seq), None, on_demand
         self._set_state(slot, "queued")
         self._notify()
 
@@ -280,8 +289,11 @@ class LocalModelManager:
             queue += [(m, seq) for seq, m in self._waiting.items() if self._slots[m].state == "queued"]
             loaded = {s.name for s in self._slots.values() if s.state == "ready"}
             target = self._slots[serve_order(queue, loaded)[0][0]]
-            plan = plan_load(self._views(), target.name, budget_mb=self.cfg.budget_mb)
+            plan = plan_load(self._views(), target.name, budget_mb=self.cfg.budget_mb, guard=self._guard())
             if isinstance(plan, CannotFit):
+                if plan.held:  # the guard changed its mind since the load was queued: drop it
+                    self._hold(target, plan)
+                    continue
                 if plan.permanent:
                     self._fail(target, f"cannot fit: {plan.reason}", retry_in=NEVER)
                     continue
@@ -299,6 +311,8 @@ class LocalModelManager:
             return target, plan.evict
 
     async def _execute(self, target: ModelSlot, evict: tuple[str, ...]) -> None:
+        if evict:
+            self._swaps.append(self._clock())
         for name in evict:
             victim = self._slots[name]
             victim.swaps_out += 1
@@ -323,21 +337,8 @@ class LocalModelManager:
 
     async def _start_process(self, slot: ModelSlot) -> None:
         m = slot.cfg
-        assert m.gguf is not None and self._log_dir is not None
-        extra = [*(("--gpu-layers", str(m.gpu_layers)) if m.gpu_layers is not None else ()), *m.extra_args]
-        proc = self._factory(
-            gguf=m.gguf,
-            port=self._port_for(slot),
-            host=HOST,
-            ctx=m.server_ctx,
-            threads=m.threads or max(1, (os.cpu_count() or 2) // 2),
-            parallel=m.parallel,
-            alias=m.name,
-            extra_args=extra,
-            log_path=self._log_dir / f"{m.name}.log",
-            supervise=False,
-        )
-        slot.proc = proc
+        assert self._log_dir is not None
+        slot.proc = proc = self._factory(**slot.launch_args(self._port_for(slot), self._log_dir))
         started = self._clock()
         try:
             await proc.start(timeout_s=self.cfg.load_timeout_s)
@@ -408,9 +409,9 @@ class LocalModelManager:
         for slot in self._slots.values():
             auto = slot.restart_wanted or slot.cfg.pinned or slot.name == self.cfg.default
             if slot.state == "failed" and auto and slot.failures <= MAX_AUTO_RESTARTS and now >= slot.retry_at:
-                self.request_load(slot.name)
+                self.request_load(slot.name, on_demand=slot.on_demand)
         for name in residents_to_restore(self._views(), self.cfg.budget_mb, default=self.cfg.default):
-            self.request_load(name)
+            self.request_load(name, on_demand=False)
 
     def _observe(self, slot: ModelSlot) -> None:
         """Notice a server that died while ready (sync, cheap) and schedule its restart."""
@@ -467,6 +468,23 @@ class LocalModelManager:
             if self._slots[name].admits(seq):
                 waiting[name] = waiting.get(name, 0) + 1  # about to be served: as good as in flight
         return [s.view(waiting.get(s.name, 0)) for s in self._slots.values()]
+
+    def _guard(self) -> SwapGuard:
+        now, c = self._clock(), self.cfg
+        while self._swaps and now - self._swaps[0] >= c.swap_window_s:
+            self._swaps.popleft()
+        return SwapGuard(now, c.min_residency_s, c.max_swaps, c.swap_window_s, tuple(self._swaps))
+
+    def _hold(self, slot: ModelSlot, plan: CannotFit) -> None:
+        """The swap guard refuses ``slot``'s load for now: not queued; a later request asks again."""
+        now = self._clock()
+        if slot.held_until <= now:  # once per hold, not once per request
+            self._event("swap_held", slot.name, {"reason": plan.reason})
+        slot.wait_reason, slot.held_until = plan.reason, max(plan.retry_at or now, now)
+        if slot.state == "queued":
+            self._set_state(slot, "stopped")
+            self._notify()
+        self._publish(slot)
 
     def _set_drains(self, names: tuple[str, ...], target: str | None) -> None:
         changed = False

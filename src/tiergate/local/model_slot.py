@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,9 @@ class ModelSlot:
     queued_seq: int = 0
     drain_seq: int | None = None  # while draining: only requests with a smaller seq are admitted
     drain_for: str | None = None
-    wait_reason: str | None = None  # why a queued load has not started
+    wait_reason: str | None = None  # why a queued load has not started, or why a swap is held
+    held_until: float = 0.0  # a held swap (min residency, swap rate) may be asked again from then
+    on_demand: bool = False  # the current load was asked for by a request (not a default or pinned restore)
     error: str | None = None
     error_detail: str | None = None
     retry_at: float = 0.0
@@ -100,6 +103,24 @@ class ModelSlot:
         """Ready for the request numbered ``seq`` (a draining model takes only earlier ones)."""
         return self.state == "ready" and (self.drain_seq is None or seq < self.drain_seq)
 
+    def launch_args(self, port: int, log_dir: Path) -> dict[str, Any]:
+        """Keyword arguments of the process factory (``LlamaCppProcess``) for this model's server."""
+        m = self.cfg
+        assert m.gguf is not None
+        extra = [*(("--gpu-layers", str(m.gpu_layers)) if m.gpu_layers is not None else ()), *m.extra_args]
+        return {
+            "gguf": m.gguf,
+            "port": port,
+            "host": HOST,
+            "ctx": m.server_ctx,
+            "threads": m.threads or max(1, (os.cpu_count() or 2) // 2),
+            "parallel": m.parallel,
+            "alias": m.name,
+            "extra_args": extra,
+            "log_path": log_dir / f"{m.name}.log",
+            "supervise": False,
+        }
+
     def public_state(self) -> str:
         """stopped, queued, loading, ready, busy (serving or draining), unloading or failed."""
         if self.state == "ready" and (self.in_flight or self.draining):
@@ -120,6 +141,8 @@ class ModelSlot:
             return f"queued to load: {self.wait_reason}" if self.wait_reason else "queued to load"
         if self.state == "failed":
             return f"failed: {self.error}"
+        if self.state == "stopped" and running and self.wait_reason and now < self.held_until:
+            return f"stopped: {self.wait_reason}"
         return self.state if running else "stopped"
 
     def view(self, waiting: int) -> ModelView:
@@ -133,6 +156,8 @@ class ModelSlot:
             self.cfg.attached,
             self.last_used,
             self.cfg.idle_ttl,
+            self.ready_at,
+            self.on_demand,
         )
 
     def status_row(

@@ -1,7 +1,16 @@
 """Is the accelerator wanted by other work? A lock file, and nvidia-smi's memory report.
 
-Parsing and the verdict are pure; the probes (a stat, one nvidia-smi run) are small
-functions the manager calls from its watcher task.
+The lock file has two meanings (``local_models.lock_mode``):
+
+- ``flock`` (default): busy while another process holds an flock on it, as the shell
+  mutex ``exec 200>/var/run/gpu.lock; flock -n 200`` does. That mutex leaves the file
+  behind when it is released, so the file's presence means nothing; a missing file is free.
+  The probe takes the lock for an instant (non-blocking) and lets it go.
+- ``exists``: busy while the file exists (a job creates it and deletes it when done).
+
+Large loads take the lock in the same sense (flock it, or create the file exclusively),
+so other GPU work sees tiergate too. Parsing and the verdicts are pure; the probes (an
+open+flock or a stat, one nvidia-smi run) are small functions the manager's watcher calls.
 """
 
 from __future__ import annotations
@@ -11,8 +20,12 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Collection, Iterable
 from pathlib import Path
+
+if sys.platform != "win32":
+    import fcntl
 
 log = logging.getLogger("tiergate.local.pressure")
 
@@ -22,11 +35,13 @@ GPU_TOTAL_ARGS = ("--query-gpu=memory.total", "--format=csv,noheader,nounits")
 GPU_APPS_ARGS = ("--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits")
 
 
-def lock_file_reason(path: Path | None, *, exists: bool, ours: bool) -> str | None:
-    """The busy reason for a lock file that exists and was not created by this gateway."""
-    if path is None or not exists or ours:
+def lock_file_reason(path: Path | None, *, held: bool, ours: bool, mode: str = "flock") -> str | None:
+    """The busy reason for a lock file held (flocked, or present in ``exists`` mode) by someone else."""
+    if path is None or not held or ours:
         return None
-    return f"gpu busy: lock file {path} exists"
+    if mode == "exists":
+        return f"gpu busy: lock file {path} exists"
+    return f"gpu busy: lock file {path} is locked (flock) by another process"
 
 
 def parse_gpu_total_mb(text: str) -> int:
@@ -107,6 +122,56 @@ def remove_lock_file(path: Path) -> None:
         os.unlink(path)
 
 
+def flock_held(path: Path) -> bool:
+    """True while another open file holds an flock on ``path``; a missing or unreadable file is free."""
+    if sys.platform == "win32":  # no flock: the file's presence is all there is to go by
+        return os.path.exists(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def take_flock(path: Path, text: str) -> int | None:
+    """Open (creating) ``path`` and flock it without blocking; the fd holding the lock, or None when
+    another process holds it. The file stays after release, like the shell mutex's."""
+    if sys.platform == "win32":
+        return 0 if create_lock_file(path, text) else None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):  # who holds it, for a human reading the file
+        os.ftruncate(fd, 0)
+        os.write(fd, text.encode())
+    return fd
+
+
+def release_flock(path: Path, fd: int) -> None:
+    if sys.platform == "win32":
+        remove_lock_file(path)
+        return
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 class PressureMonitor:
     """The current verdict on other GPU work, refreshed by the manager's watcher.
 
@@ -114,9 +179,10 @@ class PressureMonitor:
     ``probe_gpu()`` (nvidia-smi, at most every 5 s, only when on PATH) found.
     """
 
-    def __init__(self, lock_file: Path | None, gpu_busy_share: float | None) -> None:
-        self.lock_file, self.share = lock_file, gpu_busy_share
-        self.lock_exists = self.own_lock = False
+    def __init__(self, lock_file: Path | None, gpu_busy_share: float | None, lock_mode: str = "flock") -> None:
+        self.lock_file, self.share, self.mode = lock_file, gpu_busy_share, lock_mode
+        self.lock_held = self.own_lock = False
+        self._lock_fd: int | None = None  # flock mode: the open file holding our lock
         self.gpu_reason: str | None = None
         self._nvidia_smi: str | None = None
         self._next_probe = 0.0
@@ -125,12 +191,18 @@ class PressureMonitor:
         self._nvidia_smi = shutil.which("nvidia-smi") if self.share is not None else None
 
     def reason(self) -> str | None:
-        return lock_file_reason(self.lock_file, exists=self.lock_exists, ours=self.own_lock) or self.gpu_reason
+        lock = lock_file_reason(self.lock_file, held=self.lock_held, ours=self.own_lock, mode=self.mode)
+        return lock or self.gpu_reason
 
     def refresh_lock(self) -> bool:
-        """Stat the lock file; True when the verdict changed."""
-        exists = self.lock_file is not None and os.path.exists(self.lock_file)
-        changed, self.lock_exists = exists != self.lock_exists, exists
+        """Probe the lock file (an flock attempt, or a stat); True when the verdict changed."""
+        if self.lock_file is None:
+            held = False
+        elif self.mode == "exists":
+            held = os.path.exists(self.lock_file)
+        else:  # while we hold it ourselves the probe fails too; reason() discounts our own lock
+            held = flock_held(self.lock_file)
+        changed, self.lock_held = held != self.lock_held, held
         return changed
 
     async def probe_gpu(self, now: float, *, own_pids: Collection[int], exempt_mb: int) -> bool:
@@ -152,21 +224,28 @@ class PressureMonitor:
         return changed
 
     def take_lock(self, text: str) -> bool:
-        """Create the lock file for a large load. False when it exists (other work has the GPU);
-        True when it was taken, or when it cannot be created at all (logged; the load goes on)."""
+        """Take the lock for a large load. False when another process holds it (other work has the
+        GPU); True when it was taken, or when it cannot be taken at all (logged; the load goes on)."""
         if self.lock_file is None:
             return True
         try:
-            self.own_lock = create_lock_file(self.lock_file, text)
+            if self.mode == "exists":
+                self.own_lock = create_lock_file(self.lock_file, text)
+            else:
+                self._lock_fd = take_flock(self.lock_file, text)
+                self.own_lock = self._lock_fd is not None
         except OSError as exc:
-            log.warning("cannot create lock file %s: %s", self.lock_file, exc)
+            log.warning("cannot take lock file %s: %s", self.lock_file, exc)
             return True
         if not self.own_lock:
-            self.lock_exists = True
+            self.lock_held = True
         return self.own_lock
 
     def release_lock(self) -> None:
         if self.own_lock and self.lock_file is not None:
-            remove_lock_file(self.lock_file)
-        self.own_lock = False
+            if self._lock_fd is not None:
+                release_flock(self.lock_file, self._lock_fd)
+            else:
+                remove_lock_file(self.lock_file)
+        self.own_lock, self._lock_fd = False, None
         self.refresh_lock()

@@ -36,6 +36,7 @@ from tiergate.core.types import (
     UsageRecord,
 )
 from tiergate.guardrails.budgets import Constraints
+from tiergate.local.swap_policy import LocalOption, place_request, served_first
 from tiergate.observability.metrics import Metrics
 from tiergate.router.context import (
     CallContext,
@@ -43,7 +44,7 @@ from tiergate.router.context import (
     summarize_failures,
     usage_record,
 )
-from tiergate.router.policy import Planner, WorldSnapshot, decide
+from tiergate.router.policy import AUTO_NAMES, TASK_PREFIX, Planner, WorldSnapshot, decide
 from tiergate.state.base import SharedState
 
 if TYPE_CHECKING:  # the manager runs engines (processes, health checks); routing only asks it questions
@@ -51,6 +52,14 @@ if TYPE_CHECKING:  # the manager runs engines (processes, health checks); routin
 
 log = logging.getLogger("tiergate.executor")
 WAITABLE = ("stopped", "queued", "loading")  # local model states a request may wait out (local_models.load_wait_s)
+
+
+def _routed_by_tier(model: str, catalog: Catalog) -> bool:
+    """``auto`` or a task (directly or through model_map): any deployment at the task's tier may serve it."""
+    m = model.strip()
+    if m not in catalog.aliases and m not in catalog.deployments:
+        m = catalog.map_model(m) or m
+    return m in AUTO_NAMES or m.startswith(TASK_PREFIX)
 
 
 class LedgerSink(Protocol):
@@ -124,29 +133,35 @@ class Executor:
         except NoCandidate:
             self._load_on_demand(features, world, None)
             raise
-        self._load_on_demand(features, world, plan)
-        return plan
+        return self._load_on_demand(features, world, plan) or plan
 
-    def _load_on_demand(self, features: RequestFeatures, world: WorldSnapshot, plan: RoutePlan | None) -> None:
-        """A managed local model this request would have preferred starts loading (the request goes on now)."""
+    def _load_on_demand(
+        self, features: RequestFeatures, world: WorldSnapshot, plan: RoutePlan | None
+    ) -> RoutePlan | None:
+        """When the managed local model this request prefers is not loaded: a request routed by tier goes
+        to a loaded local model that reaches the tier (no swap, see place_request); otherwise the model
+        it preferred starts loading and the request goes on now."""
         if self.local is None:
-            return
+            return plan
         local_down = self._local_unavailable()
         if not local_down:
-            return
+            return plan
         ideal = decide(
             features,
             self.catalog,
             replace(world, unavailable={k: v for k, v in world.unavailable.items() if k not in local_down}),
         )
-        chosen = plan.candidates[0].deployment if plan and plan.candidates else None
-        for c in ideal.candidates:
-            if c.deployment == chosen:
-                return
-            d = self.catalog.deployments[c.deployment]
-            if d.local_model is not None and c.deployment in local_down:
-                self.local.request_load(d.local_model)
-                return
+        ds = self.catalog.deployments
+        options = [LocalOption(c.deployment, ds[c.deployment].local_model, c.tier) for c in ideal.candidates]
+        place = place_request(
+            options,
+            available=[c.deployment for c in plan.candidates] if plan else (),
+            states=self.local.states(),
+            by_tier=_routed_by_tier(features.model, self.catalog),
+        )
+        if place.load is not None:
+            self.local.request_load(place.load)
+        return served_first(plan, place) if plan is not None else None
 
     async def run(self, ctx: CallContext, plan: RoutePlan, body: dict[str, Any]) -> Outcome:
         """The first candidate that answers; every failed candidate's reservation is released."""
