@@ -153,7 +153,7 @@ def test_check_config_reports_every_problem_in_one_run(tmp_path):
 providers:
   box: {api: openai-chat, base_url: "http://127.0.0.1:8080/v1", local: true}
 deployments:
-  - {name: local-8b, provider: box, model: llama, tier: 0}
+  - {name: local-8b, provider: box, model: llama, tier: high}
   - {name: other, provider: nope, model: m}
 aliases:
   fast: [ghost]
@@ -162,11 +162,14 @@ aliases:
     assert res.returncode == 2
     errors = [ln.strip() for ln in res.stderr.splitlines() if ln.strip().startswith("error:")]
     assert errors == [
+        "error: deployments[0].tier: Input should be a valid integer, unable to parse string as an integer",
         "error: deployments[1].provider: unknown provider 'nope'; allowed: box",
         "error: aliases.fast: unknown deployment 'ghost'; allowed: local-8b, other",
     ], res.stderr
-    # once the names are right, the checks of what validates but cannot work run too
-    fixed = text.replace("provider: nope", "provider: box").replace("[ghost]", "[other]")
+    assert res.stderr.splitlines()[-1].endswith("tiergate.yaml: 3 errors")
+    # once every field reads, the checks of what validates but cannot work run too
+    fixed = text.replace("tier: high", "tier: 0").replace("provider: nope", "provider: box")
+    fixed = fixed.replace("[ghost]", "[other]")
     fixed += "tasks: {coding: 1}\nauth: {required: false}\n"
     fixed += "local_models: {budget_mb: 100, models: [{name: q, gguf: /nowhere/q.gguf, memory_mb: 10}]}\n"
     _, res = check_config(tmp_path, fixed)

@@ -106,6 +106,41 @@ CASES = [
         id="every dangling name at once",
     ),
     pytest.param(
+        {
+            **GOOD,
+            **MANAGED,
+            "deployments": [
+                LOCAL,
+                LOCAL,
+                {"name": "y", "provider": "box"},
+                {**LOCAL, "name": "z", "local_model": "qwen"},
+            ],
+        },
+        [
+            ("deployments", "duplicate names local-8b", False),
+            ("deployments[2]", "provider and model are required (or local_model)", False),
+            ("deployments[3]", "give either provider or local_model, not both", False),
+        ],
+        id="deployment rows",
+    ),
+    pytest.param(
+        {
+            **GOOD,
+            "providers": {**BOX, "cloud": {"api": "openai", "base_url": "https://cloud.example/v1"}},
+            "deployments": [LOCAL, {"name": "big", "provider": "clod", "model": "m", "tier": "high"}],
+            "aliases": {"fast": []},
+            "model_map": {"claude-*": "ghost"},
+        },
+        [
+            ("providers.cloud.api", "allowed values: openai-chat, anthropic-messages", False),
+            ("deployments[1].tier", "Input should be a valid integer", False),
+            ("deployments[1].provider", "unknown provider 'clod'; allowed: box, cloud", False),
+            ("aliases.fast", "names no deployment", False),
+            ("model_map.claude-*", "unknown target 'ghost'; allowed: auto, task/<type>, big, fast, local-8b", False),
+        ],
+        id="field errors and dangling names in one run",
+    ),
+    pytest.param(
         {**GOOD, "auth": {"master_key": "env:TG_UNSET"}, "deployments": [{**LOCAL, "tier": 12}], "serverz": {}},
         [
             ("auth.master_key", "environment variable TG_UNSET is not set", False),

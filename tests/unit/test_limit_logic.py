@@ -156,14 +156,14 @@ def test_tokens_fit(used, tokens, cap, fits):
     [
         (
             {"scope": "user", "match": "x", "rpm": 1},
-            "limits.0.scope: Input should be 'key' or 'agent'; allowed values: key, agent",
+            "limits[0].scope: Input should be 'key' or 'agent'; allowed values: key, agent",
         ),
-        ({"scope": "key", "match": "x"}, "limits.0: set at least one of rpm, tpm, max_concurrent"),
-        ({"scope": "key", "match": "x", "rpm": 0}, "limits.0.rpm: Input should be greater than 0"),
-        ({"scope": "key", "rpm": 1}, "limits.0.match: Field required"),
+        ({"scope": "key", "match": "x"}, "limits[0]: set at least one of rpm, tpm, max_concurrent"),
+        ({"scope": "key", "match": "x", "rpm": 0}, "limits[0].rpm: Input should be greater than 0"),
+        ({"scope": "key", "rpm": 1}, "limits[0].match: Field required"),
         (
             {"scope": "key", "match": "x", "rpm": 1, "burst": 2},
-            "limits.0.burst: unknown field; allowed fields: match, max_concurrent, rpm, scope, tpm",
+            "limits[0].burst: unknown field; allowed fields: match, max_concurrent, rpm, scope, tpm",
         ),
     ],
 )

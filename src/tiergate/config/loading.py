@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tiergate.config.checks import Problem, field_path, file_problems, semantic_problems
+from tiergate.config.references import reference_problems
 from tiergate.config.schema import ENV_PREFIXES, TiergateConfig, masked_url
 from tiergate.core.errors import ConfigError
 
@@ -118,6 +119,8 @@ def validate_config(
     except ValidationError as exc:
         cfg = None
         problems += [p for p in validation_problems(exc) if p.path not in unset]  # said once: the variable
+        if all(err["loc"] for err in exc.errors()):  # a field failed, so the model validator did not run:
+            problems += [_split(line) for line in reference_problems(resolved)]  # dangling names, this run too
     return (None if unset else cfg), problems
 
 

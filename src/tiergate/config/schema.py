@@ -9,7 +9,6 @@ and resolved here, once, into ``SecretStr`` so they never reach a log line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -30,12 +29,15 @@ from tiergate.config.guardrails import (
     OutageConfig,
 )
 from tiergate.config.local_models import LocalModelsConfig
+from tiergate.config.references import listed, reference_problems
 
 log = logging.getLogger("tiergate.config")
 
 ApiType = Literal["openai-chat", "anthropic-messages"]
 API_TYPES: tuple[str, ...] = get_args(ApiType)
 ENV_PREFIXES = ("env:", "os.environ/")
+# the fields whose names others point at, or that point at names (tiergate.config.references)
+REFERENCING_FIELDS = {"providers", "deployments", "local_models", "aliases", "model_map", "routing"}
 
 
 class _Model(BaseModel):
@@ -174,55 +176,12 @@ class TiergateConfig(_Model):
         return self
 
     def _reference_problems(self) -> list[str]:
-        out = []
-        names = [d.name for d in self.deployments]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            out.append(f"deployments: duplicate names {', '.join(dupes)}")
-        local_names = [m.name for m in self.local_models.models] if self.local_models else []
-        for i, d in enumerate(self.deployments):
-            if d.local_model is not None:
-                if d.local_model not in local_names:
-                    out.append(
-                        f"deployments[{i}].local_model: unknown local model {d.local_model!r}; "
-                        f"allowed: {_listed(local_names)} (local_models.models[].name)"
-                    )
-                if d.provider is not None:
-                    out.append(f"deployments[{i}]: give either provider or local_model, not both")
-            elif d.provider is None or d.model is None:
-                out.append(f"deployments[{i}]: provider and model are required (or local_model)")
-            elif d.provider not in self.providers:
-                out.append(
-                    f"deployments[{i}].provider: unknown provider {d.provider!r}; allowed: {_listed(self.providers)}"
-                )
-        known = set(names)
-        for alias, targets in self.aliases.items():
-            if alias in known:
-                out.append(f"aliases.{alias}: clashes with a deployment of the same name")
-            if not targets:
-                out.append(f"aliases.{alias}: names no deployment, so a request for it could only fail")
-            out += [
-                f"aliases.{alias}: unknown deployment {t!r}; allowed: {_listed(known)}"
-                for t in targets
-                if t not in known
-            ]
-        targets_ok = known | set(self.aliases)
+        out = reference_problems(self.model_dump(include=REFERENCING_FIELDS))
         ids = [b.id for b in self.budgets]
         if len(ids) != len(set(ids)):
             out.append(
-                f"budgets: two budgets share an id {_listed(i for i in ids if ids.count(i) > 1)}; give one a name"
+                f"budgets: two budgets share an id {listed(i for i in ids if ids.count(i) > 1)}; give one a name"
             )
-        for pattern, target in self.model_map.items():
-            if target not in targets_ok and target != "auto" and not target.startswith("task/"):
-                out.append(
-                    f"model_map.{pattern}: unknown target {target!r}; allowed: auto, task/<type>, {_listed(targets_ok)}"
-                )
-        for src, dsts in self.routing.fallbacks.items():
-            out += [
-                f"routing.fallbacks.{src}: unknown deployment or alias {t!r}; allowed: {_listed(targets_ok)}"
-                for t in [src, *dsts]
-                if t not in targets_ok
-            ]
         return out
 
     @property
@@ -244,11 +203,6 @@ class TiergateConfig(_Model):
     @property
     def ledger_spool_dir(self) -> Path:
         return self.ledger_spool.expanduser() if self.ledger_spool else default_data_dir() / "spool"
-
-
-def _listed(names: Iterable[str]) -> str:
-    """``a, b, c`` (sorted, without duplicates) for a message; never a Python list."""
-    return ", ".join(sorted(set(names))) or "none"
 
 
 def masked_url(url: str) -> str:
