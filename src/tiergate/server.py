@@ -90,17 +90,42 @@ async def serve(
     announce: bool = True,
     ready: Any = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then finish requests and flush the ledger."""
+    """Serve until SIGTERM/SIGINT; then drain (server.drain_timeout_s), cut what is left, flush the ledger.
+
+    aiohttp's own stop closes idle keep-alive connections at once (a request
+    already on its way there is lost) and waits 60 s twice for a handler, so a
+    stream in flight held the process for two minutes; the drain in
+    ``client_protocol.ConnectionGate`` answers those requests and bounds the wait.
+    """
     from aiohttp import web
 
+    from tiergate.api.gateway import GATEWAY
     from tiergate.app import create_app
+    from tiergate.background import stop as stop_task
+    from tiergate.client_protocol import CUT_WAIT_S, ConnectionGate
 
-    runner = web.AppRunner(create_app(cfg), access_log=None, handle_signals=False)
+    # shutdown_timeout: aiohttp's last wait, for handlers the drain has cut already
+    runner = web.AppRunner(create_app(cfg), access_log=None, handle_signals=False, shutdown_timeout=CUT_WAIT_S)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port)
-    await site.start()
+    assert runner.server is not None
+    gate = ConnectionGate(runner.server, cfg.server, metrics=runner.app[GATEWAY].metrics)
+    loop = asyncio.get_running_loop()
+    # before the listening line: a SIGTERM sent as soon as it is read must find the handler
+    stop, hurry = asyncio.Event(), asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        # A second Ctrl-C ends the drain at once. Not a second SIGTERM: systemd signals every process of
+        # the unit and the --workers parent forwards its own, so each worker may see two at once.
+        if stop.is_set() and sig == signal.SIGINT:
+            hurry.set()
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    listener = await loop.create_server(gate, host, port, backlog=1024, reuse_port=reuse_port)
+    sweeper = asyncio.create_task(gate.sweep_forever())
     tune_gc()  # after startup built its long-lived objects
-    actual = runner.addresses[0][1] if runner.addresses else port
+    actual = listener.sockets[0].getsockname()[1] if listener.sockets else port
     if announce:
         print(
             f"tiergate listening on http://{host}:{actual} (config: {source}; "
@@ -109,13 +134,16 @@ async def serve(
         )
     if ready is not None:
         ready.put(actual)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    listener.close()  # stop accepting first
     if announce:
-        print("tiergate stopping: finishing requests and flushing the ledger", flush=True)
+        print(
+            f"tiergate stopping: answering requests in flight (up to {cfg.server.drain_timeout_s:g} s), "
+            "then flushing the ledger",
+            flush=True,
+        )
+    await gate.drain(cfg.server.drain_timeout_s, hurry)
+    await stop_task(sweeper)
     await runner.cleanup()
 
 

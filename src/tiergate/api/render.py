@@ -22,6 +22,14 @@ log = logging.getLogger("tiergate.api")
 
 StreamErrorEvent = Callable[[str], bytes]  # an in-band error event in the client's own format
 
+CUT_BY_SHUTDOWN = "cut by shutdown: the gateway stopped before the stream ended (server.drain_timeout_s)"
+_CUT_KEY = "tiergate.cut_by_shutdown"
+
+
+def mark_cut_by_shutdown(request: web.BaseRequest) -> None:
+    """The server cancels this request's handler next, at the end of its drain (tiergate.client_protocol)."""
+    request[_CUT_KEY] = True
+
 
 def _headers(answer: Answer) -> dict[str, str]:
     headers = {k: header_value(v) for k, v in answer.route_headers().items()}
@@ -72,7 +80,12 @@ async def relay_stream(
         await answer.complete()
         await resp.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
-        if not delivered:
+        if not delivered and request.get(_CUT_KEY):
+            status, error = 503, CUT_BY_SHUTDOWN
+            with contextlib.suppress(Exception):  # the client learns why its stream ends here
+                if error_event is not None:
+                    await resp.write(error_event(error))
+        elif not delivered:
             status, error = 499, "client closed the connection"
         s.close()
         raise

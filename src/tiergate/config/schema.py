@@ -55,6 +55,12 @@ class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(4000, ge=0, le=65535)
     max_body_mb: float = Field(16.0, gt=0, description="largest request body accepted")
+    # client-side bounds (tiergate/client_protocol.py): a socket that sends too slowly or not at all is closed
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="request line and headers, from their first byte")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="the whole body, from the end of the headers")
+    keepalive_timeout_s: float = Field(15.0, gt=0, le=3600, description="idle between requests on one connection")
+    max_connections: int = Field(512, ge=1, le=1_000_000, description="open client connections per process")
+    drain_timeout_s: float = Field(25.0, ge=0, le=3600, description="SIGTERM: time in-flight requests get to finish")
 
 
 class AuthConfig(_Model):

@@ -4,6 +4,7 @@
     ├── ConfigError                 bad config file or field (CLI exit 2, never HTTP)
     ├── ClientError (4xx)
     │   ├── BadRequest              400 malformed JSON, wrong types, missing fields
+    │   │   ├── MalformedHTTP       400 a request line or header the HTTP parser refused
     │   │   └── TranslationError    400 a body that cannot be translated to the upstream's protocol
     │   ├── Unauthorized            401 missing or wrong key
     │   ├── Forbidden               403
@@ -11,6 +12,7 @@
     │   ├── NotFound                404 unknown route
     │   │   └── ModelNotFound       404 model name names no alias, deployment or task
     │   ├── MethodNotAllowed        405 known path, other method
+    │   ├── RequestTimeout          408 a body that did not arrive within server.body_timeout_s
     │   ├── PayloadTooLarge         413 body over server.max_body_mb
     │   ├── ContextTooLarge         400 no candidate's context window holds the request
     │   ├── RateLimited             429 a rate or concurrency limit (limits[]); carries Retry-After
@@ -20,6 +22,7 @@
     │   ├── AllCandidatesFailed     503 every candidate failed; lists each one's error
     │   ├── NoCandidate             503 policy left nothing to try (privacy, breakers)
     │   └── ModelNotReady           503 a managed local model cannot serve now (the executor moves on)
+    ├── ServerBusy (503)            every connection of server.max_connections has a request in flight
     └── DependencyUnavailable (503) a store tiergate itself needs
         ├── StateUnavailable        shared state (Redis) unreachable; callers apply on_outage modes
         └── LedgerUnavailable       the ledger database unreachable; writes spool, reads fail
@@ -90,6 +93,19 @@ class NotFound(ClientError):
 class MethodNotAllowed(ClientError):
     status = 405
     code = "method_not_allowed"
+
+
+class MalformedHTTP(BadRequest):
+    """The HTTP parser refused the request head; the message names the kind, never the bytes."""
+
+    code = "malformed_http"
+
+
+class RequestTimeout(ClientError):
+    """The body stopped short of its Content-Length or final chunk for server.body_timeout_s."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class TranslationError(BadRequest):
@@ -175,6 +191,16 @@ class UpstreamRejected(ClientError):
         self.status = status
         self.deployment = deployment
         self.body = body
+
+
+class ServerBusy(TiergateError):
+    """A connection beyond server.max_connections while none of the open ones is idle; carries Retry-After."""
+
+    status = 503
+    openai_type = "api_error"
+    anthropic_type = "overloaded_error"
+    code = "server_busy"
+    retry_after = 1
 
 
 # ---------------------------------------------------------------------------- dependencies

@@ -67,6 +67,27 @@ class Metrics:
         self.ledger_pending = Gauge(
             "tiergate_ledger_pending_records", "Usage records queued for the ledger", registry=r
         )
+        # the serving layer (tiergate.client_protocol): client sockets it closed or refused, and why
+        self.client_connections = Gauge("tiergate_client_connections", "Open client connections", registry=r)
+        self.client_timeouts = Counter(
+            "tiergate_client_timeouts",
+            "Client connections closed by a server.*_timeout_s deadline, by phase (header, body, idle)",
+            ["phase"],
+            registry=r,
+        )
+        self.connections_shed = Counter(
+            "tiergate_connections_shed",
+            "Connections at server.max_connections: an idle one closed for a new one (evicted), "
+            "a new one answered 503 (refused) or closed unread (dropped)",
+            ["action"],
+            registry=r,
+        )
+        self.malformed_requests = Counter(
+            "tiergate_malformed_requests",
+            "Requests the HTTP parser refused (answered 400), by kind",
+            ["kind"],
+            registry=r,
+        )
         # the ledger writer thread (tiergate.guardrails.ledger_watch): failing, behind, records kept aside
         self.ledger_writer_ok = Gauge(
             "tiergate_ledger_writer_ok",
