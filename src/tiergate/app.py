@@ -102,7 +102,8 @@ def check_auth_configured(config: TiergateConfig, ledger: Ledger) -> None:
 def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.Application:
     """An aiohttp application serving both client protocols for this config."""
     max_body = int(config.server.max_body_mb * 1024 * 1024)
-    app = web.Application(client_max_size=max_body)
+    # api/common.read_body decompresses, bounded; aiohttp would answer br/zstd/corrupt gzip in plain text
+    app = web.Application(client_max_size=max_body, handler_args={"auto_decompress": False})
     app["max_body_bytes"] = max_body
     app[REQUEST_IDS] = IdSource()
     owns_ledger = ledger is None
@@ -156,6 +157,8 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             ledger,
             master_key=config.auth.master_key.get_secret_value() if config.auth.master_key else None,
             required=config.auth.required,
+            max_failures_per_minute=config.auth.max_failures_per_minute,
+            metrics=metrics,
         )
         keys.reload_if_changed()
         alerts = AlertDispatcher(config.alerts, session)

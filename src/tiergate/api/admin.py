@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tiergate.api.auth import MASTER
 from tiergate.api.common import JSON, read_json_object
+from tiergate.api.config_view import masked_config
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
 from tiergate.config.checks import missing_model_files
@@ -106,7 +107,7 @@ async def budget_status(gw: Gateway) -> list[dict[str, object]]:
 
 
 def _require_master(gw: Gateway, request: web.Request) -> None:
-    if gw.keys.identify(request.headers).key_name != MASTER:
+    if gw.keys.identify(request.headers, request.remote).key_name != MASTER:
         raise Forbidden("admin endpoints need the master key")
 
 
@@ -181,16 +182,24 @@ async def local_models(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    gw.keys.identify(request.headers)
+    gw.keys.identify(request.headers, request.remote)
     gw.metrics.ledger_pending.set(gw.ledger.pending())
     return web.Response(body=gw.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def admin_config(request: web.Request) -> web.Response:
-    """The resolved tiers and aliases (no secrets): what check-config prints, over HTTP."""
+    """The effective config with every secret masked, and the resolved tiers, aliases and tasks.
+
+    Tiers are keyed by their number as a string: JSON keys are strings (an int key was the 500).
+    """
     gw = request.app[GATEWAY]
     _require_master(gw, request)
-    body = {"tiers": gw.catalog.tiers(), "aliases": dict(gw.catalog.aliases), "tasks": dict(gw.catalog.tasks)}
+    body = {
+        "config": masked_config(gw.config),
+        "tiers": {str(tier): names for tier, names in gw.catalog.tiers().items()},
+        "aliases": dict(gw.catalog.aliases),
+        "tasks": dict(gw.catalog.tasks),
+    }
     return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 

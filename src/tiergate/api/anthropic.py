@@ -18,6 +18,7 @@ from tiergate.adapters.translated import estimate_input_tokens
 from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
+from tiergate.api.inbound import MAX_ID_CHARS, value_problem
 from tiergate.api.openai import pipeline_request
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest
@@ -47,6 +48,10 @@ def attributed(ident: Identity, headers: Any, body: dict[str, Any]) -> Identity:
     agent = ident.agent
     if user_id:
         who, from_user = _parse_user_id(user_id)
+        for value in (who, from_user):  # into the ledger and the session tracker as ids
+            problem = value_problem(value, MAX_ID_CHARS) if isinstance(value, str) else None
+            if problem is not None:
+                raise BadRequest(f"metadata.user_id: the agent or session it names {problem}", param="metadata.user_id")
         session = session or from_user
         agent = agent or who
     if session is None and agent == ident.agent:
@@ -61,9 +66,10 @@ def _parse_user_id(user_id: str) -> tuple[str | None, str | None]:
             obj = orjson.loads(user_id)
         except orjson.JSONDecodeError:
             obj = None
-        if isinstance(obj, dict):
-            account = obj.get("account_uuid") or ""
-            return (f"claude-code:{account}" if account else "claude-code"), (obj.get("session_id") or None)
+        if isinstance(obj, dict):  # only string members name anyone: anything else reads as absent
+            account, session = obj.get("account_uuid"), obj.get("session_id")
+            who = f"claude-code:{account}" if isinstance(account, str) and account else "claude-code"
+            return who, (session if isinstance(session, str) and session else None)
     who, sep, sess = user_id.partition("_session_")
     return who, (sess if sep else None)
 
@@ -90,7 +96,7 @@ def messages_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tupl
 
 async def messages(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    ident = gw.keys.identify(request.headers)
+    ident = gw.keys.identify(request.headers, request.remote)
     raw, body = await read_json_object(request)
     ident, features = messages_features(raw, body, attributed(ident, request.headers, body))
     hints = ClientHints(
@@ -103,7 +109,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def count_tokens(request: web.Request) -> web.Response:
     """An estimate (about four bytes a token) of what the model would read; no upstream call."""
     gw = request.app[GATEWAY]
-    gw.keys.identify(request.headers)
+    gw.keys.identify(request.headers, request.remote)
     _, body = await read_json_object(request)
     require_type(body, "messages", list, "a list of messages", required=True)
     return web.Response(body=orjson.dumps({"input_tokens": estimate_input_tokens(body)}), content_type=JSON)

@@ -13,11 +13,14 @@ import hmac
 import logging
 from collections.abc import Mapping
 
+from tiergate.api.auth_throttle import FailureThrottle
+from tiergate.api.inbound import key_problem
 from tiergate.background import reraise_if_stopping
-from tiergate.core.errors import LedgerUnavailable, Unauthorized
+from tiergate.core.errors import AuthThrottled, LedgerUnavailable, Unauthorized
 from tiergate.core.types import Identity
 from tiergate.ledger.base import Ledger
 from tiergate.ledger.records import KeyRecord, hash_key
+from tiergate.observability.metrics import Metrics
 
 log = logging.getLogger("tiergate.auth")
 
@@ -27,17 +30,32 @@ MASTER = "master"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key sent as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``; 401 for one that cannot be a key.
+
+    A header's bytes that are not UTF-8 arrive as lone surrogates and crashed the hash (a 500 and
+    a traceback per request); the message names the header, never its value.
+    """
     auth = headers.get("Authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+            return _checked("Authorization", token.strip())
     key = headers.get("x-api-key")
-    return key.strip() if key else None
+    return _checked("x-api-key", key.strip()) if key and key.strip() else None
+
+
+def _checked(header: str, key: str) -> str:
+    problem = key_problem(key)
+    if problem is not None:
+        raise Unauthorized(f"invalid API key: the key in {header} {problem}")
+    return key
 
 
 def identity_from_headers(key_name: str, key_agent: str | None, headers: Mapping[str, str]) -> Identity:
-    """A key bound to an agent always reports as that agent; other keys may name one in a header."""
+    """A key bound to an agent always reports as that agent; other keys may name one in a header.
+
+    The edge (api/edge.py) has already refused X-Tiergate-* values that are not printable UTF-8 or too long.
+    """
     agent = key_agent or headers.get("X-Tiergate-Agent") or None
     session = headers.get("X-Tiergate-Session") or f"{key_name}:{agent or '-'}"
     privacy = (headers.get("X-Tiergate-Privacy") or "").strip().lower()
@@ -51,8 +69,18 @@ def identity_from_headers(key_name: str, key_agent: str | None, headers: Mapping
 
 
 class KeyStore:
-    def __init__(self, ledger: Ledger, *, master_key: str | None, required: bool = True) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        master_key: str | None,
+        required: bool = True,
+        max_failures_per_minute: int = 0,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._ledger = ledger
+        self._throttle = FailureThrottle(max_failures_per_minute) if max_failures_per_minute > 0 else None
+        self._metrics = metrics
         self._master_hash = hash_key(master_key) if master_key else None
         self._required = required
         self._keys: dict[str, KeyRecord] = {}
@@ -83,15 +111,27 @@ class KeyStore:
                 reraise_if_stopping(exc)
                 log.warning("could not refresh keys from the ledger", exc_info=True)
 
-    def identify(self, headers: Mapping[str, str]) -> Identity:
+    def identify(self, headers: Mapping[str, str], remote: str | None) -> Identity:
+        """The caller's identity; 401 for a missing or wrong key, 429 once ``remote`` failed too often.
+
+        The key is checked before the throttle, so a valid key is never refused for what others
+        sent from the same address.
+        """
+        try:
+            name, agent = self._known(headers)
+        except Unauthorized as exc:
+            raise self._failed(exc, remote) from None
+        return identity_from_headers(name, agent, headers)
+
+    def _known(self, headers: Mapping[str, str]) -> tuple[str, str | None]:
         key = presented_key(headers)
         if key is None:
             if not self._required:
-                return identity_from_headers("anonymous", None, headers)
+                return "anonymous", None
             raise Unauthorized("missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
         known = self._verified.get(key)
         if known is not None:
-            return identity_from_headers(known[0], known[1], headers)
+            return known
         h = hash_key(key)
         if self._master_hash is not None and hmac.compare_digest(h, self._master_hash):
             known = (MASTER, None)
@@ -103,4 +143,15 @@ class KeyStore:
         if len(self._verified) >= MAX_VERIFIED:
             self._verified = {}
         self._verified[key] = known
-        return identity_from_headers(known[0], known[1], headers)
+        return known
+
+    def _failed(self, exc: Unauthorized, remote: str | None) -> Unauthorized | AuthThrottled:
+        wait = self._throttle.failed(remote or "-") if self._throttle is not None else None
+        if self._metrics is not None:
+            self._metrics.child(self._metrics.auth_failures, "refused" if wait is None else "throttled").inc()
+        if wait is None:
+            return exc
+        return AuthThrottled(
+            f"too many failed authentications from this address; retry in {wait} s (auth.max_failures_per_minute)",
+            retry_after=wait,
+        )

@@ -9,7 +9,9 @@ from typing import Any, Literal, TypeVar, overload
 import orjson
 from aiohttp import web
 
-from tiergate.core.errors import BadRequest, PayloadTooLarge, TiergateError
+from tiergate.api.gateway import GATEWAY
+from tiergate.api.inbound import BoundedBody, content_encoding, nesting_exceeds, too_large
+from tiergate.core.errors import BadRequest, TiergateError
 
 log = logging.getLogger("tiergate.api")
 
@@ -17,24 +19,48 @@ JSON = "application/json"
 _UNSAFE_HEADER = re.compile(r"[^\x20-\x7e]")
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, decompressed, never gathered past ``limit`` bytes.
+
+    A declared Content-Length over the limit is refused before a byte of the
+    body is read; a chunked or compressed body is read with a running bound.
+    aiohttp's own decompression is off (``handler_args`` in app.py): it
+    answered unsupported encodings in plain text and read bodies in chunks
+    of the whole limit, so 413 came only after 21-28 MB.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large(limit)
+    body = BoundedBody(content_encoding(request.headers.get("Content-Encoding")), limit)
+    content = request.content
+    while chunk := await content.readany():
+        body.feed(chunk)
+    return body.finish()
+
+
 async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
-    """The raw body and its parsed object; 413 over the size limit, 400 for anything not a JSON object."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(
-            f"request body is larger than the server's limit of {request.app['max_body_bytes']} bytes "
-            f"(server.max_body_mb)"
-        ) from exc
+    """The raw (decompressed) body and its parsed object; 413 over the size limit, 400 for anything not a
+    JSON object or nested deeper than server.max_json_depth."""
+    server = request.app[GATEWAY].config.server
+    raw = await read_body(request, int(server.max_body_mb * 1024 * 1024))
     if not raw:
         raise BadRequest("request body is empty; expected a JSON object")
+    depth = server.max_json_depth
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc):  # orjson's own limit (1024), far above ours
+            raise too_deep(depth) from None
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    if nesting_exceeds(raw, body, depth):
+        raise too_deep(depth)
     return raw, body
+
+
+def too_deep(limit: int) -> BadRequest:
+    return BadRequest(f"request body nests JSON arrays and objects deeper than {limit} levels (server.max_json_depth)")
 
 
 def header_value(text: str, limit: int = 400) -> str:
@@ -58,7 +84,12 @@ def error_response(err: TiergateError, *, anthropic: bool, request_id: str) -> w
     headers = {"X-Request-ID": request_id}
     if err.retry_after is not None:
         headers["Retry-After"] = str(err.retry_after)
-    return web.Response(body=orjson.dumps(body), status=err.status, content_type=JSON, headers=headers)
+    try:
+        data = orjson.dumps(body)
+    except TypeError:  # a message carrying text that is not UTF-8 (a path's bytes): rendered escaped, never a 500
+        err.message = err.message.encode("utf-8", "backslashreplace").decode("utf-8")
+        data = orjson.dumps(anthropic_error_body(err) if anthropic else openai_error_body(err))
+    return web.Response(body=data, status=err.status, content_type=JSON, headers=headers)
 
 
 T = TypeVar("T")

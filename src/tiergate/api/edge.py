@@ -18,8 +18,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tiergate.api.common import error_response
+from tiergate.api.common import error_response, header_value
+from tiergate.api.inbound import header_problem
 from tiergate.core.errors import (
+    BadRequest,
     MethodNotAllowed,
     NotFound,
     TiergateError,
@@ -44,16 +46,22 @@ def guarded(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def at_the_edge(request: web.Request) -> web.StreamResponse:
         request["started"] = time.perf_counter()
-        rid = request.headers.get("X-Request-ID") or request.app[REQUEST_IDS].new()
+        problem = header_problem(request.headers.items())
+        rid = (None if problem else request.headers.get("X-Request-ID")) or request.app[REQUEST_IDS].new()
         request["request_id"] = rid
         try:
+            if problem is not None:  # before any handler reads a header into an identity or a record
+                raise BadRequest(problem)
             return await handler(request)
         except TiergateError as err:
             if isinstance(err, UpstreamRejected) and err.body:  # the vendor's own bytes, for its own clients
                 return web.Response(
                     body=err.body, status=err.status, content_type="application/json", headers={"X-Request-ID": rid}
                 )
-            return error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+            resp = error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+            if not request.content.is_eof():  # refused before its body was all read (413, 401, 415)
+                resp.force_close()  # aiohttp discards the rest for at most its lingering time, then closes
+            return resp
         except web.HTTPException:
             raise
         except (ConnectionResetError, asyncio.CancelledError):
@@ -93,12 +101,15 @@ class EdgeRoutes:
 
         async def not_routed(request: web.Request) -> web.StreamResponse:
             allowed = methods.get(request.path)
+            route = header_value(f"{request.method} {request.path}", 200)  # printable ASCII: any other byte as ?
             if allowed is None:
-                raise NotFound(f"no route {request.method} {request.path}")
+                raise NotFound(f"no route {route}")
             allow = ", ".join(sorted(allowed))
-            err = MethodNotAllowed(f"method {request.method} not allowed on {request.path}; allowed: {allow}")
+            err = MethodNotAllowed(f"{route}: method not allowed; allowed: {allow}")
             resp = error_response(err, anthropic=_is_anthropic(request), request_id=request["request_id"])
             resp.headers["Allow"] = allow
             return resp
 
-        self._app.router.add_route("*", "/{tail:.*}", guarded(not_routed))
+        # [\s\S], not ".": a path with an encoded line break (%0A) matched no route, and aiohttp answered it
+        # in plain text
+        self._app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(not_routed))

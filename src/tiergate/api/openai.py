@@ -80,7 +80,7 @@ def pipeline_request(
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    ident = gw.keys.identify(request.headers)
+    ident = gw.keys.identify(request.headers, request.remote)
     raw, body = await read_json_object(request)
     ident, features = chat_features(raw, body, ident)
     answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, PROTOCOL))
@@ -89,7 +89,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    ident = gw.keys.identify(request.headers)
+    ident = gw.keys.identify(request.headers, request.remote)
     raw, body = await read_json_object(request)
     model = require_type(body, "model", str, "a string") or "auto"
     if body.get("input") in (None, "", []):
@@ -106,7 +106,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    gw.keys.identify(request.headers)
+    gw.keys.identify(request.headers, request.remote)
     created = int(gw.started_at)
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": "tiergate"} for name in gw.catalog.model_names()

@@ -55,6 +55,8 @@ class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(4000, ge=0, le=65535)
     max_body_mb: float = Field(16.0, gt=0, description="largest request body accepted")
+    # orjson's encoder stops at 255 levels and translations recurse, hence the ceiling
+    max_json_depth: int = Field(64, ge=2, le=200, description="deepest nesting of JSON arrays and objects accepted")
     # client-side bounds (tiergate/client_protocol.py): a socket that sends too slowly or not at all is closed
     header_timeout_s: float = Field(10.0, gt=0, le=3600, description="request line and headers, from their first byte")
     body_timeout_s: float = Field(30.0, gt=0, le=3600, description="the whole body, from the end of the headers")
@@ -66,6 +68,9 @@ class ServerConfig(_Model):
 class AuthConfig(_Model):
     master_key: SecretStr | None = None
     required: bool = True
+    max_failures_per_minute: int = Field(
+        20, ge=0, description="wrong or missing keys per client address per minute before 429; 0 turns it off"
+    )
 
 
 class ProviderConfig(_Model):

@@ -14,8 +14,10 @@
     │   ├── MethodNotAllowed        405 known path, other method
     │   ├── RequestTimeout          408 a body that did not arrive within server.body_timeout_s
     │   ├── PayloadTooLarge         413 body over server.max_body_mb
+    │   ├── UnsupportedEncoding     415 a Content-Encoding tiergate does not decode
     │   ├── ContextTooLarge         400 no candidate's context window holds the request
     │   ├── RateLimited             429 a rate or concurrency limit (limits[]); carries Retry-After
+    │   │   └── AuthThrottled       429 too many failed authentications from one client address
     │   ├── BudgetExceeded          429 a budget whose action is reject
     │   └── UpstreamRejected        4xx the upstream refused the request itself; may carry its bytes
     ├── UpstreamError (5xx)
@@ -126,6 +128,11 @@ class PayloadTooLarge(ClientError):
     code = "request_too_large"
 
 
+class UnsupportedEncoding(ClientError):
+    status = 415
+    code = "unsupported_content_encoding"
+
+
 class ContextTooLarge(ClientError):
     code = "context_length_exceeded"
 
@@ -139,6 +146,15 @@ class RateLimited(ClientError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AuthThrottled(RateLimited):
+    """A wrong or missing key from an address that failed too often (auth.max_failures_per_minute).
+
+    The key is checked first: a valid one is served whatever its address did before.
+    """
+
+    code = "auth_throttled"
 
 
 class UpstreamError(TiergateError):

@@ -64,6 +64,12 @@ class Metrics:
             "Requests naming a task the config does not define (routed as tier>=0, told in X-Tiergate-Warning)",
             registry=r,
         )
+        self.auth_failures = Counter(
+            "tiergate_auth_failures",
+            "Missing or wrong API keys, by outcome: refused (401) or throttled (429, auth.max_failures_per_minute)",
+            ["outcome"],
+            registry=r,
+        )
         self.ledger_pending = Gauge(
             "tiergate_ledger_pending_records", "Usage records queued for the ledger", registry=r
         )

@@ -1,0 +1,196 @@
+"""What a client may send, as pure checks: header values, JSON nesting, Content-Encoding, bounded decoding.
+
+Nothing here touches a socket: ``api/edge.py`` and ``api/common.py`` apply
+these to a request, and ``tests/unit/test_edge_inbound.py`` table-tests them.
+Every message names the header, field or limit and never repeats the bytes
+the client sent (an error body must not echo a caller's secrets back).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+from tiergate.core.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
+
+# ids read into identity and records (ledger rows, session tracking) and echoed in X-Request-ID
+MAX_ID_CHARS = 256
+# headers passed to the upstream as they are (anthropic-beta lists several features)
+MAX_FORWARDED_CHARS = 1024
+ID_HEADERS = frozenset({"x-request-id", "x-claude-code-session-id"})
+ASCII_HEADERS = frozenset({"x-request-id", "anthropic-version", "anthropic-beta"})  # echoed or sent upstream
+FORWARDED = frozenset({"anthropic-version", "anthropic-beta"})
+TIERGATE_PREFIX = "x-tiergate-"
+
+DECODED = ("gzip", "deflate")
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_KNOWN_UNDECODED = frozenset({"br", "zstd", "compress", "x-compress", "exi", "pack200-gzip", "aes128gcm", "dcb", "dcz"})
+
+
+def value_problem(value: str, max_chars: int, *, ascii_only: bool = False) -> str | None:
+    """Why ``value`` cannot be used as an id or forwarded, or None.
+
+    aiohttp hands over header bytes that are not UTF-8 as lone surrogates
+    (``\\udcff``); they crash any later ``encode()``, a SQLite or PostgreSQL
+    write among them, so they are refused here, with control characters.
+    """
+    if len(value) > max_chars:
+        return f"is longer than {max_chars} characters"
+    if value.isascii() and value.isprintable():  # the usual case: one C pass each
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if ascii_only and not value.isascii():
+        return "must be printable ASCII"
+    return None if value.isprintable() else "contains control or invisible characters"
+
+
+def header_problem(headers: Iterable[tuple[str, str]]) -> str | None:
+    """The first header tiergate reads or forwards whose value is unusable, as a message naming it, or None."""
+    for name, value in headers:
+        lower = name.lower()
+        if lower.startswith(TIERGATE_PREFIX) or lower in ID_HEADERS:
+            cap = MAX_ID_CHARS
+        elif lower in FORWARDED:
+            cap = MAX_FORWARDED_CHARS
+        else:
+            continue
+        problem = value_problem(value, cap, ascii_only=lower in ASCII_HEADERS)
+        if problem is not None:
+            return f"header {name} {problem}"
+    return None
+
+
+def key_problem(value: str) -> str | None:
+    """An API key is printable ASCII: anything else cannot match one, and must not reach a hash or a log."""
+    return None if value.isascii() and value.isprintable() else "is not printable ASCII"
+
+
+def content_encoding(header: str | None) -> str | None:
+    """None for a plain body, else "gzip" or "deflate"; UnsupportedEncoding names what is supported."""
+    if header is None:
+        return None
+    value = header.strip().lower()
+    if value in ("", "identity"):
+        return None
+    if value in ("gzip", "x-gzip"):
+        return "gzip"
+    if value == "deflate":
+        return "deflate"
+    supported = "send the body uncompressed, or with Content-Encoding gzip or deflate"
+    if "," in value:
+        raise UnsupportedEncoding(f"Content-Encoding lists more than one encoding; {supported}")
+    what = f"Content-Encoding {value}" if value in _KNOWN_UNDECODED else "this Content-Encoding"
+    raise UnsupportedEncoding(f"{what} is not supported; {supported}")
+
+
+def too_large(limit: int, *, decompressed: bool = False) -> PayloadTooLarge:
+    what = "decompressed request body" if decompressed else "request body"
+    return PayloadTooLarge(f"{what} is larger than the server's limit of {limit} bytes (server.max_body_mb)")
+
+
+class BoundedBody:
+    """A request body gathered as it arrives, never past ``limit`` bytes, decompressed on the way if need be.
+
+    The compressed bytes are not kept and the decompressor is asked for at
+    most the room left, so a gzip bomb costs at most the limit. The
+    compressed size is bounded by the same limit, so endless empty gzip
+    members cannot keep the reader busy either.
+    """
+
+    def __init__(self, encoding: str | None, limit: int) -> None:
+        self._encoding = encoding
+        self._limit = limit
+        self._received = 0
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._inflate: Any = None  # zlib's decompress object; for deflate chosen by the first two bytes
+        self._head = b""  # a deflate body's first byte, when it came alone
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._received += len(chunk)
+        if self._received > self._limit:
+            raise too_large(self._limit)
+        if self._encoding is None:
+            self._keep(chunk, decompressed=False)
+            return
+        self._decompress(chunk)
+
+    def finish(self) -> bytes:
+        if self._encoding is not None:
+            if self._inflate is None:
+                if self._received:
+                    raise self._corrupt("it is too short")
+            elif not self._inflate.eof:
+                self._drain(self._inflate.flush())
+                if not self._inflate.eof:
+                    raise self._corrupt("it ends before the compressed stream does")
+        return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+
+    def _keep(self, data: bytes, *, decompressed: bool) -> None:
+        if not data:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            raise too_large(self._limit, decompressed=decompressed)
+        self._parts.append(data)
+
+    def _corrupt(self, why: str = "") -> BadRequest:
+        return BadRequest(f"body is not valid {self._encoding}{': ' + why if why else ''} (Content-Encoding)")
+
+    def _decompress(self, chunk: bytes) -> None:
+        if self._inflate is None and self._encoding == "deflate" and len(self._head) + len(chunk) < 2:
+            self._head += chunk
+            return
+        chunk, self._head = self._head + chunk, b""
+        while chunk:
+            if self._inflate is None or self._inflate.eof:
+                if self._inflate is not None and self._encoding == "deflate":
+                    raise self._corrupt("bytes follow the end of the compressed stream")
+                self._inflate = zlib.decompressobj(self._wbits(chunk))  # a gzip body may hold several members
+            try:
+                self._drain(self._inflate.decompress(chunk, self._room()))
+                while self._inflate.unconsumed_tail:
+                    self._drain(self._inflate.decompress(self._inflate.unconsumed_tail, self._room()))
+            except zlib.error:
+                raise self._corrupt() from None
+            chunk = self._inflate.unused_data if self._inflate.eof else b""
+
+    def _drain(self, data: bytes) -> None:
+        self._keep(data, decompressed=True)
+
+    def _room(self) -> int:
+        return self._limit - self._size + 1  # one byte more than fits tells "too large" apart from "exactly full"
+
+    def _wbits(self, first: bytes) -> int:
+        if self._encoding == "gzip":
+            return _GZIP_WBITS
+        # "deflate" means zlib-wrapped (RFC 9110), but many clients send raw deflate: a zlib header says which
+        wrapped = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+        return zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+
+
+def nesting_exceeds(raw: bytes, body: Any, limit: int) -> bool:
+    """Whether ``body`` (parsed from ``raw``) nests containers deeper than ``limit``.
+
+    Translations and orjson's encoder recurse (orjson stops at 255 levels),
+    so depth is bounded well before them. Nesting cannot pass the number of
+    brackets in the bytes, so the usual body is cleared by two C-speed
+    counts; otherwise an iterative walk over the containers decides.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
