@@ -18,6 +18,7 @@ from tiergate.config.schema import TiergateConfig
 from tiergate.core.errors import ConfigError, TiergateError
 
 if TYPE_CHECKING:
+    from tiergate.core.catalog import Deployment
     from tiergate.ledger.base import Ledger
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A local-first hybrid LLM gateway for agent fleets.")
@@ -58,7 +59,7 @@ def _describe(cfg: TiergateConfig) -> str:
         for n in names:
             d = cat.deployments[n]
             where = "local" if d.local else d.provider
-            parts.append(f"{n} ({d.model} via {where}, {d.api}, ${d.input_per_mtok:g}/${d.output_per_mtok:g} per Mtok)")
+            parts.append(f"{n} ({d.model} via {where}, {d.api}, {_price_text(d)})")
         lines.append(f"  {tier}: " + "; ".join(parts))
     lines.append("aliases:" + ("" if cat.aliases else " none"))
     lines += [f"  {a} -> {', '.join(m)}" for a, m in cat.aliases.items()]
@@ -70,12 +71,34 @@ def _describe(cfg: TiergateConfig) -> str:
     return "\n".join(lines)
 
 
+def _price_text(d: Deployment) -> str:
+    """A deployment's prices and where they came from, as check-config shows them."""
+    if not d.priced:
+        return "NO PRICE (recorded at $0)"
+    r = d.rates
+    same = (r.cache_read, r.cache_write) == (r.input, r.input)
+    cache = "" if same else f", cache read/write ${r.cache_read:g}/${r.cache_write:g}"
+    tiers = f", dearer past {d.price_tiers[0].above} prompt tokens" if d.price_tiers else ""
+    return f"${r.input:g}/${r.output:g} per Mtok{cache}{tiers}, from {d.price_source}"
+
+
+def unpriced_warnings(cfg: TiergateConfig) -> list[str]:
+    """One line per cloud deployment that nothing prices: its calls would be recorded, and budgeted, at $0."""
+    cat = build_catalog(cfg)
+    return [
+        f"warning: deployment {n!r} ({cat.deployments[n].model} via {cat.deployments[n].provider}) has no price: "
+        "the price database does not know the model and there is no price: line; its calls are recorded at $0 "
+        "(add price: {input_per_mtok: ..., output_per_mtok: ...})"
+        for n in cat.unpriced()
+    ]
+
+
 @app.command("check-config")
 def check_config(
     file: Path = typer.Argument(..., help="config file to validate"),
     strict: bool = typer.Option(False, "--strict", help="warnings fail the check too (exit 2)"),
 ) -> None:
-    """Validate a config, list every problem at once, print the resolved tiers and aliases.
+    """Validate a config, list every problem at once, print the resolved tiers, prices and aliases.
 
     Exit 2 when an error (with --strict, also a warning) was found; warnings alone exit 0.
     """
@@ -88,6 +111,7 @@ def check_config(
     cfg, problems = check_config_dict(raw, env=environment(), exists=Path.is_file)
     errors = [f"error: {p}" for p in problems if not p.warning]
     warnings = [f"warning: {p}" for p in problems if p.warning]
+    warnings += unpriced_warnings(cfg) if cfg is not None else []
     for line in (*errors, *warnings):
         typer.echo(f"  {line}", err=True)
     if errors or (strict and warnings):
@@ -203,24 +227,46 @@ def keys_revoke(name: str = typer.Argument(...), config: Path | None = ConfigOpt
     typer.echo(f"key {name!r} revoked")
 
 
+def _date(option: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        _fail(f"{option}: expected YYYY-MM-DD, got {value!r}")
+
+
 @app.command()
 def report(
     config: Path | None = ConfigOpt,
-    day: str | None = typer.Option(None, help="YYYY-MM-DD (default today, local time)"),
+    day: str | None = typer.Option(None, help="one day, YYYY-MM-DD (default today in the config's timezone)"),
+    since: str | None = typer.Option(None, help="first day, YYYY-MM-DD (until defaults to today)"),
+    until: str | None = typer.Option(None, help="last day, YYYY-MM-DD, inclusive"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    as_csv: bool = typer.Option(False, "--csv", help="one CSV line per group, for a spreadsheet"),
 ) -> None:
-    """Requests, tokens and cost by deployment, tier, agent and task for one day."""
-    from tiergate.ledger.report import build_report, format_report
+    """Requests, tokens, cost and savings by deployment, tier, agent, task and day (days in the config's timezone)."""
+    from zoneinfo import ZoneInfo
 
+    from tiergate.ledger.report import build_report, format_csv, format_report
+
+    if as_json and as_csv:
+        _fail("give --json or --csv, not both")
+    first, last, one = _date("--since", since), _date("--until", until), _date("--day", day)
+    if one is not None and (first or last):
+        _fail("give --day, or --since/--until, not both")
     cfg, ledger = _ledger(config)
-    day = day or dt.date.today().isoformat()
+    today = dt.datetime.now(ZoneInfo(cfg.timezone)).date().isoformat()
+    last = one or last or today
+    first = one or first or last
+    if first > last:
+        ledger.close()
+        _fail(f"--since {first} is after --until {last}")
     try:
-        dt.date.fromisoformat(day)
-    except ValueError:
-        _fail(f"--day: expected YYYY-MM-DD, got {day!r}")
-    rep = build_report(ledger, day, build_catalog(cfg))
-    ledger.close()
-    typer.echo(json.dumps(rep.to_dict(), indent=2) if as_json else format_report(rep))
+        rep = build_report(ledger, first, last, build_catalog(cfg), tz=cfg.timezone)
+    finally:
+        ledger.close()
+    typer.echo(json.dumps(rep.to_dict(), indent=2) if as_json else format_csv(rep) if as_csv else format_report(rep))
 
 
 @app.command()

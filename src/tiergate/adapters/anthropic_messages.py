@@ -49,8 +49,9 @@ def usage_from_anthropic(u: Any) -> Usage | None:
     """Input counts cache reads and writes too: they are prompt tokens the upstream processed."""
     if not isinstance(u, dict):
         return None
-    prompt = sum(int(u.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(prompt, int(u.get("output_tokens") or 0))
+    read, write = int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0)
+    prompt = int(u.get("input_tokens") or 0) + read + write
+    return Usage(prompt, int(u.get("output_tokens") or 0), cache_read_tokens=read, cache_write_tokens=write)
 
 
 def headers_for(d: Deployment, hints: ClientHints) -> dict[str, str]:
@@ -158,6 +159,8 @@ class _AnthropicStream:
             u = usage_from_anthropic((obj.get("message") or {}).get("usage"))
             if u is not None:
                 self._usage.prompt_tokens, self._usage.estimated = u.prompt_tokens, False
+                self._usage.cache_read_tokens = u.cache_read_tokens
+                self._usage.cache_write_tokens = u.cache_write_tokens
         elif kind == "message_delta":
             delta_usage = obj.get("usage")
             if isinstance(delta_usage, dict) and "output_tokens" in delta_usage:

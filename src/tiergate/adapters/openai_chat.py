@@ -73,7 +73,9 @@ def usage_from_openai(obj: Any) -> Usage | None:
     u = obj.get("usage") if isinstance(obj, dict) else None
     if not isinstance(u, dict):
         return None
-    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+    details = u.get("prompt_tokens_details")
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), cache_read_tokens=cached)
 
 
 def _headers(d: Deployment) -> dict[str, str]:
@@ -184,6 +186,7 @@ class _OpenAIStream:
             u = usage_from_openai(obj)
             if u is not None:
                 self._usage.prompt_tokens, self._usage.completion_tokens = u.prompt_tokens, u.completion_tokens
+                self._usage.cache_read_tokens = u.cache_read_tokens
                 self._usage.estimated = False
                 self._saw_usage = True
                 if self._injected and not obj.get("choices"):

@@ -44,6 +44,7 @@ async def health(request: web.Request) -> web.Response:
             name: {"tier": d.tier, "local": d.local, "available": name not in down, "note": down.get(name)}
             for name, d in gw.catalog.deployments.items()
         },
+        "unpriced_deployments": gw.catalog.unpriced(),  # cloud, no price known: their calls are recorded at $0
         "ledger_pending": gw.ledger.pending(),
         "ledger": gw.ledger.health(),
         "emergency": await gw.state.flag(EMERGENCY_FLAG),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from tiergate.config.prices import resolve_price
 from tiergate.config.schema import DeploymentConfig, TiergateConfig
 from tiergate.core.catalog import Catalog, Deployment
 
@@ -32,8 +33,9 @@ def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None =
             local=p.local,
             context_window=d.context_window,
             max_output_tokens=d.max_output_tokens,
-            input_per_mtok=d.price.input_per_mtok,
-            output_per_mtok=d.price.output_per_mtok,
+            **resolve_price(  # the price database is read here, once per catalog, never per request
+                d.price, local=p.local, provider=d.provider, base_url=p.base_url, model=d.model
+            ).fields(),
             api_key=p.api_key.get_secret_value() if p.api_key else None,
             headers=MappingProxyType(dict(p.headers)),
             timeout_s=p.timeout_s,
@@ -61,7 +63,6 @@ def _managed(cfg: TiergateConfig, d: DeploymentConfig, url: str | None) -> Deplo
         local=True,
         context_window=min(d.context_window, m.context) if "context_window" in d.model_fields_set else m.context,
         max_output_tokens=d.max_output_tokens,
-        input_per_mtok=d.price.input_per_mtok,
-        output_per_mtok=d.price.output_per_mtok,
+        **resolve_price(d.price, local=True, provider="local-models", base_url="", model=m.name).fields(),
         local_model=m.name,
     )

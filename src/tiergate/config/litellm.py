@@ -3,7 +3,9 @@
 LiteLLM groups deployments under a shared ``model_name`` (its load-balancing
 group); here each entry becomes a deployment and each group an alias, so
 clients keep sending the names they sent before. Tiers are inferred from
-price (free → 0, then rising with cost) unless ``model_info.tier`` is set.
+price (free → 0, then rising with cost) unless ``model_info.tier`` is set; an
+entry without costs is priced from the price database (config/prices.py), as
+LiteLLM prices it from its own.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tiergate.config.prices import database_price
 from tiergate.core.errors import ConfigError
 
 LITELLM_KEYS = {"model_list", "router_settings", "general_settings", "litellm_settings", "environment_variables"}
@@ -87,15 +90,19 @@ def translate_litellm(raw: dict[str, Any]) -> dict[str, Any]:
         prov = providers.setdefault(pkey, {"api": api, "base_url": base, "local": local})
         if params.get("api_key"):
             prov["api_key"] = params["api_key"]
-        price_in = float(info.get("input_cost_per_token", params.get("input_cost_per_token", 0)) or 0) * 1e6
-        price_out = float(info.get("output_cost_per_token", params.get("output_cost_per_token", 0)) or 0) * 1e6
+        costs = [info.get(k, params.get(k)) for k in ("input_cost_per_token", "output_cost_per_token")]
+        price_in, price_out = (float(c or 0) * 1e6 for c in costs)
+        if costs == [None, None] and not local:  # as LiteLLM does: the price database's price
+            db = database_price(prefix, base, params["model"])
+            price_out = db.rates.output if db is not None else 0.0
         dep: dict[str, Any] = {
             "name": f"{group}#{i}",
             "provider": pkey,
             "model": upstream_model,
             "tier": int(info.get("tier", 0 if local else _tier_for(price_out))),
-            "price": {"input_per_mtok": price_in, "output_per_mtok": price_out},
         }
+        if costs != [None, None]:
+            dep["price"] = {"input_per_mtok": price_in, "output_per_mtok": price_out}
         for src, dst in (("max_input_tokens", "context_window"), ("max_tokens", "max_output_tokens")):
             if info.get(src):
                 dep[dst] = int(info[src])

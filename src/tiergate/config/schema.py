@@ -45,10 +45,12 @@ class _Model(BaseModel):
 
 
 class Price(_Model):
-    """USD per million tokens."""
+    """USD per million tokens. A field written here wins over the price database (config/prices.py)."""
 
-    input_per_mtok: float = Field(0.0, ge=0)
-    output_per_mtok: float = Field(0.0, ge=0)
+    input_per_mtok: float = Field(0.0, ge=0, allow_inf_nan=False)
+    output_per_mtok: float = Field(0.0, ge=0, allow_inf_nan=False)
+    cache_read_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False, description="prompt read from cache")
+    cache_write_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False, description="prompt written to cache")
 
 
 class ServerConfig(_Model):

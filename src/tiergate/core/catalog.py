@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tiergate.core.money import cost_usd
+from tiergate.core.prices import PriceTier, Rates, tier_rates, token_cost
+from tiergate.core.types import Usage
+
+UNPRICED = "unpriced"  # Deployment.price_source of a cloud deployment nothing could price: it costs 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +35,43 @@ class Deployment:
     timeout_s: float | None = None
     local_model: str | None = None  # served by tiergate's own local model manager
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return cost_usd(self.input_per_mtok, self.output_per_mtok, prompt_tokens, completion_tokens)
+    cache_read_per_mtok: float | None = None  # None: the input price
+    cache_write_per_mtok: float | None = None  # None: the input price
+    price_tiers: tuple[PriceTier, ...] = ()  # dearer rates for long prompts, ascending
+    price_source: str = "config"  # config, local, genai-prices:<provider>/<model>, or UNPRICED
+
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> float:
+        """USD for one call: per request, so the common case (no cache, no tier) is one expression."""
+        if self.price_tiers and prompt_tokens > self.price_tiers[0].above:
+            rates = tier_rates(self.price_tiers, prompt_tokens) or self.rates
+            return token_cost(rates, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens)
+        if not (cache_read_tokens or cache_write_tokens):
+            return cost_usd(self.input_per_mtok, self.output_per_mtok, prompt_tokens, completion_tokens)
+        return token_cost(self.rates, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens)
+
+    def usage_cost(self, usage: Usage) -> float:
+        """What this deployment bills for ``usage``, cache reads and writes at their own prices."""
+        return self.cost(
+            usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens, usage.cache_write_tokens
+        )
+
+    @property
+    def rates(self) -> Rates:
+        """The base rates (below any price tier), cache prices resolved."""
+        cr, cw = self.cache_read_per_mtok, self.cache_write_per_mtok
+        return Rates(
+            self.input_per_mtok,
+            self.output_per_mtok,
+            self.input_per_mtok if cr is None else cr,
+            self.input_per_mtok if cw is None else cw,
+        )
+
+    @property
+    def priced(self) -> bool:
+        """False for a cloud deployment whose price nobody knows: its calls are recorded at $0."""
+        return self.price_source != UNPRICED
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +101,10 @@ class Catalog:
         for d in sorted(self.deployments.values(), key=lambda d: (d.tier, d.name)):
             out.setdefault(d.tier, []).append(d.name)
         return out
+
+    def unpriced(self) -> list[str]:
+        """Cloud deployments with no price line and no price in the database (check-config and /health)."""
+        return sorted(n for n, d in self.deployments.items() if not d.priced)
 
     def model_names(self) -> list[str]:
         """What GET /v1/models lists: auto, task routes, aliases, then deployments.

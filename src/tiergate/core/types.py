@@ -91,9 +91,11 @@ class RoutePlan:
 
 @dataclass(slots=True)
 class Usage:
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # every input token, cache reads and writes included
     completion_tokens: int = 0
     estimated: bool = False
+    cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache (billed at its price)
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
 
     @property
     def total_tokens(self) -> int:

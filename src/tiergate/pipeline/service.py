@@ -168,7 +168,7 @@ class RequestPipeline:
     ) -> float:
         """Record the answered request, turn its reservation into the real cost; returns the cost."""
         d = outcome.deployment
-        cost = d.cost(usage.prompt_tokens, usage.completion_tokens)
+        cost = d.usage_cost(usage)  # cache reads and writes at their own prices
         await ctx.hold.settle(cost)
         total_s = time.perf_counter() - ctx.started
         self.ledger.record(

@@ -122,4 +122,10 @@ def usage_record(
         reason=reason,
         error=error,
         protocol=ctx.protocol,
+        extra=cache_tokens_extra(usage) if usage.cache_read_tokens or usage.cache_write_tokens else None,
     )
+
+
+def cache_tokens_extra(usage: Usage) -> dict[str, str]:
+    """Cache reads and writes ride in the row's ``extra`` JSON (no column of their own yet); reports read them."""
+    return {"cache_read_tokens": str(usage.cache_read_tokens), "cache_write_tokens": str(usage.cache_write_tokens)}
