@@ -60,6 +60,8 @@ SWEEP_S = 1.0  # how often deadlines are checked: each holds to within this
 DRAIN_IDLE_GRACE_S = 2.0  # at SIGTERM an idle keep-alive connection stays open this long for a request in transit
 CUT_WAIT_S = 5.0  # after the drain, for cut handlers to record their requests before their sockets are closed
 MALFORMED_LOG_WINDOW_S = 60.0
+# the phases as plain names: per request, an Enum class attribute costs more than the check itself
+_FRESH, _IDLE, _HEADER, _BODY, _BUSY = Phase.FRESH, Phase.IDLE, Phase.HEADER, Phase.BODY, Phase.BUSY
 
 
 class GatewayProtocol(RequestHandler):
@@ -91,29 +93,30 @@ class GatewayProtocol(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase in WAITING:
-            self._phase, self._since = Phase.HEADER, self._loop.time()
+        phase = self._phase
+        if phase is _FRESH or phase is _IDLE:
+            self._phase, self._since = _HEADER, self._loop.time()
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) > queued:  # a request head ended
             payload = self._messages[-1][1]
             if payload.is_eof():
-                self._phase = Phase.BUSY
+                self._phase = _BUSY
             else:
-                self._phase, self._since, self._body = Phase.BODY, self._loop.time(), payload
-        elif self._phase is Phase.BODY and self._body.is_eof():
-            self._phase, self._body = Phase.BUSY, None
+                self._phase, self._since, self._body = _BODY, self._loop.time(), payload
+        elif self._phase is _BODY and self._body.is_eof():
+            self._phase, self._body = _BUSY, None
 
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
-        if self._phase is Phase.BODY and not self._body.is_eof():
+        if self._phase is _BODY and not self._body.is_eof():
             pass  # a body still arriving (answered early, or pipelined behind this one) keeps its deadline
         elif self._messages:
-            self._phase = Phase.BUSY  # a pipelined request is next
+            self._phase = _BUSY  # a pipelined request is next
         else:
-            self._phase, self._since = Phase.IDLE, self._loop.time()
+            self._phase, self._since = _IDLE, self._loop.time()
         return result
 
     def handle_error(
