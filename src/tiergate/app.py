@@ -30,8 +30,9 @@ from tiergate.config.catalog import build_catalog
 from tiergate.config.schema import TiergateConfig
 from tiergate.core.errors import ConfigError, LedgerUnavailable
 from tiergate.core.ids import IdSource
-from tiergate.guardrails.alerts import AlertDispatcher
+from tiergate.guardrails.alerts import AlertDispatcher, LedgerSeen
 from tiergate.guardrails.budgets import EMERGENCY_FLAG, BudgetGuard
+from tiergate.guardrails.ledger_watch import LedgerWatch
 from tiergate.guardrails.limits import LimitGuard
 from tiergate.guardrails.outages import GuardedState, Outages
 from tiergate.guardrails.sessions import SessionTracker
@@ -58,8 +59,8 @@ async def sync_flags(ledger: Ledger, state: SharedState) -> None:
         await state.set_flag(EMERGENCY_FLAG, flags.get(EMERGENCY_FLAG))
 
 
-async def watch_control(gw: Gateway, interval_s: float = 1.0) -> None:
-    """About once a second: kills and flags from elsewhere, and idle sessions expiring."""
+async def watch_control(gw: Gateway, interval_s: float = 1.0, ledger_watch: LedgerWatch | None = None) -> None:
+    """About once a second: kills and flags from elsewhere, idle sessions expiring, the ledger writer's health."""
     ticks = 0
     while True:
         await asyncio.sleep(interval_s)
@@ -70,6 +71,8 @@ async def watch_control(gw: Gateway, interval_s: float = 1.0) -> None:
             gw.sessions.flush()
             gw.sessions.expire_idle()
             watch_dependencies(gw)
+            if ledger_watch is not None:
+                ledger_watch.check()
             if gw.budgets.pending_reconcile:
                 await gw.budgets.reconcile()
             if ticks % 60 == 0:
@@ -161,12 +164,19 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             metrics=metrics,
         )
         keys.reload_if_changed()
-        alerts = AlertDispatcher(config.alerts, session)
+        # the writer first: a PostgreSQL spool left by the last run is replayed before budgets and sessions
+        # are rebuilt from the ledger (docs/guardrails.md, "What the ledger guarantees")
+        ledger.start()
+        sent = LedgerSeen(ledger)  # alerts already sent, by this process or an earlier one: not sent again
+        sent.load()
+        alerts = AlertDispatcher(config.alerts, session, seen=sent)
         budgets = BudgetGuard(
             config.budgets, catalog=catalog, state=state, tz=config.timezone, alerts=alerts, outages=outages
         )
         budgets.seed_from_ledger(ledger)
-        sessions = SessionTracker(config.guardian, ledger=ledger, alerts=alerts, shared=state if config.state else None)
+        sessions = SessionTracker(
+            config.guardian, ledger=ledger, alerts=alerts, shared=state if config.state else None, metrics=metrics
+        )
         sessions.load()
         await sync_flags(ledger, state)
         executor = Executor(
@@ -201,8 +211,11 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             else None,
         )
         app[GATEWAY] = gw
-        ledger.start()
-        watchers = [asyncio.create_task(keys.watch()), asyncio.create_task(watch_control(gw))]
+        ledger_watch = LedgerWatch(ledger, metrics=metrics, alerts=alerts)
+        watchers = [
+            asyncio.create_task(keys.watch()),
+            asyncio.create_task(watch_control(gw, ledger_watch=ledger_watch)),
+        ]
         if gw.limits is not None:
             watchers.append(asyncio.create_task(gw.limits.renew_forever()))
         try:

@@ -341,12 +341,31 @@ def emergency(
 
     if state not in ("on", "off", "status"):
         _fail(f"expected on, off or status, got {state!r}")
-    _, ledger = _ledger(config)
+    cfg, ledger = _ledger(config)
     if state != "status":
         ledger.set_flag(EMERGENCY_FLAG, reason if state == "on" else None)
     current = ledger.flags().get(EMERGENCY_FLAG)
     ledger.close()
     typer.echo(f"emergency mode: on ({current})" if current else "emergency mode: off")
+    if state != "status":
+        _send_emergency_alert(cfg, reason if state == "on" else None)
+
+
+def _send_emergency_alert(cfg: TiergateConfig, reason: str | None) -> None:
+    """The alert POST /admin/emergency sends, to the config's sinks; a failed delivery is reported, not fatal."""
+    from tiergate.guardrails.alerts import AlertDispatcher, emergency_alert
+
+    async def send() -> tuple[int, int]:
+        dispatcher = AlertDispatcher(cfg.alerts)
+        dispatcher.emit(emergency_alert(reason, source="cli"))
+        await dispatcher.drain(timeout_s=30)
+        await dispatcher.close()
+        return len(dispatcher.sent), len(cfg.alerts) - len(dispatcher.sent)
+
+    if not cfg.alerts:
+        return
+    sent, failed = asyncio.run(send())
+    typer.echo(f"alert sent to {sent} of {sent + failed} sink(s)", err=failed > 0)
 
 
 @sessions_app.command("list")

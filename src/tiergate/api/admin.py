@@ -18,6 +18,7 @@ from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
 from tiergate.config.checks import missing_model_files
 from tiergate.core.errors import BadRequest, Forbidden, StateUnavailable
+from tiergate.guardrails.alerts import emergency_alert
 from tiergate.guardrails.budgets import EMERGENCY_FLAG, LATCH
 
 
@@ -35,8 +36,12 @@ async def health(request: web.Request) -> web.Response:
     except StateUnavailable as exc:  # /health must answer during an outage: it is how operators see it
         budgets = f"unavailable: {exc.message}"
     dependencies = gw.outages.health() if gw.outages is not None else {}
+    ledger = gw.ledger.health()
+    writer = ledger.get("writer") or {}  # failing or behind: usage is not being recorded (docs/guardrails.md)
     body = {
-        "status": "ok" if all(d["ok"] for d in dependencies.values()) else "degraded",
+        "status": "ok"
+        if all(d["ok"] for d in dependencies.values()) and not (writer.get("failing") or writer.get("behind"))
+        else "degraded",
         "dependencies": dependencies,
         "budget_updates_to_reconcile": gw.budgets.pending_reconcile,
         "uptime_s": round(time.time() - gw.started_at, 1),
@@ -46,7 +51,7 @@ async def health(request: web.Request) -> web.Response:
         },
         "unpriced_deployments": gw.catalog.unpriced(),  # cloud, no price known: their calls are recorded at $0
         "ledger_pending": gw.ledger.pending(),
-        "ledger": gw.ledger.health(),
+        "ledger": ledger,
         "emergency": await gw.state.flag(EMERGENCY_FLAG),
         "local_models": {r["name"]: r["state"] for r in gw.local.status()} if gw.local is not None else {},
         "budgets": budgets,
@@ -124,21 +129,38 @@ async def emergency(request: web.Request) -> web.Response:
         reason = str(body.get("reason") or "switched on by an operator") if on else None
         await asyncio.to_thread(gw.ledger.set_flag, EMERGENCY_FLAG, reason)
         await gw.state.set_flag(EMERGENCY_FLAG, reason)
-        gw.budgets.alert(
-            "emergency_on" if on else "emergency_off",
-            f"tiergate emergency local-only mode {'OFF' if reason is None else 'ON: ' + reason}",
-            f"emergency-manual:{time.time()}",
-            severity="critical" if on else "info",
-        )
+        gw.alerts.emit(emergency_alert(reason, source="admin"))  # the same alert as `tiergate emergency`
     reason = await gw.state.flag(EMERGENCY_FLAG)
     return web.Response(body=orjson.dumps({"on": reason is not None, "reason": reason}), content_type=JSON)
 
 
+SESSIONS_PAGE, SESSIONS_MAX_PAGE = 100, 1000
+
+
+def _count(request: web.Request, name: str, default: int, most: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        raise BadRequest(f"'{name}' must be a whole number from 0 to {most}", param=name)
+    return int(raw)
+
+
 async def sessions(request: web.Request) -> web.Response:
+    """GET ?limit=N&offset=M: the sessions this gateway holds, most recently seen first, a page at a time."""
     gw = request.app[GATEWAY]
     _require_master(gw, request)
-    rows = [session_dict(s) for s in gw.sessions.states.values()]
-    return web.Response(body=orjson.dumps(sorted(rows, key=lambda r: -r["last_seen"])), content_type=JSON)
+    limit = max(1, _count(request, "limit", SESSIONS_PAGE, SESSIONS_MAX_PAGE))
+    offset = _count(request, "offset", 0, 10**9)
+    total, page = gw.sessions.page(limit=limit, offset=offset)
+    body = {
+        "sessions": [session_dict(s) for s in page],
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + len(page) if offset + len(page) < total else None,
+    }
+    return web.Response(body=orjson.dumps(body), content_type=JSON)
 
 
 def session_dict(s: object) -> dict[str, object]:

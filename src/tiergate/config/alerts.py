@@ -13,6 +13,7 @@ ALERT_EVENTS: tuple[str, ...] = (
     "emergency_off",
     "session_killed",
     "context_threshold",
+    "ledger_writer_failing",
 )
 
 

@@ -72,6 +72,9 @@ class GuardianConfig(_Model):
     context_reroute_at: float | None = Field(
         None, gt=0, le=1, description="prompt share of a window above which a larger window is chosen"
     )
+    max_tracked_sessions: int = Field(
+        10_000, ge=1, description="sessions held in memory; the least recently used beyond it wait in the ledger"
+    )
 
     @field_validator("session_max_age", "session_idle_ttl", mode="before")
     @classmethod

@@ -1,8 +1,10 @@
 """Alert delivery to webhooks, Slack and Telegram, off the request path.
 
 ``emit`` is synchronous and returns at once: it dedupes (each key is
-delivered once per dispatcher, or per shared ``seen`` set), writes one log
-line, and schedules one background task per sink. Delivery failures are
+delivered once per dispatcher, or per shared ``seen`` set: ``LedgerSeen``
+keeps the keys in the ledger, so a restart or the CLI does not send an
+alert the gateway already sent), writes one log line, and schedules one
+background task per sink. Delivery failures are
 retried with backoff and then logged; they never reach the request that
 raised the alert. Secrets (the Telegram token, the Slack webhook URL,
 webhook URLs and header values) are redacted from every log line.
@@ -13,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, MutableSet, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,6 +30,10 @@ from tiergate.config.alerts import (
     TelegramSinkConfig,
     WebhookSinkConfig,
 )
+from tiergate.ledger.records import AlertSent
+
+if TYPE_CHECKING:
+    from tiergate.ledger.base import Ledger
 
 TELEGRAM_MAX_TEXT = 4096
 _ERROR_BODY_CHARS = 200
@@ -49,6 +55,68 @@ class _Request:
     headers: Mapping[str, str]
     label: str  # sink type and host: safe to log
     secrets: tuple[str, ...]  # strings to redact from anything logged
+
+
+KEEP_SENT_S = 40 * 86400  # longer than the longest budget window (a month): a key is never needed after
+MAX_SENT_KEYS = 100_000  # held in memory; the oldest beyond it are forgotten (their windows are long gone)
+
+
+class LedgerSeen(MutableSet[str]):
+    """Dedupe keys of alerts already sent, kept in the ledger (``alerts_sent``) so they survive a restart.
+
+    Read once at start; each new key is queued to the ledger's writer like any record (never a
+    database round trip on the request path), so a crash forgets at most the keys of the ledger's
+    loss window. The dispatcher of every gateway and of the CLI on one ledger share what was sent.
+    """
+
+    def __init__(self, ledger: Ledger, *, clock: Callable[[], float] = time.time) -> None:
+        self._ledger = ledger
+        self._clock = clock
+        self._keys: dict[str, None] = {}  # insertion-ordered: the oldest are dropped first past MAX_SENT_KEYS
+
+    def load(self) -> int:
+        """The keys sent within KEEP_SENT_S (older ones are pruned from the ledger); returns how many."""
+        now = self._clock()
+        self._ledger.prune_alerts_sent(now - KEEP_SENT_S)
+        for key in self._ledger.alerts_sent(now - KEEP_SENT_S):
+            self._keys[key] = None
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: str) -> None:
+        if key in self._keys:
+            return
+        self._keys[key] = None
+        if len(self._keys) > MAX_SENT_KEYS:
+            del self._keys[next(iter(self._keys))]
+        self._ledger.record(AlertSent(key, self._clock()))
+
+    def discard(self, key: str) -> None:
+        self._keys.pop(key, None)
+
+
+def emergency_alert(reason: str | None, *, source: str, now: float | None = None) -> Alert:
+    """The alert for emergency mode switched by hand: the same from the admin route and the CLI.
+
+    Every switch is an operator's act, so each one is sent (its key carries the time).
+    """
+    ts = time.time() if now is None else now
+    on = reason is not None
+    return Alert(
+        event="emergency_on" if on else "emergency_off",
+        message=f"tiergate emergency local-only mode {'ON: ' + reason if reason is not None else 'OFF'}",
+        dedupe_key=f"emergency-manual:{'on' if on else 'off'}:{ts:.6f}",
+        severity="critical" if on else "info",
+        details={"source": source, "reason": reason},
+    )
 
 
 def _text(alert: Alert) -> str:

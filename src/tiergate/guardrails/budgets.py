@@ -323,14 +323,20 @@ class BudgetGuard:
 
     # ------------------------------------------------------------------ restart
     def seed_from_ledger(self, ledger: Ledger) -> None:
-        """Settled spend and calls of the current windows, so a restart does not reset budgets."""
+        """Settled spend and calls of the current windows, so a restart does not reset budgets.
+
+        Every answered request counts, whatever its status: each one settled its cost (a stream the
+        client left, 499, was billed for what it used) and kept its call. Only requests that never
+        reached a deployment (no row deployment, nothing settled) are left out. Reading only
+        ``status < 400`` forgot every billed 499 and 5xx at each restart.
+        """
         now = self.clock()
         for b in self.budgets:
             start, end = window_bounds(b.window, now, self.tz)
             wk = window_key(b.window, now, self.tz)
             rows = ledger.query(
                 "SELECT key_name, agent, session, task, deployment, cost_usd FROM usage "
-                "WHERE kind = 'request' AND status < 400 AND deployment IS NOT NULL AND ts >= ? AND ts < ?",
+                "WHERE kind = 'request' AND deployment IS NOT NULL AND ts >= ? AND ts < ?",
                 (start, end),
             )
             totals: dict[str, list[float]] = {}

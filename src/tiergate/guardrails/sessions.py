@@ -7,25 +7,39 @@ judges the totals of every replica together, never one replica's share. Kills ma
 another process) arrive through the ledger's control version, polled
 about once a second, so ``tiergate sessions kill`` takes effect at once
 everywhere.
+
+Memory is bounded: at most ``guardian.max_tracked_sessions`` sessions are
+held, the least recently used beyond that written to the ledger and dropped
+(read back from the ledger if they return); ids are cleaned and capped as
+the ledger stores them (``core.sanitize.clean_id``). At start, totals are
+rebuilt from the usage rows the ledger holds (``load``), not only from the
+session rows flushed once a second, so a crash forgets no request the
+ledger kept.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from tiergate.config.guardrails import GuardianConfig
 from tiergate.core.errors import LedgerUnavailable, SessionKilled, StateUnavailable
+from tiergate.core.sanitize import clean_id
 from tiergate.core.types import Identity, Usage
 from tiergate.guardrails import guardian
 from tiergate.ledger.base import Ledger
 from tiergate.ledger.records import SessionRow
+from tiergate.ledger.tables import Row
 from tiergate.state.base import SessionTotals, SharedState
 
 if TYPE_CHECKING:
     from tiergate.guardrails.alerts import AlertDispatcher
+    from tiergate.observability.metrics import Metrics
 
 log = logging.getLogger("tiergate.guardrails.sessions")
 
@@ -39,6 +53,56 @@ def rules_from(cfg: GuardianConfig) -> guardian.GuardianRules:
     )
 
 
+def session_id(ident: Identity) -> str:
+    """The session a request counts in, as the ledger stores it (usage.session, or key:agent without one)."""
+    if ident.session:
+        return clean_id(ident.session)
+    return f"{clean_id(ident.key_name)}:{clean_id(ident.agent or '-')}"
+
+
+def _state(row: Row) -> guardian.SessionState:
+    return guardian.SessionState(
+        session=row["session"],
+        key_name=row["key_name"],
+        agent=row["agent"],
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        requests=row["requests"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        cost_usd=row["cost_usd"],
+        max_context_ratio=row["max_context_ratio"],
+        killed_reason=row["killed_reason"],
+    )
+
+
+def rebuild(rows: Iterable[Row], sums: Iterable[Row]) -> list[tuple[guardian.SessionState, bool]]:
+    """Sessions from their flushed rows and the usage the ledger holds: (state, changed by the usage).
+
+    Pure. A session row lags its usage rows by up to a flush (about a second) and by the
+    requests a crash kept it from flushing; the usage sums (``Ledger.session_usage``) are
+    what the ledger holds, so each total is the larger of the two. A session with usage and
+    no row (it crashed before its first flush) starts at its first request.
+    """
+    states = {r["session"]: _state(r) for r in rows}
+    changed: set[str] = set()
+    for u in sums:
+        sid, s = u["session"], states.get(u["session"])
+        if s is None:
+            s = states[sid] = guardian.SessionState(
+                session=sid, key_name=u["key_name"], agent=u["agent"], first_seen=u["first_ts"], last_seen=u["last_ts"]
+            )
+        before = (s.requests, s.prompt_tokens, s.completion_tokens, s.cost_usd)
+        s.requests = max(s.requests, int(u["requests"]))
+        s.prompt_tokens = max(s.prompt_tokens, int(u["prompt_tokens"]))
+        s.completion_tokens = max(s.completion_tokens, int(u["completion_tokens"]))
+        s.cost_usd = max(s.cost_usd, float(u["cost_usd"]))
+        s.last_seen = max(s.last_seen, float(u["last_ts"]))
+        if (s.requests, s.prompt_tokens, s.completion_tokens, s.cost_usd) != before:
+            changed.add(sid)
+    return [(s, s.session in changed) for s in states.values()]
+
+
 class SessionTracker:
     def __init__(
         self,
@@ -48,40 +112,55 @@ class SessionTracker:
         alerts: AlertDispatcher | None = None,
         clock: Callable[[], float] = time.time,
         shared: SharedState | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.rules = rules_from(cfg)
+        self.max_tracked = cfg.max_tracked_sessions
         self._first_context_alert = min(self.rules.context_alert_at, default=float("inf"))
         self.shared = shared
         self.ledger = ledger
         self.alerts = alerts
         self.clock = clock
-        self.states: dict[str, guardian.SessionState] = {}
+        self.metrics = metrics
+        self.states: OrderedDict[str, guardian.SessionState] = OrderedDict()  # least recently used first
+        self.killed: dict[str, str] = {}  # every kill known, whether or not its session is held in memory
         self._dirty: dict[str, guardian.SessionState] = {}  # totals changed since the last flush()
         self._control_version = -1
+        self.evicted = 0
+        self._in_ledger_only = False  # some live sessions are held in the ledger only (evicted, or not loaded)
 
     def load(self) -> None:
-        """Sessions from the ledger, so totals, ages and kills survive a restart."""
-        for r in self.ledger.sessions():
-            self.states[r["session"]] = guardian.SessionState(
-                session=r["session"],
-                key_name=r["key_name"],
-                agent=r["agent"],
-                first_seen=r["first_seen"],
-                last_seen=r["last_seen"],
-                requests=r["requests"],
-                prompt_tokens=r["prompt_tokens"],
-                completion_tokens=r["completion_tokens"],
-                cost_usd=r["cost_usd"],
-                max_context_ratio=r["max_context_ratio"],
-                killed_reason=r["killed_reason"],
-            )
+        """Sessions from the ledger, so totals, ages and kills survive a restart (a crash too).
+
+        Totals are rebuilt from the usage rows (see ``rebuild``); a session whose totals the
+        usage raised is written back at the next flush. The most recently seen
+        ``max_tracked_sessions`` are held; the others are read back if they return.
+        """
+        live = self.clock() - self.rules.session_idle_ttl_s
+        rows = self.ledger.sessions(since=live, limit=self.max_tracked)
+        sums = self.ledger.session_usage(live_since=live, slack_s=min(60.0, self.rules.session_idle_ttl_s / 2))
+        rebuilt = sorted(rebuild(rows, sums), key=lambda sc: sc[0].last_seen)
+        self._in_ledger_only = len(rows) >= self.max_tracked or len(rebuilt) > self.max_tracked
+        for state, changed in rebuilt[-self.max_tracked :]:
+            self.states[state.session] = state
+            if changed:
+                self._dirty[state.session] = state
+        self.killed = self.ledger.killed_sessions()
         self._control_version = self.ledger.control_version()
+        self._observe()
 
     async def admit(self, ident: Identity) -> guardian.SessionState:
         """Before routing: refuse a killed session (403 with the reason); start or refresh it."""
         now = self.clock()
-        sid = ident.session or f"{ident.key_name}:{ident.agent or '-'}"
+        sid = session_id(ident)
+        killed = self.killed.get(sid)
+        if killed is not None:
+            raise SessionKilled(f"session {sid} was stopped by the guardian: {killed}")
         state = self.states.get(sid)
+        if state is not None:
+            self.states.move_to_end(sid)
+        elif self._in_ledger_only and self.shared is None:
+            state = await self._read_back(sid, now)
         if self._judged_globally:
             state = await self._merge_shared(sid, ident, state)
         verdict = guardian.admit(state, self.rules, now)
@@ -93,8 +172,43 @@ class SessionTracker:
             state = guardian.SessionState(
                 session=sid, key_name=ident.key_name, agent=ident.agent, first_seen=now, last_seen=now
             )
-            self.states[sid] = state
+            self._track(state)
         return state
+
+    def _track(self, state: guardian.SessionState) -> None:
+        """Hold a session, dropping the least recently used beyond the cap (its totals written first)."""
+        self.states[state.session] = state
+        self.states.move_to_end(state.session)
+        while len(self.states) > self.max_tracked:
+            _, old = self.states.popitem(last=False)
+            if old.session in self._dirty:
+                self._persist(old)
+            self.evicted += 1
+            self._in_ledger_only = True
+            if self.metrics is not None:
+                self.metrics.sessions_evicted.inc()
+
+    async def _read_back(self, sid: str, now: float) -> guardian.SessionState | None:
+        """A session dropped from memory (or never loaded) that returns: its totals from the ledger."""
+        try:
+            row = await asyncio.to_thread(self.ledger.session, sid)
+        except LedgerUnavailable as exc:
+            log.warning("session %s starts afresh: its totals cannot be read back: %s", sid, exc.message)
+            return None
+        if row is None or now - row["last_seen"] > self.rules.session_idle_ttl_s:
+            return None
+        state = self.states.get(sid) or _state(row)  # another request may have brought it back meanwhile
+        self._track(state)
+        return state
+
+    def page(self, *, limit: int, offset: int = 0) -> tuple[int, list[guardian.SessionState]]:
+        """(how many are held, ``limit`` of them from ``offset``), most recently seen first."""
+        top = heapq.nlargest(offset + limit, self.states.values(), key=lambda s: s.last_seen)
+        return len(self.states), top[offset:]
+
+    def _observe(self) -> None:
+        if self.metrics is not None:
+            self.metrics.sessions_tracked.set(len(self.states))
 
     @property
     def _judged_globally(self) -> bool:
@@ -118,7 +232,7 @@ class SessionTracker:
             state = guardian.SessionState(
                 session=sid, key_name=ident.key_name, agent=ident.agent, first_seen=t.first_seen, last_seen=self.clock()
             )
-            self.states[sid] = state
+            self._track(state)
         self._merge(state, t)
         return state
 
@@ -182,6 +296,7 @@ class SessionTracker:
     ) -> list[str]:
         names = self.ledger.kill_sessions(reason, session=session, agent=agent, over_usd=over_usd)
         for name in names:
+            self.killed.setdefault(name, reason)
             state = self.states.get(name)
             if state is not None and not state.killed_reason:
                 state.killed_reason = reason
@@ -190,6 +305,7 @@ class SessionTracker:
 
     async def _kill(self, state: guardian.SessionState, reason: str) -> None:
         state.killed_reason = reason
+        self.killed.setdefault(state.session, reason)
         self._persist(state)
         if self.shared is not None:  # every replica refuses it from its next request, not after a ledger poll
             try:
@@ -216,6 +332,7 @@ class SessionTracker:
         dirty, self._dirty = self._dirty, {}
         for state in dirty.values():
             self._persist(state)
+        self._observe()
         return len(dirty)
 
     def _persist(self, s: guardian.SessionState) -> None:
@@ -257,19 +374,17 @@ class SessionTracker:
             return False
         self._control_version = version
         for name, reason in killed.items():
+            self.killed.setdefault(name, reason)  # refused by admit() whether or not the session is held
             state = self.states.get(name)
-            if state is None:
-                now = self.clock()
-                self.states[name] = guardian.SessionState(
-                    session=name, key_name="", agent=None, first_seen=now, last_seen=now, killed_reason=reason
-                )
-            elif not state.killed_reason:
+            if state is not None and not state.killed_reason:
                 state.killed_reason = reason
         return True
 
     def expire_idle(self) -> list[str]:
+        """Drop sessions idle past the TTL (a kill stays in force: ``killed`` keeps it)."""
         gone = guardian.expired(self.states.values(), self.rules, self.clock())
         for name in gone:
-            if not self.states[name].killed_reason:
-                del self.states[name]
+            del self.states[name]
+        if gone:
+            self._observe()
         return gone
