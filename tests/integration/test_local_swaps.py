@@ -193,13 +193,14 @@ def test_an_flock_on_the_lock_file_makes_local_models_busy_and_large_loads_take_
 # ---------------------------------------------------------------- through the gateway
 
 
-def _alternating_config(ggufs: dict[str, Path], cloud: Any, idle_ttl: str) -> dict[str, Any]:
+def _alternating_config(ggufs: dict[str, Path], cloud: Any, idle_ttl: str, load_wait_s: float) -> dict[str, Any]:
     cloud_row = {"context_window": 128000, "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}
     return {
         "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
         "local_models": {
             "budget_mb": 1000,
             "default": "small",
+            "load_wait_s": load_wait_s,
             "models": [
                 {"name": "small", "gguf": str(ggufs["small"]), "memory_mb": 600, **ROW},
                 {"name": "big", "gguf": str(ggufs["big"]), "memory_mb": 600, "idle_ttl": idle_ttl, **ROW},
@@ -217,12 +218,14 @@ def _alternating_config(ggufs: dict[str, Path], cloud: Any, idle_ttl: str) -> di
     }
 
 
-def test_alternating_coding_and_classification_cost_one_swap_per_idle_period(standins, gateway, ggufs):
+@pytest.mark.parametrize("load_wait_s", [0, 30])
+def test_alternating_coding_and_classification_cost_one_swap_per_idle_period(standins, gateway, ggufs, load_wait_s):
     """The issue's workload: a small default (tier 0) and a big model (tier 1), coding and
     classification alternating. Before: 12 loads and 11 swaps in 12 requests, 11 sent to the
-    cloud. Now: one swap; the cloud only while big loads; the default back after big idles out."""
+    cloud. Now: one swap; the cloud only while big loads (with load_wait_s, not even then);
+    the default back after big idles out."""
     cloud = standins(name="cloud", models=["cheap-m", "mid-m"])
-    gw = gateway(_alternating_config(ggufs, cloud, idle_ttl="10s"))
+    gw = gateway(_alternating_config(ggufs, cloud, idle_ttl="10s", load_wait_s=load_wait_s))
     c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
 
     def models() -> dict[str, dict[str, Any]]:
@@ -262,6 +265,8 @@ def test_alternating_coding_and_classification_cost_one_swap_per_idle_period(sta
     assert rows["small"]["state"] == "stopped"  # the default did not come back while big was in use
     cloud_served = sum(d.startswith("cloud") for _, d, _, _ in served)
     assert len(cloud.requests()) == cloud_served
+    if load_wait_s:
+        assert cloud_served == 0  # the coding request waited for big's load
 
     # big idles out (its TTL) and the default comes back without a swap
     assert wait_until(lambda: models()["small"]["state"] == "ready", timeout=60)

@@ -143,20 +143,21 @@ class Executor:
         it preferred starts loading and the request goes on now."""
         if self.local is None:
             return plan
-        local_down = self._local_unavailable()
-        if not local_down:
+        local_down, states, ds = self._local_unavailable(), self.local.states(), self.catalog.deployments
+        # with load_wait_s a model not loaded yet stays in the plan (its request would wait): not serving now
+        waits = {n for n, d in ds.items() if d.local_model and n not in local_down and states[d.local_model] != "ready"}
+        if not local_down and not waits:
             return plan
         ideal = decide(
             features,
             self.catalog,
             replace(world, unavailable={k: v for k, v in world.unavailable.items() if k not in local_down}),
         )
-        ds = self.catalog.deployments
         options = [LocalOption(c.deployment, ds[c.deployment].local_model, c.tier) for c in ideal.candidates]
         place = place_request(
             options,
-            available=[c.deployment for c in plan.candidates] if plan else (),
-            states=self.local.states(),
+            available=[c.deployment for c in plan.candidates if c.deployment not in waits] if plan else (),
+            states=states,
             by_tier=_routed_by_tier(features.model, self.catalog),
         )
         if place.load is not None:
