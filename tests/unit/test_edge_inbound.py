@@ -209,6 +209,8 @@ def _nested(depth: int) -> bytes:
         (_nested(65), 64, True),
         (_nested(254), 64, True),
         (b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', 4, False),  # in a string
+        (b'{"a": 1}', 1, False),
+        (b'{"a": {}}', 1, True),
         (b'{"a": [' + b"[], " * 500 + b"[]]}", 3, False),  # many brackets, shallow
         (b'{"a": [' + b"[], " * 500 + b"[[[]]]]}", 3, True),  # the deep one is last
         (b'{"a": {"b": {"c": 1}}, "d": [{"e": [1]}]}', 4, False),  # d's list holds an object holding a list
@@ -216,10 +218,10 @@ def _nested(depth: int) -> bytes:
     ],
 )
 def test_nesting_exceeds(raw, limit, exceeds):
-    assert nesting_exceeds(raw, orjson.loads(raw), limit) is exceeds
+    assert nesting_exceeds(orjson.loads(raw), limit) is exceeds
 
 
-def test_nesting_is_decided_by_the_walk_not_only_the_bracket_count():
-    """Past the bracket-count shortcut the walk decides: brackets in strings do not make a body deep."""
+def test_nesting_counts_containers_not_brackets_in_strings():
     raw = b'{"a": [' + b'"[[[[", ' * 100 + b"1]}"
-    assert not nesting_exceeds(raw, orjson.loads(raw), 3)
+    assert not nesting_exceeds(orjson.loads(raw), 3)
+    assert nesting_exceeds(orjson.loads(b'{"a": [[[' + b'"]]]]", ' * 100 + b"1]]]}"), 3)

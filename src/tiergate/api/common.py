@@ -54,7 +54,7 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
-    if nesting_exceeds(raw, body, depth):
+    if nesting_exceeds(body, depth):
         raise too_deep(depth)
     return raw, body
 

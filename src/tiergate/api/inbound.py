@@ -51,6 +51,8 @@ def value_problem(value: str, max_chars: int, *, ascii_only: bool = False) -> st
 def header_problem(headers: Iterable[tuple[str, str]]) -> str | None:
     """The first header tiergate reads or forwards whose value is unusable, as a message naming it, or None."""
     for name, value in headers:
+        if len(value) <= MAX_ID_CHARS and value.isascii() and value.isprintable():
+            continue  # passes every rule below: most headers stop here, without a look at their name
         lower = name.lower()
         if lower.startswith(TIERGATE_PREFIX) or lower in ID_HEADERS:
             cap = MAX_ID_CHARS
@@ -175,22 +177,26 @@ class BoundedBody:
         return zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
 
 
-def nesting_exceeds(raw: bytes, body: Any, limit: int) -> bool:
-    """Whether ``body`` (parsed from ``raw``) nests containers deeper than ``limit``.
+def nesting_exceeds(body: Any, limit: int) -> bool:
+    """Whether ``body`` nests arrays and objects deeper than ``limit`` (the body itself is level 1).
 
     Translations and orjson's encoder recurse (orjson stops at 255 levels),
-    so depth is bounded well before them. Nesting cannot pass the number of
-    brackets in the bytes, so the usual body is cleared by two C-speed
-    counts; otherwise an iterative walk over the containers decides.
+    so depth is bounded well before them. Level by level over the parsed
+    body: a text-heavy body has few containers and costs microseconds; a
+    body of many small objects (tool schemas) costs about what parsing it
+    did. Counting brackets in the bytes first was dearer than parsing for a
+    large text body.
     """
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return False
-    stack: list[tuple[Any, int]] = [(body, 1)]
-    while stack:
-        node, depth = stack.pop()
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, (dict, list)):
-                if depth + 1 > limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
+    level = [body]
+    depth = 1
+    while True:
+        below: list[Any] = []
+        for node in level:
+            values = node.values() if node.__class__ is dict else node
+            below += [v for v in values if v.__class__ is dict or v.__class__ is list]
+        if not below:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = below
