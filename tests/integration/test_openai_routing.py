@@ -176,10 +176,11 @@ def test_async_client_concurrent_requests(standins, gateway):
 
 
 def test_models_lists_auto_tasks_aliases_deployments(standins, gateway):
-    local = standins(name="local", models=["llama-8b"])
-    gw = gateway(tiered_config(local, None))
+    local, cheap = standins(name="local", models=["llama-8b"]), standins(name="cheap", models=["gpt-4o-mini"])
+    gw = gateway(tiered_config(local, cheap))
     ids = [m.id for m in client(gw).models.list()]
     assert ids[:1] == ["auto"] and "task/coding" in ids and "local/fast" in ids and "local-8b" in ids
+    assert "task/reasoning" not in ids  # needs tier 3, which nothing here reaches: it would only 503
 
 
 def test_embeddings_pass_through(standins, gateway):
