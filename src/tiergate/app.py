@@ -135,6 +135,8 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             else {}
         )
         catalog = build_catalog(config, local_urls=urls)
+        for name in catalog.unpriced():  # also in /health and check-config
+            log.warning("deployment %s has no price (unknown model, no price: line): recorded at $0", name)
         if local is not None:
             await local.start(wait=True)
         state: SharedState

@@ -1,5 +1,5 @@
 """Prices as a user meets them: a deployment without a price line is billed from the price database, and one
-nothing can price is named by check-config and /health."""
+nothing can price is named by check-config, /health and the gateway's log at start."""
 
 from __future__ import annotations
 
@@ -53,3 +53,4 @@ def test_an_unknown_cloud_model_is_flagged_by_check_config_and_health(standins, 
     gw = gateway(cfg)
     status, _, body = http("GET", f"{gw.base_url}/health")
     assert status == 200 and json.loads(body)["unpriced_deployments"] == ["mystery"]
+    assert any("deployment mystery has no price" in line for line in gw.log)  # and at start, in the log
