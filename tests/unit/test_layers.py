@@ -120,6 +120,7 @@ def test_there_are_no_import_cycles_between_packages():
         "tiergate.core.types",
         "tiergate.core.catalog",
         "tiergate.core.money",
+        "tiergate.core.tokens",
         "tiergate.core.windows",
         "tiergate.core.breaker",
         "tiergate.core.limits",

@@ -22,7 +22,7 @@ from tiergate.api.inbound import MAX_ID_CHARS, value_problem
 from tiergate.api.openai import pipeline_request
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest
-from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.tokens import messages_prompt
 from tiergate.core.types import ClientHints, Identity, RequestFeatures
 from tiergate.pipeline.service import effective_identity
 
@@ -87,7 +87,8 @@ def messages_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tupl
     return ident, RequestFeatures(
         model=model,
         task=ident.task,
-        prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+        prompt_tokens_est=(prompt := messages_prompt(body)).tokens,
+        prompt=prompt,
         max_tokens=max_tokens,
         local_only=ident.local_only,
         stream=stream,

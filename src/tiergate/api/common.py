@@ -84,6 +84,8 @@ def error_response(err: TiergateError, *, anthropic: bool, request_id: str) -> w
     headers = {"X-Request-ID": request_id}
     if err.retry_after is not None:
         headers["Retry-After"] = str(err.retry_after)
+    if err.should_retry is not None:  # the openai and anthropic SDKs obey it before their own retry rules
+        headers["x-should-retry"] = "true" if err.should_retry else "false"
     try:
         data = orjson.dumps(body)
     except TypeError:  # a message carrying text that is not UTF-8 (a path's bytes): rendered escaped, never a 500

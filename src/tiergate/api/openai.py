@@ -16,7 +16,7 @@ from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest
-from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.tokens import chat_prompt, embeddings_prompt
 from tiergate.core.types import NO_HINTS, ClientHints, Identity, RequestFeatures
 from tiergate.pipeline.service import PipelineRequest, effective_identity
 
@@ -51,7 +51,8 @@ def chat_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tuple[Id
     features = RequestFeatures(
         model=model,
         task=ident.task,
-        prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+        prompt_tokens_est=(prompt := chat_prompt(body)).tokens,
+        prompt=prompt,
         max_tokens=max_tokens_of(body),
         local_only=ident.local_only,
         stream=stream,
@@ -97,7 +98,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     features = RequestFeatures(
         model=model,
         task=ident.task,
-        prompt_tokens_est=estimate_tokens_from_bytes(len(raw)),
+        prompt_tokens_est=(prompt := embeddings_prompt(body)).tokens,
+        prompt=prompt,
         local_only=ident.local_only,
     )
     answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, "openai-embeddings"))

@@ -18,7 +18,7 @@
     │   ├── ContextTooLarge         400 no candidate's context window holds the request
     │   ├── RateLimited             429 a rate or concurrency limit (limits[]); carries Retry-After
     │   │   └── AuthThrottled       429 too many failed authentications from one client address
-    │   ├── BudgetExceeded          429 a budget whose action is reject
+    │   ├── BudgetExceeded          429 a budget whose action is reject; carries Retry-After
     │   └── UpstreamRejected        4xx the upstream refused the request itself; may carry its bytes
     ├── UpstreamError (5xx)
     │   ├── AllCandidatesFailed     503 every candidate failed; lists each one's error
@@ -51,6 +51,7 @@ class TiergateError(Exception):
     anthropic_type = "api_error"
     code: str | None = None
     retry_after: int | None = None  # seconds, sent as the Retry-After header
+    should_retry: bool | None = None  # sent as x-should-retry when set: whether an SDK's retries could help
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -187,10 +188,21 @@ class ModelNotReady(UpstreamError):
 
 
 class BudgetExceeded(ClientError):
+    """A reject budget has no room; ``retry_after``: seconds until it may (its window's end, or a few
+    seconds when reservations in flight are what fills it). A wait longer than a minute is no job for
+    an SDK's automatic retries (the anthropic SDK would sleep until midnight): ``x-should-retry: false``."""
+
     status = 429
     openai_type = "rate_limit_error"
     anthropic_type = "rate_limit_error"
     code = "budget_exceeded"
+    RETRYABLE_WAIT_S = 60
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        if retry_after is not None and retry_after > self.RETRYABLE_WAIT_S:
+            self.should_retry = False
 
 
 class UpstreamRejected(ClientError):

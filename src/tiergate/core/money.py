@@ -2,18 +2,22 @@
 
 A budget line is one (budget, window, scope value) counter. Reservations
 are worst cases so that the sum of settled spend can never pass a limit:
-the prompt is counted conservatively (about three bytes a token rather
-than four) and the output at the request's max_tokens, clamped to what the
-deployment can produce.
+the output at the request's max_tokens (clamped to what the deployment can
+produce, and sent upstream as the cap when the client set none), the prompt
+by the deployment's learned bytes-per-token ratio once it has one
+(``core.tokens``), else the text estimate plus a quarter. A refused client
+is told when to come back (``budget_retry_after``).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from tiergate.core.tokens import NO_PROMPT, PromptCount, Ratio, learned_tokens
 from tiergate.core.types import Identity
 
 if TYPE_CHECKING:
@@ -55,9 +59,21 @@ def estimate_tokens_from_bytes(n_bytes: int) -> int:
     return max(1, n_bytes // 4)
 
 
+PROMPT_MARGIN = 4  # an unlearned prompt is reserved at its estimate plus 1/PROMPT_MARGIN (3.2 bytes a token)
+SETTLE_RETRY_S = 2  # Retry-After when settling the reservations in flight could make room
+
+
 def conservative_tokens(prompt_estimate: int) -> int:
-    """The same estimate seen as ~3 bytes a token: reservations err on the side of not overspending."""
-    return prompt_estimate * 4 // 3 + 16
+    """The estimate plus a quarter, rounded up: four bytes a token read as 3.2 (code, Claude's tokenizer)."""
+    return prompt_estimate + -(-prompt_estimate // PROMPT_MARGIN)
+
+
+def reserved_prompt(prompt_estimate: int, prompt: PromptCount = NO_PROMPT, ratio: Ratio | None = None) -> int:
+    """Prompt tokens a reservation holds: by the deployment's learned ratio when it has one, else the
+    estimate plus its margin. The learned count may be lower or higher than the estimate: it is the
+    deployment's own tokenizer speaking."""
+    learned = learned_tokens(ratio, prompt)
+    return conservative_tokens(prompt_estimate) if learned is None else learned
 
 
 def reserved_output(d: Deployment, max_tokens: int | None, prompt_tokens: int) -> int:
@@ -67,9 +83,22 @@ def reserved_output(d: Deployment, max_tokens: int | None, prompt_tokens: int) -
     return max(1, min(out, max(1, d.context_window - prompt_tokens)))
 
 
-def worst_case_cost(d: Deployment, prompt_estimate: int, max_tokens: int | None) -> float:
-    prompt = conservative_tokens(prompt_estimate)
-    return d.cost(prompt, reserved_output(d, max_tokens, prompt))
+def worst_case_cost(
+    d: Deployment,
+    prompt_estimate: int,
+    max_tokens: int | None,
+    *,
+    prompt_tokens: int | None = None,
+    cache_writes: bool = False,
+) -> float:
+    """The most a call can bill: ``prompt_tokens`` (default: the conservative estimate) and the reserved
+    output; with cache breakpoints in the body, the whole prompt possibly written at the cache-write price."""
+    prompt = conservative_tokens(prompt_estimate) if prompt_tokens is None else prompt_tokens
+    out = reserved_output(d, max_tokens, prompt)
+    cost = d.cost(prompt, out)
+    if cache_writes:
+        cost = max(cost, d.cost(prompt, out, 0, prompt))
+    return cost
 
 
 def scope_value(b: BudgetRule, ident: Identity, d: Deployment | None) -> str | None:
@@ -137,6 +166,24 @@ def exhausted(b: BudgetRule, *, spent: float, reserved: float, calls: int) -> st
     if b.limit_usd is not None and spent + reserved >= b.limit_usd - 1e-12:
         return f"budget {b.id}: ${spent + reserved:.4f} of ${b.limit_usd:g} used this {b.window}"
     return None
+
+
+def budget_retry_after(
+    b: BudgetRule, *, spent: float, reserved: float, calls: int, amount_usd: float, now: float, window_end: float
+) -> int:
+    """Whole seconds a refused client should wait before asking again (Retry-After), at least 1.
+
+    Settling the reservations in flight gives back what they held beyond their real cost, so when the
+    settled spend alone leaves room for this request (``amount_usd``; 0: any paid request), that is a
+    matter of seconds. Otherwise nothing frees before the window ends, and a call cap never frees early:
+    calls in flight stay counted unless they fail.
+    """
+    to_reset = max(1, math.ceil(window_end - now - 1e-9))
+    if (b.max_calls is not None and calls + 1 > b.max_calls) or b.limit_usd is None or reserved <= 0:
+        return to_reset
+    room = b.limit_usd - spent
+    fits = room >= amount_usd - 1e-12 if amount_usd > 0 else room > 1e-12
+    return min(SETTLE_RETRY_S, to_reset) if fits else to_reset
 
 
 def thresholds_crossed(b: BudgetRule, spent: float) -> list[float]:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from tiergate.core.tokens import NO_PROMPT, PromptCount
+
 Protocol = Literal["openai-chat", "anthropic-messages"]
 
 
@@ -59,6 +61,7 @@ class RequestFeatures:
     model: str
     task: str | None = None
     prompt_tokens_est: int = 0
+    prompt: PromptCount = NO_PROMPT  # what the estimate was made of (core.tokens): budgets size reservations on it
     max_tokens: int | None = None
     local_only: bool = False
     stream: bool = False

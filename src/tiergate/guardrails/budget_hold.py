@@ -6,7 +6,9 @@ The pipeline creates a hold per request and the executor asks it before
 each candidate. Whatever happens next — an answer, every candidate
 failing, a client hang-up, a timeout, a cancellation — ``release`` or
 ``settle`` leaves nothing reserved; both are idempotent, so the pipeline
-may call ``release`` on every way out without counting.
+may call ``release`` on every way out without counting. Settling with the
+call's usage teaches the guard the deployment's bytes-per-token ratio, which
+sizes the next requests' reservations.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import BudgetExceeded
-from tiergate.core.money import BudgetLine, conservative_tokens, reserved_output
-from tiergate.core.types import Identity, RequestFeatures
+from tiergate.core.money import BudgetLine, reserved_output
+from tiergate.core.types import Identity, RequestFeatures, Usage
 from tiergate.guardrails.budgets import BudgetGuard, Constraints
 
 
@@ -37,6 +39,8 @@ class BudgetHold:
     constraints: Constraints = field(default_factory=Constraints)
     refusals: list[Refusal] = field(default_factory=list)
     _held: list[BudgetLine] = field(default_factory=list)  # the lines the current candidate holds
+    _deployment: Deployment | None = None  # the candidate reserved for (its usage teaches its ratio)
+    _prompt: int = 0  # the prompt tokens its reservation assumed
 
     @property
     def budgeted(self) -> bool:
@@ -53,7 +57,9 @@ class BudgetHold:
             return self.constraints
         self.constraints = await self.guard.constraints(self.identity)
         if self.constraints.reject:
-            raise BudgetExceeded(f"{self.constraints.reject}; the budget's action is reject")
+            raise BudgetExceeded(
+                f"{self.constraints.reject}; the budget's action is reject", retry_after=self.constraints.retry_after
+            )
         return self.constraints
 
     async def reserve(self, d: Deployment) -> str | None:
@@ -65,14 +71,22 @@ class BudgetHold:
             return None
         assert self.guard is not None and not self._held, "release the last candidate's hold first"
         f = self.features
-        lines = self.guard.lines_for(self.identity, d, f.prompt_tokens_est, f.max_tokens)
+        prompt = self.guard.prompt_tokens(d, f)
+        lines = self.guard.lines_for(
+            self.identity,
+            d,
+            f.prompt_tokens_est,
+            f.max_tokens,
+            prompt_tokens=prompt,
+            cache_writes=f.prompt.cache_writes,
+        )
         why, refusing = await self.guard.reserve(lines)
         if why is not None:
             if refusing is not None and refusing.budget.action == "reject":
-                raise BudgetExceeded(why)
+                raise BudgetExceeded(why, retry_after=await self.guard.retry_after(refusing))
             self.refusals.append(Refusal(refusing, why, d))
             return why
-        self._held = lines
+        self._held, self._deployment, self._prompt = lines, d, prompt
         return None
 
     def output_cap(self, d: Deployment) -> int | None:
@@ -83,16 +97,21 @@ class BudgetHold:
         """
         if self.features.max_tokens is not None or not any(ln.limit_usd and ln.amount_usd > 0 for ln in self._held):
             return None
-        return reserved_output(d, None, conservative_tokens(self.features.prompt_tokens_est))
+        return reserved_output(d, None, self._prompt)
 
     async def release(self) -> None:
         """Give back whatever is held (a failed candidate, or a request that ends unanswered)."""
+        self._deployment = None
         if self._held and self.guard is not None:
             lines, self._held = self._held, []
             await self.guard.release(lines)
 
-    async def settle(self, cost_usd: float) -> None:
-        """Turn the held reservation into the real cost."""
+    async def settle(self, cost_usd: float, usage: Usage | None = None) -> None:
+        """Turn the held reservation into the real cost; the upstream's own prompt count teaches the
+        deployment's ratio (an estimated count would only teach the estimate back)."""
+        d, self._deployment = self._deployment, None
+        if d is not None and self.guard is not None and usage is not None and not usage.estimated:
+            self.guard.learn(d, self.features, usage.prompt_tokens)
         if self._held and self.guard is not None:
             lines, self._held = self._held, []
             await self.guard.settle(lines, cost_usd)

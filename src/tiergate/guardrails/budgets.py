@@ -5,8 +5,10 @@ Before a request is planned, exhausted budgets become routing constraints
 sees in its snapshot. Then, for each candidate, the worst-case cost is
 reserved atomically in SharedState against every budget line it touches;
 a candidate that does not fit takes its budget's action instead of
-running. Settling turns the reservation into the real cost and fires
-threshold alerts once per window.
+running. Settling turns the reservation into the real cost, teaches the
+deployment's bytes-per-token ratio (so later reservations are sized by its
+own tokenizer, ``core.tokens``) and fires threshold alerts once per window.
+A reject budget's refusal says when to retry (``core.money.budget_retry_after``).
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ from tiergate.core.catalog import Catalog, Deployment
 from tiergate.core.errors import StateUnavailable
 from tiergate.core.money import (
     BudgetLine,
+    BudgetRule,
     applies,
+    budget_retry_after,
     counter_key,
     exhausted,
+    reserved_prompt,
     thresholds_crossed,
     worst_case_cost,
 )
-from tiergate.core.types import Identity
+from tiergate.core.tokens import Ratio
+from tiergate.core.tokens import learn as learn_ratio
+from tiergate.core.types import Identity, RequestFeatures
 from tiergate.core.windows import window_bounds, window_key
 from tiergate.state.base import SharedState
 
@@ -54,6 +61,8 @@ class Constraints:
     tier_cap_reason: str = ""
     blocked: dict[str, str] = field(default_factory=dict)
     rejecting_blocks: bool = False
+    retry_after: int | None = None  # for ``reject``: when every rejecting budget may have room again
+    blocks_retry_after: int | None = None  # for rejecting blocks: when the first blocked deployment may
 
 
 class BudgetGuard:
@@ -76,6 +85,7 @@ class BudgetGuard:
         self.clock = clock
         self.outages = outages
         self._unchecked: set[int] = set()  # id() of line lists admitted while the state was unreachable
+        self.ratios: dict[str, Ratio] = {}  # deployment -> bytes per prompt token, learned from settled calls
         self._pending: list[tuple[str, Sequence[BudgetLine], float]] = []  # (op, lines, usd) to reconcile
 
     # ------------------------------------------------------------------ outages (see tiergate.guardrails.outages)
@@ -153,22 +163,30 @@ class BudgetGuard:
                 if value is None:
                     continue
                 key = counter_key(b, wk, value)
-                why = self._exhausted(b, await self.state.budget_usage(key))
+                usage = await self.state.budget_usage(key)
+                why = self._exhausted(b, usage)
                 if why is None and b.action == "local-only":
                     why = await self.state.flag(f"{LATCH}{key}")
                 if why:
                     self._apply(c, b, why, wk, value)
+                    if b.action == "reject":
+                        wait = self._retry_after(b, usage, 0.0, now)
+                        c.retry_after = max(c.retry_after or 0, wait)
                 continue
             for d in self.catalog.deployments.values():
                 value = applies(b, ident, d, self.catalog.aliases)
                 if value is None:
                     continue
-                why = self._exhausted(b, await self.state.budget_usage(counter_key(b, wk, value)))
+                usage = await self.state.budget_usage(counter_key(b, wk, value))
+                why = self._exhausted(b, usage)
                 if why and b.action == "local-only":
                     self._apply(c, b, why, wk, value)
                 elif why and not d.local:
                     c.blocked[d.name] = why
                     c.rejecting_blocks |= b.action == "reject"
+                    if b.action == "reject":
+                        wait = self._retry_after(b, usage, 0.0, now)
+                        c.blocks_retry_after = min(c.blocks_retry_after or wait, wait)
                     if b.action == "downgrade":  # by default, cap just below the capped deployment's tier
                         self._cap(c, b.max_tier if b.max_tier is not None else max(0, d.tier - 1), why)
 
@@ -176,6 +194,21 @@ class BudgetGuard:
     def _exhausted(b: BudgetConfig, usage: tuple[float, float, int]) -> str | None:
         spent, reserved, calls = usage
         return exhausted(b, spent=spent, reserved=reserved, calls=calls)
+
+    def _retry_after(self, b: BudgetRule, usage: tuple[float, float, int], amount_usd: float, now: float) -> int:
+        spent, reserved, calls = usage
+        _, end = window_bounds(b.window, now, self.tz)
+        return budget_retry_after(
+            b, spent=spent, reserved=reserved, calls=calls, amount_usd=amount_usd, now=now, window_end=end
+        )
+
+    async def retry_after(self, line: BudgetLine) -> int:
+        """Seconds until ``line`` may hold its amount again, for the Retry-After of a refusal."""
+        try:
+            usage = await self.state.budget_usage(line.key)
+        except StateUnavailable:
+            usage = (0.0, 0.0, 0)  # the refusal stands; the window's end is still a true upper bound
+        return self._retry_after(line.budget, usage, line.amount_usd, self.clock())
 
     def _apply(self, c: Constraints, b: BudgetConfig, why: str, wk: str, value: str) -> None:
         if b.action == "reject":
@@ -230,11 +263,29 @@ class BudgetGuard:
         return changed
 
     # ------------------------------------------------------------------ per attempt
+    def prompt_tokens(self, d: Deployment, f: RequestFeatures) -> int:
+        """The prompt tokens to reserve on ``d``: by its learned ratio once it has one, else the estimate
+        plus its margin (``core.money.reserved_prompt``)."""
+        return reserved_prompt(f.prompt_tokens_est, f.prompt, self.ratios.get(d.name))
+
+    def learn(self, d: Deployment, f: RequestFeatures, reported_prompt_tokens: int) -> None:
+        """Fold a settled call's reported prompt tokens into ``d``'s bytes-per-token ratio."""
+        ratio = learn_ratio(self.ratios.get(d.name), f.prompt, reported_prompt_tokens)
+        if ratio is not None:
+            self.ratios[d.name] = ratio
+
     def lines_for(
-        self, ident: Identity, d: Deployment, prompt_estimate: int, max_tokens: int | None
+        self,
+        ident: Identity,
+        d: Deployment,
+        prompt_estimate: int,
+        max_tokens: int | None,
+        *,
+        prompt_tokens: int | None = None,
+        cache_writes: bool = False,
     ) -> list[BudgetLine]:
         now = self.clock()
-        amount = worst_case_cost(d, prompt_estimate, max_tokens)
+        amount = worst_case_cost(d, prompt_estimate, max_tokens, prompt_tokens=prompt_tokens, cache_writes=cache_writes)
         lines = []
         for b in self.budgets:
             value = applies(b, ident, d, self.catalog.aliases)

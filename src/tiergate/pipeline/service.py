@@ -127,7 +127,7 @@ class RequestPipeline:
                 plan = self.executor.plan(f, ctx.protocol, constraints)
             except NoCandidate as exc:
                 if constraints.rejecting_blocks:
-                    raise BudgetExceeded(exc.message) from None
+                    raise BudgetExceeded(exc.message, retry_after=constraints.blocks_retry_after) from None
                 raise
             if plan.warning is not None:  # an unknown task: the client also gets X-Tiergate-Warning
                 self.metrics.unknown_tasks.inc()
@@ -169,7 +169,7 @@ class RequestPipeline:
         """Record the answered request, turn its reservation into the real cost; returns the cost."""
         d = outcome.deployment
         cost = d.usage_cost(usage)  # cache reads and writes at their own prices
-        await ctx.hold.settle(cost)
+        await ctx.hold.settle(cost, usage)
         total_s = time.perf_counter() - ctx.started
         self.ledger.record(
             usage_record(
