@@ -230,6 +230,15 @@ def test_anthropic_blocks_and_cache_breakpoints():
     assert p.cache_writes and p.fixed == IMAGE_TOKENS
     assert p.overhead == 3 + 4 * 4 + ANTHROPIC_TOOLS
     assert not messages_prompt({"messages": body["messages"][1:]}).cache_writes
+    # a breakpoint on any block, or on the tools, may write the prefix before it
+    mark = {"cache_control": {"type": "ephemeral"}}
+    image = {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}, **mark}
+    assert messages_prompt({"messages": [{"role": "user", "content": [image]}]}).cache_writes
+    tool_use = {"type": "tool_use", "id": "t", "name": "look", "input": {}, **mark}
+    assert messages_prompt({"messages": [{"role": "assistant", "content": [tool_use]}]}).cache_writes
+    hi = [{"role": "user", "content": "hi"}]
+    assert messages_prompt({"messages": hi, "tools": [{**WEATHER_TOOL, **mark}]}).cache_writes
+    assert messages_prompt({"messages": hi, **mark}).cache_writes  # automatic caching
 
 
 @pytest.mark.parametrize(
