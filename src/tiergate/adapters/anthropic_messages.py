@@ -25,9 +25,19 @@ from tiergate.adapters.base import (
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
+from tiergate.adapters.usage import (
+    Reported,
+    StreamMeter,
+    anthropic_event_bytes,
+    anthropic_reported,
+    bound_of,
+    doubt_note,
+    settled,
+    text_bytes,
+)
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.money import estimate_output_tokens, estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 DEFAULT_VERSION = "2023-06-01"
@@ -43,15 +53,6 @@ def upstream_body(body: dict[str, Any], d: Deployment, output_cap: int | None = 
     if d.max_output_tokens and isinstance(v, int) and v > d.max_output_tokens:
         out["max_tokens"] = d.max_output_tokens
     return out
-
-
-def usage_from_anthropic(u: Any) -> Usage | None:
-    """Input counts cache reads and writes too: they are prompt tokens the upstream processed."""
-    if not isinstance(u, dict):
-        return None
-    read, write = int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0)
-    prompt = int(u.get("input_tokens") or 0) + read + write
-    return Usage(prompt, int(u.get("output_tokens") or 0), cache_read_tokens=read, cache_write_tokens=write)
 
 
 def headers_for(d: Deployment, hints: ClientHints) -> dict[str, str]:
@@ -94,16 +95,28 @@ class AnthropicMessagesAdapter:
         data = orjson.dumps(upstream_body(body, d, output_cap))
         t0 = time.perf_counter()
         raw, ctype = await post_for_body(
-            self._client, self._url(d, hints), data, headers_for(d, hints), timeout_s=timeout_s
+            self._client,
+            self._url(d, hints),
+            data,
+            headers_for(d, hints),
+            timeout_s=timeout_s,
+            max_bytes=d.limits.max_response_bytes,
         )
         upstream_ms = (time.perf_counter() - t0) * 1000
         try:
-            usage = usage_from_anthropic(orjson.loads(raw).get("usage"))
-        except (orjson.JSONDecodeError, AttributeError):
-            raise AttemptError("protocol", "upstream sent a body that is not a JSON object") from None
-        if usage is None:
-            usage = Usage(estimate_tokens_from_bytes(len(data)), estimate_tokens_from_bytes(len(raw)), estimated=True)
-        return UpstreamReply(200, raw, ctype, usage, upstream_ms)
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise AttemptError("protocol", "upstream sent a body that is not a JSON object")
+        u = obj.get("usage")
+        reported = anthropic_reported(u, bound_of(d))
+        usage = settled(
+            reported,
+            prompt_estimate=estimate_tokens_from_bytes(len(data)),
+            completion_estimate=estimate_output_tokens(text_bytes(obj.get("content"))),
+        )
+        return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, u))
 
     async def stream(
         self,
@@ -117,15 +130,17 @@ class AnthropicMessagesAdapter:
         data = orjson.dumps(upstream_body(body, d, output_cap))
         t0 = time.perf_counter()
         resp, events, first = await open_event_stream(
-            self._client, self._url(d, hints), data, headers_for(d, hints), timeout_s=timeout_s
+            self._client, self._url(d, hints), data, headers_for(d, hints), timeout_s=timeout_s, limits=d.limits
         )
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
         status = StreamStatus()
-        watcher = _AnthropicStream(events, usage, status, resp=resp)
-        watcher.inspect(first)
-        if status.error is not None:
+        watcher = _AnthropicStream(events, StreamMeter(usage, bound_of(d)), status, resp=resp)
+        try:
+            check_first_event(first)
+        except AttemptError:
             resp.close()
-            raise AttemptError("status", status.error, status=529)
+            raise
+        watcher.inspect(first)
         return UpstreamStream(
             first_event=first,
             rest=watcher.rest(),
@@ -137,39 +152,61 @@ class AnthropicMessagesAdapter:
         )
 
 
+def check_first_event(ev: bytes) -> None:
+    """The first event decides whether to fail over: an error event, or a start that is not one, is a
+    failed attempt (nothing has reached the client yet)."""
+    obj = sse_data(ev)
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise AttemptError("protocol", "the stream's first event is not an Anthropic event")
+    if obj["type"] == "error":
+        raise AttemptError("status", error_text(obj.get("error")), status=529)
+    if obj["type"] == "message_start" and not isinstance(obj.get("message"), dict):
+        raise AttemptError("protocol", "the stream's message_start has no message object")
+
+
+def error_text(err: Any) -> str:
+    """An Anthropic error event's words, whatever shape the upstream gave them."""
+    if isinstance(err, dict):
+        return f"{err.get('type') or 'error'}: {err.get('message') or ''}"[:300]
+    return f"error: {err}"[:300]
+
+
 class _AnthropicStream:
-    """Watches Anthropic SSE events go by: usage from message_start / message_delta, the end, errors."""
+    """Watches Anthropic SSE events go by: usage from message_start / message_delta, the end, errors.
+
+    Never raises on an event's shape: a first event with ``"message": [...]`` or ``"error": "Overloaded"``
+    once escaped the adapter as an AttributeError instead of a failed attempt.
+    """
 
     def __init__(
-        self, events: AsyncIterator[bytes], usage: Usage, status: StreamStatus, *, resp: UpstreamReplyStream
+        self, events: AsyncIterator[bytes], meter: StreamMeter, status: StreamStatus, *, resp: UpstreamReplyStream
     ) -> None:
         self._events = events
-        self._usage = usage
+        self._meter = meter
         self._status = status
         self._resp = resp
-        self._deltas = 0
 
     def inspect(self, ev: bytes) -> None:
-        if b"content_block_delta" in ev[:40]:
-            self._deltas += 1
-            return
         obj = sse_data(ev)
-        kind = obj.get("type") if isinstance(obj, dict) else None
-        if kind == "message_start":
-            u = usage_from_anthropic((obj.get("message") or {}).get("usage"))
-            if u is not None:
-                self._usage.prompt_tokens, self._usage.estimated = u.prompt_tokens, False
-                self._usage.cache_read_tokens = u.cache_read_tokens
-                self._usage.cache_write_tokens = u.cache_write_tokens
+        if not isinstance(obj, dict):
+            return
+        kind = obj.get("type")
+        if kind in ("content_block_delta", "content_block_start"):
+            self._meter.content(anthropic_event_bytes(obj))
+        elif kind == "message_start":
+            message = obj.get("message")
+            u = message.get("usage") if isinstance(message, dict) else None
+            # its output_tokens is a placeholder (1 or so): the count comes with message_delta
+            self._meter.reported(anthropic_reported(u, self._meter.bound, output=False))
         elif kind == "message_delta":
-            delta_usage = obj.get("usage")
-            if isinstance(delta_usage, dict) and "output_tokens" in delta_usage:
-                self._usage.completion_tokens = int(delta_usage["output_tokens"] or 0)
+            u = obj.get("usage")
+            if isinstance(u, dict) and "output_tokens" in u:
+                out = anthropic_reported(u, self._meter.bound).completion
+                self._meter.reported(Reported(None, out))
         elif kind == "message_stop":
             self._status.completed = True
         elif kind == "error":
-            err = obj.get("error") or {}
-            self._status.error = f"{err.get('type', 'error')}: {err.get('message', '')}"
+            self._status.error = error_text(obj.get("error"))
 
     async def rest(self) -> AsyncIterator[bytes]:
         try:
@@ -183,6 +220,4 @@ class _AnthropicStream:
                 self._resp.release()
             else:
                 self._resp.close()
-                if not self._usage.completion_tokens:
-                    self._usage.completion_tokens = self._deltas
                 self._status.fail("upstream ended the stream without message_stop")

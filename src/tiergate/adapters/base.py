@@ -17,11 +17,13 @@ from typing import Any, Protocol
 import orjson
 
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
-from tiergate.core.catalog import Deployment
+from tiergate.core.catalog import DEFAULT_READ_LIMITS, Deployment, ReadLimits
 from tiergate.core.errors import AttemptError
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 MAX_ERROR_BODY = 64 * 1024
+SSE_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")  # the field lines an event may hold, and comments
+SSE_BARE_FIELDS = frozenset({b"data", b"event", b"id", b"retry", b""})  # a field line without a colon
 
 
 @dataclass(slots=True)
@@ -106,21 +108,103 @@ async def error_from_response(resp: UpstreamReplyStream) -> AttemptError:
     )
 
 
-async def iter_sse_events(resp: UpstreamReplyStream) -> AsyncIterator[bytes]:
-    """Split an SSE body into whole events (each ending in a blank line), as they arrive."""
-    buf = b""
+def is_sse_event(ev: bytes) -> bool:
+    """Whether one whole event (ending in a blank line) is Server-Sent Events: UTF-8 field lines and comments.
+
+    The spec tells a browser to ignore unknown fields; a gateway seeing them is being sent something else
+    (an HTML page, a binary body, a proxy's garbage), and none of it may reach a client.
+    """
+    if not ev.isascii():
+        try:
+            ev.decode()
+        except UnicodeDecodeError:
+            return False
+    end = len(ev) - 2
+    if ev.find(b"\n") == end and ev.startswith(SSE_FIELDS):  # one field line: nearly every event
+        return True
+    return all(line.startswith(SSE_FIELDS) or line in SSE_BARE_FIELDS for line in ev[:end].split(b"\n"))
+
+
+def is_comment(ev: bytes) -> bool:
+    """An event of comment lines only (``: OPENROUTER PROCESSING``, keep-alives): nothing for a client."""
+    return all(line.startswith(b":") or not line for line in ev[:-2].split(b"\n"))
+
+
+def _checked(ev: bytes, max_event_bytes: int) -> bytes:
+    if len(ev) > max_event_bytes:
+        raise _event_too_big(max_event_bytes)
+    if not is_sse_event(ev):
+        raise AttemptError("protocol", f"upstream sent {len(ev)} bytes that are not an SSE event")
+    return ev
+
+
+def _event_too_big(max_event_bytes: int) -> AttemptError:
+    return AttemptError("protocol", f"upstream sent an SSE event over {max_event_bytes // 1024} KB (max_event_kb)")
+
+
+async def iter_sse_events(
+    resp: UpstreamReplyStream, max_event_bytes: int = DEFAULT_READ_LIMITS.max_event_bytes
+) -> AsyncIterator[bytes]:
+    """Split an SSE body into whole events (each ending in a blank line), as they arrive.
+
+    Bounded: an event over ``max_event_bytes``, or as many bytes without an event's end, and bytes
+    that are not SSE are an AttemptError("protocol") and are never yielded. Each chunk is searched
+    once, from where the last search stopped.
+    """
+    pending = b""
     async for chunk in resp.chunks():
-        buf += chunk
-        if b"\r\n" in buf:
-            buf = buf.replace(b"\r\n", b"\n")
-        while True:
-            i = buf.find(b"\n\n")
-            if i < 0:
-                break
-            yield buf[: i + 2]
-            buf = buf[i + 2 :]
-    if buf.strip():
-        yield buf + b"\n\n"
+        if pending:
+            search, data = len(pending) - 1, pending + chunk
+        else:
+            search, data = 0, chunk
+        if b"\r" in chunk or pending.endswith(b"\r"):
+            data, search = data.replace(b"\r\n", b"\n"), 0
+        start = 0
+        while (i := data.find(b"\n\n", search)) >= 0:
+            end = i + 2
+            if i > start:
+                yield _checked(data[start:end], max_event_bytes)
+            start = search = end
+        pending = data[start:] if start else data
+        if len(pending) > max_event_bytes:
+            raise _event_too_big(max_event_bytes)
+    if pending.strip():  # the body ended inside an event: what came of it is the last event
+        yield _checked(pending.rstrip(b"\n") + b"\n\n", max_event_bytes)
+
+
+def _over_cap(max_bytes: int) -> AttemptError:
+    return AttemptError(
+        "protocol", f"upstream reply is over {max_bytes / 1048576:g} MB (max_response_mb); not read further"
+    )
+
+
+async def read_bounded(resp: UpstreamReplyStream, max_bytes: int) -> bytes:
+    """The whole body, or an AttemptError once it passes ``max_bytes`` (the connection is then closed).
+
+    A length the upstream declares over the cap fails unread; an undeclared one is read as it comes
+    and dropped at the cap, so a 2 GB reply costs at most ``max_bytes`` of memory.
+    """
+    declared = resp.headers.get("content-length", "").strip()
+    if declared.isdigit():
+        if int(declared) > max_bytes:
+            resp.close()
+            raise _over_cap(max_bytes)
+        body = await resp.read(max_bytes + 1)  # +1: a gzip body may inflate past what it declared
+        if len(body) > max_bytes:
+            raise _over_cap(max_bytes)
+        return body
+    parts: list[bytes] = []
+    n = 0
+    try:
+        async for chunk in resp.chunks():
+            n += len(chunk)
+            if n > max_bytes:
+                raise _over_cap(max_bytes)
+            parts.append(chunk)
+    except BaseException:
+        resp.close()
+        raise
+    return b"".join(parts)
 
 
 async def post_for_body(
@@ -130,12 +214,24 @@ async def post_for_body(
     headers: Mapping[str, str],
     *,
     timeout_s: float,
+    max_bytes: int = DEFAULT_READ_LIMITS.max_response_bytes,
 ) -> tuple[bytes, str]:
     """POST and return (body, content type) within ``timeout_s``; any failure is an AttemptError."""
     resp = await client.post(url, data, headers, timeout_s=timeout_s)
     if resp.status >= 400:
         raise await error_from_response(resp)
-    return await resp.read(), resp.headers.get("content-type", "application/json")
+    return await read_bounded(resp, max_bytes), resp.headers.get("content-type", "application/json")
+
+
+async def _not_a_stream(resp: UpstreamReplyStream, ctype: str) -> AttemptError:
+    try:
+        body = await resp.read(MAX_ERROR_BODY)
+    except AttemptError:  # cut, or quiet: what it is not says enough
+        body = b""
+    said = vendor_error_message(body)
+    shown = ctype.encode("ascii", "replace").decode()[:60]
+    detail = f": {said[:200]}" if said else ""
+    return AttemptError("protocol", f"upstream answered a stream request with {shown}{detail}")
 
 
 async def open_event_stream(
@@ -145,27 +241,38 @@ async def open_event_stream(
     headers: Mapping[str, str],
     *,
     timeout_s: float,
+    limits: ReadLimits = DEFAULT_READ_LIMITS,
 ) -> tuple[UpstreamReplyStream, AsyncIterator[bytes], bytes]:
     """POST, wait for the first whole SSE event, return (response, remaining events, first event).
 
     Until the first event is in hand nothing has reached the client, so any
-    failure here is an AttemptError and the executor may fail over. After it,
-    a wait of over ``timeout_s`` for the next bytes ends the stream.
+    failure here is an AttemptError and the executor may fail over: an error
+    status, a 200 that is not an event stream, bytes that are not SSE, an
+    event that never ends. Comments before it are skipped: they are not an
+    answer (OpenRouter sends ``: OPENROUTER PROCESSING`` while it waits).
+    After it, a wait of over the idle timeout (``timeout_s`` unless the
+    provider sets one) for the next bytes, or a stream lasting past
+    ``limits.stream_timeout_s``, ends the stream.
     """
     resp: UpstreamReplyStream | None = None
     try:
         resp = await client.post(url, data, headers, timeout_s=timeout_s)
         if resp.status >= 400:
             raise await error_from_response(resp)
-        events = iter_sse_events(resp)
+        ctype = resp.headers.get("content-type", "")
+        if ctype and not ctype.lstrip().lower().startswith("text/event-stream"):
+            raise await _not_a_stream(resp, ctype)
+        events = iter_sse_events(resp, limits.max_event_bytes)
         first = await events.__anext__()
+        while is_comment(first):
+            first = await events.__anext__()
     except BaseException as exc:
         if resp is not None:
             resp.close()
         if isinstance(exc, StopAsyncIteration):
             raise AttemptError("dropped", "upstream closed the stream before the first event") from None
         raise
-    resp.idle_timeout(timeout_s)
+    resp.idle_timeout(limits.stream_idle_timeout_s or timeout_s, total_s=limits.stream_timeout_s)
     return resp, events, first
 
 

@@ -207,11 +207,18 @@ class MemoryResponse:
         self._deadline = deadline
         self._timeout_s = timeout_s
         self._idle_s: float | None = None
+        self._sent_at = deadline - timeout_s
+        self._total_s = 0.0
+        self._hard_at = float("inf")
         self._complete = False
         self._error: BaseException | None = None
+        self._reader: asyncio.Task[Any] | None = None  # the task waiting for the next part, which close() wakes
+        self._closing = False
 
-    def idle_timeout(self, seconds: float) -> None:
+    def idle_timeout(self, seconds: float, *, total_s: float | None = None) -> None:
         self._idle_s = seconds
+        if total_s is not None:
+            self._total_s, self._hard_at = total_s, self._sent_at + total_s
 
     async def _next(self) -> bytes | None:
         """The next part of the body, None at its end; failures as the real client's."""
@@ -222,25 +229,36 @@ class MemoryResponse:
         if self.outcome != "open":
             raise AttemptError("dropped", "the response was closed before its body was read")
         loop = asyncio.get_running_loop()
-        when = self._deadline if self._idle_s is None else loop.time() + self._idle_s
+        when = self._deadline if self._idle_s is None else min(loop.time() + self._idle_s, self._hard_at)
+        self._reader = asyncio.current_task()
         try:
+            if loop.time() >= self._hard_at:  # parts that come without a pause would never meet the timer
+                raise TimeoutError
             async with asyncio.timeout_at(when) as t:
                 part = await anext(self._body, None)
         except TimeoutError:
-            if not t.expired():
+            if loop.time() < self._hard_at and not t.expired():
                 raise
-            self._error = AttemptError(
-                "timeout",
-                f"no data from upstream for {self._idle_s:g} s"
-                if self._idle_s is not None
-                else f"no answer within {self._timeout_s:g} s",
-            )
+            if loop.time() >= self._hard_at:
+                self._error = AttemptError("timeout", f"the stream went on past its {self._total_s:g} s deadline")
+            elif self._idle_s is not None:
+                self._error = AttemptError("timeout", f"no data from upstream for {self._idle_s:g} s")
+            else:
+                self._error = AttemptError("timeout", f"no answer within {self._timeout_s:g} s")
+        except asyncio.CancelledError:
+            task = self._reader
+            if not self._closing or task is None or task.uncancel() > 0:
+                raise  # a real cancellation of the reader, not close() waking it
+            self._closing = False
+            raise AttemptError("dropped", "the response was closed before its end") from None
         except Exception as exc:  # a scripted failure (an AttemptError, as the real client's)
             self._error = exc
         else:
             if part is None:
                 self._complete = True
             return part
+        finally:
+            self._reader = None
         self.close()
         raise self._error
 
@@ -276,6 +294,10 @@ class MemoryResponse:
     def close(self) -> None:
         if self.outcome == "open":
             self.outcome = "closed"
+            reader = self._reader
+            if reader is not None and reader is not asyncio.current_task() and not reader.done():
+                self._closing = True  # as the real client: a reader waiting in another task is woken, not left
+                reader.cancel()
 
 
 class MemoryTransport:

@@ -26,9 +26,18 @@ from tiergate.adapters.base import (
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
+from tiergate.adapters.usage import (
+    StreamMeter,
+    bound_of,
+    doubt_note,
+    openai_chunk_bytes,
+    openai_reported,
+    settled,
+    text_bytes,
+)
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import estimate_tokens_from_bytes
+from tiergate.core.money import estimate_output_tokens, estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 DONE = b"data: [DONE]"
@@ -69,15 +78,6 @@ def upstream_body(body: dict[str, Any], d: Deployment, output_cap: int | None = 
     return out, injected
 
 
-def usage_from_openai(obj: Any) -> Usage | None:
-    u = obj.get("usage") if isinstance(obj, dict) else None
-    if not isinstance(u, dict):
-        return None
-    details = u.get("prompt_tokens_details")
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), cache_read_tokens=cached)
-
-
 def _headers(d: Deployment) -> dict[str, str]:
     h = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **d.headers}
     if d.api_key:
@@ -116,15 +116,23 @@ class OpenAIChatAdapter:
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
         url, headers = self._target(d)
-        raw, ctype = await post_for_body(self._client, url, data, headers, timeout_s=timeout_s)
+        raw, ctype = await post_for_body(
+            self._client, url, data, headers, timeout_s=timeout_s, max_bytes=d.limits.max_response_bytes
+        )
         upstream_ms = (time.perf_counter() - t0) * 1000
         try:
-            usage = usage_from_openai(orjson.loads(raw))
+            obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
-        if usage is None:
-            usage = Usage(estimate_tokens_from_bytes(len(data)), estimate_tokens_from_bytes(len(raw)), estimated=True)
-        return UpstreamReply(200, raw, ctype, usage, upstream_ms)
+        u = obj.get("usage") if isinstance(obj, dict) else None
+        reported = openai_reported(u, bound_of(d), output=self.caps_output)
+        produced = text_bytes(obj.get("choices")) if self.caps_output and isinstance(obj, dict) else 0
+        usage = settled(
+            reported,
+            prompt_estimate=estimate_tokens_from_bytes(len(data)),
+            completion_estimate=estimate_output_tokens(produced),
+        )
+        return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, u))
 
     async def stream(
         self,
@@ -139,10 +147,17 @@ class OpenAIChatAdapter:
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
         url, headers = self._target(d)
-        resp, events, first = await open_event_stream(self._client, url, data, headers, timeout_s=timeout_s)
+        resp, events, first = await open_event_stream(
+            self._client, url, data, headers, timeout_s=timeout_s, limits=d.limits
+        )
+        try:
+            check_first_event(first)
+        except AttemptError:
+            resp.close()
+            raise
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
         status = StreamStatus()
-        stream = _OpenAIStream(events, usage, status, injected=injected, resp=resp)
+        stream = _OpenAIStream(events, StreamMeter(usage, bound_of(d)), status, injected=injected, resp=resp)
         first_out = stream.inspect(first)
         return UpstreamStream(
             first_event=first_out or b"",
@@ -155,13 +170,26 @@ class OpenAIChatAdapter:
         )
 
 
+def check_first_event(ev: bytes) -> None:
+    """The first event decides whether to fail over: it must be a chunk (or [DONE]), not an error or garbage."""
+    if ev.startswith(DONE):
+        return
+    obj = sse_data(ev)
+    if not isinstance(obj, dict):
+        raise AttemptError("protocol", "the stream's first event is not a JSON object")
+    err = obj.get("error")
+    if err is not None and not obj.get("choices"):  # OpenRouter and others report failures in-band
+        message = err.get("message") if isinstance(err, dict) else err
+        raise AttemptError("status", str(message or "error event")[:300], status=502)
+
+
 class _OpenAIStream:
-    """Watches OpenAI SSE events go by: records usage, notices the end, hides an injected usage chunk."""
+    """Watches OpenAI SSE events go by: counts usage, notices the end, hides an injected usage chunk."""
 
     def __init__(
         self,
         events: AsyncIterator[bytes],
-        usage: Usage,
+        meter: StreamMeter,
         status: StreamStatus,
         *,
         injected: bool,
@@ -169,35 +197,28 @@ class _OpenAIStream:
     ) -> None:
         self._events = events
         self._resp = resp
-        self._usage = usage
+        self._meter = meter
         self._status = status
         self._injected = injected
-        self._content_events = 0
-        self._saw_usage = False
 
     def inspect(self, ev: bytes) -> bytes | None:
-        """The event to forward (None to drop it)."""
+        """The event to forward (None to drop it); the usage is current after every event."""
         if ev.startswith(DONE):
             self._status.completed = True
-            self._finish()
             return ev
         if b'"usage"' in ev and b'"usage":null' not in ev:
             obj = sse_data(ev)
-            u = usage_from_openai(obj)
-            if u is not None:
-                self._usage.prompt_tokens, self._usage.completion_tokens = u.prompt_tokens, u.completion_tokens
-                self._usage.cache_read_tokens = u.cache_read_tokens
-                self._usage.estimated = False
-                self._saw_usage = True
-                if self._injected and not obj.get("choices"):
+            u = obj.get("usage") if isinstance(obj, dict) else None
+            if isinstance(u, dict):
+                self._meter.reported(openai_reported(u, self._meter.bound))
+                if obj.get("choices"):  # usage on a content chunk (vLLM's continuous usage stats)
+                    self._meter.content(openai_chunk_bytes(obj))
+                elif self._injected:
                     return None
-        elif b'"delta"' in ev:
-            self._content_events += 1
+                return ev
+        if b'"delta"' in ev:
+            self._meter.content(openai_chunk_bytes(sse_data(ev)))
         return ev
-
-    def _finish(self) -> None:
-        if not self._saw_usage:
-            self._usage.completion_tokens = max(0, self._content_events - 1)
 
     async def rest(self) -> AsyncIterator[bytes]:
         try:
@@ -213,7 +234,6 @@ class _OpenAIStream:
                 self._resp.release()
             else:
                 self._resp.close()
-                self._finish()
                 self._status.fail("upstream ended the stream without [DONE]")
 
 

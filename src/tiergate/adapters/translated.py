@@ -81,13 +81,28 @@ def _convert_reply(fn: ResponseTranslation, reply: UpstreamReply, model: str) ->
         raise AttemptError("protocol", f"upstream reply could not be translated: {exc}") from None
 
 
-def _first(s: UpstreamStream, converter: StreamConverter) -> bytes:
-    """Translate the first event; a malformed one is still a failed attempt (nothing sent yet)."""
+def _feed_first(s: UpstreamStream, converter: StreamConverter, event: bytes) -> bytes:
     try:
-        return converter.feed(s.first_event)
+        return converter.feed(event)
     except ValueError as exc:
         s.close()
         raise AttemptError("protocol", f"upstream stream could not be translated: {exc}") from None
+
+
+async def _first(s: UpstreamStream, converter: StreamConverter) -> bytes:
+    """Translate up to the first event that gives the client something; until then it is still a failed
+    attempt (nothing sent yet) when it is malformed or the stream ends. An event that translates to
+    nothing (a ping) must not pass for the first one: the executor fails over only before it."""
+    out = _feed_first(s, converter, s.first_event)
+    while not out:
+        try:
+            event = await anext(s.rest)
+        except StopAsyncIteration:
+            s.close()
+            why = s.status.error or "upstream ended the stream"
+            raise AttemptError("dropped", f"{why} before its first event") from None
+        out = _feed_first(s, converter, event)
+    return out
 
 
 def _reply_json(reply: UpstreamReply) -> dict[str, Any]:
@@ -143,7 +158,7 @@ class _Bridge:
         upstream_body, dropped = self._request(d, body)
         s = await self.inner.stream(d, upstream_body, timeout_s=timeout_s, output_cap=output_cap)
         conv = self.stream_converter(d, body, s)
-        s.first_event = _first(s, conv)
+        s.first_event = await _first(s, conv)
         s.rest = _converted(s, s.rest, conv)
         s.notes += _dropped_note(dropped, d.api)
         return s

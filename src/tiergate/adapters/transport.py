@@ -45,8 +45,9 @@ class UpstreamReplyStream(Protocol):
         """The body as it arrives; released when the iteration ends, however it ends."""
         ...
 
-    def idle_timeout(self, seconds: float) -> None:
-        """From now on fail only when no data came for ``seconds`` (a stream past its first event)."""
+    def idle_timeout(self, seconds: float, *, total_s: float | None = None) -> None:
+        """From now on fail when no data came for ``seconds`` (a stream past its first event), or
+        ``total_s`` after the request was sent, however steadily data comes (an endless stream)."""
         ...
 
     def release(self) -> None:
@@ -54,7 +55,8 @@ class UpstreamReplyStream(Protocol):
         ...
 
     def close(self) -> None:
-        """Walk away from the response whatever its state."""
+        """Walk away from the response whatever its state, at once; a reader waiting for its body
+        (in another task) gets AttemptError("dropped")."""
         ...
 
 

@@ -27,6 +27,7 @@ from tiergate.core.errors import AttemptError
 
 USER_AGENT = "tiergate"
 PAUSE_AT = 256 * 1024  # bytes buffered from a stream the client has not taken yet: stop reading the socket
+INFLATE_STEP = 16 * 1024 * 1024  # most bytes one piece of a streamed gzip body may inflate to (a bomb is refused)
 
 
 class Origin(NamedTuple):
@@ -92,6 +93,10 @@ class UpstreamResponse:
         self._timeout_s = timeout_s
         self._idle_s: float | None = None
         self._expires_at = deadline
+        self._started = loop.time()
+        self._total_s = 0.0  # a stream's whole-life deadline (set with idle_timeout), from the request
+        self._hard_at = float("inf")
+        self._inflate_room: int | None = None  # read(limit) of a gzip body: bytes it may still inflate to
         self._timer: asyncio.TimerHandle | None = loop.call_at(deadline, self._on_timer)
 
     # -- the parser's callbacks (httptools calls them from feed_data)
@@ -124,10 +129,12 @@ class UpstreamResponse:
             self.headers_in.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self._error is not None:  # failed while the parser was still going through a packet
+            return
         if self._idle_s is not None:
             self._expires_at = self._loop.time() + self._idle_s
         if self._inflate is not None:
-            body = self._inflate.decompress(body)
+            body = self._inflated(body)
         if body:
             self._chunks.append(body)
             self._buffered += len(body)
@@ -135,11 +142,27 @@ class UpstreamResponse:
                 self._conn.pause()
             self._wake()
 
+    def _inflated(self, body: bytes) -> bytes:
+        """Decompress one piece, never past what the reader wants: a small gzip body can inflate 1000-fold."""
+        assert self._inflate is not None
+        room = self._inflate_room
+        if room is not None:  # read(limit): inflate to just past the limit, then drop the rest
+            if room <= 0:
+                return b""
+            out = self._inflate.decompress(body, room)
+            self._inflate_room = room - len(out)
+            return out
+        out = self._inflate.decompress(body, INFLATE_STEP)
+        if self._inflate.unconsumed_tail:
+            self._fail(AttemptError("protocol", f"upstream sent gzip that inflates to over {INFLATE_STEP} bytes"))
+            return b""
+        return out
+
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
             return
-        if self._inflate is not None:
+        if self._inflate is not None and self._inflate_room != 0:
             tail = self._inflate.flush()
             if tail:
                 self._chunks.append(tail)
@@ -182,21 +205,28 @@ class UpstreamResponse:
         self._timer = None
         if self._done or self._complete or self._error is not None:
             return
-        if self._loop.time() < self._expires_at or self._conn.paused:  # data came meanwhile, or we stopped reading
-            self._timer = self._loop.call_at(max(self._expires_at, self._loop.time() + 0.05), self._on_timer)
+        now = self._loop.time()
+        if now >= self._hard_at:  # even while paused: a client reading slowly does not make a stream endless
+            self._fail(AttemptError("timeout", f"the stream went on past its {self._total_s:g} s deadline"))
+            return
+        if now < self._expires_at or self._conn.paused:  # data came meanwhile, or we stopped reading
+            self._timer = self._loop.call_at(min(self._hard_at, max(self._expires_at, now + 0.05)), self._on_timer)
             return
         if self._idle_s is not None:
             self._fail(AttemptError("timeout", f"no data from upstream for {self._idle_s:g} s"))
         else:
             self._fail(AttemptError("timeout", f"no answer within {self._timeout_s:g} s"))
 
-    def idle_timeout(self, seconds: float) -> None:
-        """From now on the response may last as long as data keeps coming at least every ``seconds`` (streams)."""
+    def idle_timeout(self, seconds: float, *, total_s: float | None = None) -> None:
+        """From now on the response may last while data comes at least every ``seconds`` (streams), and
+        at most ``total_s`` from the request, however steadily it comes."""
         self._idle_s = seconds
         self._expires_at = self._loop.time() + seconds
+        if total_s is not None:
+            self._total_s, self._hard_at = total_s, self._started + total_s
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = self._loop.call_at(self._expires_at, self._on_timer)
+            self._timer = self._loop.call_at(min(self._expires_at, self._hard_at), self._on_timer)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -226,6 +256,8 @@ class UpstreamResponse:
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body (or its first ``limit`` bytes; the connection is then not reused)."""
         self._pause_at = limit if limit is not None else 1 << 62
+        if limit is not None and self._inflate is not None:
+            self._inflate_room = max(1, limit + 1 - self._buffered)
         self._conn.resume()
         try:
             while not self._complete and self._error is None and (limit is None or self._buffered < limit):
@@ -269,12 +301,18 @@ class UpstreamResponse:
             self._conn.abort()
 
     def close(self) -> None:
-        """Walk away from the response (and its connection) whatever its state."""
+        """Walk away from the response and close its socket, at once; a reader waiting for the body in
+        another task (a relay whose client hung up) is woken with a "dropped" error."""
         if not self._done:
             self._done = True
             self._stop_timer()
             self._parser = None
+            if self._error is None and not self._complete:
+                self._error = AttemptError("dropped", "the response was closed before its end")
+            self._chunks.clear()
+            self._buffered = 0
             self._conn.abort()
+            self._wake()
 
 
 class _Connection(asyncio.Protocol):

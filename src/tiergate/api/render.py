@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from tiergate.api.client_watch import ClientWatch
 from tiergate.api.common import header_value
 from tiergate.pipeline.answer import Answer
 
@@ -62,6 +63,7 @@ async def relay_stream(
     resp = web.StreamResponse(status=200, headers=headers)
     resp.content_type = "text/event-stream"
     delivered = False  # every event written: a client that hangs up during write_eof got the whole answer
+    watch = ClientWatch(request, s.close)  # a hang-up closes the upstream even while nothing is written
     try:
         await resp.prepare(request)
         if s.first_event:
@@ -72,6 +74,8 @@ async def relay_stream(
             if s.status.completed:
                 await answer.complete()
             await resp.write(ev)
+        if watch.gone:
+            raise ConnectionResetError("client closed the connection")
         if s.status.error is not None:
             status, error = 502, s.status.error
             if error_event is not None:
@@ -98,6 +102,7 @@ async def relay_stream(
                 await resp.write(error_event(error))
             await resp.write_eof()
     finally:
+        watch.stop()
         await answer.finish(status=status, ttft_ms=ttft_ms, error=error)
     return resp
 

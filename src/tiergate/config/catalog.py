@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from tiergate.config.prices import resolve_price
-from tiergate.config.schema import DeploymentConfig, TiergateConfig
-from tiergate.core.catalog import Catalog, Deployment
+from tiergate.config.schema import DeploymentConfig, ProviderConfig, TiergateConfig
+from tiergate.core.catalog import Catalog, Deployment, ReadLimits
 
 
 def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None = None) -> Catalog:
@@ -39,6 +39,7 @@ def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None =
             api_key=p.api_key.get_secret_value() if p.api_key else None,
             headers=MappingProxyType(dict(p.headers)),
             timeout_s=p.timeout_s,
+            limits=read_limits(cfg, p),
         )
     return Catalog(
         deployments=MappingProxyType(deployments),
@@ -47,6 +48,18 @@ def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None =
         fallbacks=MappingProxyType({k: tuple(v) for k, v in cfg.routing.fallbacks.items()}),
         escalate=cfg.routing.escalate,
         model_map=tuple(cfg.model_map.items()),
+    )
+
+
+def read_limits(cfg: TiergateConfig, p: ProviderConfig | None) -> ReadLimits:
+    """A provider's bounds on reading its answers; a managed local model gets the defaults."""
+    if p is None:
+        return ReadLimits(stream_timeout_s=cfg.routing.request_timeout_s)
+    return ReadLimits(
+        stream_timeout_s=p.stream_timeout_s or cfg.routing.request_timeout_s,
+        stream_idle_timeout_s=p.stream_idle_timeout_s,
+        max_event_bytes=p.max_event_kb * 1024,
+        max_response_bytes=int(p.max_response_mb * 1024 * 1024),
     )
 
 
@@ -65,4 +78,5 @@ def _managed(cfg: TiergateConfig, d: DeploymentConfig, url: str | None) -> Deplo
         max_output_tokens=d.max_output_tokens,
         **resolve_price(d.price, local=True, provider="local-models", base_url="", model=m.name).fields(),
         local_model=m.name,
+        limits=read_limits(cfg, None),
     )

@@ -82,6 +82,13 @@ class ProviderConfig(_Model):
     local: bool = False
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(None, gt=0, description="per-attempt timeout; default routing.attempt_timeout_s")
+    # Bounded reading of this provider's answers (issue 13): a faulty upstream costs one attempt, not memory.
+    stream_timeout_s: float | None = Field(
+        None, gt=0, description="a whole stream, request to last event; default routing.request_timeout_s"
+    )
+    stream_idle_timeout_s: float | None = Field(None, gt=0, description="between events; default the attempt timeout")
+    max_event_kb: int = Field(1024, gt=0, description="largest SSE event; a stream without event ends is cut here")
+    max_response_mb: float = Field(64.0, gt=0, description="largest non-streamed reply body; beyond it, fail over")
 
     @field_validator("base_url")
     @classmethod

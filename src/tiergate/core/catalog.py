@@ -18,6 +18,22 @@ UNPRICED = "unpriced"  # Deployment.price_source of a cloud deployment nothing c
 
 
 @dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """How much and how long an upstream may send: every read of an answer is bounded (issue 13).
+
+    A faulty or hostile upstream must cost one attempt, not the gateway's memory or a client's wait.
+    """
+
+    stream_timeout_s: float = 600.0  # a whole stream, from the request to its last event
+    stream_idle_timeout_s: float | None = None  # between a stream's events; None: the attempt timeout
+    max_event_bytes: int = 1024 * 1024  # one SSE event (bytes without a blank line are cut here)
+    max_response_bytes: int = 64 * 1024 * 1024  # a non-streamed reply's body
+
+
+DEFAULT_READ_LIMITS = ReadLimits()
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     name: str
     provider: str
@@ -34,6 +50,7 @@ class Deployment:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
     local_model: str | None = None  # served by tiergate's own local model manager
+    limits: ReadLimits = DEFAULT_READ_LIMITS
 
     cache_read_per_mtok: float | None = None  # None: the input price
     cache_write_per_mtok: float | None = None  # None: the input price

@@ -59,6 +59,32 @@ def estimate_tokens_from_bytes(n_bytes: int) -> int:
     return max(1, n_bytes // 4)
 
 
+def estimate_output_tokens(text_bytes: int, content_events: int = 0) -> int:
+    """Output tokens from the text an upstream sent: about four bytes a token, and at least one per
+    content event (streams send one or more tokens per delta), so short tokens are not under-counted."""
+    return max(content_events, (max(0, text_bytes) + 3) // 4)
+
+
+def usage_bound(context_window: int, max_output_tokens: int | None) -> int:
+    """The most tokens one call's usage figure may claim and still be believed.
+
+    4 x the context window plus the output limit (or one more window): generous for cache writes and
+    a context window configured a little small, yet far from what could overflow a float or a budget.
+    """
+    return 4 * context_window + (max_output_tokens or context_window)
+
+
+def believable_tokens(value: object, bound: int) -> int | None:
+    """An upstream's token count when it can be believed (an integer, not a bool, in 0..bound), else None.
+
+    Usage comes from the upstream's own bytes: 1e300, -100000, "abc", null or an object must never reach
+    a cost, a budget or the ledger (issue 14).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= bound:
+        return value
+    return None
+
+
 PROMPT_MARGIN = 4  # an unlearned prompt is reserved at its estimate plus 1/PROMPT_MARGIN (3.2 bytes a token)
 SETTLE_RETRY_S = 2  # Retry-After when settling the reservations in flight could make room
 

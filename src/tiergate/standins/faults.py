@@ -28,10 +28,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import hostile
+
 ErrorFactory = Callable[..., web.Response]
 """``(status, message, *, code=None, param=None) -> Response`` in the vendor's shape."""
 
-MODES = ("status", "drop", "cut_stream", "slow")
+MODES = ("status", "drop", "cut_stream", "slow", *hostile.HOSTILE_MODES, *hostile.REWRITING_MODES)
 MAX_RECORDED = 10_000
 
 
@@ -53,6 +55,11 @@ class Fault:
     delay_s: float = 0.0
     model: str | None = None
     path: str | None = None
+    size: int = 0  # bytes (huge_reply, huge_event, garbage) or comment events (comment_first)
+    rate: float = 0.0  # bytes a second (no_boundary, huge_reply); 0: as fast as possible
+    content_type: str | None = None  # garbage
+    declared: bool = False  # huge_reply: send its Content-Length
+    usage: dict[str, Any] | None = None  # usage: the fields to overwrite
 
     @classmethod
     def parse(cls, raw: Any) -> Fault:
@@ -75,6 +82,10 @@ class Fault:
                 raise ValueError(f"{key} must be a number >= 0")
         if fault.mode == "slow" and "delay_s" not in raw:
             raise ValueError("slow fault needs delay_s")
+        if not _is_num(fault.size, int) or fault.size < 0 or not _is_num(fault.rate) or fault.rate < 0:
+            raise ValueError("size must be an integer >= 0 and rate a number >= 0")
+        if fault.mode == "usage" and not isinstance(fault.usage, dict):
+            raise ValueError('usage fault needs usage: {"prompt_tokens": ...}')
         return fault
 
     def applies(self, model: str | None, path: str) -> bool:
@@ -95,6 +106,7 @@ class ControlState:
         # Bounded so a long-running demo tier does not grow without limit.
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED)
         self.model_counts: Counter[str] = Counter()
+        self.streams: deque[hostile.StreamRecord] = deque(maxlen=MAX_RECORDED)  # answers of hostile faults
 
     def take(self, model: str | None, path: str) -> Fault | None:
         """Pop (one use of) the oldest fault that applies to this request."""
@@ -110,10 +122,13 @@ class ControlState:
         self.faults.clear()
         self.requests.clear()
         self.model_counts.clear()
+        self.streams.clear()
 
 
 CONTROL = web.AppKey("tiergate_standin_control", ControlState)
 _CUT_AFTER = web.RequestKey("tiergate_standin_cut_after", int)
+_USAGE = web.RequestKey("tiergate_standin_usage", dict)
+_COMMENTS = web.RequestKey("tiergate_standin_comments", int)
 
 
 def install_control(app: web.Application, *, model_paths: Iterable[str], error_response: ErrorFactory) -> None:
@@ -124,6 +139,7 @@ def install_control(app: web.Application, *, model_paths: Iterable[str], error_r
     app.router.add_get("/_control/faults", _list_faults)
     app.router.add_get("/_control/requests", _list_requests)
     app.router.add_get("/_control/stats", _stats)
+    app.router.add_get("/_control/streams", _streams)
     app.router.add_post("/_control/reset", _reset)
 
 
@@ -162,6 +178,10 @@ async def _list_requests(request: web.Request) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     return json_response(dict(request.app[CONTROL].model_counts))
+
+
+async def _streams(request: web.Request) -> web.Response:
+    return json_response([r.as_dict() for r in request.app[CONTROL].streams])
 
 
 async def _reset(request: web.Request) -> web.Response:
@@ -210,6 +230,17 @@ async def _control_middleware(request: web.Request, handler: Handler) -> web.Str
         if fault.mode == "slow":
             await asyncio.sleep(fault.delay_s)
             return await handler(request)
+        if fault.mode in hostile.HOSTILE_MODES:
+            return await hostile.serve(request, fault, state.streams)
+        if fault.mode in hostile.REWRITING_MODES:
+            if fault.mode == "usage":
+                request[_USAGE] = fault.usage or {}
+            else:
+                request[_COMMENTS] = fault.size
+            answer = await handler(request)
+            if fault.usage and isinstance(answer, web.Response) and not answer.prepared:
+                return hostile.rewrite_reply(answer, fault.usage)
+            return answer
         request[_CUT_AFTER] = fault.after_chunks
         answer = await handler(request)
         if isinstance(answer, web.Response) and not answer.prepared:
@@ -262,6 +293,8 @@ class EventStream:
         self._request = request
         self._delay_s = delay_s
         self._cut_after = request.get(_CUT_AFTER)
+        self._usage = request.get(_USAGE)
+        self._comments = request.get(_COMMENTS)
         self._sent = 0
         self.response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -269,6 +302,8 @@ class EventStream:
 
     async def open(self) -> None:
         await self.response.prepare(self._request)
+        if self._comments is not None:
+            await self.response.write(hostile.comments(self._comments))
         if self._cut_after == 0:
             self._cut()
 
@@ -277,6 +312,8 @@ class EventStream:
             self._cut()
         if self._sent and self._delay_s > 0:
             await asyncio.sleep(self._delay_s)
+        if self._usage:
+            event = hostile.rewrite_event(event, self._usage)
         try:
             await self.response.write(event)
         except ConnectionError:
