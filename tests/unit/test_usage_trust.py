@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_upstream_bounds import (
     BLOCK_START,
     CASES,
@@ -38,6 +40,7 @@ from tiergate.adapters.usage import (
     anthropic_reported,
     openai_chunk_bytes,
     openai_reported,
+    plain_content_bytes,
     text_bytes,
 )
 from tiergate.core.errors import AttemptError
@@ -88,6 +91,25 @@ def test_estimates_count_bytes_and_at_least_a_token_per_content_event():
     for _ in range(5000):  # nesting a recursive walk could not survive
         deep = {"content": [deep]}
     assert text_bytes(deep) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(),
+    extra=st.sampled_from([{}, {"role": "assistant"}, {"reasoning_content": "hm"}, {"tool_calls": []}]),
+    choices=st.integers(1, 2),
+    spaced=st.booleans(),
+)
+def test_the_unparsed_content_count_agrees_with_the_parsed_one_or_steps_aside(text, extra, choices, spaced):
+    chunk = {
+        **openai_chunk(text),
+        "choices": [{"index": i, "delta": {"content": text, **extra}} for i in range(choices)],
+    }
+    ev = b"data: " + (json.dumps(chunk).encode() if spaced else orjson.dumps(chunk)) + b"\n\n"
+    fast = plain_content_bytes(ev)
+    assert fast is None or fast == openai_chunk_bytes(chunk)
+    if not extra and choices == 1 and not spaced and text.isalnum():
+        assert fast == len(text.encode())  # the common case is taken without parsing
 
 
 @pytest.mark.parametrize("value", ABSURD, ids=ABSURD_IDS)

@@ -278,6 +278,11 @@ async def open_event_stream(
 
 def sse_data(event: bytes) -> Any:
     """The parsed JSON of an SSE event's data line, or None."""
+    if event.startswith(b"data:") and event.find(b"\n") == len(event) - 2:  # one line: nearly every event
+        try:
+            return orjson.loads(event[5:])
+        except orjson.JSONDecodeError:
+            return None
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):
             try:

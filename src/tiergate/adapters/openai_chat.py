@@ -32,6 +32,7 @@ from tiergate.adapters.usage import (
     doubt_note,
     openai_chunk_bytes,
     openai_reported,
+    plain_content_bytes,
     settled,
     text_bytes,
 )
@@ -217,7 +218,8 @@ class _OpenAIStream:
                     return None
                 return ev
         if b'"delta"' in ev:
-            self._meter.content(openai_chunk_bytes(sse_data(ev)))
+            n = plain_content_bytes(ev)
+            self._meter.content(openai_chunk_bytes(sse_data(ev)) if n is None else n)
         return ev
 
     async def rest(self) -> AsyncIterator[bytes]:

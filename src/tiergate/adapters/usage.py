@@ -125,8 +125,33 @@ OPENAI_DELTA_TEXT = ("content", "refusal", "reasoning_content", "reasoning")
 ANTHROPIC_DELTA_TEXT = ("text", "partial_json", "thinking")
 
 
+PLAIN_DELTA = b'"delta":{"content":"'
+
+
+def plain_content_bytes(ev: bytes) -> int | None:
+    """Bytes of the content in an event whose one delta is ``{"content": "..."}`` with nothing to unescape,
+    found without parsing it (most events of most streams); None for anything else (then parse it)."""
+    i = ev.find(PLAIN_DELTA)
+    if i < 0:
+        return None
+    start = i + len(PLAIN_DELTA)
+    end = ev.find(b'"}', start)
+    if end < 0 or ev.find(b'"', start, end) >= 0 or ev.find(b"\\", start, end) >= 0:
+        return None
+    if ev.find(b'"delta"') != i or ev.find(b'"delta"', end) >= 0:
+        return None  # another choice: let the parser count them
+    return end - start
+
+
 def openai_chunk_bytes(chunk: Any) -> int:
     """Generated text in one chat.completion.chunk: the walk ``text_bytes`` does, unrolled for the hot path."""
+    try:  # nearly every chunk: one choice whose delta is {"content": "..."}
+        (choice,) = chunk["choices"]
+        delta = choice["delta"]
+        if len(delta) == 1 and type(delta.get("content")) is str:
+            return _str_bytes(delta["content"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
     choices = chunk.get("choices") if isinstance(chunk, dict) else None
     n = 0
     for choice in choices if isinstance(choices, list) else ():
