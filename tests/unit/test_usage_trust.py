@@ -396,3 +396,24 @@ def test_absurd_usage_never_reaches_the_budget_or_the_ledger(value):
     assert status == 200 and row.status == 200 and row.usage_estimated
     assert 0 <= row.cost_usd < 0.001 and math.isfinite(row.cost_usd) and 0 <= after_bad < 0.001
     assert 0 <= row.prompt_tokens < 1000 and 0 <= row.completion_tokens < 1000
+
+
+@pytest.mark.parametrize(("prompt", "believed"), [(8, True), (1e300, False), (-5, False), ("8", False)])
+def test_embeddings_usage_is_checked_too_and_never_has_output(prompt, believed):
+    from tiergate.adapters.openai_chat import OpenAIEmbeddingsAdapter
+
+    served = {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": [0.1, -0.2], "index": 0}],
+        "model": "m",
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    }
+
+    async def main():
+        t = MemoryTransport(lambda r: Reply.json(json.dumps(served).encode()))
+        reply = await OpenAIEmbeddingsAdapter(t).complete(deployment("openai-chat"), {"input": "hi"}, timeout_s=5)
+        assert reply.usage.completion_tokens == 0  # a vector is not output to bill
+        assert reply.usage.estimated is not believed
+        assert reply.usage.prompt_tokens == (8 if believed else len(t.requests[0].body) // 4)
+
+    run(main())
