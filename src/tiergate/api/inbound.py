@@ -23,7 +23,6 @@ ASCII_HEADERS = frozenset({"x-request-id", "anthropic-version", "anthropic-beta"
 FORWARDED = frozenset({"anthropic-version", "anthropic-beta"})
 TIERGATE_PREFIX = "x-tiergate-"
 
-DECODED = ("gzip", "deflate")
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _KNOWN_UNDECODED = frozenset({"br", "zstd", "compress", "x-compress", "exi", "pack200-gzip", "aes128gcm", "dcb", "dcz"})
 
