@@ -183,10 +183,11 @@ def test_tpm_counts_prompts_and_completions_per_key(standins, gateway, tmp_path)
     key = create_key(tmp_path, cfg, "other")
     gw = gateway(cfg)
     master = oai(gw)
-    # about 494 tokens by size (1976 bytes); the stand-in's answer adds 25 completion tokens
-    big = [{"role": "user", "content": "x" * 1914}]
+    # about 492 tokens: 1940 bytes of text at four a token, plus a message's 4 and the reply's 3 (the prompt
+    # is counted from the text, not the JSON body); the stand-in's answer adds 25 completion tokens
+    big = [{"role": "user", "content": "x" * 1940}]
     assert status_of(master, messages=big) == 200
-    # 494 + 25 + 494 > 1000: refused only because the first answer's completion tokens were counted
+    # 492 + 25 + 492 > 1000: refused only because the first answer's completion tokens were counted
     with pytest.raises(openai.RateLimitError) as ei:
         master.chat.completions.create(model="local-8b", messages=big)
     msg = ei.value.body["message"]
