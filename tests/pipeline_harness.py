@@ -236,6 +236,7 @@ def build(raw: dict[str, Any] | None = None) -> Harness:
         script = h.scripts.get(name)
         if script:
             answer = script.pop(0)
+            # a callable answers per request (an async one when it must wait for something)
             return answer() if callable(answer) and not isinstance(answer, BaseException) else answer
         if request.json.get("stream"):
             return Reply.sse(STREAM)

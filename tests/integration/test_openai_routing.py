@@ -185,7 +185,9 @@ def test_models_lists_auto_tasks_aliases_deployments(standins, gateway):
 
 def test_embeddings_pass_through(standins, gateway):
     local = standins(name="local", models=["llama-8b"])
-    gw = gateway(tiered_config(local, None))
+    cfg = tiered_config(local, None)
+    cfg["deployments"][0]["capabilities"] = ["chat", "tools", "embeddings"]  # a chat model name: say it embeds
+    gw = gateway(cfg)
     r = client(gw).embeddings.create(model="local-8b", input=["a", "b"])
     assert len(r.data) == 2 and len(r.data[0].embedding) > 0
     assert local.requests()[0]["path"].startswith("/v1/embeddings")

@@ -301,3 +301,65 @@ def test_any_sequence_of_upstream_outcomes_leaves_nothing_reserved_and_records_e
     if budgeted:
         assert run(h.spent_total()) == pytest.approx(row.cost_usd)
     assert not h.transport.open_responses
+
+
+# --------------------------------------------------------------------------- unsupported answers, breakers in flight
+@pytest.mark.parametrize("code", [501, 404])
+def test_a_not_supported_answer_moves_on_without_retry_and_leaves_the_breaker_alone(code):
+    h = build(raw_config(routing={"breaker_failures": 1}))
+    h.script("local-a", status(code))
+    answer, _ = run(h.ask())
+    assert answer.deployment.name == "local-b" and h.sleeps == []
+    assert [a.status for a in h.ledger.usage("attempt")] == [code]
+    h.seen.clear()
+    run(h.ask())  # a breaker opened by "not supported" would send this to local-b
+    assert h.seen == ["local-a"]
+
+
+@pytest.mark.parametrize("in_flight", [16, 64])
+def test_once_a_breaker_opens_no_request_in_flight_tries_that_deployment_again(in_flight):
+    async def main():
+        h = build(raw_config(routing={"num_retries": 2, "breaker_failures": 3}))
+        arrived = asyncio.Event()
+        first_wave = 0
+
+        async def dead():
+            nonlocal first_wave
+            first_wave += 1
+            if first_wave >= in_flight:
+                arrived.set()
+            await arrived.wait()  # every request is in flight before the first failure comes back
+            return status(500)
+
+        h.script("local-a", *[dead] * (in_flight * 3))
+        answers = await asyncio.gather(*(h.ask() for _ in range(in_flight)))
+        return h, answers
+
+    h, answers = run(main())
+    attempts_on_dead = h.seen.count("local-a")
+    assert all(a.deployment.name == "local-b" for a, _ in answers)
+    # each in-flight request's first attempt was already sent; retries stop once the breaker is open
+    # (at most breaker_failures - 1 of them before that; without the check every request retried twice)
+    assert in_flight <= attempts_on_dead <= in_flight + 2, attempts_on_dead
+
+
+def test_a_request_cancelled_before_any_answer_is_still_recorded():
+    async def main():
+        h = build()
+        started = asyncio.Event()
+
+        async def never():
+            started.set()
+            await asyncio.sleep(3600)
+
+        h.script("local-a", never)
+        task = asyncio.create_task(h.ask())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return h
+
+    h = run(main())
+    [row] = h.ledger.usage("request")
+    assert row.status == 499 and row.deployment is None and "cancelled" in (row.error or "")

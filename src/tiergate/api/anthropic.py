@@ -19,6 +19,7 @@ from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
 from tiergate.api.inbound import MAX_ID_CHARS, value_problem
+from tiergate.api.needs import anthropic_messages_needs
 from tiergate.api.openai import pipeline_request
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest
@@ -92,6 +93,7 @@ def messages_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tupl
         max_tokens=max_tokens,
         local_only=ident.local_only,
         stream=stream,
+        needs=anthropic_messages_needs(body, messages),
     )
 
 

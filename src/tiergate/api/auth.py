@@ -17,6 +17,7 @@ from tiergate.api.auth_throttle import FailureThrottle
 from tiergate.api.inbound import key_problem
 from tiergate.background import reraise_if_stopping
 from tiergate.core.errors import AuthThrottled, LedgerUnavailable, Unauthorized
+from tiergate.core.privacy import PRIVACY_HEADER, header_local_only
 from tiergate.core.types import Identity
 from tiergate.ledger.base import Ledger
 from tiergate.ledger.records import KeyRecord, hash_key
@@ -58,13 +59,12 @@ def identity_from_headers(key_name: str, key_agent: str | None, headers: Mapping
     """
     agent = key_agent or headers.get("X-Tiergate-Agent") or None
     session = headers.get("X-Tiergate-Session") or f"{key_name}:{agent or '-'}"
-    privacy = (headers.get("X-Tiergate-Privacy") or "").strip().lower()
     return Identity(
         key_name=key_name,
         agent=agent,
         session=session,
         task=(headers.get("X-Tiergate-Task") or "").strip().lower() or None,  # config task names are lower-case
-        local_only=privacy == "local-only",
+        local_only=header_local_only(headers.get(PRIVACY_HEADER)),  # unknown values: 400, never open
     )
 
 

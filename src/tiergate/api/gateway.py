@@ -52,6 +52,7 @@ class Gateway:
             ledger=self.ledger,
             metrics=self.metrics,
             request_timeout_s=self.config.routing.request_timeout_s,
+            privacy=self.config.privacy,
         )
 
 

@@ -14,10 +14,11 @@ from aiohttp import web
 from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
+from tiergate.api.needs import openai_chat_needs
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest
 from tiergate.core.tokens import chat_prompt, embeddings_prompt
-from tiergate.core.types import NO_HINTS, ClientHints, Identity, RequestFeatures
+from tiergate.core.types import EMBEDDINGS, NO_HINTS, ClientHints, Identity, RequestFeatures
 from tiergate.pipeline.service import PipelineRequest, effective_identity
 
 PROTOCOL = "openai-chat"
@@ -56,6 +57,7 @@ def chat_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tuple[Id
         max_tokens=max_tokens_of(body),
         local_only=ident.local_only,
         stream=stream,
+        needs=openai_chat_needs(body, messages),
     )
     return ident, features
 
@@ -101,6 +103,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         prompt_tokens_est=(prompt := embeddings_prompt(body)).tokens,
         prompt=prompt,
         local_only=ident.local_only,
+        needs=EMBEDDINGS,
     )
     answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, "openai-embeddings"))
     return await render(request, answer)

@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from tiergate.config.prices import resolve_price
 from tiergate.config.schema import DeploymentConfig, ProviderConfig, TiergateConfig
+from tiergate.core.capabilities import capabilities_of
 from tiergate.core.catalog import Catalog, Deployment, ReadLimits
 
 
@@ -40,6 +41,7 @@ def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None =
             headers=MappingProxyType(dict(p.headers)),
             timeout_s=p.timeout_s,
             limits=read_limits(cfg, p),
+            capabilities=_capabilities(d, d.model),
         )
     return Catalog(
         deployments=MappingProxyType(deployments),
@@ -47,6 +49,7 @@ def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None =
         tasks=MappingProxyType(dict(cfg.tasks)),
         fallbacks=MappingProxyType({k: tuple(v) for k, v in cfg.routing.fallbacks.items()}),
         escalate=cfg.routing.escalate,
+        embeddings_local_only=cfg.routing.embeddings_local_only,
         model_map=tuple(cfg.model_map.items()),
     )
 
@@ -79,4 +82,9 @@ def _managed(cfg: TiergateConfig, d: DeploymentConfig, url: str | None) -> Deplo
         **resolve_price(d.price, local=True, provider="local-models", base_url="", model=m.name).fields(),
         local_model=m.name,
         limits=read_limits(cfg, None),
+        capabilities=_capabilities(d, d.model or m.name),
     )
+
+
+def _capabilities(d: DeploymentConfig, model: str) -> frozenset[str]:
+    return capabilities_of(model, declared=frozenset(d.capabilities) if d.capabilities is not None else None)

@@ -30,6 +30,7 @@ from tiergate.config.guardrails import (
 )
 from tiergate.config.local_models import LocalModelsConfig
 from tiergate.config.references import listed, reference_problems
+from tiergate.core.capabilities import Capability
 
 log = logging.getLogger("tiergate.config")
 
@@ -57,14 +58,14 @@ class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(4000, ge=0, le=65535)
     max_body_mb: float = Field(16.0, gt=0, description="largest request body accepted")
-    # orjson's encoder stops at 255 levels and translations recurse, hence the ceiling
-    max_json_depth: int = Field(64, ge=2, le=200, description="deepest nesting of JSON arrays and objects accepted")
     # client-side bounds (tiergate/client_protocol.py): a socket that sends too slowly or not at all is closed
     header_timeout_s: float = Field(10.0, gt=0, le=3600, description="request line and headers, from their first byte")
     body_timeout_s: float = Field(30.0, gt=0, le=3600, description="the whole body, from the end of the headers")
     keepalive_timeout_s: float = Field(15.0, gt=0, le=3600, description="idle between requests on one connection")
     max_connections: int = Field(512, ge=1, le=1_000_000, description="open client connections per process")
     drain_timeout_s: float = Field(25.0, ge=0, le=3600, description="SIGTERM: time in-flight requests get to finish")
+    # orjson's encoder stops at 255 levels and translations recurse, hence the ceiling
+    max_json_depth: int = Field(64, ge=2, le=200, description="deepest nesting of JSON arrays and objects accepted")
 
 
 class AuthConfig(_Model):
@@ -107,6 +108,24 @@ class DeploymentConfig(_Model):
     context_window: int = Field(8192, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
     price: Price = Field(default_factory=Price)
+    capabilities: list[Capability] | None = Field(
+        None, description="what it can do; default: from the model's family (tiergate.core.capabilities)"
+    )
+
+
+class PrivacyConfig(_Model):
+    """Requests that may only be served by local deployments, by who sends them or what they name.
+
+    Any match makes a request local-only (the strictest source wins), as the
+    X-Tiergate-Privacy: local-only header does; globs as in budgets.
+    """
+
+    local_only_keys: list[str] = Field(default_factory=list, description="key names (globs)")
+    local_only_agents: list[str] = Field(default_factory=list, description="agent names (globs)")
+    local_only_tasks: list[str] = Field(default_factory=list, description="task names (globs)")
+    local_only_models: list[str] = Field(
+        default_factory=list, description="model names as clients send them: aliases, deployments, globs"
+    )
 
 
 class RoutingConfig(_Model):
@@ -120,6 +139,9 @@ class RoutingConfig(_Model):
     breaker_cooldown_s: float = Field(30.0, gt=0)
     escalate: bool = Field(True, description="after the requested target fails, try higher tiers")
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    embeddings_local_only: bool = Field(
+        False, description="embeddings only from local deployments (seed 004: embeddings always stay local)"
+    )
 
 
 class TiergateConfig(_Model):
@@ -145,6 +167,7 @@ class TiergateConfig(_Model):
         3.0, gt=0, le=60, description="per-call deadline for the shared state; a loaded host needs more than 1 s"
     )
     on_outage: OutageConfig = Field(default_factory=OutageConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @field_validator("state")
     @classmethod

@@ -10,6 +10,7 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tiergate.core.capabilities import CHAT_DEFAULT
 from tiergate.core.money import cost_usd
 from tiergate.core.prices import PriceTier, Rates, tier_rates, token_cost
 from tiergate.core.types import Usage
@@ -51,7 +52,7 @@ class Deployment:
     timeout_s: float | None = None
     local_model: str | None = None  # served by tiergate's own local model manager
     limits: ReadLimits = DEFAULT_READ_LIMITS
-
+    capabilities: frozenset[str] = CHAT_DEFAULT  # what it can do (core.capabilities)
     cache_read_per_mtok: float | None = None  # None: the input price
     cache_write_per_mtok: float | None = None  # None: the input price
     price_tiers: tuple[PriceTier, ...] = ()  # dearer rates for long prompts, ascending
@@ -98,6 +99,7 @@ class Catalog:
     tasks: Mapping[str, int]
     fallbacks: Mapping[str, tuple[str, ...]]
     escalate: bool = True
+    embeddings_local_only: bool = False
     model_map: tuple[tuple[str, str], ...] = ()
 
     def expand(self, target: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@
     │   ├── PayloadTooLarge         413 body over server.max_body_mb
     │   ├── UnsupportedEncoding     415 a Content-Encoding tiergate does not decode
     │   ├── ContextTooLarge         400 no candidate's context window holds the request
+    │   ├── ModelNotCapable         400 no candidate can do what the body asks (embeddings, tools, images)
     │   ├── RateLimited             429 a rate or concurrency limit (limits[]); carries Retry-After
     │   │   └── AuthThrottled       429 too many failed authentications from one client address
     │   ├── BudgetExceeded          429 a budget whose action is reject; carries Retry-After
@@ -132,6 +133,12 @@ class PayloadTooLarge(ClientError):
 class UnsupportedEncoding(ClientError):
     status = 415
     code = "unsupported_content_encoding"
+
+
+class ModelNotCapable(ClientError):
+    """No deployment the request may use can do what its body asks (embeddings, tools, images, ...)."""
+
+    code = "model_not_capable"
 
 
 class ContextTooLarge(ClientError):
@@ -283,8 +290,17 @@ class AttemptError(Exception):
 
     @property
     def client_fault(self) -> bool:
-        """The upstream rejected the request itself (400, 404, 413, 422): no other deployment will like it more."""
-        return self.kind == "status" and self.status in (400, 404, 413, 422)
+        """The upstream rejected the request itself (400, 413, 422): no other deployment will like it more."""
+        return self.kind == "status" and self.status in (400, 413, 422)
+
+    @property
+    def unsupported(self) -> bool:
+        """The deployment does not do this (501, or 404: no such route or model there).
+
+        Not worth a retry and no sign of ill health: the breaker stays as it is, so what the
+        deployment does support keeps being served; the next candidate is tried.
+        """
+        return self.kind == "status" and self.status in (404, 501)
 
     def summary(self) -> str:
         return f"{self.status} {self.message}" if self.status else f"{self.kind}: {self.message}"

@@ -16,6 +16,8 @@ from typing import Literal, NamedTuple
 from tiergate.core.tokens import NO_PROMPT, PromptCount
 
 Protocol = Literal["openai-chat", "anthropic-messages"]
+CHAT: frozenset[str] = frozenset({"chat"})
+EMBEDDINGS: frozenset[str] = frozenset({"embeddings"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,11 @@ class RequestFeatures:
     max_tokens: int | None = None
     local_only: bool = False
     stream: bool = False
+    needs: frozenset[str] = CHAT  # capabilities the body uses (core.capabilities)
+
+    @property
+    def embeddings(self) -> bool:
+        return "embeddings" in self.needs
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ propagates; a request that got an answer is recorded by ``Answer.finish``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -23,6 +24,7 @@ from tiergate.core.errors import (
     NoCandidate,
     TiergateError,
 )
+from tiergate.core.privacy import PrivacyRules, rule_local_only
 from tiergate.core.types import NO_HINTS, ClientHints, Identity, RequestFeatures, Usage
 from tiergate.guardrails.budget_hold import BudgetHold
 from tiergate.guardrails.budgets import BudgetGuard
@@ -35,6 +37,10 @@ from tiergate.router.context import CallContext, Outcome, usage_record
 from tiergate.router.executor import Executor
 
 TASK_PREFIX = "task/"
+
+
+def _any_rule(rules: PrivacyRules) -> bool:
+    return bool(rules.local_only_keys or rules.local_only_agents or rules.local_only_tasks or rules.local_only_models)
 
 
 def effective_identity(ident: Identity, model: str) -> Identity:
@@ -68,6 +74,7 @@ class RequestPipeline:
         ledger: Ledger,
         metrics: Metrics,
         request_timeout_s: float,
+        privacy: PrivacyRules | None = None,
     ) -> None:
         self.executor = executor
         self.budgets = budgets
@@ -76,9 +83,15 @@ class RequestPipeline:
         self.ledger = ledger
         self.metrics = metrics
         self.request_timeout_s = request_timeout_s
+        self.privacy = privacy if privacy is not None and _any_rule(privacy) else None
 
     def context(self, req: PipelineRequest) -> CallContext:
-        f = req.features
+        f, notes = req.features, []
+        if self.privacy is not None and not f.local_only:
+            why = rule_local_only(self.privacy, req.identity, f.model)
+            if why is not None:  # config can only make a request stricter
+                f = dataclasses.replace(f, local_only=True)
+                notes.append(why)
         return CallContext(
             request_id=req.request_id,
             identity=req.identity,
@@ -91,6 +104,7 @@ class RequestPipeline:
             features=f,
             hold=BudgetHold(self.budgets, req.identity, f),
             hints=req.hints,
+            notes=notes,
         )
 
     async def open(self, req: PipelineRequest) -> Answer:
@@ -140,6 +154,10 @@ class RequestPipeline:
                 outcome = await self.executor.run(ctx, self.executor.plan(f, ctx.protocol, constraints), body)
         except TiergateError as err:
             self.record_failure(ctx, status=err.status, error=err.message, reason="not routed")
+            raise
+        except asyncio.CancelledError:
+            # the client left, or a graceful stop's drain ran out, before any answer: still one row
+            self.record_failure(ctx, status=499, error="cancelled before an answer", reason="not answered")
             raise
         if ctx.session is not None:
             d = outcome.deployment

@@ -231,6 +231,13 @@ class Executor:
             if remaining <= 0:
                 ctx.failures.append((d.name, "request timeout reached"))
                 break
+            if attempt and not await self.state.breaker_admit(
+                d.name, now=self.clock(), cooldown_s=r.breaker_cooldown_s
+            ):
+                # the breaker opened while this request waited to retry (its own or others' failures):
+                # in-flight work stops trying a dead deployment too
+                ctx.failures.append((d.name, "breaker open"))
+                break
             timeout_s = min(d.timeout_s or r.attempt_timeout_s, remaining)
             t0 = time.perf_counter()
             try:
@@ -255,6 +262,9 @@ class Executor:
                         deployment=d.name,
                         body=err.body if same else None,
                     ) from None
+                if err.unsupported:  # 501, 404: not what it does; no retry, and its health is not in doubt
+                    self._attempt_unsupported(ctx, d, err, t0)
+                    break
                 await self._attempt_failed(ctx, d, err, t0)
                 delay = self._retry_delay(err, attempt, ctx)
                 if delay is None:
@@ -275,6 +285,25 @@ class Executor:
         if time.perf_counter() + delay >= ctx.deadline:
             return None
         return delay
+
+    def _attempt_unsupported(self, ctx: CallContext, d: Deployment, err: AttemptError, t0: float) -> None:
+        summary = err.summary()
+        ctx.failures.append((d.name, f"unsupported: {summary}"))
+        self.metrics.attempt_failures.labels(d.name, "unsupported").inc()
+        self.ledger.record(
+            usage_record(
+                ctx,
+                d,
+                kind="attempt",
+                usage=Usage(),
+                status=err.status or 501,
+                latency_ms=(time.perf_counter() - t0) * 1000,
+                ttft_ms=None,
+                reason="not supported there",
+                error=summary,
+                fallbacks=len(ctx.failures) - 1,
+            )
+        )
 
     async def _attempt_failed(self, ctx: CallContext, d: Deployment, err: AttemptError, t0: float) -> None:
         summary = err.summary()

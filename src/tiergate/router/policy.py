@@ -20,13 +20,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from tiergate.core.capabilities import missing
 from tiergate.core.catalog import Catalog, Deployment
-from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
+from tiergate.core.errors import ContextTooLarge, ModelNotCapable, ModelNotFound, NoCandidate
 from tiergate.core.types import Candidate, RequestFeatures, RoutePlan, Skipped
 
 AUTO_NAMES = frozenset({"auto", ""})
 TASK_PREFIX = "task/"
 ASSUMED_OUTPUT_TOKENS = 256
+LACKS = "lacks "  # a skip reason for a missing capability starts so (the error is then a 400)
 
 
 @dataclass(slots=True)
@@ -78,10 +80,11 @@ def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, s
         else:
             min_tier, why = 0, (f"task={task} unknown, tier>=0" if task else "no task, tier>=0")
         eligible = [d for d in cat.deployments.values() if d.tier >= min_tier]
-        if f.local_only and not any(d.local for d in eligible):
-            # privacy outranks the task's tier floor: the strongest local model, never the cloud
+        if f.local_only and not any(d.local and _capable(d, f) for d in eligible):
+            # privacy outranks the task's tier floor: the strongest capable local model, never the cloud
             local = sorted(
-                (d for d in cat.deployments.values() if d.local), key=lambda d: (-d.tier, _expected_cost(d, f), d.name)
+                (d for d in cat.deployments.values() if d.local),
+                key=lambda d: (not _capable(d, f), -d.tier, _expected_cost(d, f), d.name),
             )
             if local:
                 why = (
@@ -97,8 +100,12 @@ def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, s
                 )
         if not eligible:
             raise NoCandidate(f"{why}: no deployment at or above tier {min_tier}")
-        lowest = min(d.tier for d in eligible)
+        capable = [d for d in eligible if _capable(d, f)]
+        lowest = min(d.tier for d in (capable or eligible))
         first = _cheapest_first([d for d in eligible if d.tier == lowest], f)
+        first.sort(key=lambda d: not _capable(d, f))  # stable: the capable ones first, cheapest first
+        if f.embeddings and capable:
+            first = first[:1]  # one vector space: other embedding models only by alias or routing.fallbacks
         pairs = [
             (d.name, f"{why}; cheapest at tier {lowest}" if i == 0 else f"{why}; next at tier {lowest}")
             for i, d in enumerate(first)
@@ -124,12 +131,50 @@ def _resolve_target(f: RequestFeatures, cat: Catalog) -> tuple[list[tuple[str, s
     )
 
 
+def _capable(d: Deployment, f: RequestFeatures) -> bool:
+    return not missing(f.needs, d.capabilities)
+
+
+def _served_locally(
+    f: RequestFeatures, cat: Catalog, pairs: list[tuple[str, str]], summary: str
+) -> tuple[list[tuple[str, str]], str]:
+    """Local-only (privacy, emergency, a local-only budget) and the client named a cloud model: the
+    strongest local deployment that can do what the body needs serves it instead of a 503.
+
+    Not for embeddings: another model's vectors live in another space, so they are refused instead.
+    """
+    model = f.model.strip()
+    if (
+        not f.local_only
+        or f.embeddings
+        or model in AUTO_NAMES
+        or model.startswith(TASK_PREFIX)
+        or any(cat.deployments[n].local for n, _ in pairs)
+    ):
+        return pairs, summary
+    # capable ones first; the others stay in the plan so that, if none can serve, their skip
+    # reasons ("lacks vision") say which capability is missing
+    local = sorted(
+        (d for d in cat.deployments.values() if d.local),
+        key=lambda d: (not _capable(d, f), -d.tier, _expected_cost(d, f), d.name),
+    )
+    if not local:
+        return pairs, summary
+    why = f"{model} is not local; served by a local deployment"
+    return [(d.name, why if i == 0 else f"{why} (next)") for i, d in enumerate(local)], f"{summary}; {why}"
+
+
 def _escalation(cat: Catalog, f: RequestFeatures, min_tier: int, seen: set[str]) -> list[tuple[str, str]]:
     rest = [d for d in cat.deployments.values() if d.name not in seen and d.tier >= min_tier]
     return [(d.name, f"escalation to tier {d.tier}") for d in _cheapest_first(rest, f)]
 
 
-def _skip_reason(d: Deployment, f: RequestFeatures, world: WorldSnapshot) -> str | None:
+def _skip_reason(d: Deployment, f: RequestFeatures, world: WorldSnapshot, cat: Catalog) -> str | None:
+    lacks = missing(f.needs, d.capabilities)
+    if lacks:
+        return f"{LACKS}{', '.join(lacks)}"
+    if f.embeddings and cat.embeddings_local_only and not d.local:
+        return "embeddings stay local (routing.embeddings_local_only): not a local provider"
     if f.local_only and not d.local:
         return (
             f"{world.local_only_reason}: not local"
@@ -184,6 +229,7 @@ def decide(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) ->
 def _ordered(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) -> tuple[list[tuple[str, str]], str]:
     """Every deployment worth trying, in order, with its reason; before any per-request filter."""
     target_pairs, summary, min_tier = _capped(features, catalog, world)
+    target_pairs, summary = _served_locally(features, catalog, target_pairs, summary)
     if world.local_only_reason:
         summary = f"{world.local_only_reason}; {summary}"
         target_pairs = [(n, f"{world.local_only_reason}; {r}") for n, r in target_pairs]
@@ -194,7 +240,7 @@ def _ordered(features: RequestFeatures, catalog: Catalog, world: WorldSnapshot) 
             if n not in seen:
                 ordered.append((n, f"fallback {fb} for {features.model}"))
                 seen.add(n)
-    if catalog.escalate:
+    if catalog.escalate and not features.embeddings:  # embeddings never change model unasked
         ordered += _escalation(catalog, features, min_tier, seen)
     return ordered, summary
 
@@ -207,13 +253,18 @@ def _filtered(
     skipped: list[Skipped] = []
     for name, reason in ordered:
         d = catalog.deployments[name]
-        why_not = _skip_reason(d, features, world)
+        why_not = _skip_reason(d, features, world, catalog)
         if why_not:
             skipped.append(Skipped(name, why_not, len(candidates)))
         else:
             candidates.append(Candidate(name, d.tier, reason))
     if not candidates:
         detail = "; ".join(f"{s.deployment}: {s.reason}" for s in skipped) or "nothing configured"
+        lacking = [s for s in skipped if s.reason.startswith(LACKS)]
+        if lacking and len(lacking) == len(skipped):
+            raise ModelNotCapable(
+                f"no deployment for {features.model!r} can serve this request ({detail})", param="model"
+            )
         if skipped and all(s.reason.startswith("context:") for s in skipped):
             raise ContextTooLarge(f"no deployment's context window holds this request ({detail})", param="messages")
         if world.local_only_reason:
@@ -275,6 +326,7 @@ class Planner:
             features = replace(features, local_only=True)
         key = (
             features.model,
+            features.needs,
             features.task,
             features.local_only,
             world.local_only_reason,

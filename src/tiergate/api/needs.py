@@ -1,0 +1,56 @@
+"""What a request body asks of a deployment, read from each client's own wire format.
+
+Only presence is checked (a ``tools`` list, an image part, a ``json_schema``
+response format): cheap, and enough to keep a request away from a deployment
+that cannot serve it (tiergate.core.capabilities). Reasoning controls
+(``thinking``, ``reasoning_effort``) are not needs: Claude Code and Codex send
+them on every turn, and a model without them answers anyway, the control
+dropped and noted in the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tiergate.core.types import CHAT
+
+_TOOLS = frozenset({"chat", "tools"})
+_OPENAI_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+_ANTHROPIC_IMAGE_BLOCKS = frozenset({"image", "document"})
+
+
+def _has_part(messages: list[Any], kinds: frozenset[str]) -> bool:
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in kinds:
+                    return True
+                inner = part.get("content") if isinstance(part, dict) else None  # tool_result blocks
+                if isinstance(inner, list) and any(isinstance(p, dict) and p.get("type") in kinds for p in inner):
+                    return True
+    return False
+
+
+def openai_chat_needs(body: dict[str, Any], messages: list[Any]) -> frozenset[str]:
+    needs = set(CHAT)
+    if body.get("tools") or body.get("functions"):
+        needs |= _TOOLS
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") == "json_schema":
+        needs.add("json_schema")
+    if _has_part(messages, _OPENAI_IMAGE_PARTS):
+        needs.add("vision")
+    return frozenset(needs)
+
+
+def anthropic_messages_needs(body: dict[str, Any], messages: list[Any]) -> frozenset[str]:
+    needs = set(CHAT)
+    if body.get("tools"):
+        needs |= _TOOLS
+    of = body.get("output_format")
+    if isinstance(of, dict) and of.get("type") == "json_schema":
+        needs.add("json_schema")
+    if _has_part(messages, _ANTHROPIC_IMAGE_BLOCKS):
+        needs.add("vision")
+    return frozenset(needs)
