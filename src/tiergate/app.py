@@ -110,7 +110,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     app["max_body_bytes"] = max_body
     app[REQUEST_IDS] = IdSource()
     owns_ledger = ledger is None
-    ledger = ledger or open_ledger(config.ledger_url, spool=config.ledger_spool_dir)
+    ledger = ledger or open_ledger(config.ledger_url, spool=config.ledger_spool_dir, timeout_s=config.ledger_timeout_s)
     check_auth_configured(config, ledger)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -158,7 +158,7 @@ def _ledger(config: Path | None) -> tuple[TiergateConfig, Ledger]:
 
     cfg, _ = _load(config)
     try:
-        return cfg, open_ledger(cfg.ledger_url, spool=cfg.ledger_spool_dir)
+        return cfg, open_ledger(cfg.ledger_url, spool=cfg.ledger_spool_dir, timeout_s=cfg.ledger_timeout_s)
     except LedgerUnavailable as exc:
         _fail(exc.message, code=1)
 

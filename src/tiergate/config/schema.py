@@ -149,6 +149,9 @@ class TiergateConfig(_Model):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ledger: SecretStr | None = Field(None, description="sqlite:///PATH or postgresql://...; may hold a password")
     ledger_spool: Path | None = Field(None, description="where PostgreSQL ledger records wait while it is down")
+    ledger_timeout_s: int = Field(
+        5, ge=1, le=120, description="PostgreSQL connect and read deadline; raise it on a loaded host"
+    )
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     deployments: list[DeploymentConfig] = Field(default_factory=list)
     aliases: dict[str, list[str]] = Field(default_factory=dict)

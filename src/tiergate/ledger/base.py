@@ -69,17 +69,18 @@ class Ledger(Protocol):
     def prune_alerts_sent(self, before: float) -> int: ...
 
 
-def open_ledger(url_or_path: str | Path | None = None, *, spool: Path | None = None) -> Ledger:
+def open_ledger(url_or_path: str | Path | None = None, *, spool: Path | None = None, timeout_s: int = 5) -> Ledger:
     """SQLite for ``sqlite:///PATH``, a plain path or nothing (the default file); PostgreSQL for ``postgresql://``.
 
-    ``spool`` is where the PostgreSQL ledger keeps records while the database is unreachable.
+    ``spool`` is where the PostgreSQL ledger keeps records while the database is unreachable;
+    ``timeout_s`` its connect and read deadline (config ``ledger_timeout_s``).
     """
     target = str(url_or_path) if url_or_path is not None else None
     if target is not None and target.startswith(POSTGRES_SCHEMES):
         from tiergate.config.schema import default_data_dir
         from tiergate.ledger.postgres import PostgresLedger
 
-        return PostgresLedger(target, spool_dir=spool or default_data_dir() / "spool")
+        return PostgresLedger(target, spool_dir=spool or default_data_dir() / "spool", connect_timeout_s=timeout_s)
     from tiergate.ledger.sqlite import SqliteLedger
 
     if target is None:
