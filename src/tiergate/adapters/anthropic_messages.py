@@ -114,7 +114,9 @@ class AnthropicMessagesAdapter:
         usage = settled(
             reported,
             prompt_estimate=estimate_tokens_from_bytes(len(data)),
-            completion_estimate=estimate_output_tokens(text_bytes(obj.get("content"))),
+            completion_estimate=(
+                estimate_output_tokens(text_bytes(obj.get("content"))) if reported.completion is None else 0
+            ),
         )
         return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, u))
 

@@ -127,7 +127,12 @@ class OpenAIChatAdapter:
             raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
         u = obj.get("usage") if isinstance(obj, dict) else None
         reported = openai_reported(u, bound_of(d), output=self.caps_output)
-        produced = text_bytes(obj.get("choices")) if self.caps_output and isinstance(obj, dict) else 0
+        # the reply's text is measured only when its completion count is not believed (a walk per reply)
+        produced = (
+            text_bytes(obj.get("choices"))
+            if reported.completion is None and self.caps_output and isinstance(obj, dict)
+            else 0
+        )
         usage = settled(
             reported,
             prompt_estimate=estimate_tokens_from_bytes(len(data)),
