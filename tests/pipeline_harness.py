@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
 from tiergate.adapters.memory_transport import (
     Answer,
     MemoryTransport,
     Reply,
     SentRequest,
 )
-from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
-from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
+from tiergate.adapters.registry import protocol_adapters
 from tiergate.config.catalog import build_catalog
 from tiergate.config.loading import config_from_dict
 from tiergate.config.schema import TiergateConfig
@@ -243,14 +241,7 @@ def build(raw: dict[str, Any] | None = None) -> Harness:
         return Reply.json(COMPLETION)
 
     transport = MemoryTransport(handler)
-    chat, messages = OpenAIChatAdapter(transport), AnthropicMessagesAdapter(transport)
-    adapters = {
-        ("openai-chat", "openai-chat"): chat,
-        ("openai-chat", "anthropic-messages"): OpenAIViaAnthropic(messages),
-        ("anthropic-messages", "anthropic-messages"): messages,
-        ("anthropic-messages", "openai-chat"): AnthropicViaOpenAI(chat),
-        ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(transport),
-    }
+    adapters = protocol_adapters(transport)
 
     async def no_sleep(seconds: float) -> None:
         h.sleeps.append(seconds)

@@ -16,10 +16,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
-from tiergate.adapters.base import Adapter
-from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
-from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
+from tiergate.adapters.registry import protocol_adapters
 from tiergate.adapters.upstream_http import UpstreamHTTP
 from tiergate.api import admin, anthropic, openai
 from tiergate.api.auth import KeyStore
@@ -60,13 +57,17 @@ async def sync_flags(ledger: Ledger, state: SharedState) -> None:
 
 
 async def watch_control(gw: Gateway, interval_s: float = 1.0, ledger_watch: LedgerWatch | None = None) -> None:
-    """About once a second: kills and flags from elsewhere, idle sessions expiring, the ledger writer's health."""
+    """About once a second: kills and flags from elsewhere, idle sessions expiring, the ledger writer's health.
+
+    Once a minute, from the first tick (so a restart prunes at once): ended budget windows, and
+    session rows past ``guardian.session_retention``.
+    """
     ticks = 0
     while True:
         await asyncio.sleep(interval_s)
         ticks += 1
         try:
-            if await asyncio.to_thread(gw.sessions.sync_control):
+            if await gw.sessions.sync():
                 await sync_flags(gw.ledger, gw.state)
             gw.sessions.flush()
             gw.sessions.expire_idle()
@@ -77,6 +78,8 @@ async def watch_control(gw: Gateway, interval_s: float = 1.0, ledger_watch: Ledg
                 await gw.budgets.reconcile()
             if ticks % 60 == 0:
                 await gw.budgets.prune()
+            if ticks % 60 == 1:
+                await asyncio.to_thread(gw.sessions.prune)
         except Exception as exc:  # keep the last known control state
             reraise_if_stopping(exc)
             log.warning("could not sync control state from the ledger", exc_info=True)
@@ -149,15 +152,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             state = GuardedState(redis_state, outages)  # later outages: explicit per-concern modes
         else:
             state = MemoryState()
-        chat = OpenAIChatAdapter(upstream)
-        messages = AnthropicMessagesAdapter(upstream)
-        adapters: dict[tuple[str, str], Adapter] = {  # (client protocol, upstream api) -> adapter
-            ("openai-chat", "openai-chat"): chat,
-            ("openai-chat", "anthropic-messages"): OpenAIViaAnthropic(messages),
-            ("anthropic-messages", "anthropic-messages"): messages,
-            ("anthropic-messages", "openai-chat"): AnthropicViaOpenAI(chat),
-            ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(upstream),
-        }
+        adapters = protocol_adapters(upstream)  # (client protocol, upstream api) -> adapter
         keys = KeyStore(
             ledger,
             master_key=config.auth.master_key.get_secret_value() if config.auth.master_key else None,
@@ -177,7 +172,12 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         )
         budgets.seed_from_ledger(ledger)
         sessions = SessionTracker(
-            config.guardian, ledger=ledger, alerts=alerts, shared=state if config.state else None, metrics=metrics
+            config.guardian,
+            ledger=ledger,
+            alerts=alerts,
+            shared=state if config.state else None,
+            metrics=metrics,
+            tz=config.timezone,
         )
         sessions.load()
         await sync_flags(ledger, state)

@@ -1,0 +1,26 @@
+"""Which adapter serves a (client protocol, upstream api) pair, over one transport.
+
+One table for the app and for tests that build the pipeline over an
+in-memory transport, so both route through the same adapters.
+"""
+
+from __future__ import annotations
+
+from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
+from tiergate.adapters.base import Adapter
+from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
+from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
+from tiergate.adapters.transport import UpstreamTransport
+
+
+def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Adapter]:
+    """(client protocol, upstream api) -> adapter; a pair missing here is a candidate the policy skips."""
+    chat = OpenAIChatAdapter(transport)
+    messages = AnthropicMessagesAdapter(transport)
+    return {
+        ("openai-chat", "openai-chat"): chat,
+        ("openai-chat", "anthropic-messages"): OpenAIViaAnthropic(messages),
+        ("anthropic-messages", "anthropic-messages"): messages,
+        ("anthropic-messages", "openai-chat"): AnthropicViaOpenAI(chat),
+        ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(transport),
+    }
