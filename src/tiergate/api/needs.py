@@ -33,24 +33,34 @@ def _has_part(messages: list[Any], kinds: frozenset[str]) -> bool:
 
 
 def openai_chat_needs(body: dict[str, Any], messages: list[Any]) -> frozenset[str]:
-    needs = set(CHAT)
-    if body.get("tools") or body.get("functions"):
-        needs |= _TOOLS
+    tools = body.get("tools") or body.get("functions")
     rf = body.get("response_format")
-    if isinstance(rf, dict) and rf.get("type") == "json_schema":
+    schema = isinstance(rf, dict) and rf.get("type") == "json_schema"
+    vision = _has_part(messages, _OPENAI_IMAGE_PARTS)
+    if not (tools or schema or vision):
+        return CHAT  # the usual request: no set built per request
+    needs = set(CHAT)
+    if tools:
+        needs |= _TOOLS
+    if schema:
         needs.add("json_schema")
-    if _has_part(messages, _OPENAI_IMAGE_PARTS):
+    if vision:
         needs.add("vision")
     return frozenset(needs)
 
 
 def anthropic_messages_needs(body: dict[str, Any], messages: list[Any]) -> frozenset[str]:
-    needs = set(CHAT)
-    if body.get("tools"):
-        needs |= _TOOLS
+    tools = body.get("tools")
     of = body.get("output_format")
-    if isinstance(of, dict) and of.get("type") == "json_schema":
+    schema = isinstance(of, dict) and of.get("type") == "json_schema"
+    vision = _has_part(messages, _ANTHROPIC_IMAGE_BLOCKS)
+    if not (tools or schema or vision):
+        return CHAT
+    needs = set(CHAT)
+    if tools:
+        needs |= _TOOLS
+    if schema:
         needs.add("json_schema")
-    if _has_part(messages, _ANTHROPIC_IMAGE_BLOCKS):
+    if vision:
         needs.add("vision")
     return frozenset(needs)

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -107,10 +108,11 @@ async def relay_stream(
     return resp
 
 
-async def render(
+def render(
     request: web.Request, answer: Answer, *, error_event: StreamErrorEvent | None = None
-) -> web.StreamResponse:
-    """The one answer dispatch every surface uses."""
+) -> Coroutine[Any, Any, web.StreamResponse]:
+    """The one answer dispatch every surface uses: a plain call returning the coroutine to await (no
+    coroutine frame of its own per request)."""
     if answer.outcome.stream is not None:
-        return await relay_stream(request, answer, error_event=error_event)
-    return await plain_response(answer)
+        return relay_stream(request, answer, error_event=error_event)
+    return plain_response(answer)
