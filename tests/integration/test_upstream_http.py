@@ -438,8 +438,9 @@ def test_a_slow_reader_is_not_mistaken_for_a_quiet_upstream():
     async def main():
         async with RawServer(fast) as srv:
             client = UpstreamHTTP(connect_timeout_s=5)
-            resp, events, first = await open_event_stream(client, srv.url, b"{}", HEADERS, timeout_s=0.2)
-            await asyncio.sleep(0.6)  # a client slow to read: reading is paused, the upstream is not quiet
+            # an idle timeout of 2 s, not 0.2: on a loaded host the reads after the pause can be that late
+            resp, events, first = await open_event_stream(client, srv.url, b"{}", HEADERS, timeout_s=2.0)
+            await asyncio.sleep(5.0)  # a client slow to read: reading is paused, the upstream is not quiet
             rest = [ev async for ev in events]
             assert [first, *rest] == [big] * 200
             await client.close()
