@@ -57,13 +57,17 @@ async def sync_flags(ledger: Ledger, state: SharedState) -> None:
 
 
 async def watch_control(gw: Gateway, interval_s: float = 1.0, ledger_watch: LedgerWatch | None = None) -> None:
-    """About once a second: kills and flags from elsewhere, idle sessions expiring, the ledger writer's health."""
+    """About once a second: kills and flags from elsewhere, idle sessions expiring, the ledger writer's health.
+
+    Once a minute, from the first tick (so a restart prunes at once): ended budget windows, and
+    session rows past ``guardian.session_retention``.
+    """
     ticks = 0
     while True:
         await asyncio.sleep(interval_s)
         ticks += 1
         try:
-            if await asyncio.to_thread(gw.sessions.sync_control):
+            if await gw.sessions.sync():
                 await sync_flags(gw.ledger, gw.state)
             gw.sessions.flush()
             gw.sessions.expire_idle()
@@ -74,6 +78,8 @@ async def watch_control(gw: Gateway, interval_s: float = 1.0, ledger_watch: Ledg
                 await gw.budgets.reconcile()
             if ticks % 60 == 0:
                 await gw.budgets.prune()
+            if ticks % 60 == 1:
+                await asyncio.to_thread(gw.sessions.prune)
         except Exception as exc:  # keep the last known control state
             reraise_if_stopping(exc)
             log.warning("could not sync control state from the ledger", exc_info=True)
@@ -166,7 +172,12 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         )
         budgets.seed_from_ledger(ledger)
         sessions = SessionTracker(
-            config.guardian, ledger=ledger, alerts=alerts, shared=state if config.state else None, metrics=metrics
+            config.guardian,
+            ledger=ledger,
+            alerts=alerts,
+            shared=state if config.state else None,
+            metrics=metrics,
+            tz=config.timezone,
         )
         sessions.load()
         await sync_flags(ledger, state)

@@ -326,7 +326,7 @@ def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, 
         )
 
 
-sessions_app = typer.Typer(no_args_is_help=True, help="Agent sessions: list, kill.")
+sessions_app = typer.Typer(no_args_is_help=True, help="Agent sessions: list, kill, revive.")
 app.add_typer(sessions_app, name="sessions")
 
 
@@ -370,40 +370,100 @@ def _send_emergency_alert(cfg: TiergateConfig, reason: str | None) -> None:
 
 @sessions_app.command("list")
 def sessions_list(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Sessions with first/last seen, requests, tokens, cost, largest context share and kill reason."""
+    """Sessions with first/last seen, requests, tokens, cost, largest context share and kill state.
+
+    "default" marks an implicit session (requests without X-Tiergate-Session, one per key and
+    agent and day); a kill shows as KILLED until it expires (guardian.kill_ttl) or is revived.
+    """
+    import time
+
+    from tiergate.guardrails.guardian import kill_in_force
+    from tiergate.guardrails.session_rows import rules_from
     from tiergate.ledger.records import SESSION_COLUMNS
 
-    _, ledger = _ledger(config)
+    cfg, ledger = _ledger(config)
     rows = [{c: r[c] for c in SESSION_COLUMNS} for r in ledger.sessions()]
     ledger.close()
     if as_json:
         typer.echo(json.dumps(rows))
         return
+    rules, now = rules_from(cfg.guardian), time.time()
     for r in rows:
         last = dt.datetime.fromtimestamp(r["last_seen"]).isoformat(timespec="seconds")
         age_h = (r["last_seen"] - r["first_seen"]) / 3600
-        status = f"KILLED ({r['killed_reason']})" if r["killed_reason"] else "active"
+        status = "active"
+        if r["killed_reason"]:
+            in_force = kill_in_force(r["killed_at"], rules, now)
+            status = f"KILLED ({r['killed_reason']})" if in_force else f"kill expired ({r['killed_reason']})"
+        elif r["revived_at"]:
+            status = "active (revived)"
         typer.echo(
             f"{r['session']:<36} agent={r['agent'] or '-':<14} {r['requests']:>5} req  "
-            f"${r['cost_usd']:.4f}  ctx {r['max_context_ratio']:.0%}  {age_h:.1f}h  last {last}  {status}"
+            f"${r['cost_usd']:.4f}  ctx {r['max_context_ratio']:.0%}  {age_h:.1f}h  last {last}  "
+            f"{'default ' if r['implicit'] else ''}{status}"
         )
 
 
 @sessions_app.command("kill")
 def sessions_kill(
-    session: str | None = typer.Argument(None, help="a session id"),
+    session: str | None = typer.Argument(None, help="a session id (from 'tiergate sessions list')"),
     agent: str | None = typer.Option(None, "--agent", help="every session of this agent"),
     over_usd: float | None = typer.Option(None, "--all-over-usd", help="every session that spent more"),
+    include_default: bool = typer.Option(
+        False, "--include-default", help="bulk kills also stop default sessions (requests without a session header)"
+    ),
     reason: str = typer.Option("killed by an operator", help="shown to the agent in the 403"),
     config: Path | None = ConfigOpt,
 ) -> None:
-    """Stop sessions: their next request gets 403 with the reason."""
+    """Stop sessions: their next request gets 403 with the reason, until guardian.kill_ttl or a revive.
+
+    An unknown id is an error (exit 1). --agent and --all-over-usd spare default sessions (one
+    per key and agent and day, for requests that name no session) unless --include-default.
+    """
     if session is None and agent is None and over_usd is None:
         _fail("give a session id, --agent NAME or --all-over-usd X")
-    _, ledger = _ledger(config)
-    killed = ledger.kill_sessions(reason, session=session, agent=agent, over_usd=over_usd)
-    ledger.close()
-    typer.echo(f"killed {len(killed)} session(s)" + (f": {', '.join(killed)}" if killed else ""))
+    cfg, ledger = _ledger(config)
+    try:
+        kills = ledger.kill_sessions(
+            reason,
+            session=session,
+            agent=agent,
+            over_usd=over_usd,
+            include_implicit=include_default,
+            kill_ttl_s=cfg.guardian.kill_ttl,
+        )
+    except TiergateError as exc:
+        _fail(exc.message, code=1)
+    finally:
+        ledger.close()
+    if session is not None and not kills.killed:
+        typer.echo(f"session {session!r} is already killed; nothing changed")
+        return
+    typer.echo(f"killed {len(kills.killed)} session(s)" + (f": {', '.join(kills.killed)}" if kills.killed else ""))
+    if kills.spared:
+        typer.echo(
+            f"spared {len(kills.spared)} default session(s) (requests without a session header; "
+            f"--include-default kills them too): {', '.join(kills.spared)}"
+        )
+
+
+@sessions_app.command("revive")
+def sessions_revive(
+    session: str = typer.Argument(..., help="a killed session's id"), config: Path | None = ConfigOpt
+) -> None:
+    """Lift a session's kill: it starts afresh (totals from zero); running gateways follow within a second."""
+    import time
+
+    cfg, ledger = _ledger(config)
+    try:
+        revived = ledger.revive_session(session, now=time.time(), kill_ttl_s=cfg.guardian.kill_ttl)
+    except TiergateError as exc:
+        _fail(exc.message, code=1)
+    finally:
+        ledger.close()
+    if not revived:
+        _fail(f"session {session!r} is not killed; nothing to revive", code=1)
+    typer.echo(f"session {session!r} revived: its next request starts it afresh")
 
 
 def main() -> None:

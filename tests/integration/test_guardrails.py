@@ -235,7 +235,10 @@ def test_sessions_killed_by_cli_and_by_the_guardian(standins, gateway):
     a = client(gw, default_headers={"X-Tiergate-Session": "s-a", "X-Tiergate-Agent": "bot"})
     b = client(gw, default_headers={"X-Tiergate-Session": "s-b"})
     assert not isinstance(call(b, "chat"), Exception)  # on the free local tier
-    gw.cli("sessions", "kill", "s-b", "--reason", "runaway loop")
+    # an id is known once its row is written, about a second after its first request (unknown ids: exit 1)
+    assert wait_until(
+        lambda: gw.cli("sessions", "kill", "s-b", "--reason", "runaway loop", check=False).returncode == 0
+    )
     assert wait_until(lambda: isinstance(call(b, "chat"), openai.PermissionDeniedError), timeout=5)
     err = call(b, "chat")
     assert err.status_code == 403 and "runaway loop" in err.message

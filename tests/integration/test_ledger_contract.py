@@ -16,11 +16,11 @@ import pytest
 
 from procs import wait_until
 from tcp_cut import CuttableProxy
-from tiergate.core.errors import LedgerUnavailable
+from tiergate.core.errors import LedgerUnavailable, SessionNotFound
 from tiergate.core.sanitize import clean_id, clean_text
 from tiergate.core.types import UsageRecord
 from tiergate.ledger.base import Ledger, open_ledger
-from tiergate.ledger.records import LocalModelEvent, SessionRow, hash_key, pending
+from tiergate.ledger.records import Kills, LocalModelEvent, SessionRow, hash_key, pending
 
 
 def usage(
@@ -163,20 +163,130 @@ def test_kill_sessions_and_killed_sessions(make):
     led.start()
     for name, agent, cost in (("s1", "a", 1.0), ("s2", "a", 5.0), ("s3", "b", 9.0)):
         led.record(SessionRow(name, "k", agent, 1.0, 2.0, 1, 1, 1, cost, 0.1, None))
+    led.record(SessionRow("k:a:2027-01-15", "k", "a", 1.0, 2.0, 1, 1, 1, 7.0, 0.1, None, True))  # a default session
     led.close()
     led = make()
     v0 = led.control_version()
-    assert sorted(led.kill_sessions("over budget", over_usd=4.0)) == ["s2", "s3"]
-    assert sorted(led.kill_sessions("agent a", agent="a")) == ["s1"]  # s2 was killed already
-    assert led.kill_sessions("ahead of time", session="future") == ["future"]  # not seen yet: killed in advance
-    assert led.kill_sessions("nothing", session="s1") == []
-    assert led.killed_sessions() == {
-        "s1": "agent a",
-        "s2": "over budget",
-        "s3": "over budget",
-        "future": "ahead of time",
-    }
+    bulk = led.kill_sessions("over budget", over_usd=4.0)
+    assert (sorted(bulk.killed), bulk.spared) == (["s2", "s3"], ["k:a:2027-01-15"])  # bulk kills spare defaults
+    assert led.kill_sessions("agent a", agent="a") == Kills(["s1"], ["k:a:2027-01-15"])  # s2 was killed already
+    with pytest.raises(SessionNotFound, match="no session named 'future'"):
+        led.kill_sessions("ahead of time", session="future")  # an id never seen is not blocked in advance
+    assert led.kill_sessions("nothing", session="s1") == Kills([], [])  # its kill is in force
+    assert led.killed_sessions() == {"s1": "agent a", "s2": "over budget", "s3": "over budget"}
+    assert led.kill_sessions("by name", session="k:a:2027-01-15") == Kills(["k:a:2027-01-15"], [])  # named: killed
     assert led.control_version() == v0 + 3
+    assert led.session("future") is None
+
+
+def test_a_session_only_its_gateway_knows_yet_is_killed_with_the_row_it_gives(make):
+    led = make()
+    held = SessionRow("fresh", "k", "a", 1.0, 2.0, 3, 3, 3, 0.5, 0.1, None)
+    with pytest.raises(SessionNotFound):
+        led.kill_sessions("loop", session="fresh")
+    with pytest.raises(SessionNotFound):  # a row for another id proves nothing
+        led.kill_sessions(
+            "loop", session="fresh", known=SessionRow("other", "k", "a", 1.0, 2.0, 3, 3, 3, 0.5, 0.1, None)
+        )
+    v0, t0 = led.control_version(), time.time()
+    assert led.kill_sessions("loop", session="fresh", known=held) == Kills(["fresh"], [])
+    row = led.session("fresh")
+    assert (row["killed_reason"], row["requests"], row["agent"]) == ("loop", 3, "a") and row["killed_at"] >= t0
+    assert led.control_version() == v0 + 1  # other gateways read it at their next poll
+
+
+def test_bulk_kills_take_default_sessions_only_when_asked_and_expired_kills_can_be_made_again(make):
+    led = make()
+    led.start()
+    led.record(SessionRow("s", "k", "a", 1.0, 2.0, 1, 1, 1, 3.0, 0.1, None))
+    led.record(SessionRow("k:a:d", "k", "a", 1.0, 2.0, 1, 1, 1, 3.0, 0.1, None, True))
+    led.close()
+    led = make()
+    t0 = time.time()
+    assert sorted(led.kill_sessions("all", over_usd=0, include_implicit=True, kill_ttl_s=1e-3).killed) == ["k:a:d", "s"]
+    assert all(r["killed_at"] >= t0 for r in led.session_kills(since=t0))
+    assert wait_until(lambda: time.time() - t0 > 0.01)  # both kills are past their 1 ms ttl
+    assert led.kill_sessions("again", session="s", kill_ttl_s=1e-3).killed == ["s"]  # an expired kill is no kill
+    assert led.kill_sessions("again", session="s", kill_ttl_s=None).killed == []  # without a ttl it still holds
+    assert {r["session"]: r["killed_reason"] for r in led.session_kills(since=0.0)} == {"s": "again", "k:a:d": "all"}
+
+
+def test_a_revive_lifts_a_kill_in_force_and_starts_the_session_afresh(make):
+    led = make()
+    led.start()
+    led.record(SessionRow("s", "k", "a", 1.0, 2.0, 3, 30, 3, 6.0, 0.5, None))
+    led.close()
+    led = make()
+    with pytest.raises(SessionNotFound):
+        led.revive_session("nobody", now=time.time())
+    assert led.revive_session("s", now=time.time()) is False  # not killed: nothing to lift
+    led.kill_sessions("loop", session="s")
+    killed_at = led.session("s")["killed_at"]
+    assert led.revive_session("s", now=killed_at + 3600, kill_ttl_s=60) is False  # that kill expired long ago
+    v0 = led.control_version()
+    assert led.revive_session("s", now=killed_at + 1, kill_ttl_s=60) is True
+    row = led.session("s")
+    assert (row["killed_reason"], row["killed_at"], row["revived_at"]) == (None, None, killed_at + 1)
+    assert (row["first_seen"], row["requests"], row["cost_usd"], row["prompt_tokens"]) == (killed_at + 1, 0, 0.0, 0)
+    assert led.control_version() == v0 + 1
+    assert [r["revived_at"] for r in led.session_kills(since=killed_at)] == [killed_at + 1]
+
+
+def test_a_revive_of_a_kill_still_in_the_writers_queue_holds_when_the_kill_lands(make):
+    led = make()
+    led.start()
+    led.record(session_row("s", last_seen=10.0, requests=1))
+    led.close()
+    led = make()
+    now = time.time()
+    assert led.revive_session("s", now=now, held_kill=True) is True  # the row holds no kill yet
+    assert led.revive_session("never-written", now=now, held_kill=True) is True  # nor any row at all
+    led.start()
+    for name in ("s", "never-written"):  # the guardian's kill rows, written after the revive
+        led.record(SessionRow(name, "k", "agent", 1.0, now - 0.5, 3, 3, 3, 9.0, 0.0, "over", False, now - 0.5))
+    led.close()
+    led = make()
+    for name in ("s", "never-written"):
+        row = led.session(name)
+        assert (row["killed_reason"], row["revived_at"], row["cost_usd"]) == (None, now, 0.0), name
+
+
+def test_an_upsert_never_brings_back_a_kill_its_revive_lifted(make):
+    led = make()
+    led.start()
+    led.record(session_row("s", last_seen=10.0, requests=1))
+    led.close()
+    led = make()
+    led.kill_sessions("stop", session="s")
+    at = led.session("s")["killed_at"]
+    led.revive_session("s", now=at + 1)
+    led.start()
+    # a tracker that had not seen the revive yet: its later row still carries the old kill
+    led.record(SessionRow("s", "k", "agent", at + 1, at + 5, 1, 1, 1, 0.1, 0.0, "stop", False, at))
+    led.close()
+    led = make()
+    assert led.session("s")["killed_reason"] is None and led.session("s")["requests"] == 1
+    led.start()
+    led.record(SessionRow("s", "k", "agent", at + 1, at + 6, 2, 2, 2, 9.0, 0.0, "over", False, at + 2))  # a new kill
+    led.close()
+    row = make().session("s")
+    assert (row["killed_reason"], row["killed_at"], row["revived_at"]) == ("over", at + 2, at + 1)
+
+
+def test_prune_sessions_deletes_old_rows_and_keeps_kills_in_force(make):
+    led = make()
+    led.start()
+    now = time.time()
+    led.record(SessionRow("old", "k", None, 1.0, now - 3600, 1, 1, 1, 0.1, 0.0, None))
+    led.record(SessionRow("recent", "k", None, 1.0, now, 1, 1, 1, 0.1, 0.0, None))
+    led.record(SessionRow("old-kill-over", "k", None, 1.0, now - 3600, 1, 1, 1, 0.1, 0.0, "x", False, now - 3000))
+    led.record(SessionRow("old-kill-in-force", "k", None, 1.0, now - 3600, 1, 1, 1, 0.1, 0.0, "x", False, now - 10))
+    led.close()
+    led = make()
+    assert led.prune_sessions(before=now - 60, killed_before=None) == 1  # without kill_ttl: every kill stays
+    assert led.prune_sessions(before=now - 60, killed_before=now - 600) == 1
+    assert sorted(r["session"] for r in led.sessions()) == ["old-kill-in-force", "recent"]
+    assert led.query("SELECT count(*) AS n FROM usage")[0]["n"] == 0  # (usage rows are never pruned here)
 
 
 def test_session_upsert_keeps_kill_and_ignores_older_rows(make):

@@ -26,7 +26,7 @@ from tiergate.core.types import UsageRecord
 from tiergate.ledger.base import open_ledger
 from tiergate.ledger.migrations import DIALECTS, MIGRATIONS, statements
 from tiergate.ledger.postgres import to_pyformat
-from tiergate.ledger.records import SessionRow, pending
+from tiergate.ledger.records import pending
 from tiergate.ledger.records import statements as statements_for
 from tiergate.ledger.sqlite import SqliteLedger
 
@@ -369,9 +369,11 @@ def test_postgresql_ledger_from_the_old_list_upgrades_in_place_to_a_fresh_ones_s
         *(f"{sql}; INSERT INTO schema_migrations VALUES ('{name}', 0)" for name, sql in OLD_POSTGRES),
     )
     with psycopg.connect(pg_schema.url(), autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
-        rows = [pending(usage(1)), pending(SessionRow("s", "k", None, 1.0, 2.0, 1, 1, 1, 0.0, 0.0, None))]
-        for sql, values in statements_for(rows):  # what that release's writer wrote
+        for sql, values in statements_for([pending(usage(1))]):  # what that release's writer wrote
             cur.executemany(to_pyformat(sql), values)
+        cur.execute(  # and its session row, in the columns that release had (0009 added three)
+            "INSERT INTO sessions VALUES ('s', 'k', NULL, 1.0, 2.0, 1, 1, 1, 0.0, 0.0, NULL)"
+        )
     led = open_ledger(pg_schema.url(), spool=tmp_path / "spool")
     try:
         assert led.applied_migrations == list(NAMES[NAMES.index("0006_trim_usage_indexes") :])  # 0006 and later
@@ -380,7 +382,7 @@ def test_postgresql_ledger_from_the_old_list_upgrades_in_place_to_a_fresh_ones_s
         led._write_batch([again])  # a replayed record still lands once: the renamed index holds
         led._write_batch([again])
         assert [r["request_id"] for r in led.query("SELECT request_id FROM usage ORDER BY id")] == ["r1", "r2"]
-        assert led.kill_sessions("stop", session="s") == ["s"] and led.killed_sessions() == {"s": "stop"}
+        assert led.kill_sessions("stop", session="s").killed == ["s"] and led.killed_sessions() == {"s": "stop"}
     finally:
         led.close()
     assert open_ledger(pg_schema.url(), spool=tmp_path / "spool").applied_migrations == []
@@ -396,3 +398,28 @@ def test_sqlite_ledger_from_the_old_list_upgrades_in_place_to_a_fresh_ones_schem
     assert fresh_sqlite(tmp_path / "old.db") == list(NAMES[NAMES.index("0007_one_schema") :])  # 0007 and later
     assert_same(sqlite_schema(tmp_path / "old.db"), sqlite_schema(tmp_path / "fresh.db"))
     assert fresh_sqlite(tmp_path / "old.db") == []
+
+
+def test_0009_marks_the_old_default_sessions_implicit_and_dates_the_old_kills(tmp_path):
+    """Sessions named key:agent were the defaults before 0009; a kill then had no time: its last request."""
+    from tiergate.ledger.migrations import bookkeeping_sql, for_dialect
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(bookkeeping_sql("sqlite"))
+    for name, sql in for_dialect("sqlite")[: NAMES.index("0009_session_lifecycle")]:
+        conn.executescript(f"{sql}; INSERT INTO schema_migrations VALUES ('{name}', 0)")
+    for row in (
+        "('master:-', 'master', NULL, 1.0, 50.0, 1, 1, 1, 0.0, 0.0, 'session master:- is 9h old')",
+        "('bot-key:bot', 'bot-key', 'bot', 1.0, 60.0, 1, 1, 1, 0.0, 0.0, NULL)",
+        "('run-1', 'master', NULL, 1.0, 70.0, 1, 1, 1, 0.0, 0.0, 'killed by an operator')",
+    ):
+        conn.execute(f"INSERT INTO sessions VALUES {row}")
+    conn.close()
+    led = SqliteLedger(path)
+    try:
+        assert led.applied_migrations == ["0009_session_lifecycle"]
+        rows = {r["session"]: (r["implicit"], r["killed_at"], r["revived_at"]) for r in led.sessions()}
+        assert rows == {"master:-": (1, 50.0, None), "bot-key:bot": (1, None, None), "run-1": (0, 70.0, None)}
+    finally:
+        led.close()

@@ -95,12 +95,20 @@ def run_scenarios(front: openai.OpenAI, replicas, lb: HAProxy) -> int:
     hdr = {"X-Tiergate-Session": "run-42"}
     front.chat.completions.create(model="local-8b", messages=MSG, extra_headers=hdr)
     sent += 1
-    code, _, body = http(
-        "POST",
-        f"{replicas[0].base_url}/admin/sessions/kill",
-        body=orjson.dumps({"session": "run-42", "reason": "runaway"}),
-        headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
-    )
+    answers: list[tuple[int, bytes]] = []
+
+    def kill() -> bool:  # 404 until the ledger has the session's row (about a second), unless replica 0 served it
+        code, _, body = http(
+            "POST",
+            f"{replicas[0].base_url}/admin/sessions/kill",
+            body=orjson.dumps({"session": "run-42", "reason": "runaway"}),
+            headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+        )
+        answers.append((code, body))
+        return code != 404
+
+    assert wait_until(kill, timeout=10, interval=0.2)
+    code, body = answers[-1]
     assert code == 200 and orjson.loads(body)["killed"] == ["run-42"], body
     for r in replicas[1:]:
         direct = openai.OpenAI(base_url=f"{r.base_url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=30)

@@ -391,10 +391,28 @@ def test_session_totals_add_up_across_replicas_and_keep_the_first_seen(backend):
             assert (other.first_seen, other.requests) == (300.0, 1)
             assert await a.session_get("never") is None
             assert (await a.session_get("s1")).cost_usd == 0.75
-            await a.session_kill("s1", "over budget", ttl_s=60)
-            await b.session_kill("s1", "second reason", ttl_s=60)  # the first reason stays
+            await a.session_kill("s1", "over budget", ttl_s=60, at=150.0)
+            await b.session_kill("s1", "second reason", ttl_s=60, at=160.0)  # the first reason and time stay
             t = await b.session_get("s1")
-            assert t.killed_reason == "over budget" and t.requests == 2
+            assert (t.killed_reason, t.killed_at, t.requests) == ("over budget", 150.0, 2)
+
+    run(body())
+
+
+def test_a_session_reset_drops_only_a_life_begun_before_the_cut(backend):
+    """A lifted kill: every replica may ask for the reset; only totals of the life that ended go."""
+
+    async def body():
+        async with backend.states(2) as (a, b):
+            await a.session_add("s1", now=100.0, cost_usd=9.0, prompt_tokens=10, completion_tokens=5, ttl_s=60)
+            await a.session_kill("s1", "over budget", ttl_s=60, at=120.0)
+            assert await b.session_reset("s1", before=130.0) is True
+            assert await a.session_get("s1") is None
+            t = await b.session_add("s1", now=140.0, cost_usd=0.5, prompt_tokens=1, completion_tokens=1, ttl_s=60)
+            assert (t.first_seen, t.requests, t.cost_usd, t.killed_reason) == (140.0, 1, 0.5, None)
+            assert await a.session_reset("s1", before=130.0) is False  # a replica late to the lift: the new life stays
+            assert (await b.session_get("s1")).cost_usd == 0.5
+            assert await a.session_reset("never", before=1e12) is False
 
     run(body())
 

@@ -8,12 +8,15 @@ import pytest
 
 from tiergate.guardrails.guardian import (
     GuardianRules,
+    Period,
     SessionState,
     Verdict,
     admit,
     after_request,
     context_alerts_due,
     expired,
+    implicit_period,
+    kill_in_force,
 )
 
 T0 = 1_800_000_000.0
@@ -30,11 +33,11 @@ def st(session: str = "s-1", *, age: float = 0.0, idle: float = 0.0, **kw) -> Se
 
 def test_defaults():
     r = GuardianRules()
-    assert (r.session_max_usd, r.session_max_age_s) == (None, None)
+    assert (r.session_max_usd, r.session_max_age_s, r.kill_ttl_s) == (None, None, 86400)
     assert (r.session_idle_ttl_s, r.context_alert_at) == (86400, (0.8, 0.95))
     s = SessionState(session="s", key_name="k", agent=None, first_seen=1.0, last_seen=2.0)
     assert (s.requests, s.prompt_tokens, s.completion_tokens, s.cost_usd, s.max_context_ratio) == (0, 0, 0, 0.0, 0.0)
-    assert s.killed_reason is None and s.context_alerts_sent == ()
+    assert s.killed_reason is None and s.killed_at is None and s.context_alerts_sent == () and not s.implicit
     assert Verdict("allow") == Verdict("allow", "")
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.session_max_usd = 1  # type: ignore[misc]
@@ -68,10 +71,96 @@ def test_defaults():
         (st(killed_reason="killed by operator", idle=1e6, cost_usd=99.0), RULES, Verdict("kill", "killed by operator")),
         (st(cost_usd=99.0, idle=25 * HOUR), RULES, Verdict("expire", "session s-1 idle 1d01h > session_idle_ttl 1d")),
         (st(cost_usd=30.0, age=9 * HOUR), RULES, Verdict("kill", "session s-1 spent $30.00 > session_max_usd $25")),
+        # an implicit session (no session header) is never refused for its age: it rolls over
+        (
+            st(age=9 * HOUR, implicit=True),
+            RULES,
+            Verdict("expire", "session s-1 is 9h old > session_max_age 8h: a new one starts"),
+        ),
+        (st(age=8 * HOUR, implicit=True), RULES, Verdict("allow")),
+        (  # its spend is still capped
+            st(cost_usd=30.0, age=9 * HOUR, implicit=True),
+            RULES,
+            Verdict("kill", "session s-1 spent $30.00 > session_max_usd $25"),
+        ),
+        # a kill holds for kill_ttl (24 h by default), then the session starts again from the kill's end
+        (st(killed_reason="loop", killed_at=T0 - 24 * HOUR), RULES, Verdict("kill", "loop")),
+        (
+            st(killed_reason="loop", killed_at=T0 - 24 * HOUR - 1, cost_usd=99.0, age=30 * HOUR),
+            RULES,
+            Verdict("restart", "the kill of session s-1 expired (kill_ttl 1d)", T0 - 1),
+        ),
+        (
+            st(killed_reason="loop", killed_at=T0 - 61),
+            dataclasses.replace(RULES, kill_ttl_s=60),
+            Verdict("restart", "the kill of session s-1 expired (kill_ttl 1m)", T0 - 1),
+        ),
+        (
+            st(killed_reason="loop", killed_at=T0 - 1e9),
+            dataclasses.replace(RULES, kill_ttl_s=None),
+            Verdict("kill", "loop"),
+        ),
+        (st(killed_reason="loop", killed_at=None, idle=1e9), RULES, Verdict("kill", "loop")),  # when unknown: held
     ],
 )
 def test_admit(state, rules, expected):
     assert admit(state, rules, T0) == expected
+
+
+@pytest.mark.parametrize(
+    "killed_at,ttl,in_force",
+    [
+        (T0, 60.0, True),
+        (T0 - 60, 60.0, True),
+        (T0 - 60.001, 60.0, False),
+        (T0 - 1e9, None, True),
+        (None, 60.0, True),
+        (T0 + 5, 60.0, True),  # a kill stamped by a clock ahead of this one
+    ],
+)
+def test_kill_in_force(killed_at, ttl, in_force):
+    assert kill_in_force(killed_at, GuardianRules(kill_ttl_s=ttl), T0) is in_force
+
+
+DAY0 = T0 - 8 * HOUR  # T0 is 2027-01-15T08:00:00Z: DAY0 is that UTC midnight
+MAR14, NOV7 = 1_805_000_400.0, 1_825_560_000.0  # New York's local midnights on its DST days of 2027
+
+
+@pytest.mark.parametrize(
+    "now,tz,max_age,expected",
+    [
+        (T0, "UTC", None, Period("2027-01-15", DAY0, DAY0 + 24 * HOUR)),
+        (T0, "UTC", 30 * HOUR, Period("2027-01-15", DAY0, DAY0 + 24 * HOUR)),  # longer than a day: the day
+        (T0 - 1, "UTC", 8 * HOUR, Period("2027-01-15", DAY0, T0)),
+        (T0, "UTC", 8 * HOUR, Period("2027-01-15T08:00", T0, T0 + 8 * HOUR)),
+        (T0, "UTC", 5 * HOUR, Period("2027-01-15T05:00", DAY0 + 5 * HOUR, DAY0 + 10 * HOUR)),
+        (DAY0 + 23 * HOUR, "UTC", 5 * HOUR, Period("2027-01-15T20:00", DAY0 + 20 * HOUR, DAY0 + 24 * HOUR)),  # short
+        (T0 + 45, "UTC", 90, Period("2027-01-15T08:00", T0, T0 + 90)),
+        (T0 + 95, "UTC", 90, Period("2027-01-15T08:01:30", T0 + 90, T0 + 180)),  # seconds when the cut has them
+        # local days: Berlin is UTC+1 in January; 08:00Z is Los Angeles' midnight
+        (T0, "Europe/Berlin", 8 * HOUR, Period("2027-01-15T08:00", T0 - HOUR, T0 + 7 * HOUR)),
+        (T0, "America/Los_Angeles", None, Period("2027-01-15", T0, T0 + 24 * HOUR)),
+        (T0 - 1, "America/Los_Angeles", None, Period("2027-01-14", T0 - 24 * HOUR, T0)),
+        # a DST day is 23 or 25 real hours long (New York, 2027-03-14 and 2027-11-07)
+        (MAR14 + 12 * HOUR, "America/New_York", None, Period("2027-03-14", MAR14, MAR14 + 23 * HOUR)),
+        (
+            NOV7 + 24.5 * HOUR,
+            "America/New_York",
+            8 * HOUR,
+            Period("2027-11-07T23:00", NOV7 + 24 * HOUR, NOV7 + 25 * HOUR),
+        ),
+    ],
+)
+def test_implicit_period(now, tz, max_age, expected):
+    p = implicit_period(now, tz=tz, max_age_s=max_age)
+    assert p == expected and p.start <= now < p.end
+
+
+@pytest.mark.parametrize("max_age", [1.0, 90.0, 3600.0, 7 * HOUR, 8 * HOUR, 86399.0])
+def test_an_implicit_period_never_outlasts_session_max_age(max_age):
+    for now in (T0 + k * 997.3 for k in range(200)):
+        p = implicit_period(now, tz="Europe/Berlin", max_age_s=max_age)
+        assert p.start <= now < p.end and p.end - p.start <= max_age
 
 
 def test_admit_does_not_change_the_state():

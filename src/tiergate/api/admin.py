@@ -176,23 +176,42 @@ def session_dict(s: object) -> dict[str, object]:
         "cost_usd",
         "max_context_ratio",
         "killed_reason",
+        "killed_at",
+        "implicit",
     )
     return {f: getattr(s, f) for f in fields}
 
 
 async def kill_sessions(request: web.Request) -> web.Response:
-    """POST {"session": ID} | {"agent": A} | {"over_usd": X}, optional "reason"."""
+    """POST {"session": ID} | {"agent": A} | {"over_usd": X}, optional "reason" and "include_default".
+
+    An id the ledger never saw: 404. A bulk kill spares implicit (default) sessions unless
+    "include_default" is true, and lists them under "spared".
+    """
     gw = request.app[GATEWAY]
     _require_master(gw, request)
     _, body = await read_json_object(request)
     sel = {k: body.get(k) for k in ("session", "agent", "over_usd") if body.get(k) is not None}
     if not sel:
         raise BadRequest("give one of 'session', 'agent' or 'over_usd'")
-    if "over_usd" in sel and not isinstance(sel["over_usd"], (int, float)):
-        raise BadRequest("'over_usd' must be a number", param="over_usd")
+    for name, kind in (("session", str), ("agent", str), ("over_usd", (int, float))):
+        if name in sel and (not isinstance(sel[name], kind) or isinstance(sel[name], bool)):
+            raise BadRequest(f"'{name}' must be a {'number' if name == 'over_usd' else 'string'}", param=name)
+    include = body.get("include_default", False)
+    if not isinstance(include, bool):
+        raise BadRequest("'include_default' must be true or false", param="include_default")
     reason = str(body.get("reason") or "killed by an operator")
-    killed = await asyncio.to_thread(gw.sessions.kill, reason, **sel)
-    return web.Response(body=orjson.dumps({"killed": killed}), content_type=JSON)
+    kills = await gw.sessions.kill(reason, include_implicit=include, **sel)
+    return web.Response(body=orjson.dumps({"killed": kills.killed, "spared": kills.spared}), content_type=JSON)
+
+
+async def revive_session(request: web.Request) -> web.Response:
+    """POST /admin/sessions/{session}/revive: lift its kill; it starts afresh. 404 for an unknown id."""
+    gw = request.app[GATEWAY]
+    _require_master(gw, request)
+    sid = request.match_info["session"]
+    revived = await gw.sessions.revive(sid)
+    return web.Response(body=orjson.dumps({"session": sid, "revived": revived}), content_type=JSON)
 
 
 async def local_models(request: web.Request) -> web.Response:
@@ -234,3 +253,4 @@ def add_routes(routes: EdgeRoutes) -> None:
     routes.get("/admin/sessions", sessions)
     routes.get("/admin/models", local_models)
     routes.post("/admin/sessions/kill", kill_sessions)
+    routes.post("/admin/sessions/{session:.+}/revive", revive_session)

@@ -56,9 +56,11 @@ def identity_from_headers(key_name: str, key_agent: str | None, headers: Mapping
     """A key bound to an agent always reports as that agent; other keys may name one in a header.
 
     The edge (api/edge.py) has already refused X-Tiergate-* values that are not printable UTF-8 or too long.
+    Without X-Tiergate-Session the session is left unnamed: the guardian names the implicit one
+    (``SessionTracker.identify``), which rolls over by day.
     """
     agent = key_agent or headers.get("X-Tiergate-Agent") or None
-    session = headers.get("X-Tiergate-Session") or f"{key_name}:{agent or '-'}"
+    session = headers.get("X-Tiergate-Session") or None
     return Identity(
         key_name=key_name,
         agent=agent,

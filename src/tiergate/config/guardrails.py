@@ -75,8 +75,12 @@ class GuardianConfig(_Model):
     max_tracked_sessions: int = Field(
         10_000, ge=1, description="sessions held in memory; the least recently used beyond it wait in the ledger"
     )
+    kill_ttl: float | None = Field(
+        86400.0, gt=0, description="how long a kill holds ('24h'); null: until `tiergate sessions revive`"
+    )
+    session_retention: float = Field(30 * 86400.0, gt=0, description="session rows unseen this long are deleted")
 
-    @field_validator("session_max_age", "session_idle_ttl", mode="before")
+    @field_validator("session_max_age", "session_idle_ttl", "kill_ttl", "session_retention", mode="before")
     @classmethod
     def _durations(cls, v: object) -> object:
         return None if v is None else _duration(v)

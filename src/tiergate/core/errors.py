@@ -10,7 +10,8 @@
     │   ├── Forbidden               403
     │   │   └── SessionKilled       403 the guardian stopped this session
     │   ├── NotFound                404 unknown route
-    │   │   └── ModelNotFound       404 model name names no alias, deployment or task
+    │   │   ├── ModelNotFound       404 model name names no alias, deployment or task
+    │   │   └── SessionNotFound     404 a session id the ledger has never seen (kill, revive)
     │   ├── MethodNotAllowed        405 known path, other method
     │   ├── RequestTimeout          408 a body that did not arrive within server.body_timeout_s
     │   ├── PayloadTooLarge         413 body over server.max_body_mb
@@ -122,6 +123,12 @@ class SessionKilled(Forbidden):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class SessionNotFound(NotFound):
+    """An operator named a session the ledger never saw: killing it in advance would block an id forever."""
+
+    code = "session_not_found"
 
 
 class PayloadTooLarge(ClientError):

@@ -50,10 +50,11 @@ class Identity:
 
     key_name: str
     agent: str | None = None
-    session: str | None = None
+    session: str | None = None  # None until the guardian names the implicit one (no session header)
     task: str | None = None
     local_only: bool = False
     tags: tuple[str, ...] = ()
+    session_implicit: bool = False  # the session was named by the gateway, not by the client
 
 
 @dataclass(slots=True)

@@ -210,8 +210,11 @@ class GuardedState:
     async def session_get(self, session: str) -> SessionTotals | None:
         return await self._call(self.inner.session_get(session))
 
-    async def session_kill(self, session: str, reason: str, *, ttl_s: float) -> None:
-        await self._call(self.inner.session_kill(session, reason, ttl_s=ttl_s))
+    async def session_kill(self, session: str, reason: str, *, ttl_s: float, at: float | None = None) -> None:
+        await self._call(self.inner.session_kill(session, reason, ttl_s=ttl_s, at=at))
+
+    async def session_reset(self, session: str, *, before: float) -> bool:
+        return await self._call(self.inner.session_reset(session, before=before))
 
     # ------------------------------------------------------------------ limits (modes applied by LimitGuard)
     async def limit_admit(self, counters: Sequence[Any], **kw: Any) -> tuple[int, float] | None:

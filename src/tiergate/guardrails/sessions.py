@@ -15,16 +15,26 @@ the ledger stores them (``core.sanitize.clean_id``). At start, totals are
 rebuilt from the usage rows the ledger holds (``load``), not only from the
 session rows flushed once a second, so a crash forgets no request the
 ledger kept.
+
+Sessions come back. A request that names no session counts in its key's and
+agent's implicit session, named after the period it falls in
+(``guardian.implicit_period``: the local day, cut in ``session_max_age``
+slices), so it rolls over by itself. A kill holds for ``guardian.kill_ttl``
+and can be lifted by hand (``revive``, here or through the ledger); a lifted
+session starts afresh: its totals from zero in memory, in the ledger row and
+in the shared state. Rows unseen for ``guardian.session_retention`` are
+deleted (``prune``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from tiergate.config.guardrails import GuardianConfig
@@ -32,8 +42,9 @@ from tiergate.core.errors import LedgerUnavailable, SessionKilled, StateUnavaila
 from tiergate.core.sanitize import clean_id
 from tiergate.core.types import Identity, Usage
 from tiergate.guardrails import guardian
+from tiergate.guardrails.session_rows import Kill, implicit_id, rebuild, rules_from, session_row, state_of
 from tiergate.ledger.base import Ledger
-from tiergate.ledger.records import SessionRow
+from tiergate.ledger.records import Kills
 from tiergate.ledger.tables import Row
 from tiergate.state.base import SessionTotals, SharedState
 
@@ -42,65 +53,6 @@ if TYPE_CHECKING:
     from tiergate.observability.metrics import Metrics
 
 log = logging.getLogger("tiergate.guardrails.sessions")
-
-
-def rules_from(cfg: GuardianConfig) -> guardian.GuardianRules:
-    return guardian.GuardianRules(
-        session_max_usd=cfg.session_max_usd,
-        session_max_age_s=cfg.session_max_age,
-        session_idle_ttl_s=cfg.session_idle_ttl,
-        context_alert_at=tuple(cfg.context_alert_at),
-    )
-
-
-def session_id(ident: Identity) -> str:
-    """The session a request counts in, as the ledger stores it (usage.session, or key:agent without one)."""
-    if ident.session:
-        return clean_id(ident.session)
-    return f"{clean_id(ident.key_name)}:{clean_id(ident.agent or '-')}"
-
-
-def _state(row: Row) -> guardian.SessionState:
-    return guardian.SessionState(
-        session=row["session"],
-        key_name=row["key_name"],
-        agent=row["agent"],
-        first_seen=row["first_seen"],
-        last_seen=row["last_seen"],
-        requests=row["requests"],
-        prompt_tokens=row["prompt_tokens"],
-        completion_tokens=row["completion_tokens"],
-        cost_usd=row["cost_usd"],
-        max_context_ratio=row["max_context_ratio"],
-        killed_reason=row["killed_reason"],
-    )
-
-
-def rebuild(rows: Iterable[Row], sums: Iterable[Row]) -> list[tuple[guardian.SessionState, bool]]:
-    """Sessions from their flushed rows and the usage the ledger holds: (state, changed by the usage).
-
-    Pure. A session row lags its usage rows by up to a flush (about a second) and by the
-    requests a crash kept it from flushing; the usage sums (``Ledger.session_usage``) are
-    what the ledger holds, so each total is the larger of the two. A session with usage and
-    no row (it crashed before its first flush) starts at its first request.
-    """
-    states = {r["session"]: _state(r) for r in rows}
-    changed: set[str] = set()
-    for u in sums:
-        sid, s = u["session"], states.get(u["session"])
-        if s is None:
-            s = states[sid] = guardian.SessionState(
-                session=sid, key_name=u["key_name"], agent=u["agent"], first_seen=u["first_ts"], last_seen=u["last_ts"]
-            )
-        before = (s.requests, s.prompt_tokens, s.completion_tokens, s.cost_usd)
-        s.requests = max(s.requests, int(u["requests"]))
-        s.prompt_tokens = max(s.prompt_tokens, int(u["prompt_tokens"]))
-        s.completion_tokens = max(s.completion_tokens, int(u["completion_tokens"]))
-        s.cost_usd = max(s.cost_usd, float(u["cost_usd"]))
-        s.last_seen = max(s.last_seen, float(u["last_ts"]))
-        if (s.requests, s.prompt_tokens, s.completion_tokens, s.cost_usd) != before:
-            changed.add(sid)
-    return [(s, s.session in changed) for s in states.values()]
 
 
 class SessionTracker:
@@ -113,8 +65,11 @@ class SessionTracker:
         clock: Callable[[], float] = time.time,
         shared: SharedState | None = None,
         metrics: Metrics | None = None,
+        tz: str = "UTC",
     ) -> None:
         self.rules = rules_from(cfg)
+        self.retention_s = cfg.session_retention
+        self.tz = tz  # the implicit sessions' days are local days
         self.max_tracked = cfg.max_tracked_sessions
         self._first_context_alert = min(self.rules.context_alert_at, default=float("inf"))
         self.shared = shared
@@ -123,7 +78,9 @@ class SessionTracker:
         self.clock = clock
         self.metrics = metrics
         self.states: OrderedDict[str, guardian.SessionState] = OrderedDict()  # least recently used first
-        self.killed: dict[str, str] = {}  # every kill known, whether or not its session is held in memory
+        self.killed: dict[str, Kill] = {}  # every kill known, whether or not its session is held in memory
+        self._reset_due: dict[str, float] = {}  # lifted kills: shared totals older than this belong to a past life
+        self._period: guardian.Period | None = None  # the implicit sessions' current period
         self._dirty: dict[str, guardian.SessionState] = {}  # totals changed since the last flush()
         self._control_version = -1
         self.evicted = 0
@@ -145,22 +102,39 @@ class SessionTracker:
             self.states[state.session] = state
             if changed:
                 self._dirty[state.session] = state
-        self.killed = self.ledger.killed_sessions()
         self._control_version = self.ledger.control_version()
+        self._apply_control(self.ledger.session_kills(since=self._kills_since()))
         self._observe()
+
+    def identify(self, ident: Identity) -> Identity:
+        """The identity with its session named: one that names none counts in its implicit session."""
+        if ident.session:
+            return ident
+        now, p = self.clock(), self._period
+        if p is None or not p.start <= now < p.end:
+            p = self._period = guardian.implicit_period(now, tz=self.tz, max_age_s=self.rules.session_max_age_s)
+        sid = implicit_id(ident.key_name, ident.agent, p.label)
+        return dataclasses.replace(ident, session=sid, session_implicit=True)
 
     async def admit(self, ident: Identity) -> guardian.SessionState:
         """Before routing: refuse a killed session (403 with the reason); start or refresh it."""
+        ident = self.identify(ident)
         now = self.clock()
-        sid = session_id(ident)
-        killed = self.killed.get(sid)
-        if killed is not None:
-            raise SessionKilled(f"session {sid} was stopped by the guardian: {killed}")
+        sid = clean_id(ident.session)
+        kill = self.killed.get(sid)
+        if kill is not None:
+            if guardian.kill_in_force(kill.at, self.rules, now):
+                raise SessionKilled(f"session {sid} was stopped by the guardian: {kill.reason}")
+            self._lift(sid, kill.at + (self.rules.kill_ttl_s or 0.0))  # expired: the session starts again
         state = self.states.get(sid)
         if state is not None:
             self.states.move_to_end(sid)
         elif self._in_ledger_only and self.shared is None:
             state = await self._read_back(sid, now)
+        if state is not None and ident.session_implicit:
+            state.implicit = True  # rebuilt from usage rows alone, it could not know
+        if self._reset_due:
+            await self._reset_shared(sid)
         if self._judged_globally:
             state = await self._merge_shared(sid, ident, state)
         verdict = guardian.admit(state, self.rules, now)
@@ -168,12 +142,42 @@ class SessionTracker:
             if state is not None and not state.killed_reason:
                 await self._kill(state, verdict.reason)
             raise SessionKilled(f"session {sid} was stopped by the guardian: {verdict.reason}")
-        if state is None or verdict.action == "expire":
+        if verdict.action == "restart":  # its kill expired
+            log.info("%s: it starts afresh", verdict.reason)
+            self._lift(sid, verdict.at)
+            await self._reset_shared(sid)
+        if state is None or verdict.action != "allow":
             state = guardian.SessionState(
-                session=sid, key_name=ident.key_name, agent=ident.agent, first_seen=now, last_seen=now
+                session=sid,
+                key_name=ident.key_name,
+                agent=ident.agent,
+                first_seen=now,
+                last_seen=now,
+                implicit=ident.session_implicit,
             )
             self._track(state)
         return state
+
+    def _lift(self, sid: str, at: float) -> None:
+        """A kill ends (expired at ``at``, or revived then): the session starts afresh at its next request."""
+        self.killed.pop(sid, None)
+        self.states.pop(sid, None)
+        self._dirty.pop(sid, None)
+        if self.shared is not None:  # the totals every replica shares are reset at the next admit
+            self._reset_due[sid] = max(at, self._reset_due.get(sid, at))
+
+    async def _reset_shared(self, sid: str) -> None:
+        """Drop shared totals of a life that ended before the lift (the same cut on every replica)."""
+        before = self._reset_due.get(sid)
+        if before is None or self.shared is None:
+            return
+        try:
+            await self.shared.session_reset(sid, before=before)
+        except StateUnavailable as exc:
+            log.warning("session %s: shared totals not reset yet (again at its next request): %s", sid, exc.message)
+            return
+        if self._reset_due.get(sid) == before:
+            del self._reset_due[sid]
 
     def _track(self, state: guardian.SessionState) -> None:
         """Hold a session, dropping the least recently used beyond the cap (its totals written first)."""
@@ -197,7 +201,7 @@ class SessionTracker:
             return None
         if row is None or now - row["last_seen"] > self.rules.session_idle_ttl_s:
             return None
-        state = self.states.get(sid) or _state(row)  # another request may have brought it back meanwhile
+        state = self.states.get(sid) or state_of(row)  # another request may have brought it back meanwhile
         self._track(state)
         return state
 
@@ -230,20 +234,26 @@ class SessionTracker:
             return state
         if state is None:
             state = guardian.SessionState(
-                session=sid, key_name=ident.key_name, agent=ident.agent, first_seen=t.first_seen, last_seen=self.clock()
+                session=sid,
+                key_name=ident.key_name,
+                agent=ident.agent,
+                first_seen=t.first_seen,
+                last_seen=self.clock(),
+                implicit=ident.session_implicit,
             )
             self._track(state)
         self._merge(state, t)
         return state
 
-    @staticmethod
-    def _merge(state: guardian.SessionState, t: SessionTotals) -> None:
+    def _merge(self, state: guardian.SessionState, t: SessionTotals) -> None:
         state.first_seen = min(state.first_seen, t.first_seen)
         state.requests, state.cost_usd = max(state.requests, t.requests), max(state.cost_usd, t.cost_usd)
         state.prompt_tokens = max(state.prompt_tokens, t.prompt_tokens)
         state.completion_tokens = max(state.completion_tokens, t.completion_tokens)
-        if t.killed_reason and not state.killed_reason:
+        if t.killed_reason and not state.killed_reason:  # another replica's guardian killed it
             state.killed_reason = t.killed_reason
+            state.killed_at = t.killed_at if t.killed_at is not None else self.clock()
+            self.killed.setdefault(state.session, Kill(state.killed_reason, state.killed_at))  # so a revive lifts it
 
     def observe_context(self, state: guardian.SessionState, prompt_tokens: int, window: int, deployment: str) -> None:
         ratio = prompt_tokens / window if window else 0.0
@@ -291,25 +301,66 @@ class SessionTracker:
             return
         self._merge(state, t)
 
-    def kill(
-        self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
-    ) -> list[str]:
-        names = self.ledger.kill_sessions(reason, session=session, agent=agent, over_usd=over_usd)
-        for name in names:
-            self.killed.setdefault(name, reason)
+    async def kill(
+        self,
+        reason: str,
+        *,
+        session: str | None = None,
+        agent: str | None = None,
+        over_usd: float | None = None,
+        include_implicit: bool = False,
+    ) -> Kills:
+        """An operator's kill: one session by id (``SessionNotFound`` for an id neither the ledger
+        nor this process knows), or in bulk, where implicit sessions are spared unless
+        ``include_implicit``: a bulk kill stops runs, never a key."""
+        held = self.states.get(clean_id(session)) if session is not None else None
+        kills = await asyncio.to_thread(
+            self.ledger.kill_sessions,
+            reason,
+            session=session,
+            agent=agent,
+            over_usd=over_usd,
+            include_implicit=include_implicit,
+            kill_ttl_s=self.rules.kill_ttl_s,
+            known=None if held is None else session_row(held),  # seen here a moment ago: its row may not be written
+        )
+        now = self.clock()
+        for name in kills.killed:
+            self.killed[name] = Kill(reason, now)
             state = self.states.get(name)
-            if state is not None and not state.killed_reason:
-                state.killed_reason = reason
-            self._alert("session_killed", f"session {name} killed: {reason}", f"kill:{name}", session=name)
-        return names
+            if state is not None:
+                state.killed_reason, state.killed_at = reason, now
+            self._alert("session_killed", f"session {name} killed: {reason}", f"kill:{name}:{now:.0f}", session=name)
+        return kills
+
+    async def revive(self, session: str) -> bool:
+        """Lift a session's kill by hand: recorded in the ledger (other replicas follow within about a
+        second), and the session starts afresh. False when it is not killed; ``SessionNotFound``
+        for an id the ledger never saw."""
+        sid, now = clean_id(session), self.clock()
+        held = self.killed.get(sid)  # a guardian kill of a moment ago may still wait in the writer's queue
+        revived = await asyncio.to_thread(
+            self.ledger.revive_session,
+            sid,
+            now=now,
+            kill_ttl_s=self.rules.kill_ttl_s,
+            held_kill=held is not None and guardian.kill_in_force(held.at, self.rules, now),
+        )
+        if revived:
+            log.warning("session %s revived by an operator: it starts afresh", sid)
+            self._lift(sid, now)
+            await self._reset_shared(sid)
+        return revived
 
     async def _kill(self, state: guardian.SessionState, reason: str) -> None:
-        state.killed_reason = reason
-        self.killed.setdefault(state.session, reason)
+        now = self.clock()
+        state.killed_reason, state.killed_at = reason, now
+        self.killed.setdefault(state.session, Kill(reason, now))
         self._persist(state)
         if self.shared is not None:  # every replica refuses it from its next request, not after a ledger poll
+            ttl = max(self.rules.session_idle_ttl_s, self.rules.kill_ttl_s or 0.0)
             try:
-                await self.shared.session_kill(state.session, reason, ttl_s=self.rules.session_idle_ttl_s)
+                await self.shared.session_kill(state.session, reason, ttl_s=ttl, at=now)
             except StateUnavailable as exc:
                 log.warning(
                     "kill of session %s reaches other replicas through the ledger only: %s", state.session, exc.message
@@ -317,7 +368,7 @@ class SessionTracker:
         self._alert(
             "session_killed",
             f"session {state.session} killed: {reason}",
-            f"kill:{state.session}",
+            f"kill:{state.session}:{now:.0f}",  # a session revived and killed again alerts again
             session=state.session,
             cost_usd=state.cost_usd,
         )
@@ -337,21 +388,7 @@ class SessionTracker:
 
     def _persist(self, s: guardian.SessionState) -> None:
         self._dirty.pop(s.session, None)
-        self.ledger.record(
-            SessionRow(
-                s.session,
-                s.key_name,
-                s.agent,
-                s.first_seen,
-                s.last_seen,
-                s.requests,
-                s.prompt_tokens,
-                s.completion_tokens,
-                s.cost_usd,
-                s.max_context_ratio,
-                s.killed_reason,
-            )
-        )
+        self.ledger.record(session_row(s))
 
     def _alert(self, event: str, message: str, key: str, **details: object) -> None:
         if self.alerts is not None:
@@ -359,32 +396,64 @@ class SessionTracker:
 
             self.alerts.emit(Alert(event=event, message=message, dedupe_key=key, details=details))
 
-    def sync_control(self) -> bool:
-        """Pick up kills made by other processes; True when something changed (runs in a thread).
+    async def sync(self) -> bool:
+        """Pick up kills and revives made by other processes; True when something changed.
 
-        While the ledger's database is unreachable the kills already known stay in force.
+        The ledger is read in a thread and applied here, on the loop that admits requests. While
+        the ledger's database is unreachable the kills already known stay in force.
         """
         try:
-            version = self.ledger.control_version()
-            if version == self._control_version:
-                return False
-            killed = self.ledger.killed_sessions()
+            read = await asyncio.to_thread(self._read_control)
         except LedgerUnavailable as exc:
             log.warning("session kills not refreshed, keeping the last known ones: %s", exc.message)
             return False
-        self._control_version = version
-        for name, reason in killed.items():
-            self.killed.setdefault(name, reason)  # refused by admit() whether or not the session is held
-            state = self.states.get(name)
-            if state is not None and not state.killed_reason:
-                state.killed_reason = reason
+        if read is None:
+            return False
+        self._control_version, rows = read
+        self._apply_control(rows)
         return True
 
+    def _read_control(self) -> tuple[int, Sequence[Row]] | None:
+        version = self.ledger.control_version()
+        if version == self._control_version:
+            return None
+        return version, self.ledger.session_kills(since=self._kills_since())
+
+    def _kills_since(self) -> float:
+        """Kills and revives older than ``kill_ttl`` can no longer matter."""
+        return 0.0 if self.rules.kill_ttl_s is None else self.clock() - self.rules.kill_ttl_s
+
+    def _apply_control(self, rows: Iterable[Row]) -> None:
+        """Kills newer than the one known are adopted; a revive lifts the kills it postdates."""
+        for r in rows:
+            sid, known = r["session"], self.killed.get(r["session"])
+            if r["killed_reason"] is not None:
+                at = r["killed_at"] if r["killed_at"] is not None else self.clock()
+                if known is None or at > known.at:
+                    self.killed[sid] = Kill(r["killed_reason"], at)  # refused whether or not the session is held
+                    state = self.states.get(sid)
+                    if state is not None:
+                        state.killed_reason, state.killed_at = r["killed_reason"], at
+            elif r["revived_at"] is not None and known is not None and known.at <= r["revived_at"]:
+                self._lift(sid, r["revived_at"])
+
     def expire_idle(self) -> list[str]:
-        """Drop sessions idle past the TTL (a kill stays in force: ``killed`` keeps it)."""
-        gone = guardian.expired(self.states.values(), self.rules, self.clock())
+        """Drop sessions idle past the TTL (a kill stays in force: ``killed`` keeps it) and expired kills."""
+        now = self.clock()
+        gone = guardian.expired(self.states.values(), self.rules, now)
         for name in gone:
             del self.states[name]
         if gone:
             self._observe()
+        for name in [n for n, k in list(self.killed.items()) if not guardian.kill_in_force(k.at, self.rules, now)]:
+            self.killed.pop(name, None)  # expired: its session restarts from its state or ledger row if it returns
+        horizon = max(self.rules.session_idle_ttl_s, self.rules.kill_ttl_s or 0.0)  # shared totals are gone by then
+        for name in [n for n, at in self._reset_due.items() if now - at > horizon]:
+            del self._reset_due[name]
         return gone
+
+    def prune(self) -> int:
+        """Delete session rows unseen for ``session_retention`` (runs in a thread); a kill in force stays."""
+        now = self.clock()
+        killed_before = None if self.rules.kill_ttl_s is None else now - self.rules.kill_ttl_s
+        return self.ledger.prune_sessions(before=now - self.retention_s, killed_before=killed_before)

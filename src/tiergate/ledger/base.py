@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tiergate.ledger.records import KeyRecord, Record
+from tiergate.ledger.records import KeyRecord, Kills, Record, SessionRow
 from tiergate.ledger.tables import Row
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -53,8 +53,24 @@ class Ledger(Protocol):
     def flags(self) -> dict[str, str]: ...
 
     def kill_sessions(
-        self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
-    ) -> list[str]: ...
+        self,
+        reason: str,
+        *,
+        session: str | None = None,
+        agent: str | None = None,
+        over_usd: float | None = None,
+        include_implicit: bool = False,
+        kill_ttl_s: float | None = None,
+        known: SessionRow | None = None,
+    ) -> Kills: ...
+
+    def revive_session(
+        self, session: str, *, now: float, kill_ttl_s: float | None = None, held_kill: bool = False
+    ) -> bool: ...
+
+    def session_kills(self, *, since: float) -> Sequence[Row]: ...
+
+    def prune_sessions(self, *, before: float, killed_before: float | None) -> int: ...
 
     def sessions(self, *, since: float | None = None, limit: int | None = None, offset: int = 0) -> Sequence[Row]: ...
 

@@ -173,6 +173,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX alerts_sent_sent ON alerts_sent (sent);
         """,
     ),
+    step(
+        # Sessions that come back (docs/guardrails.md, "Sessions"): a kill holds for guardian.kill_ttl from
+        # killed_at and a revive (revived_at) lifts the kills before it; implicit marks the sessions the gateway
+        # named (no session header), which bulk kills spare. A kill from before this step counts from the
+        # session's last request; the sessions named key:agent before this step were implicit ones.
+        "0009_session_lifecycle",
+        """
+        ALTER TABLE sessions ADD COLUMN implicit {flag} NOT NULL DEFAULT 0;
+        ALTER TABLE sessions ADD COLUMN killed_at {real};
+        ALTER TABLE sessions ADD COLUMN revived_at {real};
+        UPDATE sessions SET killed_at = last_seen WHERE killed_reason IS NOT NULL;
+        UPDATE sessions SET implicit = 1 WHERE session = key_name || ':' || COALESCE(agent, '-');
+        CREATE INDEX sessions_revived ON sessions (session) WHERE revived_at IS NOT NULL;
+        """,
+    ),
 )
 
 

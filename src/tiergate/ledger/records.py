@@ -45,7 +45,7 @@ from tiergate.core.types import UsageRecord
 
 KEY_PREFIX = "tg-"
 USAGE_COLUMNS = list(UsageRecord._fields)
-SESSION_COLUMNS = (
+SESSION_ROW_COLUMNS = (
     "session",
     "key_name",
     "agent",
@@ -57,7 +57,10 @@ SESSION_COLUMNS = (
     "cost_usd",
     "max_context_ratio",
     "killed_reason",
+    "implicit",
+    "killed_at",
 )
+SESSION_COLUMNS = (*SESSION_ROW_COLUMNS, "revived_at")  # revived_at: written by revives only, never by the writer
 EVENT_COLUMNS = ("ts", "model", "event", "details")
 QUARANTINE_COLUMNS = ("ts", "record_id", "kind", "reason", "record")
 MAX_QUARANTINED_CHARS = 65536
@@ -88,6 +91,15 @@ class SessionRow:
     cost_usd: float
     max_context_ratio: float
     killed_reason: str | None
+    implicit: bool = False  # named by the gateway (no session header): bulk kills spare it
+    killed_at: float | None = None
+
+
+class Kills(NamedTuple):
+    """What an operator's kill did: the sessions it killed, and the implicit ones a bulk kill spared."""
+
+    killed: list[str]
+    spared: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +146,21 @@ INSERT_USAGE = (
     f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}, record_id) VALUES ({_marks(len(USAGE_COLUMNS) + 1)}) "
     "ON CONFLICT (record_id) DO NOTHING"
 )
-# an older row (a spool replayed late) never overwrites newer totals; a kill is never undone by an upsert
+# An older row (a spool replayed late) never overwrites newer totals. A kill is never undone by an upsert,
+# and an upsert brings a kill only when it is newer than the row's kill and than its revive: a tracker
+# that has not seen a revive yet cannot bring back the kill it lifted.
+_NEWER_KILL = (
+    "excluded.killed_at > COALESCE(sessions.killed_at, -1) AND excluded.killed_at > COALESCE(sessions.revived_at, -1)"
+)
 UPSERT_SESSION = (
-    f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) VALUES ({_marks(len(SESSION_COLUMNS))}) "
+    f"INSERT INTO sessions ({', '.join(SESSION_ROW_COLUMNS)}) VALUES ({_marks(len(SESSION_ROW_COLUMNS))}) "
     "ON CONFLICT (session) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:-1])
-    + ", killed_reason = COALESCE(sessions.killed_reason, excluded.killed_reason)"
-    " WHERE excluded.last_seen >= sessions.last_seen"
+    + ", ".join(f"{c} = excluded.{c}" for c in (*SESSION_ROW_COLUMNS[1:10], "implicit"))
+    + "".join(
+        f", {c} = CASE WHEN {_NEWER_KILL} THEN excluded.{c} ELSE sessions.{c} END"
+        for c in ("killed_reason", "killed_at")
+    )
+    + " WHERE excluded.last_seen >= sessions.last_seen"
 )
 INSERT_EVENT = (
     f"INSERT INTO local_model_events ({', '.join(EVENT_COLUMNS)}, record_id) VALUES ({_marks(5)}) "
@@ -265,6 +285,8 @@ def session_values(r: SessionRow) -> tuple[Any, ...]:
         clean_float(r.cost_usd),
         clean_float(r.max_context_ratio),
         optional(clean_text, r.killed_reason),
+        int(bool(r.implicit)),
+        None if r.killed_reason is None else clean_float(r.last_seen if r.killed_at is None else r.killed_at),
     )
 
 

@@ -1,4 +1,4 @@
-"""Keys, flags and session kills: the same SQL on every backend, written once.
+"""Keys, flags, session kills, revives and pruning: the same SQL on every backend, written once.
 
 A backend supplies ``query`` (rows indexable by column name) and
 ``_transact`` (statements in one transaction, returning row counts, raising
@@ -9,14 +9,24 @@ gateways poll one cheap row instead of reloading tables.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from tiergate.core.errors import DuplicateName
+from tiergate.core.errors import DuplicateName, SessionNotFound
 from tiergate.core.sanitize import clean_id, clean_text, optional
-from tiergate.ledger.records import KEY_PREFIX, SESSION_COLUMNS, KeyRecord, hash_key
+from tiergate.ledger.records import (
+    KEY_PREFIX,
+    SESSION_COLUMNS,
+    UPSERT_SESSION,
+    KeyRecord,
+    Kills,
+    SessionRow,
+    hash_key,
+    session_values,
+)
 
 
 class Row(Protocol):
@@ -94,31 +104,116 @@ class LedgerTables:
         return {r["name"]: r["value"] for r in self.query("SELECT name, value FROM flags WHERE value IS NOT NULL")}
 
     def kill_sessions(
-        self, reason: str, *, session: str | None = None, agent: str | None = None, over_usd: float | None = None
-    ) -> list[str]:
-        """Mark sessions killed (running gateways refuse them within about a second)."""
+        self,
+        reason: str,
+        *,
+        session: str | None = None,
+        agent: str | None = None,
+        over_usd: float | None = None,
+        include_implicit: bool = False,
+        kill_ttl_s: float | None = None,
+        known: SessionRow | None = None,
+    ) -> Kills:
+        """Mark sessions killed (running gateways refuse them within about a second).
+
+        By id, the session must exist (``SessionNotFound`` otherwise: killing an id in advance
+        blocked it forever) and is killed even if implicit; ``known`` is the caller's own row for
+        it (a gateway that holds the session), written with the kill when the ledger has none yet.
+        In bulk (``agent``, ``over_usd``), implicit sessions are spared unless ``include_implicit``.
+        A session whose kill is still in force (``kill_ttl_s`` from its ``killed_at``; None:
+        forever) keeps it.
+        """
         # the ids as the writer stores them (an id from a shell may hold lone surrogates, or be too long)
         reason, session, agent = clean_text(reason), optional(clean_id, session), optional(clean_id, agent)
-        where, params = ["killed_reason IS NULL"], []
+        now = time.time()
+        if session is not None and not self.query("SELECT 1 FROM sessions WHERE session = ?", (session,)):
+            if known is None or clean_id(known.session) != session:
+                raise SessionNotFound(f"no session named {session!r}: 'tiergate sessions list' shows the known ones")
+            self._control(
+                UPSERT_SESSION, session_values(dataclasses.replace(known, killed_reason=reason, killed_at=now))
+            )
+            return Kills([session], [])
+        where, params = self._not_killed(now, kill_ttl_s)
         for column, op, value in (("session", "=", session), ("agent", "=", agent), ("cost_usd", ">", over_usd)):
             if value is not None:
                 where.append(f"{column} {op} ?")
                 params.append(value)
-        clause = " AND ".join(where)
-        names = [r["session"] for r in self.query(f"SELECT session FROM sessions WHERE {clause}", tuple(params))]
-        if session is not None and not names and not self.query("SELECT 1 FROM sessions WHERE session = ?", (session,)):
-            # a session not seen yet can still be killed in advance
-            now = time.time()
-            self._control(
-                f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
-                "VALUES (?, '', NULL, ?, ?, 0, 0, 0, 0, 0, ?) ON CONFLICT (session) "
-                "DO UPDATE SET killed_reason = COALESCE(sessions.killed_reason, excluded.killed_reason)",
-                (session, now, now, reason),
-            )
-            return [session]
+        rows = self.query(f"SELECT session, implicit FROM sessions WHERE {' AND '.join(where)}", tuple(params))
+        spared = [] if session is not None or include_implicit else [r["session"] for r in rows if r["implicit"]]
+        if spared:
+            where.append("implicit = 0")
+        names = [r["session"] for r in rows if r["session"] not in set(spared)]
         if names:
-            self._control(f"UPDATE sessions SET killed_reason = ? WHERE {clause}", (reason, *params))
-        return names
+            clause = " AND ".join(where)
+            self._control(
+                f"UPDATE sessions SET killed_reason = ?, killed_at = ? WHERE {clause}", (reason, now, *params)
+            )
+        return Kills(names, spared)
+
+    @staticmethod
+    def _not_killed(now: float, kill_ttl_s: float | None) -> tuple[list[str], list[Any]]:
+        """WHERE terms for sessions without a kill in force."""
+        if kill_ttl_s is None:
+            return ["killed_reason IS NULL"], []
+        return ["(killed_reason IS NULL OR killed_at < ?)"], [now - kill_ttl_s]
+
+    def revive_session(
+        self, session: str, *, now: float, kill_ttl_s: float | None = None, held_kill: bool = False
+    ) -> bool:
+        """Lift a kill in force; the session starts afresh (its earlier requests stay in the usage rows).
+
+        False when the session is not killed; ``SessionNotFound`` when the ledger never saw it.
+        ``held_kill``: the caller holds a kill of it that its writer may not have written yet (a
+        guardian kill a moment ago); the revive is then recorded whatever the row says, and the
+        queued row, older than the revive, changes nothing when it lands. The row's totals restart
+        at ``now`` and ``revived_at`` records the revive: every gateway lifts the kills older than
+        it at its next poll, and a gateway's late upsert can bring back neither the old totals
+        (``last_seen``) nor the kill (see ``UPSERT_SESSION``).
+        """
+        session = clean_id(session)
+        reset = (
+            "killed_reason = NULL, killed_at = NULL, revived_at = ?, first_seen = ?, last_seen = ?, requests = 0, "
+            "prompt_tokens = 0, completion_tokens = 0, cost_usd = 0, max_context_ratio = 0"
+        )
+        if held_kill:
+            self._control(
+                f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) VALUES (?, '', NULL, ?, ?, 0, 0, 0, 0, 0, "
+                f"NULL, 0, NULL, ?) ON CONFLICT (session) DO UPDATE SET {reset}",
+                (session, now, now, now, now, now, now),
+            )
+            return True
+        killed, params = (
+            ("killed_reason IS NOT NULL", ())
+            if kill_ttl_s is None
+            else ("killed_reason IS NOT NULL AND killed_at >= ?", (now - kill_ttl_s,))
+        )
+        revived = self._control(
+            f"UPDATE sessions SET {reset} WHERE session = ? AND {killed}", (now, now, now, session, *params)
+        )
+        if not revived and not self.query("SELECT 1 FROM sessions WHERE session = ?", (session,)):
+            raise SessionNotFound(f"no session named {session!r}: 'tiergate sessions list' shows the known ones")
+        return revived > 0
+
+    def session_kills(self, *, since: float) -> Sequence[Row]:
+        """(session, killed_reason, killed_at, revived_at) of the kills and revives made since ``since``."""
+        return self.query(
+            "SELECT session, killed_reason, killed_at, revived_at FROM sessions "
+            "WHERE (killed_reason IS NOT NULL AND killed_at >= ?) OR revived_at >= ?",
+            (since, since),
+        )
+
+    def prune_sessions(self, *, before: float, killed_before: float | None) -> int:
+        """Delete sessions last seen before ``before``, except those killed since ``killed_before``
+        (None: any killed one): a kill in force must outlive its row's retention."""
+        keep, params = (
+            ("killed_reason IS NULL", ())
+            if killed_before is None
+            else (
+                "(killed_reason IS NULL OR killed_at < ?)",
+                (killed_before,),
+            )
+        )
+        return self._transact([(f"DELETE FROM sessions WHERE last_seen < ? AND {keep}", (before, *params))])[0]
 
     def sessions(self, *, since: float | None = None, limit: int | None = None, offset: int = 0) -> Sequence[Row]:
         """Sessions, most recently seen first: those seen since ``since``, ``limit`` of them from ``offset``."""

@@ -87,14 +87,15 @@ class RequestPipeline:
 
     def context(self, req: PipelineRequest) -> CallContext:
         f, notes = req.features, []
+        ident = self.sessions.identify(req.identity)  # a request without a session counts in its implicit one
         if self.privacy is not None and not f.local_only:
-            why = rule_local_only(self.privacy, req.identity, f.model)
+            why = rule_local_only(self.privacy, ident, f.model)
             if why is not None:  # config can only make a request stricter
                 f = dataclasses.replace(f, local_only=True)
                 notes.append(why)
         return CallContext(
             request_id=req.request_id,
-            identity=req.identity,
+            identity=ident,
             requested_model=f.model,
             protocol=req.protocol,
             stream=f.stream,
@@ -102,7 +103,7 @@ class RequestPipeline:
             wall_start=time.time(),
             deadline=time.perf_counter() + self.request_timeout_s,
             features=f,
-            hold=BudgetHold(self.budgets, req.identity, f),
+            hold=BudgetHold(self.budgets, ident, f),
             hints=req.hints,
             notes=notes,
         )

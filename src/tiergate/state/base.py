@@ -28,6 +28,7 @@ class SessionTotals:
     prompt_tokens: int
     completion_tokens: int
     killed_reason: str | None = None
+    killed_at: float | None = None
 
 
 class SharedState(Protocol):
@@ -63,7 +64,10 @@ class SharedState(Protocol):
 
     async def session_get(self, session: str) -> SessionTotals | None: ...
 
-    async def session_kill(self, session: str, reason: str, *, ttl_s: float) -> None: ...
+    async def session_kill(self, session: str, reason: str, *, ttl_s: float, at: float | None = None) -> None: ...
+
+    # a lifted kill starts the session afresh: totals from a life begun before ``before`` go (True if they did)
+    async def session_reset(self, session: str, *, before: float) -> bool: ...
 
     async def flag(self, name: str) -> str | None: ...
 

@@ -8,6 +8,7 @@ replicas (``redis_state``). Rate windows and concurrency leases are
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -143,6 +144,7 @@ class MemoryState:
             t.prompt_tokens + prompt_tokens,
             t.completion_tokens + completion_tokens,
             t.killed_reason,
+            t.killed_at,
         )
         self._sessions[session] = t
         return t
@@ -150,12 +152,19 @@ class MemoryState:
     async def session_get(self, session: str) -> SessionTotals | None:
         return self._sessions.get(session)
 
-    async def session_kill(self, session: str, reason: str, *, ttl_s: float) -> None:
+    async def session_kill(self, session: str, reason: str, *, ttl_s: float, at: float | None = None) -> None:
         t = self._sessions.get(session) or SessionTotals(time.time(), 0, 0.0, 0, 0)
         if t.killed_reason is None:
-            self._sessions[session] = SessionTotals(
-                t.first_seen, t.requests, t.cost_usd, t.prompt_tokens, t.completion_tokens, reason
+            self._sessions[session] = dataclasses.replace(
+                t, killed_reason=reason, killed_at=time.time() if at is None else at
             )
+
+    async def session_reset(self, session: str, *, before: float) -> bool:
+        t = self._sessions.get(session)
+        if t is None or t.first_seen >= before:
+            return False
+        del self._sessions[session]
+        return True
 
     # ------------------------------------------------------------------ flags
     async def flag(self, name: str) -> str | None:

@@ -6,7 +6,12 @@ session's first request on any replica.
 
 Keys (``prefix`` as in ``RedisState``)::
 
-    {prefix}session:{session}  hash first_seen, requests, cost (nano-dollars), prompt, completion, killed
+    {prefix}session:{session}  hash first_seen, requests, cost (nano-dollars), prompt, completion, killed,
+                               killed_at
+
+A lifted kill (expired, or revived by hand) starts the session afresh: ``reset``
+deletes the hash when its life began before the lift, in one script, so
+every replica may ask and only totals of the life that ended go.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from typing import Any
 from tiergate.state.base import SessionTotals
 from tiergate.state.redis_conn import RedisConnection, to_units, to_usd
 
-FIELDS = ("first_seen", "requests", "cost", "prompt", "completion", "killed")
+FIELDS = ("first_seen", "requests", "cost", "prompt", "completion", "killed", "killed_at")
+
+_RESET_OLDER = """
+local first = redis.call('HGET', KEYS[1], 'first_seen')
+if first and tonumber(first) < tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
 
 
 class RedisSessions:
@@ -24,6 +38,7 @@ class RedisSessions:
 
     def __init__(self, conn: RedisConnection) -> None:
         self.conn = conn
+        conn.add_scripts({"session_reset": _RESET_OLDER})
 
     def _skey(self, session: str) -> str:
         return f"{self.conn.prefix}session:{session}"
@@ -45,16 +60,20 @@ class RedisSessions:
     async def get(self, session: str) -> SessionTotals | None:
         return _totals(await self.conn.io("session read", self.conn.client().hmget(self._skey(session), *FIELDS)))
 
-    async def kill(self, session: str, reason: str, *, ttl_s: float) -> None:
-        """Mark the session killed for every replica (the first reason stays)."""
+    async def kill(self, session: str, reason: str, *, ttl_s: float, at: float) -> None:
+        """Mark the session killed for every replica (the first reason and time stay)."""
         k = self._skey(session)
         pipe = self.conn.client().pipeline(transaction=True)
-        pipe.hsetnx(k, "first_seen", "0").hsetnx(k, "killed", reason).expire(k, max(1, int(ttl_s)))
+        pipe.hsetnx(k, "first_seen", "0").hsetnx(k, "killed", reason).hsetnx(k, "killed_at", repr(at))
+        pipe.expire(k, max(1, int(ttl_s)))
         await self.conn.io("session kill", pipe.execute())
+
+    async def reset(self, session: str, *, before: float) -> bool:
+        return bool(await self.conn.run("session_reset", "session reset", [self._skey(session)], [repr(before)]))
 
 
 def _totals(values: list[Any]) -> SessionTotals | None:
-    first, requests, cost, prompt, completion, killed = values
+    first, requests, cost, prompt, completion, killed, killed_at = values
     if first is None:
         return None
     return SessionTotals(
@@ -64,4 +83,5 @@ def _totals(values: list[Any]) -> SessionTotals | None:
         prompt_tokens=int(prompt or 0),
         completion_tokens=int(completion or 0),
         killed_reason=killed,
+        killed_at=None if killed_at is None else float(killed_at),
     )

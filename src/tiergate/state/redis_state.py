@@ -23,6 +23,7 @@ decides whether to fail open or closed; commands are never retried.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from tiergate.core import breaker as br
@@ -136,8 +137,11 @@ class RedisState:
     async def session_get(self, session: str) -> SessionTotals | None:
         return await self.sessions.get(session)
 
-    async def session_kill(self, session: str, reason: str, *, ttl_s: float) -> None:
-        await self.sessions.kill(session, reason, ttl_s=ttl_s)
+    async def session_kill(self, session: str, reason: str, *, ttl_s: float, at: float | None = None) -> None:
+        await self.sessions.kill(session, reason, ttl_s=ttl_s, at=time.time() if at is None else at)
+
+    async def session_reset(self, session: str, *, before: float) -> bool:
+        return await self.sessions.reset(session, before=before)
 
     # ------------------------------------------------------------------ flags
     async def flag(self, name: str) -> str | None:
