@@ -28,7 +28,6 @@ How it works (the decisions themselves are pure, in ``swap_policy``):
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
@@ -53,7 +52,6 @@ from tiergate.local.model_slot import (
     backoff_s,
     estimate_or_error,
     free_port,
-    port_free,
 )
 from tiergate.local.pressure import PressureMonitor
 from tiergate.local.process import LlamaCppProcess
@@ -61,6 +59,7 @@ from tiergate.local.swap_policy import (
     CannotFit,
     ModelView,
     SwapGuard,
+    SwapHistory,
     expired_idle,
     plan_load,
     residents_to_restore,
@@ -69,8 +68,6 @@ from tiergate.local.swap_policy import (
 
 log = logging.getLogger("tiergate.local.manager")
 
-STABLE_AFTER_S = 30.0  # a server that ran this long before crashing resets the failure count
-MAX_AUTO_RESTARTS = 5  # consecutive failures after which only a request retries a load
 NEVER = float("inf")
 
 
@@ -104,7 +101,7 @@ class LocalModelManager:
         self._watcher: asyncio.Task[None] | None = None
         self._running = False
         self._pressure = PressureMonitor(cfg.lock_file, cfg.gpu_busy_share, cfg.lock_mode)
-        self._swaps: collections.deque[float] = collections.deque()  # clock times of recent swaps
+        self._swaps = SwapHistory()
         self._log_dir: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -312,7 +309,7 @@ class LocalModelManager:
 
     async def _execute(self, target: ModelSlot, evict: tuple[str, ...]) -> None:
         if evict:
-            self._swaps.append(self._clock())
+            self._swaps.record(self._clock())
         for name in evict:
             victim = self._slots[name]
             victim.swaps_out += 1
@@ -348,22 +345,16 @@ class LocalModelManager:
             slot.proc = None
             with contextlib.suppress(Exception):
                 await proc.stop(grace_s=1.0)
-            if slot.port is not None and not port_free(slot.port):
-                slot.port = None  # another program took it: the retry picks a new one
-            slot.failures += 1
+            retry_in = slot.load_failed()
             self.metrics.load_failures.labels(m.name).inc()
             self._event("load_failed", m.name, {"error": str(exc)[:300]})
             text = str(exc) or type(exc).__name__
-            self._fail(slot, text.splitlines()[0], retry_in=backoff_s(slot.failures), detail=text)
+            self._fail(slot, text.splitlines()[0], retry_in=retry_in, detail=text)
             return
-        slot.port = getattr(proc, "port", None) or slot.port
-        slot.load_time_s = self._clock() - started
-        slot.loads += 1
-        slot.ready_at = slot.last_used = self._clock()
-        slot.restart_wanted, slot.error, slot.error_detail = False, None, None
+        took = slot.loaded(self._clock(), started=started, port=getattr(proc, "port", None))
         self.metrics.loads.labels(m.name).inc()
-        self.metrics.load_seconds.labels(m.name).observe(slot.load_time_s)
-        self._event("load", m.name, {"load_time_s": round(slot.load_time_s, 3)})
+        self.metrics.load_seconds.labels(m.name).observe(took)
+        self._event("load", m.name, {"load_time_s": round(took, 3)})
         self._set_state(slot, "ready")
         self._notify()
 
@@ -407,8 +398,7 @@ class LocalModelManager:
             self._set_state(slot, "unloading")
             self._spawn(self._unload(slot, "idle"))
         for slot in self._slots.values():
-            auto = slot.restart_wanted or slot.cfg.pinned or slot.name == self.cfg.default
-            if slot.state == "failed" and auto and slot.failures <= MAX_AUTO_RESTARTS and now >= slot.retry_at:
+            if slot.restart_due(now, default=self.cfg.default):
                 self.request_load(slot.name, on_demand=slot.on_demand)
         for name in residents_to_restore(self._views(), self.cfg.budget_mb, default=self.cfg.default):
             self.request_load(name, on_demand=False)
@@ -418,11 +408,7 @@ class LocalModelManager:
         proc = slot.proc
         if slot.state != "ready" or proc is None or proc.running:
             return
-        now = self._clock()
-        slot.failures = 1 if now - slot.ready_at >= STABLE_AFTER_S else slot.failures + 1
-        slot.crashes += 1
-        slot.restart_wanted, slot.proc = True, None
-        slot.drain_seq = slot.drain_for = None
+        slot.crashed(self._clock())
         self.metrics.unloads.labels(slot.name, "crashed").inc()
         self._event("crash", slot.name, {"crashes": slot.crashes})
         with contextlib.suppress(RuntimeError):  # outside the loop (a sync caller): nothing to clean up with
@@ -436,9 +422,7 @@ class LocalModelManager:
         self.metrics.gpu_busy.set(1 if self._pressure.reason() else 0)
 
     async def _probe_gpu(self) -> None:
-        own = {s.proc.pid for s in self._slots.values() if s.proc is not None and s.proc.pid}
-        exempt = sum(s.memory_mb or 0 for s in self._slots.values() if s.cfg.attached)
-        if await self._pressure.probe_gpu(self._clock(), own_pids=own, exempt_mb=exempt):
+        if await self._pressure.probe_slots(self._slots.values(), self._clock()):
             self._notify()
 
     # ------------------------------------------------------------------ helpers
@@ -454,10 +438,7 @@ class LocalModelManager:
         return slot.port
 
     def _pressure_for(self, slot: ModelSlot) -> str | None:
-        """Other GPU work makes every model that uses budget memory busy (a remote attach does not)."""
-        if slot.cfg.attached and not slot.memory_mb:
-            return None
-        return self._pressure.reason()
+        return self._pressure.reason_for(slot)
 
     def _describe(self, slot: ModelSlot) -> str | None:
         return slot.describe(self._clock(), pressure=self._pressure_for(slot), running=self._running)
@@ -470,10 +451,8 @@ class LocalModelManager:
         return [s.view(waiting.get(s.name, 0)) for s in self._slots.values()]
 
     def _guard(self) -> SwapGuard:
-        now, c = self._clock(), self.cfg
-        while self._swaps and now - self._swaps[0] >= c.swap_window_s:
-            self._swaps.popleft()
-        return SwapGuard(now, c.min_residency_s, c.max_swaps, c.swap_window_s, tuple(self._swaps))
+        c = self.cfg
+        return self._swaps.guard(self._clock(), c.min_residency_s, c.max_swaps, c.swap_window_s)
 
     def _hold(self, slot: ModelSlot, plan: CannotFit) -> None:
         """The swap guard refuses ``slot``'s load for now: not queued; a later request asks again."""

@@ -13,6 +13,8 @@ from tiergate.local.gguf_memory import estimate_file_memory_mb
 from tiergate.local.swap_policy import ModelView
 
 HOST = "127.0.0.1"
+STABLE_AFTER_S = 30.0  # a server that ran this long before crashing resets the failure count
+MAX_AUTO_RESTARTS = 5  # consecutive failures after which only a request retries a load
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
 
 
@@ -144,6 +146,34 @@ class ModelSlot:
         if self.state == "stopped" and running and self.wait_reason and now < self.held_until:
             return f"stopped: {self.wait_reason}"
         return self.state if running else "stopped"
+
+    def loaded(self, now: float, *, started: float, port: int | None) -> float:
+        """Its server answered READY: ready for requests, the errors of earlier tries forgotten; the load time."""
+        self.port = port or self.port
+        self.load_time_s = took = now - started
+        self.loads += 1
+        self.ready_at = self.last_used = now
+        self.restart_wanted, self.error, self.error_detail = False, None, None
+        return took
+
+    def load_failed(self) -> float:
+        """Its server did not start: count the failure; seconds until the next try (backoff)."""
+        if self.port is not None and not port_free(self.port):
+            self.port = None  # another program took it: the retry picks a new one
+        self.failures += 1
+        return backoff_s(self.failures)
+
+    def crashed(self, now: float) -> None:
+        """The server died while ready: count it (a long-lived one starts the failure count again)."""
+        self.failures = 1 if now - self.ready_at >= STABLE_AFTER_S else self.failures + 1
+        self.crashes += 1
+        self.restart_wanted, self.proc = True, None
+        self.drain_seq = self.drain_for = None
+
+    def restart_due(self, now: float, *, default: str | None) -> bool:
+        """A failed model the watcher loads again by itself: wanted, pinned or the default, backoff over."""
+        auto = self.restart_wanted or self.cfg.pinned or self.name == default
+        return self.state == "failed" and auto and self.failures <= MAX_AUTO_RESTARTS and now >= self.retry_at
 
     def view(self, waiting: int) -> ModelView:
         """The policy's view; ``waiting`` requests about to be served count as in flight."""

@@ -23,6 +23,10 @@ import shutil
 import sys
 from collections.abc import Collection, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the slot's shape only; model_slot imports nothing of this module
+    from tiergate.local.model_slot import ModelSlot
 
 if sys.platform != "win32":
     import fcntl
@@ -204,6 +208,19 @@ class PressureMonitor:
             held = flock_held(self.lock_file)
         changed, self.lock_held = held != self.lock_held, held
         return changed
+
+    def reason_for(self, slot: ModelSlot) -> str | None:
+        """Other GPU work makes every model that uses budget memory busy (a remote attach does not)."""
+        if slot.cfg.attached and not slot.memory_mb:
+            return None
+        return self.reason()
+
+    async def probe_slots(self, slots: Iterable[ModelSlot], now: float) -> bool:
+        """``probe_gpu`` for these models: their own servers' memory is not other work; True on a change."""
+        slots = list(slots)
+        own = {s.proc.pid for s in slots if s.proc is not None and s.proc.pid}
+        exempt = sum(s.memory_mb or 0 for s in slots if s.cfg.attached)
+        return await self.probe_gpu(now, own_pids=own, exempt_mb=exempt)
 
     async def probe_gpu(self, now: float, *, own_pids: Collection[int], exempt_mb: int) -> bool:
         """Ask nvidia-smi when due; True when the verdict changed."""

@@ -20,6 +20,7 @@ always count (their memory is reserved even while a pinned one restarts).
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -107,6 +108,21 @@ class SwapGuard:
             held=True,
             retry_at=inside[len(inside) - self.max_swaps] + self.window_s,
         )
+
+
+class SwapHistory:
+    """The clock times of recent swaps (loads that evicted), forgotten once out of every window."""
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque()
+
+    def record(self, now: float) -> None:
+        self._times.append(now)
+
+    def guard(self, now: float, min_residency_s: float, max_swaps: int | None, window_s: float) -> SwapGuard:
+        while self._times and now - self._times[0] >= window_s:
+            self._times.popleft()
+        return SwapGuard(now, min_residency_s, max_swaps, window_s, tuple(self._times))
 
 
 def _plural(n: int, word: str) -> str:
