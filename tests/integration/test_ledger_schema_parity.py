@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import psycopg
 import pytest
 
 from pg import PgSchema
+from records import usage_row
 from tiergate.core.types import UsageRecord
 from tiergate.ledger.base import open_ledger
 from tiergate.ledger.migrations import DIALECTS, MIGRATIONS, statements
@@ -313,30 +313,7 @@ def fresh_sqlite(path: Path) -> list[str]:
 
 
 def usage(i: int) -> UsageRecord:
-    return UsageRecord(
-        ts=time.time(),
-        request_id=f"r{i}",
-        kind="request",
-        key_name="k",
-        agent="a",
-        session="s",
-        task=None,
-        requested_model="auto",
-        deployment="d",
-        provider="p",
-        tier=0,
-        local=True,
-        prompt_tokens=i,
-        completion_tokens=1,
-        usage_estimated=False,
-        cost_usd=0.0,
-        latency_ms=1.0,
-        ttft_ms=None,
-        status=200,
-        stream=False,
-        fallbacks=0,
-        reason="r",
-    )
+    return usage_row(i)
 
 
 # ---------------------------------------------------------------------------- tests

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import pytest
 
+from records import usage_row
 from tiergate.core.types import UsageRecord
 from tiergate.ledger.sqlite import MIGRATIONS, SqliteLedger, hash_key
 
 
 def rec(i: int) -> UsageRecord:
-    return UsageRecord(
-        ts=time.time(),
-        request_id=f"r{i}",
-        kind="request",
-        key_name="k",
-        agent="a",
-        session="s",
-        task=None,
-        requested_model="auto",
-        deployment="d",
-        provider="p",
-        tier=0,
-        local=True,
-        prompt_tokens=i,
-        completion_tokens=1,
-        usage_estimated=False,
-        cost_usd=0.0,
-        latency_ms=1.0,
-        ttft_ms=None,
-        status=200,
-        stream=False,
-        fallbacks=0,
-        reason="r",
-    )
+    return usage_row(i)
 
 
 def test_close_drains_every_queued_record(tmp_path):

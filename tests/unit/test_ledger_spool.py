@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
+from records import usage_row
 from tiergate.config.loading import config_from_dict
 from tiergate.config.schema import masked_url
 from tiergate.core.errors import ConfigError
@@ -23,31 +23,7 @@ from tiergate.ledger.spool import Spool
 
 
 def usage(i: int) -> UsageRecord:
-    return UsageRecord(
-        ts=time.time(),
-        request_id=f"r{i}",
-        kind="request",
-        key_name="k",
-        agent=None,
-        session="s",
-        task=None,
-        requested_model="auto",
-        deployment="d",
-        provider="p",
-        tier=0,
-        local=True,
-        prompt_tokens=i,
-        completion_tokens=1,
-        usage_estimated=False,
-        cost_usd=0.0,
-        latency_ms=1.0,
-        ttft_ms=None,
-        status=200,
-        stream=False,
-        fallbacks=0,
-        reason="r",
-        extra={"k": "v"},
-    )
+    return usage_row(i, agent=None, extra={"k": "v"})
 
 
 def test_every_record_kind_survives_a_spool_line():
