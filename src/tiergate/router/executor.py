@@ -287,28 +287,11 @@ class Executor:
         return delay
 
     def _attempt_unsupported(self, ctx: CallContext, d: Deployment, err: AttemptError, t0: float) -> None:
-        summary = err.summary()
-        ctx.failures.append((d.name, f"unsupported: {summary}"))
-        self.metrics.attempt_failures.labels(d.name, "unsupported").inc()
-        self.ledger.record(
-            usage_record(
-                ctx,
-                d,
-                kind="attempt",
-                usage=Usage(),
-                status=err.status or 501,
-                latency_ms=(time.perf_counter() - t0) * 1000,
-                ttft_ms=None,
-                reason="not supported there",
-                error=summary,
-                fallbacks=len(ctx.failures) - 1,
-            )
-        )
+        """Recorded like a failure, but the breaker is not told: the deployment is not unwell."""
+        self._record_attempt(ctx, d, err, t0, kind="unsupported", status=501, reason="not supported there")
 
     async def _attempt_failed(self, ctx: CallContext, d: Deployment, err: AttemptError, t0: float) -> None:
         summary = err.summary()
-        ctx.failures.append((d.name, summary))
-        self.metrics.attempt_failures.labels(d.name, err.kind).inc()
         state = await self.state.breaker_failure(
             d.name,
             now=self.clock(),
@@ -319,16 +302,25 @@ class Executor:
         if state.opened_at is not None:
             self.metrics.child(self.metrics.breaker_open, d.name).set(1)
             self._shown_open.add(d.name)
+        self._record_attempt(ctx, d, err, t0, kind=err.kind, status=502, reason="attempt failed")
+
+    def _record_attempt(
+        self, ctx: CallContext, d: Deployment, err: AttemptError, t0: float, *, kind: str, status: int, reason: str
+    ) -> None:
+        """One failed attempt: in the request's failures (its reason), the metric and a ledger row."""
+        summary = err.summary()
+        ctx.failures.append((d.name, f"unsupported: {summary}" if kind == "unsupported" else summary))
+        self.metrics.attempt_failures.labels(d.name, kind).inc()
         self.ledger.record(
             usage_record(
                 ctx,
                 d,
                 kind="attempt",
                 usage=Usage(),
-                status=err.status or 502,
+                status=err.status or status,
                 latency_ms=(time.perf_counter() - t0) * 1000,
                 ttft_ms=None,
-                reason="attempt failed",
+                reason=reason,
                 error=summary,
                 fallbacks=len(ctx.failures) - 1,
             )
