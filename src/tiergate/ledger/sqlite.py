@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +59,32 @@ def connect(path: Path) -> sqlite3.Connection:
     """Open a ledger database (creating the file if needed); ``migrate`` brings its schema up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    # two processes opening one fresh file: the switch to WAL can be refused at once ("database is
+    # locked": SQLite skips the busy handler where waiting could deadlock), so it is tried again
+    retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.row_factory = sqlite3.Row
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
-    """Apply the migrations this database has not seen, each once; returns their names."""
+def retry_locked(step: Callable[[], object], tries: int = 20) -> None:
+    """Run ``step``, again after a short pause while SQLite answers "database is locked"."""
+    for attempt in range(tries):
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def migrate(conn: sqlite3.Connection, applied: list[str] | None = None) -> list[str]:
+    """Apply the migrations this database has not seen, each once; their names, added to ``applied``."""
     conn.execute(bookkeeping_sql("sqlite"))
     done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
-    applied = []
+    applied = [] if applied is None else applied
     for name, sql in MIGRATIONS:
         if name in done:
             continue
@@ -97,7 +111,9 @@ class SqliteLedger(LedgerTables):
         self.path = path
         self._read = connect(path)
         self._read_lock = threading.Lock()
-        self.applied_migrations = migrate(self._read)
+        applied: list[str] = []
+        retry_locked(lambda: migrate(self._read, applied))  # a fresh file another process migrates too
+        self.applied_migrations = applied
         self.quarantine_file = QuarantineFile(path.with_name(path.name + ".quarantine.jsonl"))
         self._writer: BatchWriter[Pending] = BatchWriter(
             self._write_batch, name="tiergate-ledger", salvage=self._salvage
