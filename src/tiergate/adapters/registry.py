@@ -9,6 +9,7 @@ from __future__ import annotations
 from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
 from tiergate.adapters.base import Adapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
+from tiergate.adapters.responses_bridge import RESPONSES, ResponsesViaChat
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
 from tiergate.adapters.transport import UpstreamTransport
 
@@ -17,10 +18,13 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
     """(client protocol, upstream api) -> adapter; a pair missing here is a candidate the policy skips."""
     chat = OpenAIChatAdapter(transport)
     messages = AnthropicMessagesAdapter(transport)
+    chat_via_messages = OpenAIViaAnthropic(messages)
     return {
         ("openai-chat", "openai-chat"): chat,
-        ("openai-chat", "anthropic-messages"): OpenAIViaAnthropic(messages),
+        ("openai-chat", "anthropic-messages"): chat_via_messages,
         ("anthropic-messages", "anthropic-messages"): messages,
         ("anthropic-messages", "openai-chat"): AnthropicViaOpenAI(chat),
         ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(transport),
+        (RESPONSES, "openai-chat"): ResponsesViaChat(chat),
+        (RESPONSES, "anthropic-messages"): ResponsesViaChat(chat_via_messages, "anthropic-messages"),
     }

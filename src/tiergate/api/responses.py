@@ -1,0 +1,117 @@
+"""OpenAI Responses surface: POST /v1/responses (Codex CLI, the OpenAI Agents SDK, OpenClaw's openai-responses).
+
+Parses what routing needs (model, input, stream, max_output_tokens, what the
+tools and format ask of a deployment) and hands the Responses body to the
+same pipeline as every other surface, under the ``openai-responses``
+protocol: the adapters translate it per attempt for the upstream they reach.
+Errors leave in OpenAI's envelope; a stream that fails after its first event
+ends with ``response.failed`` and an ``error`` event carrying the next
+sequence number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tiergate.adapters.responses_bridge import RESPONSES
+from tiergate.adapters.responses_request import responses_to_chat
+from tiergate.api.common import read_json_object, require_type
+from tiergate.api.edge import EdgeRoutes
+from tiergate.api.gateway import GATEWAY
+from tiergate.api.needs import openai_chat_needs
+from tiergate.api.openai import pipeline_request
+from tiergate.api.render import render
+from tiergate.core.errors import BadRequest
+from tiergate.core.tokens import chat_prompt
+from tiergate.core.types import Identity, RequestFeatures
+from tiergate.pipeline.answer import Answer
+from tiergate.pipeline.service import effective_identity
+
+_SEQUENCE = re.compile(rb'"sequence_number":(\d+)')
+ESTIMATE_MODEL = "-"  # the model named in the chat body the estimate is made of: any name counts the same
+
+
+def responses_features(body: dict[str, Any], ident: Identity) -> tuple[Identity, RequestFeatures]:
+    """Validate what routing reads; the translation's own checks name a malformed item as a 400."""
+    model = require_type(body, "model", str, "a string naming a model, alias or auto") or "auto"
+    if not isinstance(body.get("input"), (str, list)) or body.get("input") in ("", []):
+        raise BadRequest("input: a string or a non-empty list of items is required", param="input")
+    stream = bool(require_type(body, "stream", bool, "a boolean"))
+    max_out = require_type(body, "max_output_tokens", int, "a positive integer")
+    if max_out is not None and max_out <= 0:
+        raise BadRequest("max_output_tokens: must be a positive integer", param="max_output_tokens")
+    try:
+        chat, _, _ = responses_to_chat(body, model=ESTIMATE_MODEL)
+    except ValueError as exc:
+        param = str(exc).split(":", 1)[0]
+        raise BadRequest(str(exc), param=param) from None
+    ident = effective_identity(ident, model)
+    return ident, RequestFeatures(
+        model=model,
+        task=ident.task,
+        prompt_tokens_est=(prompt := chat_prompt(chat)).tokens,
+        prompt=prompt,
+        max_tokens=max_out,
+        local_only=ident.local_only,
+        stream=stream,
+        needs=openai_chat_needs(chat, chat["messages"]),
+    )
+
+
+class StreamErrors:
+    """The in-band error event of one stream: its sequence number follows the last event relayed."""
+
+    __slots__ = ("next_seq",)
+
+    def __init__(self) -> None:
+        self.next_seq = 0
+
+    async def watch(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for ev in events:
+            self.saw(ev)
+            yield ev
+
+    def saw(self, ev: bytes) -> None:
+        i = ev.rfind(b'"sequence_number":')
+        if i >= 0 and (m := _SEQUENCE.match(ev, i)):
+            self.next_seq = int(m.group(1)) + 1
+
+    def event(self, message: str) -> bytes:
+        payload = {
+            "type": "error",
+            "sequence_number": self.next_seq,
+            "code": "stream_interrupted",
+            "message": f"upstream stream failed: {message}",
+            "param": None,
+        }
+        self.next_seq += 1
+        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    ident = gw.keys.identify(request.headers, request.remote)
+    _, body = await read_json_object(request)
+    ident, features = responses_features(body, ident)
+    answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, RESPONSES))
+    errors = StreamErrors()
+    watch_stream(answer, errors)
+    return await render(request, answer, error_event=errors.event)
+
+
+def watch_stream(answer: Answer, errors: StreamErrors) -> None:
+    if answer.outcome.stream is None:
+        return
+    s = answer.stream
+    errors.saw(s.first_event)
+    s.rest = errors.watch(s.rest)
+
+
+def add_routes(routes: EdgeRoutes) -> None:
+    routes.post("/v1/responses", create)
+    routes.post("/responses", create)
