@@ -300,3 +300,24 @@ def test_bad_input_is_a_400_in_openai_format(standins, gateway, body, param):
     err = json.loads(data)["error"]
     assert err["param"] == param and param.split("[")[0] in err["message"]
     assert up.requests() == []
+
+
+def test_failover_before_the_first_byte_and_a_cut_after_it(standins, gateway):
+    local = standins(name="local", models=["llama-8b"])
+    cloud = standins("anthropic", name="anthro", models=["claude-sonnet-4-5"], api_key="sk-cheap-secret")
+    gw = gateway(config(openai_up=local, anthropic_up=cloud))
+    c = oclient(gw)
+    local.faults({"mode": "cut_stream", "after_chunks": 0})  # nothing sent yet: the next tier answers
+    raw = c.responses.with_raw_response.create(model="auto", input="Hello", stream=True)
+    assert raw.headers["x-tiergate-deployment"] == "sonnet" and "local-8b" in raw.headers["x-tiergate-reason"]
+    assert [e.type for e in raw.parse()][-1] == "response.completed"
+    local.faults({"mode": "cut_stream", "after_chunks": 3})  # cut mid-way: failed, then an error event, in sequence
+    events = list(c.responses.create(model="local-8b", input="Hello there friend", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-2:] == ["response.failed", "error"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "upstream" in events[-1].message
+    gw.stop()
+    rows = gw.ledger_rows("kind='request'")
+    assert [r["status"] for r in rows] == [200, 502]
+    assert rows[1]["completion_tokens"] > 0  # what was streamed before the cut is billed
