@@ -59,15 +59,31 @@ def _describe(cfg: TiergateConfig) -> str:
         for n in names:
             d = cat.deployments[n]
             where = "local" if d.local else d.provider
-            parts.append(f"{n} ({d.model} via {where}, {d.api}, {_price_text(d)})")
+            only = ", embeddings only" if "chat" not in d.capabilities else ""
+            parts.append(f"{n} ({d.model} via {where}, {d.api}{only}, {_price_text(d)})")
         lines.append(f"  {tier}: " + "; ".join(parts))
+    if cat.wildcards:
+        lines.append("wildcard routes (the client's model name passed through): " + ", ".join(cat.wildcards))
     lines.append("aliases:" + ("" if cat.aliases else " none"))
-    lines += [f"  {a} -> {', '.join(m)}" for a, m in cat.aliases.items()]
+    lines += [
+        f"  {a} -> {', '.join(m)}" + (" (balanced round-robin, failing over in turn)" if a in cat.balanced else "")
+        for a, m in cat.aliases.items()
+    ]
     lines.append("tasks (minimum tier):" + ("" if cat.tasks else " none"))
     lines += [f"  {t}: {tier}" for t, tier in cat.tasks.items()]
     if cat.fallbacks:
         lines.append("fallbacks:")
         lines += [f"  {s} -> {', '.join(d)}" for s, d in cat.fallbacks.items()]
+    lines.append("budgets:" + ("" if cfg.budgets else " none"))
+    lines += [
+        f"  {b.id}: {b.scope}{f' {b.match}' if b.match else ''}, "
+        + ", ".join(
+            x for x in (f"${b.limit_usd:g}" if b.limit_usd else "", f"{b.max_calls} calls" if b.max_calls else "") if x
+        )
+        + f" per {b.window}, then {b.action}"
+        for b in cfg.budgets
+    ]
+    lines.append(f"ledger: {cfg.ledger_display}")
     return "\n".join(lines)
 
 
@@ -102,6 +118,7 @@ def check_config(
 
     Exit 2 when an error (with --strict, also a warning) was found; warnings alone exit 0.
     """
+    from tiergate.config.litellm import TIER_RULE, is_litellm_config
     from tiergate.config.loading import check_config_dict, environment, read_config_file
 
     try:
@@ -118,6 +135,8 @@ def check_config(
         _fail(f"{file}: {_count(len(errors), 'error')}" + (f", {_count(len(warnings), 'warning')}" if warnings else ""))
     assert cfg is not None
     typer.echo(f"{file}: ok" + (f" ({_count(len(warnings), 'warning')})" if warnings else ""))
+    if is_litellm_config(raw):
+        typer.echo(f"LiteLLM config: {TIER_RULE}")
     typer.echo(_describe(cfg))
 
 

@@ -141,12 +141,13 @@ def test_litellm_config_is_accepted_as_it_is():
     assert deps["gpt-4o-mini#1"].tier == 1
     assert deps["claude"].tier == 3 and deps["claude"].context_window == 200000
     assert cfg.providers[deps["claude"].provider].api == "anthropic-messages"
-    assert cfg.routing.num_retries == 4 and cfg.routing.request_timeout_s == 90
+    assert cfg.routing.num_retries == 4 and cfg.routing.attempt_timeout_s == 90  # LiteLLM's timeout is per call
     assert cfg.routing.fallbacks == {"fast": ["gpt-4o-mini"]}
     assert cfg.auth.master_key.get_secret_value() == "sk-m"
 
 
 def test_litellm_unknown_provider_prefix_is_named():
-    raw = {"model_list": [{"model_name": "x", "litellm_params": {"model": "bedrock/claude"}}]}
+    raw = {"model_list": [{"model_name": "x", "litellm_params": {"model": "opnai/gpt-4o"}}]}
     message = err(raw)
-    assert "model_list[0].litellm_params.model" in message and "bedrock" in message and "openai" in message
+    assert "model_list[0].litellm_params.model: provider prefix 'opnai' is not supported; allowed: " in message
+    assert "mistral" in message and "openai" in message

@@ -166,7 +166,7 @@ CASES = [
     ),
     pytest.param(
         {"model_list": [], "general_settingz": {}},
-        [("general_settingz", "unknown top-level key in a LiteLLM config; allowed: aliases, auth, ", False)],
+        [("general_settingz", "unknown top-level key in a LiteLLM config; allowed: alerts, aliases, auth, ", False)],
         id="a LiteLLM config",
     ),
 ]

@@ -318,7 +318,9 @@ def test_a_litellm_entry_without_costs_is_priced_and_tiered_from_the_database():
     cfg = config_from_dict(raw, env={})
     cat = build_catalog(cfg)
     tiers = {d.name: d.tier for d in cfg.deployments}
-    assert tiers == {"claude": 3, "mini": 1, "odd": 0, "free": 0}  # by output price, as LiteLLM costs would
+    # by output price (TIER_RULE); a cloud model nobody prices is tier 1, never 0; "free" wrote only its input
+    # price, so its output is the database's $10/Mtok
+    assert tiers == {"claude": 3, "mini": 1, "odd": 1, "free": 3}
     assert cat.deployments["claude"].price_source == "genai-prices:anthropic/claude-sonnet-4-5"
     assert cat.deployments["claude"].rates == SONNET
     assert cat.unpriced() == ["odd"]

@@ -7,50 +7,67 @@ files; this is the one place that turns config rows into it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from types import MappingProxyType
 
-from tiergate.config.prices import resolve_price
+from tiergate.config.prices import database_context_window, resolve_price
 from tiergate.config.schema import DeploymentConfig, ProviderConfig, TiergateConfig
 from tiergate.core.capabilities import capabilities_of
-from tiergate.core.catalog import Catalog, Deployment, ReadLimits
+from tiergate.core.catalog import Catalog, Deployment, ReadLimits, WildcardDeployments, WildcardRoute
 
 
 def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None = None) -> Catalog:
     """``local_urls``: where each managed local model is served (from the model manager)."""
     deployments: dict[str, Deployment] = {}
+    routes: list[WildcardRoute] = []
     for d in cfg.deployments:
         if d.local_model is not None:
             deployments[d.name] = _managed(cfg, d, (local_urls or {}).get(d.local_model))
-            continue
-        assert d.provider is not None and d.model is not None
-        p = cfg.providers[d.provider]
-        deployments[d.name] = Deployment(
-            name=d.name,
-            provider=d.provider,
-            api=p.api,
-            base_url=p.base_url,
-            model=d.model,
-            tier=d.tier,
-            local=p.local,
-            context_window=d.context_window,
-            max_output_tokens=d.max_output_tokens,
-            **resolve_price(  # the price database is read here, once per catalog, never per request
-                d.price, local=p.local, provider=d.provider, base_url=p.base_url, model=d.model
-            ).fields(),
-            api_key=p.api_key.get_secret_value() if p.api_key else None,
-            headers=MappingProxyType(dict(p.headers)),
-            timeout_s=p.timeout_s,
-            limits=read_limits(cfg, p),
-            capabilities=_capabilities(d, d.model),
-        )
+        elif "*" in d.name:
+            routes.append(WildcardRoute(d.name, partial(_served, cfg, d)))
+        else:
+            deployments[d.name] = _served(cfg, d, d.name, None)
+    fixed = MappingProxyType(deployments)
     return Catalog(
-        deployments=MappingProxyType(deployments),
+        deployments=WildcardDeployments(fixed, tuple(routes)) if routes else fixed,
         aliases=MappingProxyType({k: tuple(v) for k, v in cfg.aliases.items()}),
         tasks=MappingProxyType(dict(cfg.tasks)),
         fallbacks=MappingProxyType({k: tuple(v) for k, v in cfg.routing.fallbacks.items()}),
         escalate=cfg.routing.escalate,
         embeddings_local_only=cfg.routing.embeddings_local_only,
         model_map=tuple(cfg.model_map.items()),
+        balanced=frozenset(cfg.routing.balance),
+        wildcards=tuple(r.pattern for r in routes),
+    )
+
+
+def _served(cfg: TiergateConfig, d: DeploymentConfig, name: str, part: str | None) -> Deployment:
+    """A provider's deployment; for a wildcard route, the one serving client model ``name`` (``part``: what
+    its * matched), priced and given capabilities for that model."""
+    assert d.provider is not None and d.model is not None
+    p = cfg.providers[d.provider]
+    model = d.model if part is None else (d.model.replace("*", part) if "*" in d.model else d.model)
+    window = d.context_window
+    if part is not None and "context_window" not in d.model_fields_set:  # the window of the model it became
+        window = database_context_window(d.provider, p.base_url, model) or window
+    return Deployment(
+        name=name,
+        provider=d.provider,
+        api=p.api,
+        base_url=p.base_url,
+        model=model,
+        tier=d.tier,
+        local=p.local,
+        context_window=window,
+        max_output_tokens=d.max_output_tokens,
+        **resolve_price(  # the price database is read here, once per deployment, never per request
+            d.price, local=p.local, provider=d.provider, base_url=p.base_url, model=model
+        ).fields(),
+        api_key=p.api_key.get_secret_value() if p.api_key else None,
+        headers=MappingProxyType(dict(p.headers)),
+        timeout_s=p.timeout_s,
+        limits=read_limits(cfg, p),
+        capabilities=_capabilities(d, model),
     )
 
 

@@ -1,48 +1,104 @@
-"""Accept a LiteLLM proxy ``config.yaml`` as it is, by translating it to tiergate's shape.
+"""Accept a LiteLLM proxy ``config.yaml`` as it is, by translating it to tiergate's shape, meaning kept.
 
 LiteLLM groups deployments under a shared ``model_name`` (its load-balancing
-group); here each entry becomes a deployment and each group an alias, so
-clients keep sending the names they sent before. Tiers are inferred from
-price (free → 0, then rising with cost) unless ``model_info.tier`` is set; an
-entry without costs is priced from the price database (config/prices.py), as
-LiteLLM prices it from its own.
+group); here each entry becomes a deployment with its own provider (its own
+key and base URL) and each group an alias whose members share the load
+round-robin and fail over to one another (``routing.balance``). A ``*`` in
+``model_name`` is a wildcard route that passes the client's model name
+through. Prices: ``model_info`` first, then the price database
+(config/prices.py), else the deployment is named unpriced. Tiers follow
+``TIER_RULE`` unless ``model_info.tier`` says otherwise; a cloud provider is
+never tier 0 unless the user says so. Settings: config/litellm_settings.py.
+Everything that has no meaning here is returned by name (``Translation.
+unsupported``) for one warning at start and in check-config.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from tiergate.config.prices import database_price
+from tiergate.config.litellm_providers import (
+    PREFIXES,
+    UNSERVED_PREFIXES,
+    PrefixProvider,
+    base_url_for,
+    is_local_url,
+    split_model,
+)
+from tiergate.config.litellm_settings import translate_settings
+from tiergate.config.prices import database_context_window, database_price, provider_knows
+from tiergate.core.capabilities import EMBEDDINGS_ONLY, capabilities_of
 from tiergate.core.errors import ConfigError
 
 LITELLM_KEYS = {"model_list", "router_settings", "general_settings", "litellm_settings", "environment_variables"}
-# tiergate's own sections may sit beside LiteLLM's, so a migrating user can add tasks or a ledger path
-TIERGATE_EXTRAS = {"server", "ledger", "tasks", "aliases", "routing", "auth"}
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "[::1]")
-
-# provider prefix in litellm_params.model -> (api, default base_url, local)
-PREFIXES: dict[str, tuple[str, str, bool]] = {
-    "openai": ("openai-chat", "https://api.openai.com/v1", False),
-    "anthropic": ("anthropic-messages", "https://api.anthropic.com", False),
-    "openrouter": ("openai-chat", "https://openrouter.ai/api/v1", False),
-    "deepseek": ("openai-chat", "https://api.deepseek.com/v1", False),
-    "groq": ("openai-chat", "https://api.groq.com/openai/v1", False),
-    "gemini": ("openai-chat", "https://generativelanguage.googleapis.com/v1beta/openai", False),
-    "moonshot": ("openai-chat", "https://api.moonshot.ai/v1", False),
-    "ollama": ("openai-chat", "http://127.0.0.1:11434/v1", True),
-    "ollama_chat": ("openai-chat", "http://127.0.0.1:11434/v1", True),
-    "hosted_vllm": ("openai-chat", "http://127.0.0.1:8000/v1", True),
-    "lm_studio": ("openai-chat", "http://127.0.0.1:1234/v1", True),
+# tiergate's own sections may sit beside LiteLLM's: everything but providers and deployments (model_list's)
+TIERGATE_EXTRAS = {
+    "server",
+    "auth",
+    "ledger",
+    "ledger_spool",
+    "ledger_timeout_s",
+    "aliases",
+    "tasks",
+    "model_map",
+    "routing",
+    "timezone",
+    "budgets",
+    "limits",
+    "guardian",
+    "alerts",
+    "local_models",
+    "state",
+    "state_prefix",
+    "state_timeout_s",
+    "on_outage",
+    "privacy",
 }
-TIER_BY_OUTPUT_PRICE = ((0.0, 0), (1.0, 1), (5.0, 2))  # output USD/Mtok upper bounds; above -> 3
+TIER_BY_OUTPUT_PRICE = ((1.0, 1), (5.0, 2))  # cloud: output USD/Mtok upper bounds; above -> 3
+TIER_RULE = (
+    "tiers from price: local -> 0; cloud by output price per Mtok: <= $1 -> 1, <= $5 -> 2, above -> 3; "
+    "a cloud model with no known price -> 1; model_info.tier overrides"
+)
+CHAT_MODES = {"chat", "completion", "responses"}
+SERVED_MODES = (*sorted(CHAT_MODES), "embedding")
+# litellm_params that say where and how to call, all read here; any other is a default request parameter
+CALL_PARAMS = {"model", "api_base", "base_url", "api_key", "rpm", "tpm", "extra_headers", "organization", "timeout"}
+CALL_PARAMS |= {"stream_timeout", "input_cost_per_token", "output_cost_per_token"}
+INFO_KEYS = {"input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost", "mode", "tier"}
+INFO_KEYS |= {"cache_creation_input_token_cost", "max_input_tokens", "max_output_tokens", "max_tokens", "base_model"}
+INFO_KEYS |= {"supports_vision", "supports_function_calling", "supports_response_schema", "supports_reasoning"}
+INFO_KEYS |= {"id", "version", "description"}  # labels with no behaviour
+PLACEHOLDER_KEYS = {"none", "fake", "dummy", "sk-fake", "sk-1234", "no-key", "sk-no-key-required", "ollama", "x"}
+SUPPORTS = {
+    "supports_vision": "vision",
+    "supports_function_calling": "tools",
+    "supports_response_schema": "json_schema",
+    "supports_reasoning": "reasoning",
+}
 
 
-def is_litellm_config(raw: dict[str, Any]) -> bool:
+@dataclass(slots=True)
+class Translation:
+    """The tiergate config dict, and what the LiteLLM config asked for that has no meaning here."""
+
+    config: dict[str, Any]
+    unsupported: list[str] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (field path, what to know): warnings
+
+
+def is_litellm_config(raw: Mapping[str, Any]) -> bool:
     return "model_list" in raw and not ({"providers", "deployments"} & raw.keys())
 
 
-def _tier_for(output_per_mtok: float) -> int:
+def tier_for(output_per_mtok: float | None, *, local: bool) -> int:
+    """``TIER_RULE``: None is a cloud price nobody knows."""
+    if local:
+        return 0
+    if output_per_mtok is None:
+        return 1
     for bound, tier in TIER_BY_OUTPUT_PRICE:
         if output_per_mtok <= bound:
             return tier
@@ -56,82 +112,199 @@ def _slug(text: str) -> str:
 def _entry(i: int, item: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
     if not isinstance(item, dict) or "model_name" not in item or "litellm_params" not in item:
         raise ConfigError(f"model_list[{i}]: needs model_name and litellm_params")
-    params = item["litellm_params"]
+    params, info = item["litellm_params"], item.get("model_info") or {}
     if not isinstance(params, dict) or not isinstance(params.get("model"), str):
         raise ConfigError(f"model_list[{i}].litellm_params.model: required, e.g. openai/gpt-4o-mini")
-    return str(item["model_name"]), params, item.get("model_info") or {}
+    if not isinstance(info, dict):
+        raise ConfigError(f"model_list[{i}].model_info: must be a mapping")
+    return str(item["model_name"]), params, info
 
 
-def translate_litellm(raw: dict[str, Any]) -> dict[str, Any]:
-    """A tiergate config dict equivalent to a LiteLLM proxy config dict."""
+@dataclass(slots=True)
+class _Builder:
+    env: Mapping[str, str]
+    out: Translation
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def provider(self, i: int, prefix: str, spec: PrefixProvider, params: dict[str, Any]) -> tuple[str, bool]:
+        """The provider for one entry: one per distinct (prefix, base URL, key, headers), so a group's
+        entries each keep their own key."""
+        api_base = params.get("api_base") or params.get("base_url")
+        base = base_url_for(spec, api_base)
+        local = spec.local if not api_base else is_local_url(base)
+        prov: dict[str, Any] = {"api": spec.api, "base_url": base, "local": local}
+        key = params.get("api_key")
+        if key and local and str(key).strip().lower() in PLACEHOLDER_KEYS:
+            key = None  # LiteLLM needs some key for a local server; tiergate sends none
+        if key:
+            prov["api_key"] = key
+        elif spec.key_env and spec.key_env in self.env and (not api_base or spec.local):
+            # a vendor's key goes to that vendor's endpoint only, never to another server named by api_base
+            prov["api_key"] = f"env:{spec.key_env}"
+        elif spec.key_required and not local and not api_base:
+            self.out.notes.append(
+                (f"model_list[{i}].litellm_params.api_key", f"not set and {spec.key_env} is not in the environment")
+            )
+        headers = dict(params.get("extra_headers") or {})
+        if params.get("organization"):
+            headers["OpenAI-Organization"] = str(params["organization"])
+        if headers:
+            prov["headers"] = headers
+        for src, dst in (("timeout", "timeout_s"), ("stream_timeout", "stream_timeout_s")):
+            if params.get(src) is not None:
+                prov[dst] = params[src]
+        stem = f"{prefix}-{_slug(base.split('//', 1)[-1])}"
+        name, n = stem, 1
+        while name in self.providers and self.providers[name] != prov:
+            n += 1
+            name = f"{stem}-{n}"
+        self.providers[name] = prov
+        return name, local
+
+    def add(self, i: int, item: Any) -> None:
+        group, params, info = _entry(i, item)
+        where = f"model_list[{i}]"
+        prefix, upstream = split_model(params["model"])
+        if prefix in UNSERVED_PREFIXES:
+            self.out.unsupported.append(f"{where} ({group}: provider {prefix!r} is not served yet; entry left out)")
+            return
+        if prefix not in PREFIXES:
+            if not provider_knows("openrouter", params["model"]):
+                raise ConfigError(
+                    f"{where}.litellm_params.model: provider prefix {prefix!r} is not supported; "
+                    f"allowed: {', '.join(sorted(PREFIXES))} (not served yet: {', '.join(sorted(UNSERVED_PREFIXES))})"
+                )
+            prefix, upstream = "openrouter", params["model"]  # an OpenRouter model id, as LiteLLM reads it
+        mode = str(info.get("mode", "chat"))
+        if mode not in SERVED_MODES:
+            self.out.unsupported.append(f"{where}.model_info.mode={mode} ({group}: entry left out)")
+            return
+        pkey, local = self.provider(i, prefix, PREFIXES[prefix], params)
+        base = self.providers[pkey]["base_url"]
+        self._unsupported_params(where, params, info)
+        dep: dict[str, Any] = {"name": f"{group}#{i}", "provider": pkey, "model": upstream}
+        price_out = self._price(dep, params, info, prefix=prefix, base=base, local=local)
+        dep["tier"] = int(info["tier"]) if "tier" in info else tier_for(price_out, local=local)
+        window = info.get("max_input_tokens") or (
+            None if local else database_context_window(prefix, base, str(info.get("base_model") or params["model"]))
+        )
+        if window:
+            dep["context_window"] = int(window)
+        out_cap = info.get("max_output_tokens") or info.get("max_tokens")
+        if out_cap:
+            dep["max_output_tokens"] = int(out_cap)
+        wildcard = "*" in group or "*" in upstream
+        if not wildcard or mode == "embedding" or SUPPORTS.keys() & info.keys():  # else: the served model's own
+            dep["capabilities"] = sorted(self._capabilities(upstream, mode, info))
+        if wildcard:
+            if "*" not in group or upstream.count("*") > 1:
+                raise ConfigError(
+                    f"{where}: a wildcard route needs a * in model_name and at most one in litellm_params.model, "
+                    f"e.g. model_name: 'openai/*' with model: 'openai/*'"
+                )
+            dep["name"] = group
+            if params["model"] == "*":
+                self.out.unsupported.append(f"{where} (model '*': provider chosen by the client; entry left out)")
+                return
+        self.deployments.append(dep)
+        self.groups.setdefault(group, []).append(str(dep["name"]))
+
+    def _price(
+        self, dep: dict[str, Any], params: dict[str, Any], info: dict[str, Any], *, prefix: str, base: str, local: bool
+    ) -> float | None:
+        """The entry's written costs as its price line; the output price the tier rule reads (None: unknown)."""
+        keys = ("input_cost_per_token", "output_cost_per_token")
+        costs = [info.get(k, params.get(k)) for k in keys]
+        extra = {
+            "cache_read_per_mtok": info.get("cache_read_input_token_cost"),
+            "cache_write_per_mtok": info.get("cache_creation_input_token_cost"),
+        }
+        if costs != [None, None] or any(v is not None for v in extra.values()):
+            price = {
+                f: float(c) * 1e6
+                for f, c in zip(("input_per_mtok", "output_per_mtok"), costs, strict=True)
+                if c is not None
+            }
+            price |= {f: float(c) * 1e6 for f, c in extra.items() if c is not None}
+            dep["price"] = price
+            if costs[1] is not None:
+                return float(costs[1]) * 1e6
+        if local:
+            return 0.0
+        db = database_price(prefix, base, str(info.get("base_model") or params["model"]))
+        return db.rates.output if db is not None else None
+
+    @staticmethod
+    def _capabilities(upstream: str, mode: str, info: dict[str, Any]) -> frozenset[str]:
+        """model_info.mode and supports_* over what the model's family can do."""
+        if mode == "embedding":
+            return EMBEDDINGS_ONLY
+        caps = set(capabilities_of(upstream))
+        if "mode" in info:  # an explicit chat mode: a model named like an embedding model still chats
+            caps.discard("embeddings")
+            caps.add("chat")
+        for key, cap in SUPPORTS.items():
+            if key in info:
+                (caps.add if info[key] else caps.discard)(cap)
+        return frozenset(caps)
+
+    def _unsupported_params(self, where: str, params: dict[str, Any], info: dict[str, Any]) -> None:
+        defaults = sorted(k for k in params if k not in CALL_PARAMS)
+        if defaults:
+            self.out.unsupported.append(f"{where}.litellm_params.{{{', '.join(defaults)}}} (not applied to requests)")
+        for key in ("rpm", "tpm"):
+            if params.get(key) is not None:
+                self.out.unsupported.append(f"{where}.litellm_params.{key} (per-deployment limits are not enforced)")
+        self.out.unsupported += [f"{where}.model_info.{k}" for k in sorted(info) if k not in INFO_KEYS]
+
+
+def translate_litellm(raw: dict[str, Any], env: Mapping[str, str] | None = None) -> Translation:
+    """A tiergate config dict equivalent to a LiteLLM proxy config dict, with what it could not keep."""
     unknown = set(raw) - LITELLM_KEYS - TIERGATE_EXTRAS
     if unknown:
         raise ConfigError(
             f"{sorted(unknown)[0]}: unknown top-level key in a LiteLLM config; "
             f"allowed: {', '.join(sorted(LITELLM_KEYS | TIERGATE_EXTRAS))}"
         )
-    providers: dict[str, dict[str, Any]] = {}
-    deployments: list[dict[str, Any]] = []
+    out = Translation({})
+    b = _Builder(env or {}, out)
+    entries = raw.get("model_list") or []
+    if not isinstance(entries, list):
+        raise ConfigError("model_list: must be a list of {model_name, litellm_params}")
+    for i, item in enumerate(entries):
+        b.add(i, item)
+        top_rpm = [k for k in ("rpm", "tpm") if isinstance(item, dict) and item.get(k) is not None]
+        out.unsupported += [f"model_list[{i}].{k} (per-deployment limits are not enforced)" for k in top_rpm]
+    settings = translate_settings(raw)
+    out.unsupported += settings.unsupported
     aliases: dict[str, list[str]] = {}
-    for i, item in enumerate(raw.get("model_list") or []):
-        group, params, info = _entry(i, item)
-        prefix, _, upstream_model = params["model"].partition("/")
-        if not upstream_model:
-            prefix, upstream_model = "openai", params["model"]
-        if prefix not in PREFIXES:
-            raise ConfigError(
-                f"model_list[{i}].litellm_params.model: provider prefix {prefix!r} is not supported; "
-                f"allowed: {', '.join(sorted(PREFIXES))}"
-            )
-        api, default_base, local = PREFIXES[prefix]
-        base = params.get("api_base") or params.get("base_url") or default_base
-        local = local or any(h in base for h in LOCAL_HOSTS)
-        pkey = f"{prefix}-{_slug(base.split('//', 1)[-1])}"
-        prov = providers.setdefault(pkey, {"api": api, "base_url": base, "local": local})
-        if params.get("api_key"):
-            prov["api_key"] = params["api_key"]
-        costs = [info.get(k, params.get(k)) for k in ("input_cost_per_token", "output_cost_per_token")]
-        price_in, price_out = (float(c or 0) * 1e6 for c in costs)
-        if costs == [None, None] and not local:  # as LiteLLM does: the price database's price
-            db = database_price(prefix, base, params["model"])
-            price_out = db.rates.output if db is not None else 0.0
-        dep: dict[str, Any] = {
-            "name": f"{group}#{i}",
-            "provider": pkey,
-            "model": upstream_model,
-            "tier": int(info.get("tier", 0 if local else _tier_for(price_out))),
-        }
-        if costs != [None, None]:
-            dep["price"] = {"input_per_mtok": price_in, "output_per_mtok": price_out}
-        for src, dst in (("max_input_tokens", "context_window"), ("max_tokens", "max_output_tokens")):
-            if info.get(src):
-                dep[dst] = int(info[src])
-        deployments.append(dep)
-        aliases.setdefault(group, []).append(dep["name"])
-    for group, members in list(aliases.items()):
+    balance: list[str] = []
+    for group, members in b.groups.items():
         if len(members) == 1:  # a group of one is simply a deployment under the group's name
-            next(d for d in deployments if d["name"] == members[0])["name"] = group
-            del aliases[group]
-    out: dict[str, Any] = {"providers": providers, "deployments": deployments, "aliases": aliases}
-    rs = raw.get("router_settings") or {}
-    routing: dict[str, Any] = {}
-    if "num_retries" in rs:
-        routing["num_retries"] = int(rs["num_retries"])
-    if "timeout" in rs:
-        routing["request_timeout_s"] = float(rs["timeout"])
-    fallbacks: dict[str, list[str]] = {}
-    for entry in rs.get("fallbacks") or []:
-        if isinstance(entry, dict):
-            for src, dsts in entry.items():
-                fallbacks[str(src)] = [str(d) for d in (dsts if isinstance(dsts, list) else [dsts])]
-    if fallbacks:
-        routing["fallbacks"] = fallbacks
+            next(d for d in b.deployments if d["name"] == members[0])["name"] = group
+        else:
+            aliases[group] = members
+            if settings.strategy != "cost-based-routing":
+                balance.append(group)
+    names = {str(d["name"]) for d in b.deployments}
+    for alias, (target,) in settings.aliases.items():
+        aliases[alias] = aliases.get(target, [target]) if target in aliases or target in names else [target]
+    cfg: dict[str, Any] = {"providers": b.providers, "deployments": b.deployments, "aliases": aliases}
+    routing = dict(settings.routing)
+    if balance:
+        routing["balance"] = balance
     if routing:
-        out["routing"] = routing
-    gs = raw.get("general_settings") or {}
-    if gs.get("master_key"):
-        out["auth"] = {"master_key": gs["master_key"]}
-    for key in TIERGATE_EXTRAS & raw.keys():
-        value = raw[key]
-        out[key] = {**out[key], **value} if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+        cfg["routing"] = routing
+    cfg |= settings.top
+    for key in TIERGATE_EXTRAS & raw.keys():  # tiergate's own sections win over what LiteLLM's became
+        value, have = raw[key], cfg.get(key)
+        if isinstance(have, dict) and isinstance(value, dict):
+            cfg[key] = {**have, **value}
+        elif isinstance(have, list) and isinstance(value, list):
+            cfg[key] = [*have, *value]
+        else:
+            cfg[key] = value
+    out.config = cfg
     return out

@@ -104,14 +104,25 @@ def validate_config(
     from tiergate.config.litellm import is_litellm_config, translate_litellm
 
     env = os.environ if env is None else env
+    problems: list[Problem] = []
     if is_litellm_config(raw):
+        env = {**env, **_litellm_environment(raw)}
         try:
-            raw = translate_litellm(raw)
+            translation = translate_litellm(raw, env)
         except ConfigError as exc:  # its messages start with the LiteLLM key they are about
             head, _, rest = exc.message.partition(": ")
             return None, [Problem(head, rest) if rest else Problem("", head)]
+        raw = translation.config
+        problems += [Problem(path, note, warning=True) for path, note in translation.notes]
+        if translation.unsupported:  # one warning naming all of them, at start and in check-config
+            problems.append(
+                Problem(
+                    "",
+                    f"LiteLLM settings with no meaning here, ignored: {'; '.join(translation.unsupported)}",
+                    warning=True,
+                )
+            )
     raw = _default_master_key(raw, env)
-    problems: list[Problem] = []
     resolved = _resolve_secrets(raw, env, path=(), problems=problems)
     unset = {p.path for p in problems if not p.warning}
     try:
@@ -122,6 +133,14 @@ def validate_config(
         if all(err["loc"] for err in exc.errors()):  # a field failed, so the model validator did not run:
             problems += [_split(line) for line in reference_problems(resolved)]  # dangling names, this run too
     return (None if unset else cfg), problems
+
+
+def _litellm_environment(raw: Mapping[str, Any]) -> dict[str, str]:
+    """LiteLLM's ``environment_variables:`` section: values LiteLLM sets in its environment (they win, as there)."""
+    section = raw.get("environment_variables")
+    if not isinstance(section, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in section.items() if v is not None}
 
 
 def check_config_dict(

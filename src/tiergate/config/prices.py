@@ -131,6 +131,26 @@ def database_price(provider: str, base_url: str, model: str, *, at: dt.datetime 
     return None
 
 
+def provider_knows(provider_id: str, model: str) -> bool:
+    """Whether the database lists ``model`` under that provider itself (no match by the model's name elsewhere)."""
+    from genai_prices.data import providers
+    from genai_prices.data_snapshot import find_provider_by_id
+
+    p = find_provider_by_id(providers, provider_id)
+    return p is not None and any(m.id == model for m in p.models)
+
+
+def database_context_window(provider: str, base_url: str, model: str) -> int | None:
+    """The model's context window as the bundled database knows it (found as ``database_price`` finds it)."""
+    from genai_prices.data import providers
+
+    for p, ref in _candidates(providers, provider, base_url, model):
+        info = p.find_model(ref, all_providers=providers)
+        if info is not None:
+            return int(info.context_window) if info.context_window else None
+    return None
+
+
 def _candidates(providers: list[Any], provider: str, base_url: str, model: str) -> Iterator[tuple[Any, str]]:
     from genai_prices.data_snapshot import find_provider_by_id
 

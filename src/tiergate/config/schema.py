@@ -112,6 +112,20 @@ class DeploymentConfig(_Model):
         None, description="what it can do; default: from the model's family (tiergate.core.capabilities)"
     )
 
+    @model_validator(mode="after")
+    def _wildcard(self) -> DeploymentConfig:
+        """A ``*`` in the name makes a wildcard route: the client's model name, the ``*`` part written into
+        ``model`` (LiteLLM's ``openai/*``), is passed through."""
+        if "*" in self.name:
+            if self.name.count("*") > 1 or (self.model or "").count("*") > 1 or self.local_model is not None:
+                raise ValueError(
+                    "name: a wildcard route has one * in name and at most one in model (e.g. name: openai/*, "
+                    "model: '*'), and a provider, not a local_model"
+                )
+        elif "*" in (self.model or ""):
+            raise ValueError(f"model: {self.model!r} has a * but name {self.name!r} has none to fill it from")
+        return self
+
 
 class PrivacyConfig(_Model):
     """Requests that may only be served by local deployments, by who sends them or what they name.
@@ -139,6 +153,10 @@ class RoutingConfig(_Model):
     breaker_cooldown_s: float = Field(30.0, gt=0)
     escalate: bool = Field(True, description="after the requested target fails, try higher tiers")
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    balance: list[str] = Field(
+        default_factory=list,
+        description="aliases whose members share the load round-robin (a LiteLLM model group), failing over in turn",
+    )
     embeddings_local_only: bool = Field(
         False, description="embeddings only from local deployments (seed 004: embeddings always stay local)"
     )

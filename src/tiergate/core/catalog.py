@@ -7,7 +7,8 @@ reload builds a new one.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tiergate.core.capabilities import CHAT_DEFAULT
@@ -93,6 +94,69 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True)
+class WildcardRoute:
+    """A deployment name with one ``*`` (LiteLLM's ``openai/*``): any client model name it matches is served by
+    a deployment built for that name, the matched part written into the upstream model (``make``)."""
+
+    pattern: str  # the config's name, e.g. openai/*
+    make: Callable[[str, str], Deployment]  # (client model name, the part the * matched) -> its deployment
+
+    def match(self, name: str) -> str | None:
+        head, _, tail = self.pattern.partition("*")
+        if len(name) > len(head) + len(tail) and name.startswith(head) and name.endswith(tail):
+            return name[len(head) : len(name) - len(tail)]
+        return None
+
+
+WILDCARD_CHARS = re.compile(r"^[\w.:/@+-]{1,200}$")  # a model name a wildcard passes upstream
+
+
+class WildcardDeployments(Mapping[str, Deployment]):
+    """The deployments of a catalog with wildcard routes: the configured ones, plus one per client model name a
+    route matches, built on first use and kept (bounded: names come from clients).
+
+    Iterating lists only the configured deployments, so ``auto``, escalation and /v1/models never pick a
+    name only a client made up; ``in`` and ``[]`` also answer for every name a route matches. A catalog
+    without wildcard routes keeps its plain mapping, so routing costs the same as before.
+    """
+
+    MAX_MADE = 1024
+
+    def __init__(self, fixed: Mapping[str, Deployment], routes: tuple[WildcardRoute, ...]) -> None:
+        self._fixed = fixed
+        self._routes = routes
+        self._made: dict[str, Deployment] = {}
+
+    def _find(self, name: str) -> Deployment | None:
+        d = self._fixed.get(name) or self._made.get(name)
+        if d is not None or not WILDCARD_CHARS.match(name):
+            return d
+        for route in self._routes:
+            part = route.match(name)
+            if part is not None:
+                if len(self._made) >= self.MAX_MADE:
+                    self._made.clear()
+                d = self._made[name] = route.make(name, part)
+                return d
+        return None
+
+    def __getitem__(self, name: str) -> Deployment:
+        d = self._find(name)
+        if d is None:
+            raise KeyError(name)
+        return d
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fixed)
+
+    def __len__(self) -> int:
+        return len(self._fixed)
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
     deployments: Mapping[str, Deployment]
     aliases: Mapping[str, tuple[str, ...]]
@@ -101,6 +165,8 @@ class Catalog:
     escalate: bool = True
     embeddings_local_only: bool = False
     model_map: tuple[tuple[str, str], ...] = ()
+    balanced: frozenset[str] = frozenset()  # aliases whose members share the load round-robin
+    wildcards: tuple[str, ...] = ()  # wildcard route names (deployments answer for what they match)
 
     def expand(self, target: str) -> tuple[str, ...]:
         """A deployment name or alias as the deployment names it stands for."""

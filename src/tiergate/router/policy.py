@@ -7,8 +7,9 @@ reason; the chosen one's reason becomes ``X-Tiergate-Reason``.
 
 Order of candidates:
 1. the target the model field names (alias members in their listed order,
-   a deployment, or for ``auto``/``task/<type>`` the cheapest at the task's
-   minimum tier);
+   or for a ``routing.balance`` alias taking turns to go first, which
+   ``Planner`` does; a deployment, or for ``auto``/``task/<type>`` the
+   cheapest at the task's minimum tier);
 2. LiteLLM-style ``routing.fallbacks`` for that target;
 3. escalation (when enabled): the remaining deployments at the same tier,
    then up the tiers, cheapest first. Never down: a cheaper tier was not
@@ -316,11 +317,30 @@ class Planner:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.memoise = order_is_token_independent(catalog)
-        self._orders: dict[tuple[object, ...], tuple[tuple[tuple[str, str], ...], str]] = {}
+        self._orders: dict[tuple[object, ...], tuple[tuple[tuple[str, str], ...], str, int]] = {}
+        self._turns: dict[str, int] = dict.fromkeys(catalog.balanced, 0)
+
+    def _spin(self, model: str, ordered: Sequence[tuple[str, str]]) -> int:
+        """How many leading candidates take turns: a balanced alias's members when they lead the order."""
+        members = self.catalog.aliases.get(model, ()) if model in self.catalog.balanced else ()
+        n = len(members)
+        return n if n > 1 and tuple(name for name, _ in ordered[:n]) == members else 0
+
+    def _turn(self, model: str, ordered: tuple[tuple[str, str], ...], spin: int) -> tuple[tuple[str, str], ...]:
+        """Round-robin: each request starts one member further on; the others stay behind it, for failover."""
+        turn = self._turns[model] = (self._turns[model] + 1) % spin
+        return (*ordered[turn:spin], *ordered[:turn], *ordered[spin:])
 
     def decide(self, features: RequestFeatures, world: WorldSnapshot) -> RoutePlan:
         if not self.memoise:
-            return decide(features, self.catalog, world)
+            if not self.catalog.balanced:
+                return decide(features, self.catalog, world)
+            if world.local_only_reason and not features.local_only:
+                features = replace(features, local_only=True)
+            order, summary = _ordered(features, self.catalog, world)
+            spin = self._spin(features.model, order)
+            turned = self._turn(features.model, tuple(order), spin) if spin else tuple(order)
+            return _filtered(turned, summary, features, self.catalog, world)
         if world.local_only_reason and not features.local_only:
             features = replace(features, local_only=True)
         key = (
@@ -337,5 +357,7 @@ class Planner:
             ordered, summary = _ordered(features, self.catalog, world)
             if len(self._orders) >= self.MAX_ENTRIES:
                 self._orders.clear()
-            hit = self._orders[key] = (tuple(ordered), summary)
+            hit = self._orders[key] = (tuple(ordered), summary, self._spin(features.model, ordered))
+        if hit[2]:  # a balanced group (LiteLLM's load balancing): only then is there per-request work here
+            return _filtered(self._turn(features.model, hit[0], hit[2]), hit[1], features, self.catalog, world)
         return _filtered(hit[0], hit[1], features, self.catalog, world)
