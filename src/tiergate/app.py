@@ -18,7 +18,7 @@ from aiohttp import web
 
 from tiergate.adapters.registry import protocol_adapters
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.api import admin, anthropic, openai, responses
+from tiergate.api import admin, anthropic, ollama, openai, responses
 from tiergate.api.auth import KeyStore
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
@@ -242,6 +242,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     openai.add_routes(routes)
     anthropic.add_routes(routes)
     responses.add_routes(routes)
+    ollama.add_routes(routes)
     admin.add_routes(routes)
     routes.finish()
     return app

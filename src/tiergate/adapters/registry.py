@@ -11,6 +11,7 @@ from tiergate.adapters.base import Adapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.responses_bridge import RESPONSES, ResponsesViaChat
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
+from tiergate.adapters.translated_clients import OllamaChatViaOpenAI, OllamaEmbedViaOpenAI
 from tiergate.adapters.transport import UpstreamTransport
 
 
@@ -19,12 +20,20 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
     chat = OpenAIChatAdapter(transport)
     messages = AnthropicMessagesAdapter(transport)
     chat_via_messages = OpenAIViaAnthropic(messages)
+    embeddings = OpenAIEmbeddingsAdapter(transport)
     return {
         ("openai-chat", "openai-chat"): chat,
         ("openai-chat", "anthropic-messages"): chat_via_messages,
         ("anthropic-messages", "anthropic-messages"): messages,
         ("anthropic-messages", "openai-chat"): AnthropicViaOpenAI(chat),
-        ("openai-embeddings", "openai-chat"): OpenAIEmbeddingsAdapter(transport),
+        ("openai-embeddings", "openai-chat"): embeddings,
         (RESPONSES, "openai-chat"): ResponsesViaChat(chat),
         (RESPONSES, "anthropic-messages"): ResponsesViaChat(chat_via_messages, "anthropic-messages"),
+        # Ollama's native API: one translation onto OpenAI chat, composed with the Anthropic bridge
+        ("ollama-chat", "openai-chat"): OllamaChatViaOpenAI(chat),
+        ("ollama-chat", "anthropic-messages"): OllamaChatViaOpenAI(chat_via_messages),
+        ("ollama-generate", "openai-chat"): OllamaChatViaOpenAI(chat, generate=True),
+        ("ollama-generate", "anthropic-messages"): OllamaChatViaOpenAI(chat_via_messages, generate=True),
+        ("ollama-embed", "openai-chat"): OllamaEmbedViaOpenAI(embeddings),
+        ("ollama-embeddings", "openai-chat"): OllamaEmbedViaOpenAI(embeddings, legacy=True),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, overload
 
 import orjson
@@ -92,8 +93,42 @@ def anthropic_error_body(err: TiergateError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": err.anthropic_type, "message": err.message}}
 
 
-def error_response(err: TiergateError, *, anthropic: bool, request_id: str) -> web.Response:
-    body = anthropic_error_body(err) if anthropic else openai_error_body(err)
+def ollama_error_body(err: TiergateError) -> dict[str, Any]:
+    """Ollama's envelope: the message alone (docs/api/errors.mdx)."""
+    return {"error": err.message}
+
+
+# HTTP status -> google.rpc.Code name, as Google's APIs pair them in their error envelope
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def google_error_body(err: TiergateError) -> dict[str, Any]:
+    """Google's envelope (``{"error": {"code", "message", "status"}}``), which google-genai raises as APIError."""
+    status = GOOGLE_STATUS.get(err.status) or ("INTERNAL" if err.status >= 500 else "FAILED_PRECONDITION")
+    return {"error": {"code": err.status, "message": err.message, "status": status}}
+
+
+Envelope = Callable[[TiergateError], dict[str, Any]]
+
+
+def error_response(
+    err: TiergateError, *, anthropic: bool = False, request_id: str, envelope: Envelope | None = None
+) -> web.Response:
+    """``err`` in a client's envelope: ``envelope`` when given, else Anthropic's or OpenAI's."""
+    envelope = envelope or (anthropic_error_body if anthropic else openai_error_body)
+    body = envelope(err)
     headers = {"X-Request-ID": request_id}
     if err.retry_after is not None:
         headers["Retry-After"] = str(err.retry_after)
@@ -103,7 +138,7 @@ def error_response(err: TiergateError, *, anthropic: bool, request_id: str) -> w
         data = orjson.dumps(body)
     except TypeError:  # a message carrying text that is not UTF-8 (a path's bytes): rendered escaped, never a 500
         err.message = err.message.encode("utf-8", "backslashreplace").decode("utf-8")
-        data = orjson.dumps(anthropic_error_body(err) if anthropic else openai_error_body(err))
+        data = orjson.dumps(envelope(err))
     return web.Response(body=data, status=err.status, content_type=JSON, headers=headers)
 
 

@@ -18,7 +18,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tiergate.api.common import error_response, header_value
+from tiergate.api.common import (
+    Envelope,
+    anthropic_error_body,
+    error_response,
+    google_error_body,
+    header_value,
+    ollama_error_body,
+    openai_error_body,
+)
 from tiergate.api.inbound import header_problem
 from tiergate.core.errors import (
     BadRequest,
@@ -36,8 +44,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_IDS: web.AppKey[IdSource] = web.AppKey("request_ids", IdSource)
 
 
-def _is_anthropic(request: web.Request) -> bool:
-    return request.path.startswith("/v1/messages")
+GOOGLE_PREFIXES = ("/v1beta/", "/v1alpha/")
+
+
+def envelope_for(request: web.Request) -> Envelope:
+    """The error envelope of the client the path (and, on /v1/models, the key header) says is calling."""
+    path = request.path
+    if path.startswith("/v1/messages"):
+        return anthropic_error_body
+    if path.startswith("/api/"):
+        return ollama_error_body
+    if (
+        path.startswith(GOOGLE_PREFIXES)
+        or path.startswith("/v1/models")
+        and (":" in path or "x-goog-api-key" in request.headers or "key" in request.query)
+    ):
+        return google_error_body
+    return openai_error_body
 
 
 def guarded(handler: Handler) -> Handler:
@@ -58,7 +81,7 @@ def guarded(handler: Handler) -> Handler:
                 return web.Response(
                     body=err.body, status=err.status, content_type="application/json", headers={"X-Request-ID": rid}
                 )
-            resp = error_response(err, anthropic=_is_anthropic(request), request_id=rid)
+            resp = error_response(err, envelope=envelope_for(request), request_id=rid)
             if not request.content.is_eof():  # refused before its body was all read (413, 401, 415)
                 resp.force_close()  # aiohttp discards the rest for at most its lingering time, then closes
             return resp
@@ -69,7 +92,7 @@ def guarded(handler: Handler) -> Handler:
         except Exception:  # a bug must not leak a stack trace to the client
             log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
             internal = TiergateError(f"internal error; request id {rid}")
-            return error_response(internal, anthropic=_is_anthropic(request), request_id=rid)
+            return error_response(internal, envelope=envelope_for(request), request_id=rid)
 
     return at_the_edge
 
@@ -106,7 +129,7 @@ class EdgeRoutes:
                 raise NotFound(f"no route {route}")
             allow = ", ".join(sorted(allowed))
             err = MethodNotAllowed(f"{route}: method not allowed; allowed: {allow}")
-            resp = error_response(err, anthropic=_is_anthropic(request), request_id=request["request_id"])
+            resp = error_response(err, envelope=envelope_for(request), request_id=request["request_id"])
             resp.headers["Allow"] = allow
             return resp
 

@@ -62,7 +62,7 @@ async def relay_stream(
     ttft_ms = (time.perf_counter() - answer.ctx.started) * 1000
     headers["X-Tiergate-Overhead-Ms"] = f"{answer.overhead_ms():.3f}"  # gateway time to the first event
     resp = web.StreamResponse(status=200, headers=headers)
-    resp.content_type = "text/event-stream"
+    resp.content_type = s.content_type  # text/event-stream; NDJSON for Ollama's clients
     delivered = False  # every event written: a client that hangs up during write_eof got the whole answer
     watch = ClientWatch(request, s.close)  # a hang-up closes the upstream even while nothing is written
     try:
