@@ -1,4 +1,4 @@
-"""tiergate serve | check-config | migrate | keys | report | explain."""
+"""tiergate serve | check-config | import-litellm | migrate | keys | report | explain."""
 
 from __future__ import annotations
 
@@ -138,6 +138,33 @@ def check_config(
     if is_litellm_config(raw):
         typer.echo(f"LiteLLM config: {TIER_RULE}")
     typer.echo(_describe(cfg))
+
+
+@app.command("import-litellm")
+def import_litellm(
+    file: Path = typer.Argument(..., help="a LiteLLM proxy config.yaml"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="write here (default: print)"),
+    force: bool = typer.Option(False, "--force", help="overwrite --output if it exists"),
+) -> None:
+    """Write the native tiergate.yaml a LiteLLM proxy config means, with comments for what changed."""
+    from tiergate.config.litellm import is_litellm_config
+    from tiergate.config.litellm_import import render_native
+    from tiergate.config.loading import read_config_file
+
+    try:
+        raw = read_config_file(file)
+        if not is_litellm_config(raw):
+            _fail(f"{file}: not a LiteLLM proxy config (no model_list, or it has providers/deployments)")
+        text = render_native(raw, source=str(file))
+    except ConfigError as exc:
+        _fail(f"{file}: {exc}")
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    if output.exists() and not force:
+        _fail(f"{output} exists; pass --force to overwrite it")
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {output}; check it with: tiergate check-config {output}", err=True)
 
 
 def _count(n: int, what: str) -> str:

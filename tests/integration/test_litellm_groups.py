@@ -92,3 +92,27 @@ def test_wildcard_route_and_ollama_path(standins, gateway):
     gw.stop()
     costs = {r["deployment"]: r["cost_usd"] for r in gw.ledger_rows("kind='request'")}
     assert costs["openai/gpt-4o-mini"] > 0 and costs["openai/gpt-4.1-nano"] > 0 and costs["local"] == 0
+
+
+def test_seed_004_through_the_cli_check_config_and_import(tmp_path):
+    """As a new user would: check-config on the seed's LiteLLM file, then import-litellm and check the result."""
+    from pathlib import Path
+
+    from procs import cli_env, run_cli
+
+    seed = Path(__file__).parent.parent / "data" / "litellm" / "seed004_hybrid.yaml"
+    env = cli_env({k: "sk-x" for k in ("GROQ_API_KEY", "GEMINI_API_KEY", "ANTHROPIC_API_KEY", "LITELLM_MASTER_KEY")})
+    env["LITELLM_DB_URL"] = "postgresql://tiergate@127.0.0.1:5432/ledger"
+    res = run_cli("check-config", str(seed), env=env)
+    assert "LiteLLM config: tiers from price: local -> 0; cloud by output price per Mtok" in res.stdout
+    assert "  3: cloud/frontier#5 (claude-sonnet-4-5-20250514 via anthropic" in res.stdout
+    assert "$3/$15 per Mtok" in res.stdout and "NO PRICE" not in res.stdout
+    assert "cloud/frontier -> cloud/frontier#5, cloud/frontier#6 (balanced round-robin" in res.stdout
+    assert "litellm general_settings.max_budget: global, $100 per month, then reject" in res.stdout
+    native = tmp_path / "tiergate.yaml"
+    run_cli("import-litellm", str(seed), "-o", str(native), env=env)
+    assert "# model_list[6] (cloud/frontier: anthropic/claude-opus-4-6-20250610); tier 3" in native.read_text()
+    again = run_cli("check-config", str(native), env=env)
+    assert again.stdout.split("\n", 1)[1] == res.stdout.split("\n", 2)[2]  # the same tiers, prices, aliases
+    refused = run_cli("import-litellm", str(seed), "-o", str(native), env=env, check=False)
+    assert refused.returncode == 2 and "exists; pass --force" in refused.stderr

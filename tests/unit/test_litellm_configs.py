@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tiergate.config.catalog import build_catalog
 from tiergate.config.litellm import tier_for, translate_litellm
+from tiergate.config.litellm_import import render_native
 from tiergate.config.litellm_providers import PREFIXES, base_url_for
 from tiergate.config.loading import check_config_dict, read_config_file
 from tiergate.core.catalog import UNPRICED
@@ -256,3 +258,36 @@ def test_a_vendor_key_never_goes_to_another_server():
     }
     (prov,) = translate_litellm(raw, {"OPENAI_API_KEY": "sk-real"}).config["providers"].values()
     assert "api_key" not in prov
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.yaml")))
+def test_import_litellm_writes_a_native_config_that_means_the_same(name):
+    """The native file import-litellm writes builds the same catalog as the LiteLLM file served as it is."""
+    raw = read_config_file(DATA / name)
+    text = render_native(raw, source=name)
+    native = yaml.safe_load(text)
+    assert "model_list" not in native and "providers" in native
+    env = {**ENV, **{str(k): str(v) for k, v in (raw.get("environment_variables") or {}).items()}}
+    env |= {k: f"sk-{k.lower()}" for k in ("MISTRAL_API_KEY", "TOGETHERAI_API_KEY", "FIREWORKS_AI_API_KEY")}
+    env |= {k: f"sk-{k.lower()}" for k in ("XAI_API_KEY", "CEREBRAS_API_KEY", "PERPLEXITYAI_API_KEY")}
+    env |= {k: f"sk-{k.lower()}" for k in ("DEEPINFRA_API_KEY", "NVIDIA_NIM_API_KEY", "SAMBANOVA_API_KEY")}
+    env |= {k: f"sk-{k.lower()}" for k in ("DEEPSEEK_API_KEY", "MOONSHOT_API_KEY")}
+    a, _ = check_config_dict(raw, env=env, exists=Path.is_file)
+    b, problems = check_config_dict(native, env=env, exists=Path.is_file)
+    assert a is not None and b is not None, problems
+    ca, cb = build_catalog(a), build_catalog(b)
+    assert {n: d for n, d in ca.deployments.items()} == {n: d for n, d in cb.deployments.items()}
+    assert (ca.aliases, ca.fallbacks, ca.balanced, ca.wildcards) == (
+        cb.aliases,
+        cb.fallbacks,
+        cb.balanced,
+        cb.wildcards,
+    )
+    assert (a.routing, a.budgets, a.auth, a.ledger_url) == (b.routing, b.budgets, b.auth, b.ledger_url)
+    for dep in b.deployments:  # each says where it came from and why its tier
+        assert f"({dep.name.split('#')[0]}: " in text or "*" in dep.name
+    ignored_lines = [
+        p for p in check_config_dict(raw, env=env, exists=Path.is_file)[1] if p.warning and "ignored" in str(p)
+    ]
+    if ignored_lines:
+        assert "# LiteLLM settings with no meaning here, left out:" in text

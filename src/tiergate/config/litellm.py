@@ -87,6 +87,7 @@ class Translation:
     config: dict[str, Any]
     unsupported: list[str] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (field path, what to know): warnings
+    origins: dict[str, str] = field(default_factory=dict)  # deployment name -> where it came from and why its tier
 
 
 def is_litellm_config(raw: Mapping[str, Any]) -> bool:
@@ -187,6 +188,17 @@ class _Builder:
         dep: dict[str, Any] = {"name": f"{group}#{i}", "provider": pkey, "model": upstream}
         price_out = self._price(dep, params, info, prefix=prefix, base=base, local=local)
         dep["tier"] = int(info["tier"]) if "tier" in info else tier_for(price_out, local=local)
+        why = (
+            "model_info.tier"
+            if "tier" in info
+            else "local"
+            if local
+            else "no known price"
+            if price_out is None
+            else f"output ${price_out:g}/Mtok"
+        )
+        priced = "model_info" if "price" in dep else ("free" if local else "the price database")
+        origin = f"model_list[{i}] ({group}: {params['model']}); tier {dep['tier']} ({why}); price: {priced}"
         window = info.get("max_input_tokens") or (
             None if local else database_context_window(prefix, base, str(info.get("base_model") or params["model"]))
         )
@@ -210,6 +222,7 @@ class _Builder:
                 return
         self.deployments.append(dep)
         self.groups.setdefault(group, []).append(str(dep["name"]))
+        self.out.origins[str(dep["name"])] = origin
 
     def _price(
         self, dep: dict[str, Any], params: dict[str, Any], info: dict[str, Any], *, prefix: str, base: str, local: bool
@@ -284,6 +297,7 @@ def translate_litellm(raw: dict[str, Any], env: Mapping[str, str] | None = None)
     for group, members in b.groups.items():
         if len(members) == 1:  # a group of one is simply a deployment under the group's name
             next(d for d in b.deployments if d["name"] == members[0])["name"] = group
+            out.origins[group] = out.origins.pop(members[0])
         else:
             aliases[group] = members
             if settings.strategy != "cost-based-routing":
