@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from tiergate.adapters.registry import protocol_adapters
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.api import admin, anthropic, ollama, openai, responses
+from tiergate.api import admin, admin_jobs, anthropic, ollama, openai, responses
 from tiergate.api.auth import KeyStore
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
@@ -40,6 +41,9 @@ from tiergate.observability.metrics import Metrics
 from tiergate.router.executor import Executor
 from tiergate.state.base import SharedState
 from tiergate.state.memory import MemoryState
+
+if TYPE_CHECKING:
+    from tiergate.jobs.scheduler import Scheduler
 
 log = logging.getLogger("tiergate.app")
 
@@ -95,6 +99,25 @@ def watch_dependencies(gw: Gateway) -> None:
         gw.outages.up("ledger")
     else:
         gw.outages.down("ledger", str(h.get("error") or "unreachable"))
+
+
+def start_jobs(gw: Gateway, session: aiohttp.ClientSession) -> Scheduler:
+    """The job scheduler (docs/jobs.md), built only when the config has jobs: no jobs, no cost."""
+    from tiergate.jobs.delivery import Deliverer, resolve_sinks
+    from tiergate.jobs.runner import JobRunner
+    from tiergate.jobs.scheduler import Scheduler, owner_id
+    from tiergate.ledger.job_runs import JobRuns
+
+    s = gw.config.scheduler
+    sinks = resolve_sinks(dict(gw.config.sinks), gw.config.alerts)
+    deliverer = Deliverer(
+        sinks, session, retries=s.delivery_retries, timeout_s=s.delivery_timeout, backoff_s=s.delivery_backoff
+    )
+    store = JobRuns(gw.ledger, owner_id())
+    runner = JobRunner(
+        gw.config, pipeline=gw.pipeline, catalog=gw.catalog, store=store, deliverer=deliverer, session=session
+    )
+    return Scheduler(list(gw.config.jobs), runner, store)
 
 
 def check_auth_configured(config: TiergateConfig, ledger: Ledger) -> None:
@@ -220,11 +243,16 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         ]
         if gw.limits is not None:
             watchers.append(asyncio.create_task(gw.limits.renew_forever()))
+        scheduler = start_jobs(gw, session) if config.jobs else None
+        if scheduler is not None:
+            watchers.append(asyncio.create_task(scheduler.run_forever(), name="job-scheduler"))
         try:
             yield
         finally:
             for w in watchers:
                 await stop(w)
+            if scheduler is not None:
+                await scheduler.close()  # runs in flight give their claims back to other replicas
             sessions.flush()  # session totals since the last tick, before the ledger closes
             await alerts.drain()
             await alerts.close()
@@ -244,5 +272,6 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     responses.add_routes(routes)
     ollama.add_routes(routes)
     admin.add_routes(routes)
+    admin_jobs.add_routes(routes)
     routes.finish()
     return app

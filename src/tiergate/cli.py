@@ -1,4 +1,4 @@
-"""tiergate serve | check-config | import-litellm | migrate | keys | report | explain."""
+"""tiergate serve | check-config | import-litellm | migrate | keys | report | explain | jobs (cli_jobs.py)."""
 
 from __future__ import annotations
 
@@ -510,6 +510,15 @@ def sessions_revive(
     if not revived:
         _fail(f"session {session!r} is not killed; nothing to revive", code=1)
     typer.echo(f"session {session!r} revived: its next request starts it afresh")
+
+
+def _add_jobs() -> None:
+    from tiergate.cli_jobs import jobs_app
+
+    app.add_typer(jobs_app, name="jobs")
+
+
+_add_jobs()
 
 
 def main() -> None:

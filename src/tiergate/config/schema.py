@@ -28,6 +28,7 @@ from tiergate.config.guardrails import (
     LimitList,
     OutageConfig,
 )
+from tiergate.config.jobs import JobConfig, SchedulerConfig, SinkConfig, job_problems
 from tiergate.config.local_models import LocalModelsConfig
 from tiergate.config.references import listed, reference_problems
 from tiergate.core.capabilities import Capability
@@ -189,6 +190,9 @@ class TiergateConfig(_Model):
     )
     on_outage: OutageConfig = Field(default_factory=OutageConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    jobs: list[JobConfig] = Field(default_factory=list, description="scheduled agent jobs and reports (docs/jobs.md)")
+    sinks: dict[str, SinkConfig] = Field(default_factory=dict, description="named places job results go")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     @field_validator("state")
     @classmethod
@@ -246,7 +250,7 @@ class TiergateConfig(_Model):
             out.append(
                 f"budgets: two budgets share an id {listed(i for i in ids if ids.count(i) > 1)}; give one a name"
             )
-        return out
+        return out + job_problems(self.jobs, self.sinks, self.alerts)
 
     @property
     def ledger_url(self) -> str:

@@ -37,6 +37,7 @@ Internal signals, never rendered to a client:
     DuplicateName       a unique name refused by the ledger (keys create)
     LedgerWriteFailed   the ledger's database refused a whole batch, retries spent (the writer keeps it)
     EngineStartError    a local inference engine did not become ready
+    JobFailed           a scheduled run could not be prepared (an input, its template) or timed out
 
 Routing, guardrails, stores and adapters raise these; only ``api/`` turns
 them into a client's error envelope (OpenAI, Anthropic, ...), in one place.
@@ -326,3 +327,7 @@ class LedgerWriteFailed(Exception):
 
 class EngineStartError(RuntimeError):
     """A local inference engine (the llama.cpp child) did not become ready; the message carries its log tail."""
+
+
+class JobFailed(Exception):
+    """A scheduled job's run could not be prepared or finished; the message is safe to record."""

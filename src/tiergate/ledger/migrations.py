@@ -188,6 +188,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX sessions_revived ON sessions (session) WHERE revived_at IS NOT NULL;
         """,
     ),
+    step(
+        # Scheduled jobs (docs/jobs.md): one row per run, keyed job@slot so every replica sharing this ledger
+        # claims a slot once (a second INSERT is a unique violation). A running row holds a lease its owner
+        # renews; one left by a dead replica expires and is taken over. Manual runs are queued as 'requested'.
+        "0010_job_runs",
+        """
+        CREATE TABLE job_runs (
+            run_key TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, job TEXT NOT NULL, slot {real} NOT NULL,
+            trigger TEXT NOT NULL, status TEXT NOT NULL, owner TEXT, lease_until {real},
+            attempts INTEGER NOT NULL DEFAULT 0, requested {real} NOT NULL, started {real}, ended {real},
+            session TEXT, deployment TEXT, cost_usd {real} NOT NULL DEFAULT 0, delivered TEXT, error TEXT,
+            output TEXT
+        );
+        CREATE INDEX job_runs_job_slot ON job_runs (job, slot);
+        CREATE INDEX job_runs_status ON job_runs (status);
+        """,
+    ),
 )
 
 

@@ -48,6 +48,10 @@ class LedgerTables:
     def _transact(self, steps: Sequence[Step]) -> list[int]:
         raise NotImplementedError
 
+    def transact(self, steps: Sequence[Step]) -> list[int]:
+        """Statements in one transaction, their row counts; ``DuplicateName`` on a unique violation."""
+        return self._transact(steps)
+
     def _version(self, name: str) -> int:
         return int(self.query("SELECT value FROM meta WHERE key = ?", (name,))[0]["value"])
 

@@ -1,0 +1,1 @@
+"""Scheduled agent jobs and scheduled reports (docs/jobs.md)."""

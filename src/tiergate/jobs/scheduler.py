@@ -1,0 +1,148 @@
+"""The scheduler loop: about once a second, what is due, claimed, requested or left by a dead replica.
+
+Every replica runs it; the ledger's run records decide who runs what
+(``tiergate.ledger.job_runs``). Each tick reads the pause flags, asks the
+pure ``due`` what each job should do now, claims due slots (one replica wins
+each), and picks up manual runs and runs whose owner's lease expired. Runs
+go to ``JobRunner`` as tasks; a stop cancels them, which gives their claims
+back at once. Nothing here touches a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+
+from tiergate.background import reraise_if_stopping, stop
+from tiergate.config.jobs import JobConfig
+from tiergate.core.schedule import Schedule, due, overlap_allows
+from tiergate.jobs.runner import JobRunner
+from tiergate.ledger.job_runs import Claim, JobRuns, paused_jobs
+
+log = logging.getLogger("tiergate.jobs")
+
+PRUNE_EVERY_S = 3600.0
+
+
+def owner_id() -> str:
+    """This process among the replicas: host, pid and a random part (a pid is reused after a restart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Scheduler:
+    def __init__(
+        self, jobs: list[JobConfig], runner: JobRunner, store: JobRuns, *, clock: Callable[[], float] = time.time
+    ):
+        self.jobs = {j.name: j for j in jobs}
+        self.runner = runner
+        self.store = store
+        self.settings = runner.settings
+        self.clock = clock
+        self.schedules = {j.name: Schedule(j.schedule, runner.zone(j)) for j in jobs}
+        self.since: dict[str, float] = {}
+        self.next_at: dict[str, float] = {}
+        self.tasks: dict[str, asyncio.Task[str]] = {}  # run id -> its task
+        self.running: dict[str, int] = {}  # job -> runs in flight here
+        self._last_prune = 0.0
+
+    async def start(self) -> None:
+        """Where each job's schedule resumes: its newest recorded slot, or now for a job that never ran."""
+        newest = await asyncio.to_thread(self.store.newest_slots)
+        now = self.clock()
+        self.since = {name: newest.get(name, now) for name in self.jobs}
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                if not self.since:
+                    await self.start()
+                await self.tick()
+            except Exception as exc:  # the ledger down: keep the schedule, try again next tick
+                reraise_if_stopping(exc)
+                log.warning("job scheduler tick failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.settings.poll)
+
+    async def tick(self) -> None:
+        now = self.clock()
+        paused = paused_jobs(await asyncio.to_thread(self.store.ledger.flags))
+        live = [j for j in self.jobs.values() if j.enabled and j.name not in paused]
+        for job in live:
+            if now < self.next_at.get(job.name, 0.0):
+                continue
+            await self._due(job, now)
+        names = [j.name for j in live]
+        lease = self.settings.lease
+        for claim in await asyncio.to_thread(self.store.claim_requested, names, now=now, lease_s=lease):
+            self._spawn(self.jobs[claim.job], claim)
+        for claim in await asyncio.to_thread(self.store.take_over, names, now=now, lease_s=lease):
+            job = self.jobs[claim.job]
+            if claim.attempts > job.retries + 1:
+                await asyncio.to_thread(
+                    self.store.finish,
+                    claim,
+                    "abandoned",
+                    now=now,
+                    session=None,
+                    deployment=None,
+                    cost_usd=0.0,
+                    delivered="{}",
+                    error=f"its gateway stopped {claim.attempts - 1} times mid-run",
+                    output=None,
+                )
+                continue
+            log.warning("job %s run %s: its owner stopped mid-run; taking it over", job.name, claim.run_id)
+            self._spawn(job, claim)
+        if now - self._last_prune > PRUNE_EVERY_S:
+            self._last_prune = now
+            await asyncio.to_thread(self.store.prune, before=now - self.settings.history_days * 86400)
+
+    async def _due(self, job: JobConfig, now: float) -> None:
+        d = due(
+            self.schedules[job.name],
+            since=self.since[job.name],
+            now=now,
+            grace_s=self.settings.grace,
+            missed_policy=job.missed,
+        )
+        self.next_at[job.name] = d.next_at
+        if d.run is None:
+            if d.missed:
+                newest = d.missed[-1]
+                self.since[job.name] = newest
+                why = f"{len(d.missed)} slot(s) passed while no gateway ran (missed: skip)"
+                await asyncio.to_thread(self.store.record, job.name, newest, "missed", now=now, error=why)
+                log.warning("job %s: %s", job.name, why)
+            return
+        self.since[job.name] = d.run
+        running = self.running.get(job.name, 0) > 0 or await asyncio.to_thread(self.store.running, job.name, now=now)
+        if not overlap_allows(job.overlap, running=running):
+            await asyncio.to_thread(
+                self.store.record, job.name, d.run, "skipped", now=now, error="the previous run was still running"
+            )
+            log.warning("job %s: slot skipped, the previous run is still running (overlap: skip)", job.name)
+            return
+        claim = await asyncio.to_thread(
+            self.store.claim, job.name, d.run, d.trigger, now=now, lease_s=self.settings.lease
+        )
+        if claim is not None:  # None: another replica claimed this slot first
+            self._spawn(job, claim)
+
+    def _spawn(self, job: JobConfig, claim: Claim) -> None:
+        self.running[job.name] = self.running.get(job.name, 0) + 1
+        task = asyncio.create_task(self.runner.run(job, claim), name=f"job:{job.name}:{claim.run_id}")
+        self.tasks[claim.run_id] = task
+
+        def done(_: asyncio.Task[str]) -> None:
+            self.tasks.pop(claim.run_id, None)
+            self.running[job.name] -= 1
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        """Cancel runs in flight: each gives its claim back, so another replica (or the next start) takes it over."""
+        await asyncio.gather(*(stop(t) for t in list(self.tasks.values())))
