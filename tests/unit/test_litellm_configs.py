@@ -54,7 +54,7 @@ def test_seed_004_as_written_keeps_its_meaning():
     assert cat.deployments["cloud/mid"].context_window == 1_048_576  # the database's window, not a default
     assert cat.deployments["local/fast"].api_key is None  # `api_key: none` is LiteLLM's placeholder
     assert cat.aliases == {"cloud/frontier": ("cloud/frontier#5", "cloud/frontier#6")}
-    assert cat.balanced == {"cloud/frontier"}  # routing_strategy: simple-shuffle
+    assert dict(cat.balanced) == {"cloud/frontier": (1.0, 1.0)}  # routing_strategy: simple-shuffle, even shares
     assert dict(cat.fallbacks) == {"local/fast": ("cloud/fast",), "local/quality": ("cloud/mid",)}
     assert (cfg.routing.num_retries, cfg.routing.attempt_timeout_s) == (2, 120)
     ((budget),) = cfg.budgets
@@ -80,7 +80,8 @@ def test_a_group_is_balanced_across_entries_each_with_its_own_key_and_base_url()
         ENV["OPENAI_KEY_B"],
         ENV["OPENROUTER_API_KEY"],
     ]
-    assert cat.balanced == {"gpt-4o-mini"}
+    # simple-shuffle weighs by the first entry's rpm; entries without one weigh 0 (failover only), as in LiteLLM
+    assert dict(cat.balanced) == {"gpt-4o-mini": (30.0, 0.0, 0.0)}
     assert cat.aliases["gpt-4"] == members  # router_settings.model_group_alias
     # mistralai/... is an OpenRouter model id, as LiteLLM reads it
     assert cat.deployments["mistral-7b-instruct"].base_url == "https://openrouter.ai/api/v1"
@@ -94,9 +95,10 @@ def test_a_group_is_balanced_across_entries_each_with_its_own_key_and_base_url()
     # router_settings win over litellm_settings, as the Router's own settings do in LiteLLM
     assert (r.num_retries, r.attempt_timeout_s, r.breaker_failures, r.breaker_cooldown_s) == (2, 30, 3, 30)
     line = ignored(warnings)
-    for name in ("model_list[0].rpm", "model_list[0].tpm", "router_settings.redis_host", "router_settings.redis_port"):
+    for name in ("router_settings.redis_host", "router_settings.redis_port"):
         assert name in line
     assert "routing_strategy" not in line and "fallbacks" not in line and "allowed_fails" not in line
+    assert "rpm" not in line  # simple-shuffle's weights: its whole meaning there
 
 
 def test_providers_by_prefix_reach_their_documented_endpoints():

@@ -250,3 +250,31 @@ def test_planner_gives_exactly_what_decide_gives(catalog):
         assert (
             names(planner.decide(out_heavy, ALL))[0] == "cheaper" and names(planner.decide(in_heavy, ALL))[0] == "cheap"
         )
+
+
+@pytest.mark.parametrize("memoised", [True, False])
+def test_a_balanced_alias_takes_turns_by_weight_and_keeps_the_rest_for_failover(memoised):
+    from tiergate.router.policy import Planner
+
+    raw = {
+        "auth": {"required": False},
+        "providers": {p: {"api": "openai-chat", "base_url": f"https://{p}.example/v1"} for p in ("a", "b", "c")},
+        "deployments": [
+            {"name": "a", "provider": "a", "model": "m", "tier": 1, "weight": 3},
+            {"name": "b", "provider": "b", "model": "m", "tier": 1},
+            {"name": "c", "provider": "c", "model": "m", "tier": 1, "weight": 0},
+            {"name": "other", "provider": "c", "model": "m2", "tier": 2},
+        ],
+        "aliases": {"group": ["a", "b", "c"], "plain": ["a", "b"]},
+        "routing": {"balance": ["group"], "fallbacks": {"group": ["other"]}},
+    }
+    if not memoised:  # prices that make the order depend on the request's tokens: every request planned afresh
+        raw["deployments"][0]["price"] = {"input_per_mtok": 1, "output_per_mtok": 9}
+        raw["deployments"][1]["price"] = {"input_per_mtok": 9, "output_per_mtok": 1}
+    planner = Planner(build_catalog(config_from_dict(raw, env={})))
+    assert planner.memoise is memoised
+    plans = [names(planner.decide(RequestFeatures("group"), ALL)) for _ in range(8)]
+    assert [p[0] for p in plans].count("a") == 6 and [p[0] for p in plans].count("b") == 2  # 3 : 1, c never first
+    assert plans[0] == ["a", "b", "c", "other"] and ["b", "c", "a", "other"] in plans  # the rest in turn, then fallback
+    assert {tuple(names(planner.decide(RequestFeatures("plain"), ALL))) for _ in range(3)} == {("a", "b", "c", "other")}
+    assert names(decide(RequestFeatures("group"), planner.catalog, ALL)) == ["a", "b", "c", "other"]  # decide: pure

@@ -36,9 +36,16 @@ def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None =
         escalate=cfg.routing.escalate,
         embeddings_local_only=cfg.routing.embeddings_local_only,
         model_map=tuple(cfg.model_map.items()),
-        balanced=frozenset(cfg.routing.balance),
+        balanced=MappingProxyType({a: _shares(cfg, a) for a in cfg.routing.balance}),
         wildcards=tuple(r.pattern for r in routes),
     )
+
+
+def _shares(cfg: TiergateConfig, alias: str) -> tuple[float, ...]:
+    """A balanced alias's members' weights, in its order; all 0 counts as all equal."""
+    weight = {d.name: d.weight for d in cfg.deployments}
+    shares = tuple(weight.get(m, 1.0) for m in cfg.aliases[alias])
+    return shares if any(shares) else tuple(1.0 for _ in shares)
 
 
 def _served(cfg: TiergateConfig, d: DeploymentConfig, name: str, part: str | None) -> Deployment:

@@ -66,7 +66,8 @@ CHAT_MODES = {"chat", "completion", "responses"}
 SERVED_MODES = (*sorted(CHAT_MODES), "embedding")
 # litellm_params that say where and how to call, all read here; any other is a default request parameter
 CALL_PARAMS = {"model", "api_base", "base_url", "api_key", "rpm", "tpm", "extra_headers", "organization", "timeout"}
-CALL_PARAMS |= {"stream_timeout", "input_cost_per_token", "output_cost_per_token"}
+CALL_PARAMS |= {"stream_timeout", "input_cost_per_token", "output_cost_per_token", "weight"}
+SHARE_KEYS = ("weight", "rpm", "tpm")  # what LiteLLM's simple-shuffle weighs a group's entries by, first found
 INFO_KEYS = {"input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost", "mode", "tier"}
 INFO_KEYS |= {"cache_creation_input_token_cost", "max_input_tokens", "max_output_tokens", "max_tokens", "base_model"}
 INFO_KEYS |= {"supports_vision", "supports_function_calling", "supports_response_schema", "supports_reasoning"}
@@ -128,6 +129,7 @@ class _Builder:
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     deployments: list[dict[str, Any]] = field(default_factory=list)
     groups: dict[str, list[str]] = field(default_factory=dict)
+    shares: dict[str, dict[str, Any]] = field(default_factory=dict)  # deployment -> its weight, rpm, tpm
 
     def provider(self, i: int, prefix: str, spec: PrefixProvider, params: dict[str, Any]) -> tuple[str, bool]:
         """The provider for one entry: one per distinct (prefix, base URL, key, headers), so a group's
@@ -223,6 +225,19 @@ class _Builder:
         self.deployments.append(dep)
         self.groups.setdefault(group, []).append(str(dep["name"]))
         self.out.origins[str(dep["name"])] = origin
+        self.shares[str(dep["name"])] = {k: params.get(k, item.get(k)) for k in SHARE_KEYS}
+
+    def weigh(self, members: list[str]) -> str | None:
+        """Each member's ``weight``, as LiteLLM's simple-shuffle weighs a group: by the first of weight, rpm, tpm
+        that the group's first entry sets, an entry without it weighing 0; None when none is set."""
+        key = next((k for k in SHARE_KEYS if self.shares[members[0]][k] is not None), None)
+        if key is None:
+            return None
+        for dep in self.deployments:
+            if dep["name"] in members:
+                value = self.shares[dep["name"]][key]
+                dep["weight"] = float(value) if isinstance(value, int | float) and value >= 0 else 0.0
+        return key
 
     def _price(
         self, dep: dict[str, Any], params: dict[str, Any], info: dict[str, Any], *, prefix: str, base: str, local: bool
@@ -267,9 +282,6 @@ class _Builder:
         defaults = sorted(k for k in params if k not in CALL_PARAMS)
         if defaults:
             self.out.unsupported.append(f"{where}.litellm_params.{{{', '.join(defaults)}}} (not applied to requests)")
-        for key in ("rpm", "tpm"):
-            if params.get(key) is not None:
-                self.out.unsupported.append(f"{where}.litellm_params.{key} (per-deployment limits are not enforced)")
         self.out.unsupported += [f"{where}.model_info.{k}" for k in sorted(info) if k not in INFO_KEYS]
 
 
@@ -288,8 +300,6 @@ def translate_litellm(raw: dict[str, Any], env: Mapping[str, str] | None = None)
         raise ConfigError("model_list: must be a list of {model_name, litellm_params}")
     for i, item in enumerate(entries):
         b.add(i, item)
-        top_rpm = [k for k in ("rpm", "tpm") if isinstance(item, dict) and item.get(k) is not None]
-        out.unsupported += [f"model_list[{i}].{k} (per-deployment limits are not enforced)" for k in top_rpm]
     settings = translate_settings(raw)
     out.unsupported += settings.unsupported
     aliases: dict[str, list[str]] = {}
@@ -302,6 +312,8 @@ def translate_litellm(raw: dict[str, Any], env: Mapping[str, str] | None = None)
             aliases[group] = members
             if settings.strategy != "cost-based-routing":
                 balance.append(group)
+                if b.weigh(members) in ("rpm", "tpm") and settings.strategy != "simple-shuffle":
+                    out.unsupported.append(f"model_list {group}: rpm/tpm as limits (used as balancing weights)")
     names = {str(d["name"]) for d in b.deployments}
     for alias, (target,) in settings.aliases.items():
         aliases[alias] = aliases.get(target, [target]) if target in aliases or target in names else [target]

@@ -112,6 +112,9 @@ class DeploymentConfig(_Model):
     capabilities: list[Capability] | None = Field(
         None, description="what it can do; default: from the model's family (tiergate.core.capabilities)"
     )
+    weight: float = Field(
+        1.0, ge=0, le=1e9, allow_inf_nan=False, description="its share of a routing.balance alias; 0: failover only"
+    )
 
     @model_validator(mode="after")
     def _wildcard(self) -> DeploymentConfig:

@@ -165,7 +165,7 @@ class Catalog:
     escalate: bool = True
     embeddings_local_only: bool = False
     model_map: tuple[tuple[str, str], ...] = ()
-    balanced: frozenset[str] = frozenset()  # aliases whose members share the load round-robin
+    balanced: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # alias -> members' shares of its load
     wildcards: tuple[str, ...] = ()  # wildcard route names (deployments answer for what they match)
 
     def expand(self, target: str) -> tuple[str, ...]:

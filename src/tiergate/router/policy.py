@@ -318,17 +318,23 @@ class Planner:
         self.catalog = catalog
         self.memoise = order_is_token_independent(catalog)
         self._orders: dict[tuple[object, ...], tuple[tuple[tuple[str, str], ...], str, int]] = {}
-        self._turns: dict[str, int] = dict.fromkeys(catalog.balanced, 0)
+        # smooth weighted round-robin per balanced alias: each member's running credit
+        self._credit: dict[str, list[float]] = {a: [0.0] * len(w) for a, w in catalog.balanced.items()}
 
     def _spin(self, model: str, ordered: Sequence[tuple[str, str]]) -> int:
         """How many leading candidates take turns: a balanced alias's members when they lead the order."""
-        members = self.catalog.aliases.get(model, ()) if model in self.catalog.balanced else ()
+        members = self.catalog.aliases.get(model, ()) if model in self.catalog.balanced else ()  # memoised
         n = len(members)
         return n if n > 1 and tuple(name for name, _ in ordered[:n]) == members else 0
 
     def _turn(self, model: str, ordered: tuple[tuple[str, str], ...], spin: int) -> tuple[tuple[str, str], ...]:
-        """Round-robin: each request starts one member further on; the others stay behind it, for failover."""
-        turn = self._turns[model] = (self._turns[model] + 1) % spin
+        """Whose turn it is to go first, in proportion to the members' weights (smooth weighted round-robin:
+        even, never random); the others follow in their order, for failover."""
+        weights, credit = self.catalog.balanced[model], self._credit[model]
+        for i, w in enumerate(weights):
+            credit[i] += w
+        turn = max(range(spin), key=credit.__getitem__)
+        credit[turn] -= sum(weights)
         return (*ordered[turn:spin], *ordered[:turn], *ordered[spin:])
 
     def decide(self, features: RequestFeatures, world: WorldSnapshot) -> RoutePlan:
