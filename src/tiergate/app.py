@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tiergate.adapters.registry import protocol_adapters
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.api import admin, admin_jobs, anthropic, ollama, openai, responses
+from tiergate.api import admin, admin_jobs, anthropic, codex_catalog, ollama, openai, responses
 from tiergate.api.auth import KeyStore
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
@@ -84,6 +84,8 @@ async def watch_control(gw: Gateway, interval_s: float = 1.0, ledger_watch: Ledg
                 await gw.budgets.prune()
             if ticks % 60 == 1:
                 await asyncio.to_thread(gw.sessions.prune)
+            if ticks % 60 == 2:  # stored Responses past responses.store_days
+                await asyncio.to_thread(gw.ledger.prune_responses, before=time.time())
         except Exception as exc:  # keep the last known control state
             reraise_if_stopping(exc)
             log.warning("could not sync control state from the ledger", exc_info=True)
@@ -271,6 +273,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     anthropic.add_routes(routes)
     responses.add_routes(routes)
     ollama.add_routes(routes)
+    codex_catalog.add_routes(routes)
     admin.add_routes(routes)
     admin_jobs.add_routes(routes)
     routes.finish()

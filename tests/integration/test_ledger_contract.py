@@ -311,6 +311,19 @@ def test_session_upsert_keeps_kill_and_ignores_older_rows(make):
     assert [dict(e) for e in events] == [{"ts": 5.0, "model": "llama", "event": "load", "details": '{"s": 1}'}]
 
 
+def test_stored_responses_belong_to_their_key_and_expire(make):
+    led = make()
+    led.store_response("resp_1", key_name="a", response='{"id": "resp_1"}', input_items="[]", keep_s=3600)
+    led.store_response("resp_old", key_name="a", response="{}", input_items="[]", keep_s=-1)
+    row = led.stored_response("resp_1", key_name="a")
+    assert row is not None and row["response"] == '{"id": "resp_1"}' and row["input_items"] == "[]"
+    assert led.stored_response("resp_1", key_name="b") is None  # another key's response does not exist for it
+    assert led.stored_response("resp_old", key_name="a") is None  # expired reads as absent
+    assert not led.delete_response("resp_1", key_name="b")
+    assert led.prune_responses(before=time.time()) == 1
+    assert led.delete_response("resp_1", key_name="a") and led.stored_response("resp_1", key_name="a") is None
+
+
 def test_migrations_apply_once(make):
     first = make()
     names = [r["name"] for r in first.query("SELECT name FROM schema_migrations ORDER BY name")]

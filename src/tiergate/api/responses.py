@@ -20,12 +20,13 @@ from aiohttp import web
 
 from tiergate.adapters.responses_bridge import RESPONSES
 from tiergate.adapters.responses_request import responses_to_chat
-from tiergate.api.common import read_json_object, require_type
+from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
 from tiergate.api.needs import openai_chat_needs
 from tiergate.api.openai import pipeline_request
 from tiergate.api.render import render
+from tiergate.api.responses_state import StoredState, delete_response, get_response, list_input_items
 from tiergate.core.errors import BadRequest
 from tiergate.core.tokens import chat_prompt
 from tiergate.core.types import Identity, RequestFeatures
@@ -97,11 +98,25 @@ async def create(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers, request.remote)
     _, body = await read_json_object(request)
+    state = StoredState(gw, ident, body)
+    body = await state.expand(body)
     ident, features = responses_features(body, ident)
     answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, RESPONSES))
     errors = StreamErrors()
     watch_stream(answer, errors)
+    await state.keep_answer(answer)
     return await render(request, answer, error_event=errors.event)
+
+
+async def input_tokens(request: web.Request) -> web.Response:
+    """An estimate of what the model would read (the routing estimate); no upstream call."""
+    gw = request.app[GATEWAY]
+    ident = gw.keys.identify(request.headers, request.remote)
+    _, body = await read_json_object(request)
+    body = await StoredState(gw, ident, {**body, "store": False}).expand(body)
+    _, features = responses_features(body, ident)
+    payload = {"object": "response.input_tokens", "input_tokens": features.prompt_tokens_est}
+    return web.Response(body=orjson.dumps(payload), content_type=JSON)
 
 
 def watch_stream(answer: Answer, errors: StreamErrors) -> None:
@@ -115,3 +130,7 @@ def watch_stream(answer: Answer, errors: StreamErrors) -> None:
 def add_routes(routes: EdgeRoutes) -> None:
     routes.post("/v1/responses", create)
     routes.post("/responses", create)
+    routes.post("/v1/responses/input_tokens", input_tokens)
+    routes.get("/v1/responses/{response_id}", get_response)
+    routes.add("DELETE", "/v1/responses/{response_id}", delete_response)
+    routes.get("/v1/responses/{response_id}/input_items", list_input_items)

@@ -166,6 +166,12 @@ class RoutingConfig(_Model):
     )
 
 
+class ResponsesConfig(_Model):
+    store_days: float = Field(
+        30.0, gt=0, le=3650, description="how long a Responses API response kept with store stays readable"
+    )
+
+
 class TiergateConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -196,6 +202,7 @@ class TiergateConfig(_Model):
     jobs: list[JobConfig] = Field(default_factory=list, description="scheduled agent jobs and reports (docs/jobs.md)")
     sinks: dict[str, SinkConfig] = Field(default_factory=dict, description="named places job results go")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
 
     @field_validator("state")
     @classmethod

@@ -86,6 +86,16 @@ class Ledger(Protocol):
 
     def prune_alerts_sent(self, before: float) -> int: ...
 
+    def store_response(
+        self, response_id: str, *, key_name: str, response: str, input_items: str, keep_s: float
+    ) -> None: ...
+
+    def stored_response(self, response_id: str, *, key_name: str) -> Row | None: ...
+
+    def delete_response(self, response_id: str, *, key_name: str) -> bool: ...
+
+    def prune_responses(self, *, before: float) -> int: ...
+
 
 def open_ledger(url_or_path: str | Path | None = None, *, spool: Path | None = None, timeout_s: int = 5) -> Ledger:
     """SQLite for ``sqlite:///PATH``, a plain path or nothing (the default file); PostgreSQL for ``postgresql://``.

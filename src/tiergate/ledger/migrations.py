@@ -205,6 +205,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX job_runs_status ON job_runs (status);
         """,
     ),
+    step(
+        # Responses API state (docs/clients.md, "Codex CLI and the Responses API"): a response kept with store
+        # (the response object and the whole input it answered, both JSON), readable only by the key that made
+        # it, until it expires; previous_response_id continues from it on any replica and any tier.
+        "0011_stored_responses",
+        """
+        CREATE TABLE stored_responses (
+            id TEXT PRIMARY KEY, key_name TEXT NOT NULL, created {real} NOT NULL, expires {real} NOT NULL,
+            response TEXT NOT NULL, input_items TEXT NOT NULL
+        );
+        CREATE INDEX stored_responses_expires ON stored_responses (expires);
+        """,
+    ),
 )
 
 

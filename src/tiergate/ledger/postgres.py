@@ -43,6 +43,7 @@ from tiergate.ledger.migrations import statements as migration_statements
 from tiergate.ledger.quarantine import QuarantineFile
 from tiergate.ledger.records import QUARANTINE_INSERT, Pending, Record, count_usage, quarantine_row, statements
 from tiergate.ledger.spool import Spool
+from tiergate.ledger.stored_responses import StoredResponses
 from tiergate.ledger.tables import LedgerTables, Step
 from tiergate.ledger.writer import BatchWriter
 
@@ -110,7 +111,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-class PostgresLedger(LedgerTables):
+class PostgresLedger(LedgerTables, StoredResponses):
     backend = "postgresql"
 
     def __init__(

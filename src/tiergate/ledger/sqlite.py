@@ -45,6 +45,7 @@ from tiergate.ledger.records import (  # noqa: F401 - re-exported: callers impor
     quarantine_row,
     statements,
 )
+from tiergate.ledger.stored_responses import StoredResponses
 from tiergate.ledger.tables import LedgerTables, Step
 from tiergate.ledger.writer import BatchWriter
 
@@ -102,7 +103,7 @@ def migrate(conn: sqlite3.Connection, applied: list[str] | None = None) -> list[
     return applied
 
 
-class SqliteLedger(LedgerTables):
+class SqliteLedger(LedgerTables, StoredResponses):
     """Usage records and keys in one SQLite file, written by a single thread."""
 
     backend = "sqlite"
