@@ -8,9 +8,10 @@ import json
 import signal
 
 import psycopg
+from psycopg.rows import dict_row
+
 from delivery_standins import ChatStandins, Running
 from procs import CHEAP_KEY, start_gateway, tiered_config, wait_until
-from psycopg.rows import dict_row
 
 
 def runs(pg_url: str, where: str = "1=1") -> list[dict]:
@@ -23,9 +24,7 @@ def usage(pg_url: str) -> list[dict]:
         return conn.execute("SELECT * FROM usage WHERE kind = 'request' AND key_name = 'jobs'").fetchall()
 
 
-def test_three_replicas_run_each_slot_once_and_take_over_a_dead_replicas_run(
-    tmp_path, standins, pg_url, redis_prefix
-):
+def test_three_replicas_run_each_slot_once_and_take_over_a_dead_replicas_run(tmp_path, standins, pg_url, redis_prefix):
     chat = ChatStandins()
     served = Running(chat)
     local = standins(name="local", models=["llama-8b"])
