@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tiergate.adapters.registry import protocol_adapters
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.api import admin, admin_jobs, anthropic, codex_catalog, ollama, openai, responses
+from tiergate.api import admin, admin_jobs, anthropic, codex_catalog, gemini, ollama, openai, responses
 from tiergate.api.auth import KeyStore
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
@@ -274,6 +274,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     responses.add_routes(routes)
     ollama.add_routes(routes)
     codex_catalog.add_routes(routes)
+    gemini.add_routes(routes)
     admin.add_routes(routes)
     admin_jobs.add_routes(routes)
     routes.finish()

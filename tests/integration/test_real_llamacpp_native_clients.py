@@ -54,3 +54,21 @@ def test_ollama_library_chats_and_streams_on_the_real_engine(llama, gateway):
     assert [r["protocol"] for r in rows] == ["ollama-chat", "ollama-chat", "ollama-generate"]
     assert all(r["status"] == 200 and r["usage_estimated"] == 0 and r["deployment"] == "local-smol" for r in rows)
     assert rows[0]["completion_tokens"] == r.eval_count and rows[2]["completion_tokens"] == g.eval_count
+
+
+def test_google_genai_generates_and_streams_on_the_real_engine(llama, gateway):
+    from google import genai
+    from google.genai import types
+
+    gw = gateway(config(llama))
+    c = genai.Client(api_key=MASTER_KEY, http_options=types.HttpOptions(base_url=gw.base_url, api_version="v1beta"))
+    cfg = types.GenerateContentConfig(max_output_tokens=12, temperature=0)
+    r = c.models.generate_content(model="local-smol", contents="Say hello.", config=cfg)
+    assert r.text.strip() and 0 < r.usage_metadata.candidates_token_count <= 12
+    chunks = list(c.models.generate_content_stream(model="auto", contents="Count to three.", config=cfg))
+    assert sum(1 for ch in chunks if ch.text) >= 2 and chunks[-1].usage_metadata.candidates_token_count > 0
+    gw.stop()
+    rows = gw.ledger_rows("kind='request'")
+    assert [x["protocol"] for x in rows] == ["gemini-generate", "gemini-generate"]
+    assert all(x["usage_estimated"] == 0 for x in rows)
+    assert rows[0]["completion_tokens"] == r.usage_metadata.candidates_token_count

@@ -11,7 +11,12 @@ from tiergate.adapters.base import Adapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.responses_bridge import RESPONSES, ResponsesViaChat
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
-from tiergate.adapters.translated_clients import OllamaChatViaOpenAI, OllamaEmbedViaOpenAI
+from tiergate.adapters.translated_clients import (
+    GeminiEmbedViaOpenAI,
+    GeminiViaOpenAI,
+    OllamaChatViaOpenAI,
+    OllamaEmbedViaOpenAI,
+)
 from tiergate.adapters.transport import UpstreamTransport
 
 
@@ -36,4 +41,9 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
         ("ollama-generate", "anthropic-messages"): OllamaChatViaOpenAI(chat_via_messages, generate=True),
         ("ollama-embed", "openai-chat"): OllamaEmbedViaOpenAI(embeddings),
         ("ollama-embeddings", "openai-chat"): OllamaEmbedViaOpenAI(embeddings, legacy=True),
+        # Gemini's generateContent API, the same way
+        ("gemini-generate", "openai-chat"): GeminiViaOpenAI(chat),
+        ("gemini-generate", "anthropic-messages"): GeminiViaOpenAI(chat_via_messages),
+        ("gemini-embed", "openai-chat"): GeminiEmbedViaOpenAI(embeddings),
+        ("gemini-batch-embed", "openai-chat"): GeminiEmbedViaOpenAI(embeddings, batch=True),
     }

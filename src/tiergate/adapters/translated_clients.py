@@ -12,6 +12,7 @@ whichever client asked.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,14 @@ import orjson
 from tiergate.adapters.base import Adapter, UpstreamReply, UpstreamStream
 from tiergate.adapters.openai_read import read_reply
 from tiergate.adapters.translate_common import JsonObject
+from tiergate.adapters.translate_gemini import (
+    OpenAIToGeminiStream,
+    gemini_embed_reply,
+    gemini_embed_to_openai,
+    gemini_reply,
+    gemini_to_openai,
+    includes_thoughts,
+)
 from tiergate.adapters.translate_ollama import (
     OpenAIToOllamaStream,
     ollama_chat_to_openai,
@@ -151,6 +160,54 @@ class OllamaEmbedViaOpenAI(ClientBridge):
     def from_openai(self, d: Deployment, body: JsonObject, obj: JsonObject, reply: UpstreamReply) -> JsonObject:
         total = int(reply.upstream_ms * 1_000_000)
         return ollama_embed_reply(obj, model=client_model(body, d), total_ns=total, legacy=self.legacy)
+
+    async def stream(self, d: Deployment, body: dict[str, Any], **kw: Any) -> UpstreamStream:
+        raise AttemptError("protocol", "embeddings are not streamed")
+
+
+def wants_sse(hints: ClientHints) -> bool:
+    """streamGenerateContent frames chunks as SSE with ``alt=sse``, else as one JSON array."""
+    return "alt=sse" in (hints.query or "")
+
+
+class GeminiViaOpenAI(ClientBridge):
+    """generateContent / streamGenerateContent over an OpenAI-protocol adapter."""
+
+    def to_openai(self, d: Deployment, body: JsonObject, *, stream: bool) -> tuple[JsonObject, list[str]]:
+        return gemini_to_openai(body, model=d.model, max_tokens_limit=d.max_output_tokens, stream=stream)
+
+    def from_openai(self, d: Deployment, body: JsonObject, obj: JsonObject, reply: UpstreamReply) -> JsonObject:
+        answer = read_reply(obj)
+        answer.prompt_tokens, answer.completion_tokens = reply.usage.prompt_tokens, reply.usage.completion_tokens
+        return gemini_reply(answer, model=client_model(body, d), include_thoughts=includes_thoughts(body))
+
+    def converter(self, d: Deployment, body: JsonObject, hints: ClientHints) -> StreamConverter:
+        return OpenAIToGeminiStream(
+            model=client_model(body, d),
+            response_id=uuid.uuid4().hex,
+            sse=wants_sse(hints),
+            include_thoughts=includes_thoughts(body),
+        )
+
+    async def stream(self, d: Deployment, body: dict[str, Any], **kw: Any) -> UpstreamStream:
+        s = await super().stream(d, body, **kw)
+        if not wants_sse(kw.get("hints", NO_HINTS)):
+            s.content_type = "application/json"
+        return s
+
+
+class GeminiEmbedViaOpenAI(ClientBridge):
+    """embedContent (or batchEmbedContents, ``batch=True``) over the OpenAI embeddings adapter."""
+
+    def __init__(self, inner: Adapter, *, batch: bool = False, **kw: Any) -> None:
+        super().__init__(inner, **kw)
+        self.batch = batch
+
+    def to_openai(self, d: Deployment, body: JsonObject, *, stream: bool) -> tuple[JsonObject, list[str]]:
+        return gemini_embed_to_openai(body, model=d.model, batch=self.batch)
+
+    def from_openai(self, d: Deployment, body: JsonObject, obj: JsonObject, reply: UpstreamReply) -> JsonObject:
+        return gemini_embed_reply(obj, batch=self.batch)
 
     async def stream(self, d: Deployment, body: dict[str, Any], **kw: Any) -> UpstreamStream:
         raise AttemptError("protocol", "embeddings are not streamed")

@@ -14,6 +14,8 @@ from aiohttp import web
 from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
+from tiergate.api.gemini_models import is_google_caller
+from tiergate.api.gemini_models import list_models as gemini_list_models
 from tiergate.api.needs import openai_chat_needs
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest
@@ -110,6 +112,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.Response:
+    if is_google_caller(request):  # google-genai lists models at /v1/models too, with its key header
+        return await gemini_list_models(request)
     gw = request.app[GATEWAY]
     gw.keys.identify(request.headers, request.remote)
     created = int(gw.started_at)
