@@ -189,3 +189,64 @@ def test_a_job_is_routed_delivered_everywhere_retried_recorded_paused_and_report
     log = "\n".join(gw.log)
     for secret in (TELEGRAM_TOKEN, SLACK_BOT_TOKEN, SLACK_HOOK, SMTP_PASSWORD, HOOK_SECRET):
         assert secret not in log
+
+
+def test_admin_api_budgets_and_timeouts_apply_to_jobs(standins, gateway, tmp_path):
+    from procs import MASTER_KEY, http
+
+    local = standins(name="local", models=["llama-8b"])
+    frontier = standins(name="frontier", models=["gpt-4o"])
+    cfg = tiered_config(local, None, frontier)
+    cfg["budgets"] = [{"scope": "agent", "match": "capped", "window": "day", "max_calls": 1, "action": "reject"}]
+    cfg["scheduler"] = {"poll": "0.5s"}
+    yearly = "0 0 1 1 *"
+    cfg["jobs"] = [
+        {"name": "capped", "schedule": yearly, "prompt": "count me", "retries": 0},
+        {
+            "name": "hang",
+            "schedule": yearly,
+            "prompt": "hang",
+            "model": "frontier",
+            "timeout": "1s",
+            "retries": 1,
+            "retry_backoff": "0.1s",
+        },  # fmt: skip
+    ]
+    gw = gateway(cfg)
+    master = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+    def call(method: str, path: str, headers: dict | None = None) -> tuple[int, dict]:
+        status, _, body = http(method, gw.base_url + path, body=b"" if method == "POST" else None,
+                               headers=master if headers is None else headers)  # fmt: skip
+        return status, json.loads(body)
+
+    status, body = call("GET", "/admin/jobs")
+    assert status == 200 and [j["name"] for j in body["jobs"]] == ["capped", "hang"]
+    assert body["jobs"][0]["next_run_local"].endswith("-01-01T00:00:00+00:00")  # the config's zone, UTC
+    assert call("GET", "/admin/jobs", headers={})[0] == 401
+    status, body = call("POST", "/admin/jobs/nope/run")
+    assert status == 404 and "configured jobs: capped, hang" in body["error"]["message"]
+
+    def run(name: str) -> dict:
+        status, body = call("POST", f"/admin/jobs/{name}/run")
+        assert status == 202
+        done = lambda: call("GET", f"/admin/jobs/runs/{body['run_id']}")[1]["status"] in ("ok", "failed")  # noqa: E731
+        assert wait_until(done, timeout=60)
+        return call("GET", f"/admin/jobs/runs/{body['run_id']}")[1]
+
+    # a budget on the job's agent holds like on any agent's traffic: the second run is refused
+    assert run("capped")["status"] == "ok"
+    refused = run("capped")
+    assert refused["status"] == "failed" and "BudgetExceeded" in refused["error"]
+    # an attempt that outlives the job's timeout is retried
+    frontier.faults({"mode": "slow", "delay_s": 10, "times": 1})
+    hung = run("hang")
+    assert hung["status"] == "ok" and hung["deployment"] == "frontier"
+    assert len([r for r in frontier.requests() if r["path"] == "/v1/chat/completions"]) == 2
+
+    assert call("POST", "/admin/jobs/hang/pause") == (200, {"job": "hang", "paused": True})
+    assert [j["paused"] for j in call("GET", "/admin/jobs")[1]["jobs"]] == [False, True]
+    assert call("POST", "/admin/jobs/hang/resume")[1]["paused"] is False
+    status, body = call("GET", "/admin/jobs/history?job=capped&limit=5")
+    assert status == 200 and [r["status"] for r in body["runs"]] == ["failed", "ok"]
+    assert call("GET", "/admin/jobs/history?limit=x")[0] == 400
