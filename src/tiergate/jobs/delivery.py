@@ -269,7 +269,7 @@ class Deliverer:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with self.session.post(call.url, data=call.body, headers=call.headers, timeout=timeout) as resp:
             raw = await resp.content.read(_MAX_REPLY_BYTES)
-            text = raw.decode("utf-8", "replace")
+            text = " ".join(raw.decode("utf-8", "replace").split())  # one line: an HTML error page is many
             wait = parse_retry_after({k.lower(): v for k, v in resp.headers.items()})
             body: Any = None
             if call.answer != "status":

@@ -187,9 +187,9 @@ class JobRunner:
     ) -> str:
         if delivered is None:
             delivered = await self._deliver(job, claim, status, work, error)
-            undelivered = [k for k, v in delivered.items() if v != "ok"]
+            undelivered = [f"{k} {v}" for k, v in delivered.items() if v != "ok"]
             if undelivered and status == "ok":
-                status, error = "failed", f"not delivered to {', '.join(undelivered)}"
+                status, error = "failed", "not delivered to " + "; ".join(undelivered)
         rec = await asyncio.to_thread(
             self.store.finish,
             claim,
