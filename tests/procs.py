@@ -116,6 +116,7 @@ def start_standin(
     api_key: str | None = None,
     chunks: int = 20,
     chunk_delay: float = 0.0,
+    entra_token: str | None = None,
 ) -> Standin:
     cmd = [
         sys.executable,
@@ -134,6 +135,8 @@ def start_standin(
         cmd += ["--model", m]
     if api_key:
         cmd += ["--api-key", api_key]
+    if entra_token:
+        cmd += ["--entra-token", entra_token]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log: list[str] = []
     m = _wait_line(proc, r"READY (\d+)", 20, log)

@@ -20,6 +20,7 @@ DATA = Path(__file__).parent.parent / "data" / "litellm"
 KEYS = "OPENAI_API_KEY ANTHROPIC_API_KEY GROQ_API_KEY GEMINI_API_KEY LITELLM_MASTER_KEY OPENAI_KEY_B OPENROUTER_API_KEY"
 ENV = {k: f"sk-{k.lower()}" for k in KEYS.split()} | {"LITELLM_DB_URL": "postgresql://u@db/ledger"}
 ENV |= {"DATABASE_URL": "postgresql://u@db/spend", "FINETUNE_KEY": "sk-ft", "MISTRAL_API_KEY": "sk-mistral"}
+ENV |= {"AZURE_API_KEY_EU": "azure-key-eu"}
 
 
 def load(name: str, env: dict[str, str] | None = None):
@@ -153,10 +154,16 @@ def test_embedding_and_other_modes():
 
 def test_quickstart_leaves_out_by_name_what_it_cannot_serve():
     _, cat, warnings = load("quickstart.yaml")
-    assert list(cat.deployments) == ["vllm-models"]
+    assert list(cat.deployments) == ["gpt-4o", "vllm-models"]
+    azure = cat.deployments["gpt-4o"]
+    assert (azure.api, azure.base_url, azure.model) == (
+        "azure-openai",
+        "https://example-eu.openai.azure.com",
+        "gpt-4o-eu",
+    )
+    assert azure.api_version == "2024-10-21" and azure.api_key == ENV["AZURE_API_KEY_EU"]
     line = ignored(warnings)
     for name in (
-        "model_list[0] (gpt-4o: provider 'azure' is not served yet; entry left out)",
         "model_list[1] (bedrock-claude-v1: provider 'bedrock' is not served yet; entry left out)",
         "model_list[3] (model '*': provider chosen by the client; entry left out)",
         "litellm_settings.success_callback",
@@ -293,3 +300,61 @@ def test_import_litellm_writes_a_native_config_that_means_the_same(name):
     ]
     if ignored_lines:
         assert "# LiteLLM settings with no meaning here, left out:" in text
+
+
+@pytest.mark.parametrize(
+    ("base", "version", "path", "url"),
+    [
+        (
+            "https://r.openai.azure.com",
+            "2024-10-21",
+            "/chat/completions",
+            "https://r.openai.azure.com/openai/deployments/my%20dep/chat/completions?api-version=2024-10-21",
+        ),
+        (
+            "https://r.openai.azure.com",
+            "2024-10-21",
+            "/embeddings",
+            "https://r.openai.azure.com/openai/deployments/my%20dep/embeddings?api-version=2024-10-21",
+        ),
+        (
+            "https://r.openai.azure.com/openai/v1",
+            None,
+            "/chat/completions",
+            "https://r.openai.azure.com/openai/v1/chat/completions",
+        ),
+    ],
+)
+def test_azure_urls(base, version, path, url):
+    from tiergate.adapters.azure_openai import azure_url
+    from tiergate.core.catalog import Deployment
+
+    d = Deployment("x", "p", "azure-openai", base, "my dep", 1, False, 8192, None, 0, 0, api_version=version)
+    assert azure_url(d, path) == url
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        ({"base_url": "https://r.openai.azure.com"}, "api_version: required for azure-openai at a resource endpoint"),
+        (
+            {"base_url": "https://r.openai.azure.com", "api_version": "2024-06-01"},
+            "api_version: 2024-06-01 predates 2024-09-01",
+        ),
+    ],
+)
+def test_azure_provider_errors_name_the_field(provider, message):
+    raw = {
+        "providers": {"az": {"api": "azure-openai", **provider}},
+        "deployments": [{"name": "d", "provider": "az", "model": "m"}],
+    }
+    cfg, problems = check_config_dict(raw, env={}, exists=Path.is_file)
+    assert cfg is None and any(str(p).startswith(f"providers.az.{message}") for p in problems), problems
+
+
+def test_every_prefix_is_documented_in_providers_md():
+    from tiergate.config.litellm_providers import UNSERVED_PREFIXES
+
+    text = (Path(__file__).parent.parent.parent / "docs" / "providers.md").read_text()
+    assert [p for p in PREFIXES if f"| `{p}/` |" not in text] == []
+    assert [p for p in UNSERVED_PREFIXES if f"`{p}/`" not in text] == []

@@ -7,6 +7,8 @@ in-memory transport, so both route through the same adapters.
 from __future__ import annotations
 
 from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
+from tiergate.adapters.azure_openai import API as AZURE
+from tiergate.adapters.azure_openai import AzureOpenAIChatAdapter, AzureOpenAIEmbeddingsAdapter
 from tiergate.adapters.base import Adapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.responses_bridge import RESPONSES, ResponsesViaChat
@@ -46,4 +48,23 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
         ("gemini-generate", "anthropic-messages"): GeminiViaOpenAI(chat_via_messages),
         ("gemini-embed", "openai-chat"): GeminiEmbedViaOpenAI(embeddings),
         ("gemini-batch-embed", "openai-chat"): GeminiEmbedViaOpenAI(embeddings, batch=True),
+        **_azure(transport),
+    }
+
+
+def _azure(transport: UpstreamTransport) -> dict[tuple[str, str], Adapter]:
+    """Azure OpenAI: OpenAI's body at Azure's URLs with its key header, so every OpenAI-side client reaches it."""
+    chat, embeddings = AzureOpenAIChatAdapter(transport), AzureOpenAIEmbeddingsAdapter(transport)
+    return {
+        ("openai-chat", AZURE): chat,
+        ("anthropic-messages", AZURE): AnthropicViaOpenAI(chat),
+        ("openai-embeddings", AZURE): embeddings,
+        (RESPONSES, AZURE): ResponsesViaChat(chat, AZURE),
+        ("ollama-chat", AZURE): OllamaChatViaOpenAI(chat),
+        ("ollama-generate", AZURE): OllamaChatViaOpenAI(chat, generate=True),
+        ("ollama-embed", AZURE): OllamaEmbedViaOpenAI(embeddings),
+        ("ollama-embeddings", AZURE): OllamaEmbedViaOpenAI(embeddings, legacy=True),
+        ("gemini-generate", AZURE): GeminiViaOpenAI(chat),
+        ("gemini-embed", AZURE): GeminiEmbedViaOpenAI(embeddings),
+        ("gemini-batch-embed", AZURE): GeminiEmbedViaOpenAI(embeddings, batch=True),
     }

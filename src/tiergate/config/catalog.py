@@ -68,14 +68,21 @@ def _served(cfg: TiergateConfig, d: DeploymentConfig, name: str, part: str | Non
         context_window=window,
         max_output_tokens=d.max_output_tokens,
         **resolve_price(  # the price database is read here, once per deployment, never per request
-            d.price, local=p.local, provider=d.provider, base_url=p.base_url, model=model
+            d.price, local=p.local, provider=d.provider, base_url=p.base_url, model=d.base_model or model
         ).fields(),
         api_key=p.api_key.get_secret_value() if p.api_key else None,
-        headers=MappingProxyType(dict(p.headers)),
+        headers=MappingProxyType(_headers(p)),
         timeout_s=p.timeout_s,
         limits=read_limits(cfg, p),
         capabilities=_capabilities(d, model),
+        api_version=p.api_version,
     )
+
+
+def _headers(p: ProviderConfig) -> dict[str, str]:
+    if p.entra_token is not None:
+        return {**p.headers, "Authorization": f"Bearer {p.entra_token.get_secret_value()}"}
+    return dict(p.headers)
 
 
 def read_limits(cfg: TiergateConfig, p: ProviderConfig | None) -> ReadLimits:

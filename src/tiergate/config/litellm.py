@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiergate.config.litellm_providers import (
+    AZURE_DEFAULT_API_VERSION,
     PREFIXES,
     UNSERVED_PREFIXES,
     PrefixProvider,
@@ -30,6 +31,7 @@ from tiergate.config.litellm_providers import (
 )
 from tiergate.config.litellm_settings import translate_settings
 from tiergate.config.prices import database_context_window, database_price, provider_knows
+from tiergate.config.schema import AZURE_STREAM_USAGE_SINCE
 from tiergate.core.capabilities import EMBEDDINGS_ONLY, capabilities_of
 from tiergate.core.errors import ConfigError
 
@@ -67,6 +69,7 @@ SERVED_MODES = (*sorted(CHAT_MODES), "embedding")
 # litellm_params that say where and how to call, all read here; any other is a default request parameter
 CALL_PARAMS = {"model", "api_base", "base_url", "api_key", "rpm", "tpm", "extra_headers", "organization", "timeout"}
 CALL_PARAMS |= {"stream_timeout", "input_cost_per_token", "output_cost_per_token", "weight"}
+CALL_PARAMS |= {"api_version", "azure_ad_token"}
 SHARE_KEYS = ("weight", "rpm", "tpm")  # what LiteLLM's simple-shuffle weighs a group's entries by, first found
 INFO_KEYS = {"input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost", "mode", "tier"}
 INFO_KEYS |= {"cache_creation_input_token_cost", "max_input_tokens", "max_output_tokens", "max_tokens", "base_model"}
@@ -135,6 +138,8 @@ class _Builder:
         """The provider for one entry: one per distinct (prefix, base URL, key, headers), so a group's
         entries each keep their own key."""
         api_base = params.get("api_base") or params.get("base_url")
+        if spec.api == "azure-openai":
+            return self._azure(i, params, api_base)
         base = base_url_for(spec, api_base)
         local = spec.local if not api_base else is_local_url(base)
         prov: dict[str, Any] = {"api": spec.api, "base_url": base, "local": local}
@@ -158,13 +163,52 @@ class _Builder:
         for src, dst in (("timeout", "timeout_s"), ("stream_timeout", "stream_timeout_s")):
             if params.get(src) is not None:
                 prov[dst] = params[src]
+        return self._named(prefix, prov), local
+
+    def _azure(self, i: int, params: dict[str, Any], api_base: str | None) -> tuple[str, bool]:
+        """An Azure OpenAI resource: endpoint, api-version and key (or Entra token) as LiteLLM reads them."""
+        base = str(api_base or self.env.get("AZURE_API_BASE") or "").rstrip("/")
+        if not base:
+            raise ConfigError(
+                f"model_list[{i}].litellm_params.api_base: required for azure/ (https://NAME.openai.azure.com), "
+                "or set AZURE_API_BASE"
+            )
+        prov: dict[str, Any] = {"api": "azure-openai", "base_url": base, "local": False}
+        if not base.endswith("/openai/v1"):
+            version = str(params.get("api_version") or self.env.get("AZURE_API_VERSION") or AZURE_DEFAULT_API_VERSION)
+            if version[:10] < AZURE_STREAM_USAGE_SINCE:
+                self.out.notes.append(
+                    (
+                        f"model_list[{i}].litellm_params.api_version",
+                        f"{version} predates {AZURE_STREAM_USAGE_SINCE}, which reports a stream's usage; "
+                        f"{AZURE_DEFAULT_API_VERSION} is used",
+                    )
+                )
+                version = AZURE_DEFAULT_API_VERSION
+            prov["api_version"] = version
+        if params.get("api_key"):
+            prov["api_key"] = params["api_key"]
+        elif params.get("azure_ad_token"):
+            prov["entra_token"] = params["azure_ad_token"]
+        elif "AZURE_API_KEY" in self.env:  # LiteLLM's variable for the user's own Azure resources
+            prov["api_key"] = "env:AZURE_API_KEY"
+        else:
+            self.out.notes.append((f"model_list[{i}].litellm_params.api_key", "not set and AZURE_API_KEY is not set"))
+        for src, dst in (("timeout", "timeout_s"), ("stream_timeout", "stream_timeout_s")):
+            if params.get(src) is not None:
+                prov[dst] = params[src]
+        return self._named("azure", prov), False
+
+    def _named(self, prefix: str, prov: dict[str, Any]) -> str:
+        """A provider name of its own for each distinct provider row (same row, same name)."""
+        base = str(prov["base_url"])
         stem = f"{prefix}-{_slug(base.split('//', 1)[-1])}"
         name, n = stem, 1
         while name in self.providers and self.providers[name] != prov:
             n += 1
             name = f"{stem}-{n}"
         self.providers[name] = prov
-        return name, local
+        return name
 
     def add(self, i: int, item: Any) -> None:
         group, params, info = _entry(i, item)
@@ -188,6 +232,8 @@ class _Builder:
         base = self.providers[pkey]["base_url"]
         self._unsupported_params(where, params, info)
         dep: dict[str, Any] = {"name": f"{group}#{i}", "provider": pkey, "model": upstream}
+        if info.get("base_model"):
+            dep["base_model"] = str(info["base_model"])
         price_out = self._price(dep, params, info, prefix=prefix, base=base, local=local)
         dep["tier"] = int(info["tier"]) if "tier" in info else tier_for(price_out, local=local)
         why = (

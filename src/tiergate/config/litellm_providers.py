@@ -27,6 +27,8 @@ PREFIXES: dict[str, PrefixProvider] = {
     "openai": PrefixProvider(_OPENAI, "https://api.openai.com/v1", "OPENAI_API_KEY"),
     "custom_openai": PrefixProvider(_OPENAI, "https://api.openai.com/v1", "OPENAI_API_KEY"),
     "anthropic": PrefixProvider("anthropic-messages", "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
+    # Azure OpenAI: the resource endpoint comes from api_base (or AZURE_API_BASE); its own adapter
+    "azure": PrefixProvider("azure-openai", "", "AZURE_API_KEY"),
     "mistral": PrefixProvider(_OPENAI, "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
     "together_ai": PrefixProvider(_OPENAI, "https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
     "fireworks_ai": PrefixProvider(_OPENAI, "https://api.fireworks.ai/inference/v1", "FIREWORKS_AI_API_KEY"),
@@ -62,7 +64,6 @@ PREFIXES: dict[str, PrefixProvider] = {
 # LiteLLM prefixes whose protocol tiergate does not speak (yet): their entries are left out, by name
 UNSERVED_PREFIXES = frozenset(
     {
-        "azure",
         "azure_ai",
         "azure_text",
         "bedrock",
@@ -105,12 +106,13 @@ def base_url_for(spec: PrefixProvider, api_base: str | None) -> str:
     return base
 
 
+AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the latest GA version; an entry's api_version or AZURE_API_VERSION wins
+
+
 def split_model(model: str) -> tuple[str, str]:
     """``groq/llama-3.1-8b-instant`` -> (groq, llama-3.1-8b-instant); a bare name is OpenAI's, or Anthropic's
-    for ``claude-*`` (as LiteLLM infers it)."""
+    for ``claude-*`` (as LiteLLM infers it). An unknown prefix is returned for the caller to judge."""
     prefix, slash, rest = model.partition("/")
-    if slash and rest and (prefix in PREFIXES or prefix in UNSERVED_PREFIXES):
-        return prefix, rest
     if slash and rest:
-        return prefix, rest  # unknown: the caller decides (an error, or an OpenRouter model id)
+        return prefix, rest
     return ("anthropic" if model.startswith("claude-") else "openai"), model

@@ -164,7 +164,7 @@ def _default_master_key(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str
     return raw
 
 
-SECRET_FIELDS = {"api_key", "master_key", "bot_token", "password"}
+SECRET_FIELDS = {"api_key", "master_key", "bot_token", "password", "entra_token", "azure_ad_token"}
 
 
 def _resolve_secrets(node: Any, env: Mapping[str, str], *, path: tuple[str | int, ...], problems: list[Problem]) -> Any:

@@ -35,8 +35,9 @@ from tiergate.core.capabilities import Capability
 
 log = logging.getLogger("tiergate.config")
 
-ApiType = Literal["openai-chat", "anthropic-messages"]
+ApiType = Literal["openai-chat", "anthropic-messages", "azure-openai"]
 API_TYPES: tuple[str, ...] = get_args(ApiType)
+AZURE_STREAM_USAGE_SINCE = "2024-09-01"  # Azure OpenAI takes stream_options.include_usage from this api-version
 ENV_PREFIXES = ("env:", "os.environ/")
 # the fields whose names others point at, or that point at names (tiergate.config.references)
 REFERENCING_FIELDS = {"providers", "deployments", "local_models", "aliases", "model_map", "routing"}
@@ -91,6 +92,29 @@ class ProviderConfig(_Model):
     stream_idle_timeout_s: float | None = Field(None, gt=0, description="between events; default the attempt timeout")
     max_event_kb: int = Field(1024, gt=0, description="largest SSE event; a stream without event ends is cut here")
     max_response_mb: float = Field(64.0, gt=0, description="largest non-streamed reply body; beyond it, fail over")
+    api_version: str | None = Field(
+        None, description="azure-openai: the ?api-version= of every call (required unless base_url ends in /openai/v1)"
+    )
+    entra_token: SecretStr | None = Field(
+        None, description="azure-openai: a Microsoft Entra token, sent as Authorization: Bearer (instead of api_key)"
+    )
+
+    @model_validator(mode="after")
+    def _azure(self) -> ProviderConfig:
+        if self.api == "azure-openai":
+            if self.api_version is None and not self.base_url.endswith("/openai/v1"):
+                raise ValueError(
+                    "api_version: required for azure-openai at a resource endpoint (Azure answers 404 without it), "
+                    "e.g. 2024-10-21; or use the v1 API: base_url https://NAME.openai.azure.com/openai/v1"
+                )
+            if self.api_version is not None and self.api_version[:10] < AZURE_STREAM_USAGE_SINCE:
+                raise ValueError(
+                    f"api_version: {self.api_version} predates {AZURE_STREAM_USAGE_SINCE}, the first version that "
+                    "reports a stream's usage (tiergate bills streams by it); use 2024-10-21 or later"
+                )
+        elif self.api_version is not None or self.entra_token is not None:
+            raise ValueError("api_version and entra_token: only for api azure-openai")
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -111,6 +135,9 @@ class DeploymentConfig(_Model):
     price: Price = Field(default_factory=Price)
     capabilities: list[Capability] | None = Field(
         None, description="what it can do; default: from the model's family (tiergate.core.capabilities)"
+    )
+    base_model: str | None = Field(
+        None, description="the model the price database prices it as (an Azure deployment's name is not a model)"
     )
     weight: float = Field(
         1.0, ge=0, le=1e9, allow_inf_nan=False, description="its share of a routing.balance alias; 0: failover only"

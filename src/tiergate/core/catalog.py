@@ -58,6 +58,7 @@ class Deployment:
     cache_write_per_mtok: float | None = None  # None: the input price
     price_tiers: tuple[PriceTier, ...] = ()  # dearer rates for long prompts, ascending
     price_source: str = "config"  # config, local, genai-prices:<provider>/<model>, or UNPRICED
+    api_version: str | None = None  # Azure OpenAI's ?api-version=
 
     def cost(
         self, prompt_tokens: int, completion_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .anthropic_server import build_anthropic_standin
+from .azure_server import build_azure_standin
 from .openai_server import build_openai_standin
 
-__all__ = ["RunningStandin", "build_anthropic_standin", "build_openai_standin", "start_standin"]
+__all__ = ["RunningStandin", "build_anthropic_standin", "build_azure_standin", "build_openai_standin", "start_standin"]
 
 
 @dataclass

@@ -11,31 +11,30 @@ import asyncio
 import signal
 import sys
 
-from . import build_anthropic_standin, build_openai_standin, start_standin
+from . import build_anthropic_standin, build_azure_standin, build_openai_standin, start_standin
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tiergate.standins", description="Serve a fake cloud LLM endpoint.")
-    p.add_argument("--protocol", choices=("openai", "anthropic"), required=True)
+    p.add_argument("--protocol", choices=("openai", "anthropic", "azure"), required=True)
     p.add_argument("--name", required=True, help="tag put at the start of every reply")
     p.add_argument("--model", action="append", required=True, dest="models", help="model id to serve (repeatable)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--api-key", default=None, help="require this key (default: any)")
+    p.add_argument("--entra-token", default=None, help="azure: also accept this Bearer token")
     p.add_argument("--stream-chunks", type=int, default=20)
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between SSE events")
     return p.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    build = build_openai_standin if args.protocol == "openai" else build_anthropic_standin
-    app = build(
-        name=args.name,
-        models=args.models,
-        api_key=args.api_key,
-        stream_chunks=args.stream_chunks,
-        chunk_delay_s=args.chunk_delay,
-    )
+    common = {"name": args.name, "models": args.models, "api_key": args.api_key}
+    common |= {"stream_chunks": args.stream_chunks, "chunk_delay_s": args.chunk_delay}
+    if args.protocol == "azure":
+        app = build_azure_standin(**common, entra_token=args.entra_token)
+    else:
+        app = (build_openai_standin if args.protocol == "openai" else build_anthropic_standin)(**common)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -168,7 +168,18 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     cfg = request.app[_CONFIG]
-    body = await _body(request, cfg)
+    return await chat_reply(request, cfg, await _body(request, cfg))
+
+
+# Azure OpenAI's content-filter verdicts, on every prompt and choice it returns
+FILTERED = {k: {"filtered": False, "severity": "safe"} for k in ("hate", "self_harm", "sexual", "violence")}
+
+
+async def chat_reply(
+    request: web.Request, cfg: _Config, body: dict[str, Any], *, azure: bool = False
+) -> web.StreamResponse:
+    """The fake model's chat completion for an authorised ``body``; ``azure`` adds Azure's content-filter
+    fields and its stream's opening chunk (no choices, empty id, the prompt's filter results)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(
@@ -224,18 +235,28 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         }
 
     usage = _usage(prompt_tokens, completion)
+    prompt_filter = [{"prompt_index": 0, "content_filter_results": FILTERED}]
     if not stream:
-        return json_response(
-            {
-                **envelope("chat.completion"),
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": usage,
-            }
-        )
+        choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        obj = {**envelope("chat.completion"), "choices": [choice], "usage": usage}
+        if azure:
+            choice["content_filter_results"] = FILTERED
+            obj["prompt_filter_results"] = prompt_filter
+        return json_response(obj)
 
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     out = EventStream(request, cfg.chunk_delay_s)
     await out.open()
+    if azure:
+        opening = {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": prompt_filter,
+        }
+        await out.send(b"data: " + orjson.dumps(opening) + b"\n\n")
 
     async def chunk(delta: dict[str, Any] | None, reason: str | None = None, **extra: Any) -> None:
         obj = {
@@ -296,7 +317,11 @@ def _vector(model: str, text: str, dims: int) -> list[float]:
 
 async def _embeddings(request: web.Request) -> web.Response:
     cfg = request.app[_CONFIG]
-    body = await _body(request, cfg)
+    return embeddings_reply(await _body(request, cfg))
+
+
+def embeddings_reply(body: dict[str, Any]) -> web.Response:
+    """Deterministic vectors for an authorised embeddings ``body``."""
     raw_input = body.get("input")
     items = raw_input if isinstance(raw_input, list) else [raw_input]
     if not items or any(i is None or i == "" for i in items):
