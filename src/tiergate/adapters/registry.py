@@ -11,7 +11,8 @@ from tiergate.adapters.azure_openai import API as AZURE
 from tiergate.adapters.azure_openai import AzureOpenAIChatAdapter, AzureOpenAIEmbeddingsAdapter
 from tiergate.adapters.base import Adapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
-from tiergate.adapters.responses_bridge import RESPONSES, ResponsesViaChat
+from tiergate.adapters.openai_responses import OpenAIResponsesAdapter
+from tiergate.adapters.responses_bridge import RESPONSES, ChatViaResponses, ResponsesViaChat
 from tiergate.adapters.translated import AnthropicViaOpenAI, OpenAIViaAnthropic
 from tiergate.adapters.translated_clients import (
     GeminiEmbedViaOpenAI,
@@ -28,6 +29,8 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
     messages = AnthropicMessagesAdapter(transport)
     chat_via_messages = OpenAIViaAnthropic(messages)
     embeddings = OpenAIEmbeddingsAdapter(transport)
+    responses = OpenAIResponsesAdapter(transport)
+    chat_via_responses = ChatViaResponses(responses)
     return {
         ("openai-chat", "openai-chat"): chat,
         ("openai-chat", "anthropic-messages"): chat_via_messages,
@@ -36,6 +39,10 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
         ("openai-embeddings", "openai-chat"): embeddings,
         (RESPONSES, "openai-chat"): ResponsesViaChat(chat),
         (RESPONSES, "anthropic-messages"): ResponsesViaChat(chat_via_messages, "anthropic-messages"),
+        # upstreams that speak Responses: passed through for Responses clients, translated for the others
+        (RESPONSES, RESPONSES): responses,
+        ("openai-chat", RESPONSES): chat_via_responses,
+        ("anthropic-messages", RESPONSES): AnthropicViaOpenAI(chat_via_responses),
         # Ollama's native API: one translation onto OpenAI chat, composed with the Anthropic bridge
         ("ollama-chat", "openai-chat"): OllamaChatViaOpenAI(chat),
         ("ollama-chat", "anthropic-messages"): OllamaChatViaOpenAI(chat_via_messages),

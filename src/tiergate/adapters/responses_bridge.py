@@ -11,16 +11,22 @@ adapter on the chat side, as for a chat client: the ledger row is the same.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from tiergate.adapters.base import Adapter, UpstreamReply, UpstreamStream
+from tiergate.adapters.chat_over_responses import (
+    ResponsesToChatStream,
+    chat_to_responses_request,
+    responses_to_chat_response,
+)
 from tiergate.adapters.responses_reply import chat_to_response, new_id
 from tiergate.adapters.responses_request import ToolNames, responses_to_chat
 from tiergate.adapters.responses_stream import ChatToResponsesStream
-from tiergate.adapters.translated import _dropped_note, _first, _reply_json
+from tiergate.adapters.translated import StreamConverter, _Bridge, _dropped_note, _first, _reply_json
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError, TranslationError
 from tiergate.core.types import NO_HINTS, ClientHints
@@ -103,3 +109,18 @@ async def _converted(
         tail = conv.failed(s.status.error or "upstream ended the stream early")
     if tail:
         yield tail
+
+
+class ChatViaResponses(_Bridge):
+    """A Chat Completions client served by an upstream that speaks only Responses (``api: openai-responses``)."""
+
+    translate_request = staticmethod(chat_to_responses_request)
+    translate_response = staticmethod(responses_to_chat_response)
+
+    def stream_converter(self, d: Deployment, body: dict[str, Any], s: UpstreamStream) -> StreamConverter:
+        opts = body.get("stream_options")
+        return ResponsesToChatStream(
+            model=d.model,
+            completion_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
+        )

@@ -116,6 +116,12 @@ class OpenAIToAnthropicStream:
         return self._prompt, self._output
 
     def feed(self, event: bytes) -> bytes:
+        """One whole event, or several joined (a bridge below this one may yield a few at a time)."""
+        if event.count(b"\n\n") > 1:
+            return b"".join(self._feed_one(ev + b"\n\n") for ev in event.split(b"\n\n") if ev.strip())
+        return self._feed_one(event)
+
+    def _feed_one(self, event: bytes) -> bytes:
         if self._done:
             return b""
         _, data = parse_sse(event)

@@ -65,6 +65,19 @@ def openai_reported(u: Any, bound: int, *, output: bool = True) -> Reported:
     return Reported(prompt, completion, cache_read=cached)
 
 
+def responses_reported(u: Any, bound: int) -> Reported:
+    """OpenAI Responses ``usage``: input_tokens (cache reads among them, as in chat), output_tokens."""
+    if not isinstance(u, dict):
+        return NOTHING
+    prompt = believable_tokens(u.get("input_tokens"), bound)
+    completion = believable_tokens(u.get("output_tokens"), bound)
+    details = u.get("input_tokens_details")
+    cached = _optional(details.get("cached_tokens"), bound) if isinstance(details, dict) else 0
+    if prompt is None or cached is None or cached > prompt:
+        return Reported(None, completion)
+    return Reported(prompt, completion, cache_read=cached)
+
+
 def anthropic_reported(u: Any, bound: int, *, output: bool = True) -> Reported:
     """Anthropic ``usage``: the prompt is input + cache reads + cache writes, all processed by the upstream."""
     if not isinstance(u, dict):

@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 
 from tiergate.core.tokens import NO_PROMPT, PromptCount
 
-Protocol = Literal["openai-chat", "anthropic-messages"]
+Protocol = Literal["openai-chat", "anthropic-messages", "openai-responses"]
 CHAT: frozenset[str] = frozenset({"chat"})
 EMBEDDINGS: frozenset[str] = frozenset({"embeddings"})
 

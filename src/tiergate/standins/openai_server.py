@@ -1,4 +1,4 @@
-"""OpenAI-compatible stand-in: chat completions, embeddings and models.
+"""OpenAI-compatible stand-in: chat completions, embeddings, models and Responses (``responses_server``).
 
 Speaks the wire format closely enough for the official ``openai`` SDK, so a
 gateway can be tested against it as if it were the cloud. Replies are the
@@ -30,6 +30,7 @@ from .faults import (
     text_of,
     tool_arguments,
 )
+from .responses_server import responses
 
 EMBED_DIMS = 8
 
@@ -71,10 +72,13 @@ def build_openai_standin(
     """A fresh app; each one has its own fault queue and recordings."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[_CONFIG] = _Config(name, tuple(models), api_key, max(1, stream_chunks), chunk_delay_s)
-    install_control(app, model_paths=("/v1/chat/completions", "/v1/embeddings"), error_response=openai_error)
+    install_control(
+        app, model_paths=("/v1/chat/completions", "/v1/embeddings", "/v1/responses"), error_response=openai_error
+    )
     app.on_response_prepare.append(_add_request_id)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/embeddings", _embeddings)
+    app.router.add_post("/v1/responses", _responses)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_get("/v1/models/{model:.+}", _get_model)
     return app
@@ -300,6 +304,12 @@ async def chat_reply(
         await chunk(None, usage=usage)
     await out.send(b"data: [DONE]\n\n", final=True)
     return await out.close()
+
+
+async def _responses(request: web.Request) -> web.StreamResponse:
+    cfg = request.app[_CONFIG]
+    body = await _body(request, cfg)
+    return await responses(request, body, name=cfg.name, stream_chunks=cfg.stream_chunks, delay_s=cfg.chunk_delay_s)
 
 
 def _vector(model: str, text: str, dims: int) -> list[float]:
