@@ -10,6 +10,7 @@ from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
 from tiergate.adapters.azure_openai import API as AZURE
 from tiergate.adapters.azure_openai import AzureOpenAIChatAdapter, AzureOpenAIEmbeddingsAdapter
 from tiergate.adapters.base import Adapter
+from tiergate.adapters.ollama_native import OllamaNativeAdapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.openai_responses import OpenAIResponsesAdapter
 from tiergate.adapters.responses_bridge import RESPONSES, ChatViaResponses, ResponsesViaChat
@@ -50,6 +51,11 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
         ("ollama-generate", "anthropic-messages"): OllamaChatViaOpenAI(chat_via_messages, generate=True),
         ("ollama-embed", "openai-chat"): OllamaEmbedViaOpenAI(embeddings),
         ("ollama-embeddings", "openai-chat"): OllamaEmbedViaOpenAI(embeddings, legacy=True),
+        # an upstream that is itself Ollama: its native API passed through (its own tool parsing, think, ...)
+        ("ollama-chat", "ollama"): OllamaNativeAdapter(transport, "/api/chat"),
+        ("ollama-generate", "ollama"): OllamaNativeAdapter(transport, "/api/generate"),
+        ("ollama-embed", "ollama"): OllamaNativeAdapter(transport, "/api/embed", produces_text=False),
+        ("ollama-embeddings", "ollama"): OllamaNativeAdapter(transport, "/api/embeddings", produces_text=False),
         # Gemini's generateContent API, the same way
         ("gemini-generate", "openai-chat"): GeminiViaOpenAI(chat),
         ("gemini-generate", "anthropic-messages"): GeminiViaOpenAI(chat_via_messages),

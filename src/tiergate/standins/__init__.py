@@ -2,7 +2,8 @@
 
 Used as fake cloud upstreams by integration tests and as simulated cloud tiers
 by ``make demo``. Build an app with :func:`build_openai_standin` or
-:func:`build_anthropic_standin`, then serve it with :func:`start_standin`;
+:func:`build_anthropic_standin` (or :func:`build_ollama_standin`, an Ollama
+server's native API), then serve it with :func:`start_standin`;
 script failures through the ``/_control`` API (see :mod:`.faults`).
 """
 
@@ -14,9 +15,17 @@ from aiohttp import web
 
 from .anthropic_server import build_anthropic_standin
 from .azure_server import build_azure_standin
+from .ollama_server import build_ollama_standin
 from .openai_server import build_openai_standin
 
-__all__ = ["RunningStandin", "build_anthropic_standin", "build_azure_standin", "build_openai_standin", "start_standin"]
+__all__ = [
+    "RunningStandin",
+    "build_anthropic_standin",
+    "build_azure_standin",
+    "build_ollama_standin",
+    "build_openai_standin",
+    "start_standin",
+]
 
 
 @dataclass

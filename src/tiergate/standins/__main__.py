@@ -11,12 +11,12 @@ import asyncio
 import signal
 import sys
 
-from . import build_anthropic_standin, build_azure_standin, build_openai_standin, start_standin
+from . import build_anthropic_standin, build_azure_standin, build_ollama_standin, build_openai_standin, start_standin
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tiergate.standins", description="Serve a fake cloud LLM endpoint.")
-    p.add_argument("--protocol", choices=("openai", "anthropic", "azure"), required=True)
+    p.add_argument("--protocol", choices=("openai", "anthropic", "azure", "ollama"), required=True)
     p.add_argument("--name", required=True, help="tag put at the start of every reply")
     p.add_argument("--model", action="append", required=True, dest="models", help="model id to serve (repeatable)")
     p.add_argument("--host", default="127.0.0.1")
@@ -34,7 +34,8 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.protocol == "azure":
         app = build_azure_standin(**common, entra_token=args.entra_token)
     else:
-        app = (build_openai_standin if args.protocol == "openai" else build_anthropic_standin)(**common)
+        builders = {"openai": build_openai_standin, "anthropic": build_anthropic_standin, "ollama": build_ollama_standin}
+        app = builders[args.protocol](**common)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
