@@ -34,7 +34,11 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.protocol == "azure":
         app = build_azure_standin(**common, entra_token=args.entra_token)
     else:
-        builders = {"openai": build_openai_standin, "anthropic": build_anthropic_standin, "ollama": build_ollama_standin}
+        builders = {
+            "openai": build_openai_standin,
+            "anthropic": build_anthropic_standin,
+            "ollama": build_ollama_standin,
+        }
         app = builders[args.protocol](**common)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
