@@ -61,6 +61,10 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
         ("gemini-generate", "anthropic-messages"): GeminiViaOpenAI(chat_via_messages),
         ("gemini-embed", "openai-chat"): GeminiEmbedViaOpenAI(embeddings),
         ("gemini-batch-embed", "openai-chat"): GeminiEmbedViaOpenAI(embeddings, batch=True),
+        # Ollama and Gemini clients on a Responses upstream, through the chat-over-Responses bridge
+        ("ollama-chat", RESPONSES): OllamaChatViaOpenAI(chat_via_responses),
+        ("ollama-generate", RESPONSES): OllamaChatViaOpenAI(chat_via_responses, generate=True),
+        ("gemini-generate", RESPONSES): GeminiViaOpenAI(chat_via_responses),
         **_azure(transport),
     }
 
