@@ -86,6 +86,11 @@ def test_explain_prints_the_plan_without_sending(standins, tmp_path):
         env=cli_env({"CHEAP_KEY": "x"}),
     ).stdout
     assert "1. local-8b" in private and "cheap: privacy local-only" in private
+    assert "warning:" not in out
+    typo = run_cli(
+        "explain", "--config", str(path), str(req), "-H", "X-Tiergate-Task: codng", env=cli_env({"CHEAP_KEY": "x"})
+    ).stdout
+    assert "warning: unknown task 'codng'; known: " in typo and "coding" in typo.split("warning:")[1]
 
 
 def test_check_config_prints_tiers_and_names_errors(tmp_path):

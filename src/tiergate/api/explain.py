@@ -30,8 +30,10 @@ def explain_request(cfg: TiergateConfig, raw: bytes, headers: Mapping[str, str])
         f"request: model={features.model} task={features.task or '-'} ~{features.prompt_tokens_est} prompt tokens"
         f" max_tokens={features.max_tokens or '-'} stream={features.stream} local_only={features.local_only}",
         f"route: {plan.summary}",
-        "candidates, in order:",
     ]
+    if plan.warning:
+        lines.append(f"warning: {plan.warning}")
+    lines.append("candidates, in order:")
     for i, c in enumerate(plan.candidates, 1):
         d = catalog.deployments[c.deployment]
         est = d.cost(features.prompt_tokens_est, features.max_tokens or 256)
