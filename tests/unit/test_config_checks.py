@@ -21,6 +21,7 @@ ENV = {"TG_KEY": "sk-test"}
 BOX = {"box": {"api": "openai-chat", "base_url": "http://127.0.0.1:8080/v1", "local": True}}
 CLOUD = {"cloud": {"api": "openai-chat", "base_url": "https://cloud.example/v1"}}
 LOCAL = {"name": "local-8b", "provider": "box", "model": "llama", "tier": 0}
+EMBED = {"name": "nomic", "provider": "box", "model": "nomic-embed-text-v1.5"}
 STRONG = {"name": "strong", "provider": "cloud", "model": "big", "tier": 3}
 GOOD = {"auth": KEY, "providers": BOX, "deployments": [LOCAL]}
 GGUF = "/models/qwen.gguf"
@@ -85,6 +86,66 @@ CASES = [
         {**GOOD, "auth": {"master_key": "sk-literal"}},
         [("auth.master_key", "literal secret in config; prefer env:NAME", True)],
         id="literal secret",
+    ),
+    pytest.param(
+        {**GOOD, "deployments": [LOCAL, EMBED], "aliases": {"embed/local": ["local-8b"], "vectors": ["nomic"]}},
+        [("aliases.embed/local", "named for embeddings, but none of its members can embed (local-8b: chat", False)],
+        id="embeddings alias to a chat-only deployment",
+    ),
+    pytest.param(
+        {
+            **GOOD,
+            "deployments": [LOCAL, EMBED, {**LOCAL, "name": "both", "capabilities": ["chat", "embeddings"]}],
+            "aliases": {"embed/local": ["both"], "smart": ["local-8b", "both"]},
+        },
+        [],
+        id="a member that chats and embeds mixes nothing",
+    ),
+    pytest.param(
+        {
+            **GOOD,
+            "deployments": [LOCAL, EMBED],
+            "aliases": {"group": ["nomic", "local-8b"]},
+            "routing": {"balance": ["group"]},
+        },
+        [
+            (
+                "aliases.group",
+                "mixes embedding-only deployments (nomic) and chat-only ones (local-8b): embeddings for this model group",
+                True,
+            )
+        ],
+        id="model group of an embedding and a chat deployment",
+    ),
+    pytest.param(
+        {
+            **GOOD,
+            "deployments": [LOCAL, EMBED],
+            "aliases": {"vectors": ["nomic"]},
+            "model_map": {"claude-*": "vectors"},
+        },
+        [("model_map.claude-*", "maps to vectors, which only embeds (nomic): chat requests for claude-*", False)],
+        id="chat names mapped to an embedding model",
+    ),
+    pytest.param(
+        {
+            **GOOD,
+            "deployments": [LOCAL, EMBED],
+            "routing": {"fallbacks": {"nomic": ["local-8b"], "local-8b": ["nomic"]}},
+        },
+        [
+            (
+                "routing.fallbacks.nomic",
+                "nomic only serves embeddings, but its fallback local-8b only serves chat",
+                True,
+            ),
+            (
+                "routing.fallbacks.local-8b",
+                "local-8b only serves chat, but its fallback nomic only serves embeddings",
+                True,
+            ),
+        ],
+        id="fallbacks across embeddings and chat",
     ),
     pytest.param(
         {**GOOD, "aliases": {"fast": []}},

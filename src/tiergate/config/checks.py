@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tiergate.config.schema import TiergateConfig
+from tiergate.config.schema import DeploymentConfig, TiergateConfig
+from tiergate.core.capabilities import capabilities_of, named_for_embeddings
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,8 @@ def file_problems(raw: Mapping[str, Any]) -> list[Problem]:
 
 def semantic_problems(cfg: TiergateConfig, *, exists: Callable[[Path], bool]) -> list[Problem]:
     """Every problem of a valid config, errors first in file order, then warnings."""
-    return [*_routing(cfg), *_model_files(cfg, exists), *_auth(cfg)]
+    found = [*_routing(cfg), *_embedding_mixups(cfg), *_model_files(cfg, exists), *_auth(cfg)]
+    return [p for p in found if not p.warning] + [p for p in found if p.warning]
 
 
 def _routing(cfg: TiergateConfig) -> list[Problem]:
@@ -80,6 +82,79 @@ def _routing(cfg: TiergateConfig) -> list[Problem]:
         )
         for task, tier in unreachable_tasks(cfg.tasks, tiers).items()
     ]
+
+
+def deployment_capabilities(d: DeploymentConfig) -> frozenset[str]:
+    """What a deployment row can do, as the catalog will decide it (declared, else the model's family)."""
+    declared = frozenset(d.capabilities) if d.capabilities is not None else None
+    return capabilities_of(d.model or d.local_model or d.name, declared=declared)
+
+
+def _embedding_mixups(cfg: TiergateConfig) -> list[Problem]:
+    """Names that send embeddings to chat-only deployments or chat to embedding-only ones.
+
+    The policy skips such members as "lacks embeddings" / "lacks chat", so the
+    request does not go wrong, but the name cannot do what it was written for,
+    or its members are no failover for each other.
+    """
+    caps = {d.name: deployment_capabilities(d) for d in cfg.deployments if "*" not in d.name}
+
+    def members(name: str) -> list[str]:
+        return [m for m in cfg.aliases.get(name, [name]) if m in caps]
+
+    def only(names: list[str], cap: str, other: str) -> list[str]:
+        return [n for n in names if cap in caps[n] and other not in caps[n]]
+
+    out = []
+    for alias in cfg.aliases:
+        ms = members(alias)
+        embed_only, chat_only = only(ms, "embeddings", "chat"), only(ms, "chat", "embeddings")
+        if named_for_embeddings(alias) and ms and not any("embeddings" in caps[m] for m in ms):
+            out.append(
+                Problem(
+                    f"aliases.{alias}",
+                    f"is named for embeddings, but none of its members can embed ({', '.join(ms)}: "
+                    f"chat only): embeddings with model={alias} would get 400 model_not_capable; point it at an "
+                    "embedding deployment or declare capabilities: [embeddings] on one that embeds",
+                )
+            )
+        elif embed_only and chat_only:
+            kind = "model group" if alias in cfg.routing.balance else "alias"
+            out.append(
+                Problem(
+                    f"aliases.{alias}",
+                    f"mixes embedding-only deployments ({', '.join(embed_only)}) and chat-only ones "
+                    f"({', '.join(chat_only)}): embeddings for this {kind} never reach {', '.join(chat_only)} and "
+                    f"chat never reaches {', '.join(embed_only)}, so they are no failover for each other; "
+                    "split it into an embeddings alias and a chat alias",
+                    warning=True,
+                )
+            )
+    for src, target in cfg.model_map.items():
+        ms = members(target)
+        if ms and not any("chat" in caps[m] for m in ms):
+            out.append(
+                Problem(
+                    f"model_map.{src}",
+                    f"maps to {target}, which only embeds ({', '.join(ms)}): chat requests for {src} would get "
+                    "400 model_not_capable",
+                )
+            )
+    for src, targets in cfg.routing.fallbacks.items():
+        src_ms = members(src)
+        for t in targets:
+            for cap, other in (("embeddings", "chat"), ("chat", "embeddings")):
+                if src_ms and only(src_ms, cap, other) == src_ms and (t_ms := members(t)):
+                    if only(t_ms, other, cap) == t_ms:
+                        out.append(
+                            Problem(
+                                f"routing.fallbacks.{src}",
+                                f"{src} only serves {cap}, but its fallback {t} only serves {other}: "
+                                "the fallback can never be used",
+                                warning=True,
+                            )
+                        )
+    return out
 
 
 def _model_files(cfg: TiergateConfig, exists: Callable[[Path], bool]) -> list[Problem]:

@@ -52,6 +52,11 @@ def capabilities_of(model: str, *, declared: frozenset[str] | None = None) -> fr
     return CHAT_DEFAULT
 
 
+def named_for_embeddings(name: str) -> bool:
+    """True when a model or alias name says it embeds (``text-embedding-3-small``, ``embed/local``, ``bge-m3``)."""
+    return _EMBEDDING_MODEL.search(name) is not None
+
+
 def missing(needs: frozenset[str], has: frozenset[str]) -> tuple[str, ...]:
     """The needs a deployment lacks, in CAPABILITIES order (for stable reasons)."""
     return tuple(c for c in CAPABILITIES if c in needs and c not in has)
