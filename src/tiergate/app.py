@@ -36,6 +36,7 @@ from tiergate.guardrails.outages import GuardedState, Outages
 from tiergate.guardrails.sessions import SessionTracker
 from tiergate.ledger.base import Ledger, open_ledger
 from tiergate.ledger.records import LocalModelEvent
+from tiergate.local.engine_probe import probe_local_capabilities
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
 from tiergate.router.executor import Executor
@@ -162,7 +163,8 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             if local and config.local_models
             else {}
         )
-        catalog = build_catalog(config, local_urls=urls)
+        probed = await probe_local_capabilities(config, session)  # once, bounded; the family's guess if down
+        catalog = build_catalog(config, local_urls=urls, probed=probed)
         for name in catalog.unpriced():  # also in /health and check-config
             log.warning("deployment %s has no price (unknown model, no price: line): recorded at $0", name)
         if local is not None:

@@ -7,6 +7,7 @@ files; this is the one place that turns config rows into it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import partial
 from types import MappingProxyType
 
@@ -16,8 +17,14 @@ from tiergate.core.capabilities import capabilities_of
 from tiergate.core.catalog import Catalog, Deployment, ReadLimits, WildcardDeployments, WildcardRoute
 
 
-def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None = None) -> Catalog:
-    """``local_urls``: where each managed local model is served (from the model manager)."""
+def build_catalog(
+    cfg: TiergateConfig,
+    *,
+    local_urls: Mapping[str, str] | None = None,
+    probed: Mapping[str, frozenset[str]] | None = None,
+) -> Catalog:
+    """``local_urls``: where each managed local model is served (from the model manager); ``probed``: the
+    capabilities local engines reported (``local/engine_probe.py``), over the family's guess, under config's."""
     deployments: dict[str, Deployment] = {}
     routes: list[WildcardRoute] = []
     for d in cfg.deployments:
@@ -27,6 +34,8 @@ def build_catalog(cfg: TiergateConfig, *, local_urls: Mapping[str, str] | None =
             routes.append(WildcardRoute(d.name, partial(_served, cfg, d)))
         else:
             deployments[d.name] = _served(cfg, d, d.name, None)
+            if probed and d.name in probed and d.capabilities is None:
+                deployments[d.name] = replace(deployments[d.name], capabilities=probed[d.name])
     fixed = MappingProxyType(deployments)
     return Catalog(
         deployments=WildcardDeployments(fixed, tuple(routes)) if routes else fixed,
