@@ -111,7 +111,7 @@ CASES = [
         [
             (
                 "aliases.group",
-                "mixes embedding-only deployments (nomic) and chat-only ones (local-8b): embeddings for this model group",
+                "embedding-only deployments (nomic) and chat-only ones (local-8b): embeddings for this model group",
                 True,
             )
         ],
