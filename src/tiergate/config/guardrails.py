@@ -108,11 +108,22 @@ class LimitConfig(_Model):
     rpm: int | None = Field(None, gt=0, description="requests in any 60 s")
     tpm: int | None = Field(None, gt=0, description="prompt + completion tokens in any 60 s")
     max_concurrent: int | None = Field(None, gt=0, description="requests in flight at once")
+    shared: bool = Field(False, description="every match counted together: a class of agents or keys")
+    queue_timeout: float | None = Field(
+        None, ge=0, le=3600, description="wait this long for a max_concurrent slot before refusing (e.g. '30s')"
+    )
+
+    @field_validator("queue_timeout", mode="before")
+    @classmethod
+    def _queue_duration(cls, v: object) -> object:
+        return None if v is None else _duration(v)
 
     @model_validator(mode="after")
     def _something_limited(self) -> LimitConfig:
         if self.rpm is None and self.tpm is None and self.max_concurrent is None:
             raise ValueError("set at least one of rpm, tpm, max_concurrent")
+        if self.queue_timeout is not None and self.max_concurrent is None:
+            raise ValueError("queue_timeout: waits for a max_concurrent slot; set max_concurrent too")
         return self
 
     @property

@@ -3,7 +3,9 @@
 A ``limits[]`` line applies when its scope's value (the key's name, or the
 agent) matches ``match``; every matching value has counters of its own, so
 ``{scope: agent, match: "*", max_concurrent: 2}`` lets each agent run two
-requests at once. A line becomes up to three counters, one per field set:
+requests at once, unless the line is ``shared``: then every match counts in
+one counter, a class (``{scope: agent, match: "sub-*", max_concurrent: 4,
+shared: true}``: four subagents at once, whichever they are). A line becomes up to three counters, one per field set:
 
 - ``rpm``: requests admitted in the last 60 s (an exact sliding window, so no
   burst of twice the limit around a minute boundary);
@@ -49,6 +51,10 @@ class LimitRule(Protocol):
     def tpm(self) -> int | None: ...
     @property
     def max_concurrent(self) -> int | None: ...
+    @property
+    def shared(self) -> bool: ...
+    @property
+    def queue_timeout(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +85,7 @@ def counters_for(limits: Sequence[LimitRule], ident: Identity) -> tuple[LimitCou
         value = scope_value(lim, ident)
         if value is None or not matches(lim, value):
             continue
-        key = f"{lim.id}|{value}"
+        key = f"{lim.id}|*" if lim.shared else f"{lim.id}|{value}"  # shared: one counter for the whole class
         if lim.rpm is not None:
             out.append(LimitCounter("rpm", key, lim.rpm, lim, value))
         if lim.tpm is not None:
@@ -91,8 +97,11 @@ def counters_for(limits: Sequence[LimitRule], ident: Identity) -> tuple[LimitCou
 
 def refusal_message(c: LimitCounter, *, tokens: int = 0) -> str:
     """Why a request was refused, naming the key or agent, the limit and (for '*' or glob lines) the line."""
-    who = f"{c.limit.scope} {c.value}"
-    line = "" if c.limit.match == c.value else f" (limits line {c.limit.id})"
+    if c.limit.shared:
+        who, line = f"{c.limit.scope}s matching {c.limit.match} together", f" (limits line {c.limit.id})"
+    else:
+        who = f"{c.limit.scope} {c.value}"
+        line = "" if c.limit.match == c.value else f" (limits line {c.limit.id})"
     if c.kind == "rpm":
         return f"rate limit: {who} allows {c.cap} requests per minute{line}"
     if c.kind == "tpm":

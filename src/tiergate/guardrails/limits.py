@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tiergate.guardrails.limits")
 
+QUEUE_POLL_FIRST_S = 0.02  # a queued request looks again soon, then backs off
+QUEUE_POLL_MAX_S = 0.25
+
 
 @dataclass(slots=True)
 class Admission:
@@ -110,6 +113,12 @@ class LimitGuard:
                 self.clock() - self._unchecked_since,
             )
             self._unchecked_since = None
+        if refused is not None and counters[refused[0]].limit.queue_timeout:
+            try:
+                refused = await self._queue(counters, prompt_tokens, lease, refused)
+            except StateUnavailable as exc:
+                self._outage(exc)  # raises unless fail_open
+                return None
         if refused is not None:
             i, wait_s = refused
             c = counters[i]
@@ -120,6 +129,29 @@ class LimitGuard:
         if held:
             self._held[lease] = held
         return Admission(counters, lease, prompt_tokens)
+
+    async def _queue(
+        self, counters: tuple[LimitCounter, ...], tokens: int, lease: str, refused: tuple[int, float]
+    ) -> tuple[int, float] | None:
+        """A request over a ``max_concurrent`` line with ``queue_timeout`` waits for a slot (polling the shared
+        count, so a slot freed on any replica counts) until admitted, refused by another line, or out of time."""
+        queue_timeout = counters[refused[0]].limit.queue_timeout
+        assert queue_timeout is not None
+        deadline = time.monotonic() + queue_timeout
+        pause = QUEUE_POLL_FIRST_S
+        while counters[refused[0]].kind == "max_concurrent" and counters[refused[0]].limit.queue_timeout:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return refused
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, QUEUE_POLL_MAX_S)
+            again = await self.state.limit_admit(
+                counters, now=self.clock(), tokens=tokens, lease=lease, lease_ttl_s=self.lease_ttl_s
+            )
+            if again is None:
+                return None
+            refused = again
+        return refused
 
     def _outage(self, exc: StateUnavailable) -> None:
         if self.mode == "fail_open":
