@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 import openai
+
 from procs import CHEAP_KEY, MASTER_KEY, tiered_config, wait_until
 
 DELAY_S = 1.0
