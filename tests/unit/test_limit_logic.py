@@ -163,7 +163,8 @@ def test_tokens_fit(used, tokens, cap, fits):
         ({"scope": "key", "rpm": 1}, "limits[0].match: Field required"),
         (
             {"scope": "key", "match": "x", "rpm": 1, "burst": 2},
-            "limits[0].burst: unknown field; allowed fields: match, max_concurrent, queue_timeout, rpm, scope, shared, tpm",
+            "limits[0].burst: unknown field; allowed fields: "
+            "match, max_concurrent, queue_timeout, rpm, scope, shared, tpm",
         ),
     ],
 )
