@@ -185,16 +185,19 @@ def test_overlap_skip_records_the_slot_and_allow_runs_it(ledger):
     assert ("skip", 7200, "schedule", "skipped") in rows(ledger)
 
 
-def test_a_paused_job_is_not_scheduled_until_resumed(ledger):
+def test_a_paused_job_is_not_scheduled_until_resumed_but_runs_when_asked(ledger):
     async def main() -> None:
         clock = Clock(T0 + 3600 + 1)
         ledger.set_flag(PAUSE_FLAG + "hourly", "1")
-        s, runner = scheduler(ledger, clock, [job()], hold=True)
+        s, runner = scheduler(ledger, clock, [job(overlap="allow")], hold=True)
         s.since = {"hourly": T0}
         await s.tick()
         assert runner.ran == []
+        JobRuns(ledger, "cli").request("hourly", now=clock.now)  # by hand: runs even while paused
+        await s.tick()
+        assert [c.trigger for c in runner.ran] == ["manual"]
         ledger.set_flag(PAUSE_FLAG + "hourly", None)
         await s.tick()
-        assert len(runner.ran) == 1
+        assert [c.trigger for c in runner.ran] == ["manual", "schedule"]
 
     asyncio.run(main())

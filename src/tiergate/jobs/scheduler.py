@@ -77,7 +77,8 @@ class Scheduler:
             await self._due(job, now)
         names = [j.name for j in live]
         lease = self.settings.lease
-        for claim in await asyncio.to_thread(self.store.claim_requested, names, now=now, lease_s=lease):
+        asked = await asyncio.to_thread(self.store.claim_requested, list(self.jobs), now=now, lease_s=lease)
+        for claim in asked:  # asked for by hand: runs even while the job is paused or disabled
             self._spawn(self.jobs[claim.job], claim)
         for claim in await asyncio.to_thread(self.store.take_over, names, now=now, lease_s=lease):
             job = self.jobs[claim.job]
