@@ -138,9 +138,11 @@ class Scheduler:
         task = asyncio.create_task(self.runner.run(job, claim), name=f"job:{job.name}:{claim.run_id}")
         self.tasks[claim.run_id] = task
 
-        def done(_: asyncio.Task[str]) -> None:
+        def done(t: asyncio.Task[str]) -> None:
             self.tasks.pop(claim.run_id, None)
             self.running[job.name] -= 1
+            if not t.cancelled() and t.exception() is not None:  # e.g. the ledger down as it finished
+                log.error("job %s run %s ended without its record: %r", job.name, claim.run_id, t.exception())
 
         task.add_done_callback(done)
 
