@@ -57,14 +57,19 @@ class Scheduler:
         self.since = {name: newest.get(name, now) for name in self.jobs}
 
     async def run_forever(self) -> None:
+        failing = False
         while True:
             try:
                 if not self.since:
                     await self.start()
                 await self.tick()
-            except Exception as exc:  # the ledger down: keep the schedule, try again next tick
+                if failing:
+                    log.warning("job scheduler ticks again")
+                failing = False
+            except Exception as exc:  # the ledger down: keep the schedule, try again next tick, say so once
                 reraise_if_stopping(exc)
-                log.warning("job scheduler tick failed: %s: %s", type(exc).__name__, exc)
+                (log.debug if failing else log.warning)("job scheduler tick failed: %s: %s", type(exc).__name__, exc)
+                failing = True
             await asyncio.sleep(self.settings.poll)
 
     async def tick(self) -> None:
