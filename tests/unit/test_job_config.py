@@ -70,6 +70,15 @@ def test_the_issue_example_loads():
         ({"sinks": {"x": {"type": "email", "host": "h", "from": "a@b", "to": ["nobody"]}}}, "not an e-mail address"),
         ({"sinks": {"x": {"type": "slack", "bot_token": "t"}}}, "channel: required with bot_token"),
         ({"scheduler": {"max_concurrent": 0}}, "scheduler.max_concurrent: Input should be greater than or equal to 1"),
+        (
+            {
+                "jobs": [{**JOB, "model": "gpt-9"}],
+                "deployments": [{"name": "d1", "model": "m"}],
+                "aliases": {"fast": ["d1"]},
+            },
+            "jobs[0].model: 'gpt-9' names no deployment, upstream model, alias or model_map entry; "
+            "allowed values: auto, task/<type>, d1, fast, m",
+        ),
     ],
 )
 def test_errors_name_the_field_and_what_is_allowed(raw, expected):

@@ -263,13 +263,30 @@ class SchedulerConfig(_Model):
         return _seconds(v)
 
 
-def job_problems(jobs: Sequence[JobConfig], sinks: dict[str, Any], alerts: Sequence[AlertSinkConfig]) -> list[str]:
-    """``jobs[0].deliver[1]: ...`` for every delivery that names nothing, and names given twice."""
+def job_problems(
+    jobs: Sequence[JobConfig],
+    sinks: dict[str, Any],
+    alerts: Sequence[AlertSinkConfig],
+    models: Sequence[str] | None = None,
+) -> list[str]:
+    """``jobs[0].deliver[1]: ...`` for every delivery that names nothing, names given twice, and (given the
+    model names clients may send: deployments and their upstream models, aliases, model_map globs, wildcard
+    routes) a job's model
+    that names nothing: every run of it would fail."""
+    import fnmatch
+
     out: list[str] = []
     names = [j.name for j in jobs]
     for i, j in enumerate(jobs):
         if names.count(j.name) > 1 and names.index(j.name) != i:
             out.append(f"jobs[{i}].name: {j.name!r} is the name of another job; job names must be unique")
+        known = models is None or j.model == "auto" or j.model.startswith("task/")
+        if not known and not any(fnmatch.fnmatchcase(j.model, m) for m in models or ()):
+            models_text = ", ".join(["auto", "task/<type>", *sorted(set(models or ()))])
+            out.append(
+                f"jobs[{i}].model: {j.model!r} names no deployment, upstream model, alias or model_map entry; "
+                f"allowed values: {models_text}"
+            )
         for k, target in enumerate(j.deliver):
             if target in sinks:
                 continue

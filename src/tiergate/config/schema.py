@@ -287,7 +287,8 @@ class TiergateConfig(_Model):
             out.append(
                 f"budgets: two budgets share an id {listed(i for i in ids if ids.count(i) > 1)}; give one a name"
             )
-        return out + job_problems(self.jobs, self.sinks, self.alerts)
+        models = [n for d in self.deployments for n in (d.name, d.model) if n] + [*self.aliases, *self.model_map]
+        return out + job_problems(self.jobs, self.sinks, self.alerts, models)
 
     @property
     def ledger_url(self) -> str:
