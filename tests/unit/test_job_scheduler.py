@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tiergate.config.jobs import JobConfig, SchedulerConfig
+from tiergate.core.errors import LedgerUnavailable
 from tiergate.jobs.scheduler import Scheduler
 from tiergate.ledger.job_runs import PAUSE_FLAG, Claim, JobRuns
 from tiergate.ledger.sqlite import SqliteLedger
@@ -201,3 +202,33 @@ def test_a_paused_job_is_not_scheduled_until_resumed_but_runs_when_asked(ledger)
         assert [c.trigger for c in runner.ran] == ["manual", "schedule"]
 
     asyncio.run(main())
+
+
+class FlakyRuns(JobRuns):
+    """The ledger unreachable for the first ``down`` claims."""
+
+    down = 1
+
+    def claim(self, *a, **kw):
+        if self.down > 0:
+            self.down -= 1
+            raise LedgerUnavailable("ledger unavailable: PostgreSQL at postgresql://x: connection refused")
+        return super().claim(*a, **kw)
+
+
+def test_a_slot_whose_claim_failed_because_the_ledger_was_down_is_claimed_at_the_next_tick(ledger):
+    async def main() -> None:
+        clock = Clock(T0 + 3600 + 1)
+        store = FlakyRuns(ledger, "a")
+        runner = FakeRunner(store, clock)
+        s = Scheduler([job()], runner, store, clock=clock)  # type: ignore[arg-type]
+        s.since = {"hourly": T0}
+        with pytest.raises(LedgerUnavailable):
+            await s.tick()
+        clock.now += 1
+        await s.tick()
+        await settle(s)
+        assert [c.slot - T0 for c in runner.ran] == [3600]
+
+    asyncio.run(main())
+    assert rows(ledger) == [("hourly", 3600, "schedule", "ok")]

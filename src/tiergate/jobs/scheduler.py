@@ -108,6 +108,8 @@ class Scheduler:
             await asyncio.to_thread(self.store.prune, before=now - self.settings.history_days * 86400)
 
     async def _due(self, job: JobConfig, now: float) -> None:
+        """Act on what is due; the job's place in its schedule moves only once the ledger has the outcome,
+        so a slot whose claim failed (the ledger down) is looked at again next tick."""
         d = due(
             self.schedules[job.name],
             since=self.since[job.name],
@@ -115,28 +117,29 @@ class Scheduler:
             grace_s=self.settings.grace,
             missed_policy=job.missed,
         )
-        self.next_at[job.name] = d.next_at
         if d.run is None:
             if d.missed:
                 newest = d.missed[-1]
-                self.since[job.name] = newest
-                why = f"{len(d.missed)} slot(s) passed while no gateway ran (missed: skip)"
+                why = f"{len(d.missed)} slot(s) passed without a run (missed: skip)"
                 await asyncio.to_thread(self.store.record, job.name, newest, "missed", now=now, error=why)
                 log.warning("job %s: %s", job.name, why)
+                self.since[job.name] = newest
+            self.next_at[job.name] = d.next_at
             return
-        self.since[job.name] = d.run
         running = self.running.get(job.name, 0) > 0 or await asyncio.to_thread(self.store.running, job.name, now=now)
         if not overlap_allows(job.overlap, running=running):
             await asyncio.to_thread(
                 self.store.record, job.name, d.run, "skipped", now=now, error="the previous run was still running"
             )
             log.warning("job %s: slot skipped, the previous run is still running (overlap: skip)", job.name)
-            return
-        claim = await asyncio.to_thread(
-            self.store.claim, job.name, d.run, d.trigger, now=now, lease_s=self.settings.lease
-        )
-        if claim is not None:  # None: another replica claimed this slot first
-            self._spawn(job, claim)
+        else:
+            claim = await asyncio.to_thread(
+                self.store.claim, job.name, d.run, d.trigger, now=now, lease_s=self.settings.lease
+            )
+            if claim is not None:  # None: another replica claimed this slot first
+                self._spawn(job, claim)
+        self.since[job.name] = d.run
+        self.next_at[job.name] = d.next_at
 
     def _spawn(self, job: JobConfig, claim: Claim) -> None:
         self.running[job.name] = self.running.get(job.name, 0) + 1
