@@ -83,7 +83,10 @@ def build_digest(
     )
     d.escalations = sum(1 for r in rows if "escalat" in (r["reason"] or ""))
     d.fell_over = sum(1 for r in rows if (r["fallbacks"] or 0) > 0)
-    d.sessions_killed = len(ledger.session_kills(since=start))
+    kills = ledger.session_kills(since=start)  # kills and revives since the day began: the day's kills only
+    d.sessions_killed = sum(
+        1 for k in kills if k["killed_reason"] and k["killed_at"] is not None and k["killed_at"] < end
+    )
     failed = ledger.query(
         "SELECT job, COUNT(*) AS n FROM job_runs WHERE status IN ('failed', 'abandoned') AND requested >= ? "
         "AND requested < ? GROUP BY job ORDER BY job",
