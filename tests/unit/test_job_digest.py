@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from records import usage_row
 
+from records import usage_row
 from tiergate.config.loading import config_from_dict
 from tiergate.jobs.digest import build_digest
 from tiergate.ledger.job_runs import JobRuns
