@@ -1,8 +1,9 @@
 """Request bodies for the gateway benchmark (deterministic, ~1.5 KB each).
 
 The OpenAI chat request is bench/stack_choice/payloads.chat_request, so the
-two benchmarks send the same bytes; the Anthropic Messages request carries
-the same system prompt, turns and tool in Anthropic's shape.
+two benchmarks send the same bytes; the Anthropic Messages and OpenAI
+Responses requests carry the same system prompt, turns and tool in their
+own shapes.
 """
 
 from __future__ import annotations
@@ -54,5 +55,44 @@ def anthropic_body(model: str, *, size: int = 1536) -> bytes:
     return dumps(body)
 
 
+def responses_body(model: str, *, size: int = 1536) -> bytes:
+    """The same conversation as a Responses request, as Codex shapes one (store false, items, a function tool)."""
+    tool = payloads._TOOLS[0]["function"]
+    items: list[dict] = [{"role": r, "content": c} for r, c in payloads._TURNS]
+    body = {
+        "model": model,
+        "instructions": payloads._SYSTEM,
+        "input": items,
+        "max_output_tokens": 512,
+        "temperature": 0.2,
+        "store": False,
+        "tools": [
+            {
+                "type": "function",
+                "name": tool["name"],
+                "description": tool["description"],
+                "parameters": tool["parameters"],
+                "strict": False,
+            }
+        ],
+    }
+    i = 0
+    while len(dumps(body)) < size - 200:
+        items.append({"role": "assistant", "content": f"[{i}] " + payloads._TURNS[1][1]})
+        items.append({"role": "user", "content": f"[{i}] " + payloads._TURNS[2][1]})
+        i += 1
+    short = size - len(dumps(body))
+    if short > 0:
+        items[-1]["content"] += " " + ("Please be thorough. " * (short // 20 + 1))[: short - 1]
+    return dumps(body)
+
+
 if __name__ == "__main__":
-    print("chat", len(chat_body("auto")), "anthropic", len(anthropic_body("claude-sonnet-4-5")))
+    print(
+        "chat",
+        len(chat_body("auto")),
+        "anthropic",
+        len(anthropic_body("claude-sonnet-4-5")),
+        "responses",
+        len(responses_body("auto")),
+    )

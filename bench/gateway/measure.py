@@ -160,6 +160,12 @@ class Lanes:
             headers = T.auth_headers(kind, key, anthropic=True)
             if kind == T.TIERGATE:
                 headers += [f"X-Tiergate-Task: {T.TASK}", "X-Tiergate-Agent: bench-agent"]
+        elif lane == "responses":
+            path = "/v1/responses"
+            body = bodies.responses_body("auto" if kind == T.TIERGATE else "chat")
+            headers = T.auth_headers(kind, key)
+            if kind == T.TIERGATE:
+                headers += [f"X-Tiergate-Task: {T.TASK}", "X-Tiergate-Agent: bench-agent"]
         else:
             stream = lane == "stream"
             path, model, headers = T.chat_request(kind, stream=stream)

@@ -15,6 +15,8 @@ Usually started by run.sh, which installs what this needs. One run:
                every event arrived, in how many reads
      anthropic POST /v1/messages to an OpenAI upstream, wrk -c32 and -c4
                (tiergate and LiteLLM; the bare proxy cannot translate)
+     responses POST /v1/responses (store false, as Codex sends) to the same
+               OpenAI chat upstream, wrk -c32 and -c4
    then `tiergate serve --workers 1` and `--workers 2`, each allowed both
    cores, on the chat lane.
 4. --soak SECONDS: tiergate alone under a steady mix of requests, RSS every
@@ -80,6 +82,7 @@ class Run:
         self.ll_config = ""
         self.lanes: Lanes | None = None
         self.anthropic_ok: dict[str, bool] = {}
+        self.responses_ok: dict[str, bool] = {}
 
     # -- processes
     def start(self, name: str, *, cpu: str = PROXY_CPU, workers: int = 1) -> Proc | None:
@@ -164,6 +167,16 @@ class Run:
                         f"{name}: POST /v1/messages (Anthropic client, OpenAI upstream) answered "
                         f"{st}: {got[:200]!r}; its translation lane is left out."
                     )
+                path, _, _ = self.lanes.get(name, "responses")
+                st, h, got = post(port, path, self.lanes.body(name, "responses"), self.lanes.headers(name, "responses"))
+                ok = st == 200 and b'"object":"response"' in got.replace(b" ", b"")
+                self.responses_ok[name] = ok
+                out["responses"] = ok
+                if not ok:
+                    self.notes.append(
+                        f"{name}: POST /v1/responses (Responses client, OpenAI chat upstream) answered "
+                        f"{st}: {got[:200]!r}; its translation lane is left out."
+                    )
         finally:
             self.stop(p)
         return out
@@ -198,11 +211,15 @@ class Run:
                 r["anth_c32"] = self.wrk_lane(name, p, "anthropic", 32, a.duration)
                 r["anth_c4"] = self.wrk_lane(name, p, "anthropic", 4, a.duration)
                 r["rss_anthropic_kb"] = p.rss_kb() if p else 0
+            if self.responses_ok.get(name):
+                self.warm(name, p, "responses")
+                r["resp_c32"] = self.wrk_lane(name, p, "responses", 32, a.duration)
+                r["resp_c4"] = self.wrk_lane(name, p, "responses", 4, a.duration)
         finally:
             if p is not None and not p.alive():
                 self.notes.append(f"round {rnd + 1}: {name} died during the run: {p.tail(5)}")
             self.stop(p)
-        for k in ("c32", "c4", *(f"c{c}" for c in SWEEP), "anth_c32", "anth_c4"):
+        for k in ("c32", "c4", *(f"c{c}" for c in SWEEP), "anth_c32", "anth_c4", "resp_c32", "resp_c4"):
             if k in r and r[k]["errors"]:
                 self.notes.append(
                     f"round {rnd + 1} {name} {k}: {r[k]['errors']} wrk errors "
@@ -219,6 +236,7 @@ class Run:
             f"p50 {r['c4']['p50_us'] / 1e3:.2f} p99 {r['c4']['p99_us'] / 1e3:.2f} ms @4c | "
             f"TTFT p50 {s.get('ttft_p50_ms', float('nan')):.2f} ms | "
             + (f"anthropic {r['anth_c32']['rps']:,.0f} req/s | " if "anth_c32" in r else "")
+            + (f"responses {r['resp_c32']['rps']:,.0f} req/s | " if "resp_c32" in r else "")
             + f"RSS {max(v for k, v in r.items() if k.startswith('rss_')) / 1024:.0f} MB "
             f"(foreign {r['c32']['foreign']:.0f}%/{r['c4']['foreign']:.0f}%)"
         )
@@ -442,6 +460,7 @@ def main() -> int:
                 "stream_chunks": upstream.N_CHUNKS,
                 "chat_body_bytes": len(bodies.chat_body("auto")),
                 "anthropic_body_bytes": len(bodies.anthropic_body(T.ANTHROPIC_MODEL)),
+                "responses_body_bytes": len(bodies.responses_body("auto")),
             },
         }
     )

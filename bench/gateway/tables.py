@@ -99,6 +99,14 @@ def summary(data: dict) -> dict:
                 )
             }
             s["stream_rounds"] = st
+        if any("resp_c32" in r for r in runs):
+            s["resp"] = {
+                "rps32": wk(runs, "resp_c32", "rps"),
+                "cpu32": wk(runs, "resp_c32", "cpu_us_per_req"),
+                "p50": wk(runs, "resp_c4", "p50_us") / 1e3,
+                "p99": wk(runs, "resp_c4", "p99_us") / 1e3,
+                "rps_per_round": [r["resp_c32"]["rps"] for r in runs if "resp_c32" in r],
+            }
         if any("anth_c32" in r for r in runs):
             s["anth"] = {
                 "rps32": wk(runs, "anth_c32", "rps"),
@@ -237,6 +245,7 @@ def render(data: dict) -> str:
         f"wrk / stream client / nginx on core 1; bench time {data['bench_seconds']:.0f} s"
         + (f", soak {data['soak']['seconds']} s" if data.get("soak") else ""),
         f"- bodies: OpenAI chat request {st['chat_body_bytes']} B, Anthropic request {st['anthropic_body_bytes']} B, "
+        f"Responses request {st.get('responses_body_bytes', '-')} B, "
         f"completion 657 B; stream: {st['stream_chunks']} chunks + usage + [DONE], {st['stream_gap_ms']:g} ms apart",
         "",
     ]
@@ -333,6 +342,25 @@ def render(data: dict) -> str:
                 f"{' / '.join(f0(r) for r in a['rps_per_round'])} | {f0(a['cpu32'])} | {f2(a['p50'])} | "
                 f"{f2(a['p99'])} | {f2(a['p50'] - d['p50'])} | {ratio(a['rps32'], bare['rps32']) if bare else '-'} | "
                 f"{vs_ll} |"
+            )
+        md.append("")
+
+    if any("resp" in s[n] for n in names):
+        md += [
+            "## 3b. Translation: OpenAI Responses client -> OpenAI chat upstream (POST /v1/responses, store false)",
+            "",
+            "| target | req/s @32c | per round | CPU µs/req | p50 ms @4c | p99 ms @4c | added p50 ms | "
+            "req/s vs bare (OpenAI lane) |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for n in names:
+            if "resp" not in s[n]:
+                continue
+            a = s[n]["resp"]
+            md.append(
+                f"| {LABEL[n]} | {f0(a['rps32'])} | {' / '.join(f0(r) for r in a['rps_per_round'])} | "
+                f"{f0(a['cpu32'])} | {f2(a['p50'])} | {f2(a['p99'])} | {f2(a['p50'] - d['p50'])} | "
+                f"{ratio(a['rps32'], bare['rps32']) if bare else '-'} |"
             )
         md.append("")
 
