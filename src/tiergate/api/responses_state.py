@@ -13,6 +13,7 @@ does not exist (404).
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,8 @@ from tiergate.api.gateway import GATEWAY, Gateway
 from tiergate.core.errors import BadRequest, NotFound
 from tiergate.core.types import Identity
 from tiergate.pipeline.answer import Answer
+
+log = logging.getLogger("tiergate.api")
 
 DAY_S = 86400.0
 FINAL_EVENTS = (b"event: response.completed\n", b"event: response.incomplete\n")
@@ -78,24 +81,35 @@ class StoredState:
         self.items = [*earlier, *output, *input_items(body.get("input"))]
         return {**body, "input": self.items}
 
-    async def keep(self, response: dict[str, Any]) -> None:
-        if not self.store or self.items is None or not isinstance(response.get("id"), str):
+    async def keep(self, response: Any) -> None:
+        """Best effort: a ledger that cannot store it costs the client its GET later, never this answer or
+        its usage row (the answer settles however this ends)."""
+        if not self.store or self.items is None or not isinstance(response, dict):
             return
-        await asyncio.to_thread(
-            self.gw.ledger.store_response,
-            response["id"],
-            key_name=self.key_name,
-            response=orjson.dumps({**response, "store": True}).decode(),
-            input_items=orjson.dumps(self.items).decode(),
-            keep_s=self.gw.config.responses.store_days * DAY_S,
-        )
+        if not isinstance(response.get("id"), str):
+            return
+        try:
+            await asyncio.to_thread(
+                self.gw.ledger.store_response,
+                response["id"],
+                key_name=self.key_name,
+                response=orjson.dumps({**response, "store": True}).decode(),
+                input_items=orjson.dumps(self.items).decode(),
+                keep_s=self.gw.config.responses.store_days * DAY_S,
+            )
+        except Exception:
+            log.warning("could not store response %s", response["id"], exc_info=True)
 
     async def keep_answer(self, answer: Answer) -> None:
         """A plain answer is kept before the client has it; a stream, before its final event is relayed."""
         if not self.store:
             return
         if answer.outcome.stream is None:
-            await self.keep(orjson.loads(answer.reply.body))
+            try:
+                reply = orjson.loads(answer.reply.body)
+            except orjson.JSONDecodeError:
+                return
+            await self.keep(reply)
             return
         s = answer.stream
         s.rest = self._kept(s.rest)
@@ -107,7 +121,11 @@ class StoredState:
                 if i >= 0:
                     line = ev[i + len(marker) :].split(b"\n", 1)[0]
                     if line.startswith(b"data: "):
-                        await self.keep(orjson.loads(line[6:]).get("response") or {})
+                        try:
+                            final = orjson.loads(line[6:])
+                        except orjson.JSONDecodeError:
+                            final = None
+                        await self.keep(final.get("response") if isinstance(final, dict) else None)
             yield ev
 
 
