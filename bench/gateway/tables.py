@@ -211,6 +211,16 @@ def verdicts(data: dict, s: dict) -> list[tuple[str, str, str, bool | None]]:
                 r >= MIN_TRANSLATION_VS_BARE,
             )
         )
+    if "resp" in tg:
+        r = tg["resp"]["rps32"] / bare["rps32"]
+        rows.append(
+            (
+                "translation (Responses client -> OpenAI chat upstream) vs bare proxy's OpenAI lane",
+                f">= {MIN_TRANSLATION_VS_BARE:.0%}",
+                f"{r:.0%} ({tg['resp']['rps32']:,.0f} vs {bare['rps32']:,.0f} req/s)",
+                r >= MIN_TRANSLATION_VS_BARE,
+            )
+        )
     return rows
 
 

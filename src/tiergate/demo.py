@@ -287,6 +287,15 @@ def show_failover(base_url: str, key: str, standin_urls: dict[str, str]) -> None
     )
 
 
+def codex_command(base_url: str) -> str:
+    """Codex pointed at this gateway without a config file (docs/clients.md has the config.toml form)."""
+    provider = (
+        f'{{name="tiergate",base_url="{base_url}/v1",env_key="TIERGATE_API_KEY",wire_api="responses",'
+        f'model_catalog_url="{base_url}/v1/codex/models"}}'
+    )
+    return f"codex -c 'model_providers.tiergate={provider}' -c model_provider=tiergate -m auto"
+
+
 def label_simulated(report: str) -> str:
     """Mark every report line that counts simulated cloud spend."""
     out = []
@@ -351,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  try: curl {base_url}/v1/chat/completions -H 'Authorization: Bearer {master}' "
             '-d \'{"model":"auto","messages":[{"role":"user","content":"hi"}]}\''
         )
+        say(f"  Codex CLI:  TIERGATE_API_KEY={master} {codex_command(base_url)}  (docs/clients.md)")
         if not args.no_wait:
             say("  press Ctrl-C to stop")
             stop = threading.Event()
