@@ -22,6 +22,11 @@ NPM_PREFIX = REPO / ".venv" / "npm"
 CODEX = NPM_PREFIX / "node_modules" / ".bin" / "codex"
 
 
+def posted(up) -> list[dict]:
+    """What the gateway sent a stand-in, without its GET probes of a local provider (/props, /v1/models)."""
+    return [r for r in up.requests() if r["method"] == "POST"]
+
+
 def codex_cli() -> Path:
     """Install the CLI from npm into the project's venv once; skip only when npm is missing."""
     require(shutil.which("npm") is not None, "npm is not installed: cannot install @openai/codex")
@@ -142,7 +147,7 @@ def test_codex_escalates_when_the_local_tier_fails(standins, gateway, tmp_path):
     assert all("local-smol" in r["reason"] for r in served), detail(res, rows)
     assert all(r["cost_usd"] > 0 for r in served), detail(res, rows)
     assert res.returncode == 0 and "[cheap]" in res.stdout, detail(res, rows)
-    sent = cheap.requests()[0]["body"]
+    sent = posted(cheap)[0]["body"]
     tools = {t["function"]["name"]: t["function"] for t in sent["tools"]}
     assert sent["stream"] is True and "exec_command" in tools
     # Codex's freeform apply_patch rides as a function of one string input, its grammar in the description

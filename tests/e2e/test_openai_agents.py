@@ -10,6 +10,11 @@ from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_traci
 from procs import MASTER_KEY
 
 
+def posted(up) -> list[dict]:
+    """What the gateway sent a stand-in, without its GET probes of a local provider (/props, /v1/models)."""
+    return [r for r in up.requests() if r["method"] == "POST"]
+
+
 def config(up) -> dict:
     return {
         "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
@@ -55,7 +60,7 @@ def test_agent_calls_its_tool_and_answers_plain_and_streamed(standins, gateway):
     assert len(calls) == 2 and result.final_output.startswith("[local]")
     assert streamed.final_output.startswith("[local]") and "raw_response_event" in kinds
     assert follow.final_output.startswith("[local]")
-    bodies = [r["body"] for r in up.requests()]
+    bodies = [r["body"] for r in posted(up)]
     # each tool turn: the call, then the tool's output tied to its id, on the next request
     tool_turn = bodies[1]["messages"]
     assert tool_turn[-2]["tool_calls"][0]["function"]["name"] == "get_weather"

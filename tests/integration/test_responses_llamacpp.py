@@ -8,6 +8,11 @@ import pytest
 from procs import MASTER_KEY, start_engine
 
 
+def posted(up) -> list[dict]:
+    """What the gateway sent a stand-in, without its GET probes of a local provider (/props, /v1/models)."""
+    return [r for r in up.requests() if r["method"] == "POST"]
+
+
 @pytest.fixture(scope="module")
 def llama():
     proc = start_engine(ctx=2048, parallel=2)
@@ -86,6 +91,6 @@ def test_previous_turns_replayed_across_two_tiers(standins, gateway):
     )
     assert after.headers["x-tiergate-deployment"] == "cheap"
     assert "local-smol failed" in after.headers["x-tiergate-reason"]
-    sent = cheap.requests()[-1]["body"]["messages"]
+    sent = posted(cheap)[-1]["body"]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[1]["content"] == first.parse().output_text

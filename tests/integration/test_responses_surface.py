@@ -26,6 +26,11 @@ CUSTOM_TOOL = {
 }
 
 
+def posted(up) -> list[dict]:
+    """What the gateway sent a stand-in, without its GET probes of a local provider (/props, /v1/models)."""
+    return [r for r in up.requests() if r["method"] == "POST"]
+
+
 def config(openai_up=None, anthropic_up=None, **extra) -> dict:
     providers, deployments = {}, []
     if openai_up is not None:
@@ -83,7 +88,7 @@ def test_create_and_stream_text_over_a_chat_upstream(standins, gateway):
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
     assert r.instructions == "Be brief." and r.max_output_tokens == 64 and r.temperature == 0.2
     assert raw.headers["x-tiergate-deployment"] == "local-8b" and "x-tiergate-cost-usd" in raw.headers
-    sent = up.requests()[0]["body"]
+    sent = posted(up)[0]["body"]
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
     assert sent["max_tokens"] == 64 and sent["temperature"] == 0.2
 
@@ -119,7 +124,7 @@ def test_function_tools_round_trip(standins, gateway):
     r = c.responses.create(**kw)
     call = next(o for o in r.output if o.type == "function_call")
     assert call.name == "get_weather" and json.loads(call.arguments).keys() == {"city"} and call.call_id
-    sent = up.requests()[0]["body"]
+    sent = posted(up)[0]["body"]
     assert sent["tool_choice"] == "required"
     assert sent["tools"][0] == {
         "type": "function",
@@ -148,7 +153,7 @@ def test_function_tools_round_trip(standins, gateway):
         ],
     )
     assert follow.output_text
-    last = up.requests()[-1]["body"]["messages"]
+    last = posted(up)[-1]["body"]["messages"]
     assert last[-2] == {
         "role": "assistant",
         "content": None,
@@ -172,7 +177,7 @@ def test_custom_tool_as_codex_declares_it(standins, gateway):
     r = c.responses.create(**kw)
     call = next(o for o in r.output if o.type == "custom_tool_call")
     assert call.name == "apply_patch" and isinstance(call.input, str) and call.call_id
-    fn = up.requests()[0]["body"]["tools"][0]["function"]
+    fn = posted(up)[0]["body"]["tools"][0]["function"]
     assert fn["name"] == "apply_patch" and fn["parameters"]["required"] == ["input"]
     assert "lark grammar" in fn["description"] and "*** Begin Patch" in fn["description"]
     with c.responses.stream(**kw) as s:
@@ -192,7 +197,7 @@ def test_custom_tool_as_codex_declares_it(standins, gateway):
             {"type": "custom_tool_call_output", "call_id": "call_1", "output": "Done!"},
         ],
     )
-    last = up.requests()[-1]["body"]["messages"]
+    last = posted(up)[-1]["body"]["messages"]
     assert json.loads(last[-2]["tool_calls"][0]["function"]["arguments"]) == {"input": "*** Begin Patch"}
     assert last[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "Done!"}
 
@@ -219,7 +224,7 @@ def test_json_schema_and_dropped_fields_named_in_the_reason(standins, gateway):
     )
     r = raw.parse()
     assert r.text.format.type == "json_schema" and r.metadata == {"ticket": "T-1"}
-    sent = up.requests()[0]["body"]
+    sent = posted(up)[0]["body"]
     assert sent["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "thing", "schema": schema, "strict": True},
@@ -237,7 +242,7 @@ def test_anthropic_upstream_through_the_chat_bridge(standins, gateway):
     c = oclient(gw)
     r = c.responses.create(model="sonnet", instructions="Be brief.", input="Hello", max_output_tokens=50)
     assert r.status == "completed" and r.output_text and r.usage.input_tokens > 0
-    sent = up.requests()[0]["body"]
+    sent = posted(up)[0]["body"]
     assert sent["system"] == "Be brief." and sent["max_tokens"] == 50
     assert sent["messages"] == [{"role": "user", "content": "Hello"}]
     with c.responses.stream(
@@ -246,7 +251,7 @@ def test_anthropic_upstream_through_the_chat_bridge(standins, gateway):
         final = s.get_final_response()
     call = next(o for o in final.output if o.type == "function_call")
     assert call.name == "get_weather" and json.loads(call.arguments)
-    assert up.requests()[-1]["body"]["tool_choice"] == {"type": "any"}
+    assert posted(up)[-1]["body"]["tool_choice"] == {"type": "any"}
     gw.stop()
     rows = gw.ledger_rows("kind='request'")
     assert [row["status"] for row in rows] == [200, 200] and all(row["cost_usd"] > 0 for row in rows)
@@ -299,7 +304,7 @@ def test_bad_input_is_a_400_in_openai_format(standins, gateway, body, param):
     assert status == 400, data
     err = json.loads(data)["error"]
     assert err["param"] == param and param.split("[")[0] in err["message"]
-    assert up.requests() == []
+    assert posted(up) == []
 
 
 def test_failover_before_the_first_byte_and_a_cut_after_it(standins, gateway):
