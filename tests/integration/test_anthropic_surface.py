@@ -304,5 +304,23 @@ def test_auth_errors_and_count_tokens(standins, gateway):
         anthropic.Anthropic(base_url=gw.base_url, api_key="wrong", max_retries=0).messages.create(
             model="local-8b", max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
-    n = aclient(gw).messages.count_tokens(model="local-8b", messages=[{"role": "user", "content": "hello " * 40}])
-    assert 40 <= n.input_tokens <= 200
+    up = standins(name="local2", models=["llama-8b"])
+    gw2 = gateway(config(openai_up=up))
+    c = aclient(gw2)
+    hello = [{"role": "user", "content": "hello " * 40}]
+    # the text the model reads (240 bytes at four a token), one message's framing (4) and the reply's priming (3):
+    # the count /v1/messages routes and reserves by, not the JSON envelope's bytes
+    assert c.messages.count_tokens(model="local-8b", messages=hello).input_tokens == 60 + 4 + 3
+    pixel = {
+        "type": "base64",
+        "media_type": "image/png",
+        "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+    }
+    image = [{"role": "user", "content": [{"type": "image", "source": pixel}, {"type": "text", "text": "what?"}]}]
+    assert c.messages.count_tokens(model="local-8b", messages=image).input_tokens == 1600 + 2 + 4 + 3
+    tool = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    with_tool = c.messages.count_tokens(model="local-8b", messages=hello, tools=[tool], system="be brief")
+    assert with_tool.input_tokens >= 67 + 346 + 2 + 4  # Anthropic's tool-use system prompt and the system text
+    assert up.requests() == []  # counted here, nothing sent upstream
+    with pytest.raises(anthropic.BadRequestError, match="model"):
+        c.messages.count_tokens(model=None, messages=hello)  # type: ignore[arg-type]

@@ -29,7 +29,6 @@ from tiergate.adapters.translate_streams import (
 )
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError, TranslationError
-from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints
 
 
@@ -189,9 +188,3 @@ class OpenAIViaAnthropic(_Bridge):
             completion_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
             include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
         )
-
-
-def estimate_input_tokens(body: dict[str, Any]) -> int:
-    """count_tokens without an upstream: about four bytes a token over what the model reads."""
-    parts = {k: body.get(k) for k in ("system", "messages", "tools") if body.get(k) is not None}
-    return estimate_tokens_from_bytes(len(orjson.dumps(parts)))

@@ -14,7 +14,6 @@ import orjson
 from aiohttp import web
 
 from tiergate.adapters.anthropic_messages import FORWARDED_HEADERS
-from tiergate.adapters.translated import estimate_input_tokens
 from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
@@ -110,12 +109,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """An estimate (about four bytes a token) of what the model would read; no upstream call."""
+    """What the model would read, counted as /v1/messages counts it for routing and budgets (the text of
+    system, messages and tools, with the documented overheads); no upstream call."""
     gw = request.app[GATEWAY]
     gw.keys.identify(request.headers, request.remote)
     _, body = await read_json_object(request)
+    require_type(body, "model", str, "a string naming a model, alias or auto", required=True)
     require_type(body, "messages", list, "a list of messages", required=True)
-    return web.Response(body=orjson.dumps({"input_tokens": estimate_input_tokens(body)}), content_type=JSON)
+    return web.Response(body=orjson.dumps({"input_tokens": messages_prompt(body).tokens}), content_type=JSON)
 
 
 def add_routes(routes: EdgeRoutes) -> None:
