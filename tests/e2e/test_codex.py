@@ -153,3 +153,39 @@ def test_codex_escalates_when_the_local_tier_fails(standins, gateway, tmp_path):
     # Codex's freeform apply_patch rides as a function of one string input, its grammar in the description
     assert tools["apply_patch"]["parameters"]["required"] == ["input"]
     assert "lark grammar" in tools["apply_patch"]["description"]
+
+
+@pytest.mark.timeout(300)
+def test_codex_runs_a_tool_and_sends_its_output_back(standins, gateway, tmp_path):
+    """The stand-in calls Codex's first tool (exec_command) when told to: Codex runs it in its sandbox and
+    replays the call and its output as items on the next request, which tiergate sends as a tool message."""
+    cloud = standins(name="cloud", models=["gpt-4o-mini"])
+    gw = gateway(
+        {
+            "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
+            "providers": {"cloudco": {"api": "openai-chat", "base_url": f"{cloud.base_url}/v1"}},
+            "deployments": [
+                {
+                    "name": "cheap",
+                    "provider": "cloudco",
+                    "model": "gpt-4o-mini",
+                    "tier": 1,
+                    "context_window": 128000,
+                    "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+                }
+            ],
+        }
+    )
+    res = run_codex(gw, tmp_path, "cheap", prompt="use tool exec_command, then tell me what happened")
+    gw.stop()
+    rows = gw.ledger_rows("kind='request' AND protocol='openai-responses'")
+    bodies = [r["body"] for r in posted(cloud)]
+    assert len(bodies) >= 2, detail(res, rows)
+    first, second = bodies[0]["messages"], bodies[1]["messages"]
+    assert "tool_calls" not in first[-1]
+    call = next(m for m in second if m.get("tool_calls"))["tool_calls"][0]
+    assert call["function"]["name"] == "exec_command"
+    output = next(m for m in second if m["role"] == "tool")
+    assert call["function"]["arguments"] == '{"cmd":"Paris"}'  # the stand-in's made-up command line
+    assert output["tool_call_id"] == call["id"] and "Chunk ID" in output["content"], detail(res, rows)  # Codex ran it
+    assert res.returncode == 0 and all(r["status"] == 200 for r in rows), detail(res, rows)
