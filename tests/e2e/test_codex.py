@@ -187,5 +187,6 @@ def test_codex_runs_a_tool_and_sends_its_output_back(standins, gateway, tmp_path
     assert call["function"]["name"] == "exec_command"
     output = next(m for m in second if m["role"] == "tool")
     assert call["function"]["arguments"] == '{"cmd":"Paris"}'  # the stand-in's made-up command line
-    assert output["tool_call_id"] == call["id"] and "Chunk ID" in output["content"], detail(res, rows)  # Codex ran it
+    # what Codex's sandbox printed running it (0.171 starts with "Chunk ID"; the shape is Codex's own)
+    assert output["tool_call_id"] == call["id"] and output["content"].strip(), detail(res, rows)
     assert res.returncode == 0 and all(r["status"] == 200 for r in rows), detail(res, rows)
