@@ -213,6 +213,8 @@ def write_config(
             "cloud/frontier": [d["name"] for d in deployments if d["tier"] == 3],
         },
         "tasks": TASKS,
+        # Gemini CLI asks for Gemini models by name (its own "auto" picks one): tiergate's routing decides
+        "model_map": {"gemini-*": "auto"},
         "routing": {"breaker_cooldown_s": 15},
     }
     path = workdir / "tiergate.yaml"
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             '-d \'{"model":"auto","messages":[{"role":"user","content":"hi"}]}\''
         )
         say(f"  Codex CLI:  TIERGATE_API_KEY={master} {codex_command(base_url)}  (docs/clients.md)")
+        say(f"  Gemini CLI: GOOGLE_GEMINI_BASE_URL={base_url} GEMINI_API_KEY={master} gemini -p 'hi'  (docs/clients.md)")
+        say(f"  ollama:     Client(host='{base_url}', headers={{'Authorization': 'Bearer {master}'}})  (docs/clients.md)")
         if not args.no_wait:
             say("  press Ctrl-C to stop")
             stop = threading.Event()

@@ -313,3 +313,30 @@ def test_hostile_bodies_translate_or_raise_value_error(body):
         return
     orjson.dumps(out)
     assert isinstance(dropped, list)
+
+
+def test_gemini_cli_classifier_json_schema_with_upper_case_types():
+    """Gemini CLI's model-routing call: generateJson with responseJsonSchema written in Gemini's Type names."""
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "classify"}]}],
+        "generationConfig": {
+            "responseJsonSchema": {
+                "type": "OBJECT",
+                "properties": {
+                    "complexity_reasoning": {"type": "STRING", "description": "Brief explanation for the score."},
+                    "complexity_score": {"type": "INTEGER", "description": "Complexity score from 1-100."},
+                },
+                "required": ["complexity_reasoning", "complexity_score"],
+            },
+            "responseMimeType": "application/json",
+        },
+    }
+    out, _ = gemini_to_openai(body, model="m")
+    assert out["response_format"]["json_schema"]["schema"] == {
+        "type": "object",
+        "properties": {
+            "complexity_reasoning": {"type": "string", "description": "Brief explanation for the score."},
+            "complexity_score": {"type": "integer", "description": "Complexity score from 1-100."},
+        },
+        "required": ["complexity_reasoning", "complexity_score"],
+    }

@@ -60,7 +60,11 @@ def _camel(obj: JsonObject) -> JsonObject:
 
 
 def json_schema(schema: Any, path: str) -> Any:
-    """Gemini's OpenAPI schema subset -> JSON Schema: lower-case types, ``nullable`` as a null type."""
+    """Gemini's OpenAPI schema subset -> JSON Schema: lower-case types, ``nullable`` as a null type.
+
+    A JSON Schema passes unchanged but for upper-case type names, which Gemini takes there too (Gemini
+    CLI sends ``"type": "OBJECT"`` in ``responseJsonSchema``) and llama.cpp's grammar builder refuses.
+    """
     if not isinstance(schema, dict):
         raise _bad(path, "must be a schema object")
     out: JsonObject = {}
@@ -221,9 +225,7 @@ def _tools(tools: Any, dropped: list[str]) -> list[JsonObject]:
                 fn["description"] = decl["description"]
             schema = _get(decl, "parametersJsonSchema")
             if schema is not None:
-                if not isinstance(schema, dict):
-                    raise _bad(f"{here}.parametersJsonSchema", "must be an object")
-                fn["parameters"] = schema
+                fn["parameters"] = json_schema(schema, f"{here}.parametersJsonSchema")
             elif decl.get("parameters") is not None:
                 fn["parameters"] = json_schema(decl["parameters"], f"{here}.parameters")
             else:
@@ -268,12 +270,10 @@ def _generation(config: Any, out: JsonObject, limit: int | None, dropped: list[s
         if len(stops) > 4:
             _note(dropped, "generationConfig.stopSequences")
         out["stop"] = stops[:4]
-    schema = cfg.get("responseJsonSchema")
-    if schema is None and cfg.get("responseSchema") is not None:
-        schema = json_schema(cfg["responseSchema"], "generationConfig.responseSchema")
+    # Gemini CLI writes Gemini's upper-case type names even in responseJsonSchema: both are normalised
+    key = "responseJsonSchema" if cfg.get("responseJsonSchema") is not None else "responseSchema"
+    schema = json_schema(cfg[key], f"generationConfig.{key}") if cfg.get(key) is not None else None
     if schema is not None:
-        if not isinstance(schema, dict):
-            raise _bad("generationConfig.responseJsonSchema", "must be an object")
         out["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
     elif cfg.get("responseMimeType") == "application/json":
         out["response_format"] = {"type": "json_object"}
