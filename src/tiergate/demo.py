@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         say(f"  Codex CLI:  TIERGATE_API_KEY={master} {codex_command(base_url)}  (docs/clients.md)")
         say(f"  Gemini CLI: GOOGLE_GEMINI_BASE_URL={base_url} GEMINI_API_KEY={master} gemini -p hi  (docs/clients.md)")
-        say(f"  ollama:     Client(host='{base_url}', headers={{'Authorization': 'Bearer {master}'}})  (docs/clients.md)")
+        ollama_client = f"Client(host='{base_url}', headers={{'Authorization': 'Bearer {master}'}})"
+        say(f"  ollama:     {ollama_client}  (docs/clients.md)")
         if not args.no_wait:
             say("  press Ctrl-C to stop")
             stop = threading.Event()
