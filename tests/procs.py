@@ -117,6 +117,7 @@ def start_standin(
     chunks: int = 20,
     chunk_delay: float = 0.0,
     entra_token: str | None = None,
+    aws: dict[str, str] | None = None,
 ) -> Standin:
     cmd = [
         sys.executable,
@@ -137,6 +138,8 @@ def start_standin(
         cmd += ["--api-key", api_key]
     if entra_token:
         cmd += ["--entra-token", entra_token]
+    for flag, value in (aws or {}).items():  # bedrock: region, access_key, secret_key, session_token
+        cmd += [f"--aws-{flag.replace('_', '-')}", value]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log: list[str] = []
     m = _wait_line(proc, r"READY (\d+)", 20, log)

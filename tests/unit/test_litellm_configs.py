@@ -164,7 +164,8 @@ def test_quickstart_leaves_out_by_name_what_it_cannot_serve():
     assert azure.api_version == "2024-10-21" and azure.api_key == ENV["AZURE_API_KEY_EU"]
     line = ignored(warnings)
     for name in (
-        "model_list[1] (bedrock-claude-v1: provider 'bedrock' is not served yet; entry left out)",
+        "model_list[1].litellm_params.aws_region_name (bedrock-claude-v1: no region: set it (e.g. us-east-1) or "
+        "AWS_REGION_NAME; entry left out)",
         "model_list[3] (model '*': provider chosen by the client; entry left out)",
         "litellm_settings.success_callback",
         "general_settings.alerting",

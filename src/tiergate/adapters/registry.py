@@ -10,6 +10,8 @@ from tiergate.adapters.anthropic_messages import AnthropicMessagesAdapter
 from tiergate.adapters.azure_openai import API as AZURE
 from tiergate.adapters.azure_openai import AzureOpenAIChatAdapter, AzureOpenAIEmbeddingsAdapter
 from tiergate.adapters.base import Adapter
+from tiergate.adapters.bedrock_converse import API as BEDROCK
+from tiergate.adapters.bedrock_converse import BedrockConverseAdapter
 from tiergate.adapters.ollama_native import OllamaNativeAdapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.openai_responses import OpenAIResponsesAdapter
@@ -66,6 +68,20 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
         ("ollama-generate", RESPONSES): OllamaChatViaOpenAI(chat_via_responses, generate=True),
         ("gemini-generate", RESPONSES): GeminiViaOpenAI(chat_via_responses),
         **_azure(transport),
+        **_bedrock(transport),
+    }
+
+
+def _bedrock(transport: UpstreamTransport) -> dict[tuple[str, str], Adapter]:
+    """AWS Bedrock's Converse API: one translation from OpenAI chat, every other surface through its bridge."""
+    chat = BedrockConverseAdapter(transport)
+    return {
+        ("openai-chat", BEDROCK): chat,
+        ("anthropic-messages", BEDROCK): AnthropicViaOpenAI(chat),
+        (RESPONSES, BEDROCK): ResponsesViaChat(chat, BEDROCK),
+        ("ollama-chat", BEDROCK): OllamaChatViaOpenAI(chat),
+        ("ollama-generate", BEDROCK): OllamaChatViaOpenAI(chat, generate=True),
+        ("gemini-generate", BEDROCK): GeminiViaOpenAI(chat),
     }
 
 

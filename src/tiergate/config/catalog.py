@@ -14,7 +14,7 @@ from types import MappingProxyType
 from tiergate.config.prices import database_context_window, resolve_price
 from tiergate.config.schema import DeploymentConfig, ProviderConfig, TiergateConfig
 from tiergate.core.capabilities import capabilities_of
-from tiergate.core.catalog import Catalog, Deployment, ReadLimits, WildcardDeployments, WildcardRoute
+from tiergate.core.catalog import AwsSigning, Catalog, Deployment, ReadLimits, WildcardDeployments, WildcardRoute
 
 
 def build_catalog(
@@ -85,6 +85,17 @@ def _served(cfg: TiergateConfig, d: DeploymentConfig, name: str, part: str | Non
         limits=read_limits(cfg, p),
         capabilities=_capabilities(d, model),
         api_version=p.api_version,
+        aws=_aws(p),
+    )
+
+
+def _aws(p: ProviderConfig) -> AwsSigning | None:
+    if p.api != "bedrock-converse" or p.aws_access_key_id is None or p.aws_secret_access_key is None:
+        return None
+    token = p.aws_session_token.get_secret_value() if p.aws_session_token else None
+    assert p.region is not None  # the schema requires one
+    return AwsSigning(
+        p.region, p.aws_access_key_id.get_secret_value(), p.aws_secret_access_key.get_secret_value(), token
     )
 
 

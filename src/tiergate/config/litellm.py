@@ -69,7 +69,16 @@ SERVED_MODES = (*sorted(CHAT_MODES), "embedding")
 # litellm_params that say where and how to call, all read here; any other is a default request parameter
 CALL_PARAMS = {"model", "api_base", "base_url", "api_key", "rpm", "tpm", "extra_headers", "organization", "timeout"}
 CALL_PARAMS |= {"stream_timeout", "input_cost_per_token", "output_cost_per_token", "weight"}
-CALL_PARAMS |= {"api_version", "azure_ad_token"}
+CALL_PARAMS |= {"api_version", "azure_ad_token", "aws_region_name", "aws_access_key_id", "aws_secret_access_key"}
+CALL_PARAMS |= {"aws_session_token"}
+AWS_UNSUPPORTED = {
+    "aws_profile_name",
+    "aws_role_name",
+    "aws_session_name",
+    "aws_web_identity_token",
+    "aws_sts_endpoint",
+}
+AWS_REGION_VARS = ("AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION")  # LiteLLM's order
 SHARE_KEYS = ("weight", "rpm", "tpm")  # what LiteLLM's simple-shuffle weighs a group's entries by, first found
 INFO_KEYS = {"input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost", "mode", "tier"}
 INFO_KEYS |= {"cache_creation_input_token_cost", "max_input_tokens", "max_output_tokens", "max_tokens", "base_model"}
@@ -82,6 +91,14 @@ SUPPORTS = {
     "supports_response_schema": "json_schema",
     "supports_reasoning": "reasoning",
 }
+
+
+class LeftOut(Exception):
+    """An entry that cannot be called as written (no region, no credentials): named, and left out."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 @dataclass(slots=True)
@@ -140,6 +157,8 @@ class _Builder:
         api_base = params.get("api_base") or params.get("base_url")
         if spec.api == "azure-openai":
             return self._azure(i, params, api_base)
+        if spec.api == "bedrock-converse":
+            return self._bedrock(i, params, api_base)
         base = base_url_for(spec, api_base)
         local = spec.local if not api_base else is_local_url(base)
         prov: dict[str, Any] = {"api": spec.api, "base_url": base, "local": local}
@@ -199,6 +218,39 @@ class _Builder:
                 prov[dst] = params[src]
         return self._named("azure", prov), False
 
+    def _bedrock(self, i: int, params: dict[str, Any], api_base: str | None) -> tuple[str, bool]:
+        """A Bedrock Runtime endpoint: region, SigV4 credentials (or a Bedrock API key) as LiteLLM reads them."""
+        where = f"model_list[{i}].litellm_params"
+        region = params.get("aws_region_name") or next((self.env[v] for v in AWS_REGION_VARS if self.env.get(v)), None)
+        if not region:
+            raise LeftOut(f"{where}.aws_region_name", "no region: set it (e.g. us-east-1) or AWS_REGION_NAME")
+        base = str(api_base or f"https://bedrock-runtime.{region}.amazonaws.com").rstrip("/")
+        prov: dict[str, Any] = {"api": "bedrock-converse", "base_url": base, "local": False, "aws_region": region}
+        for key, var in (
+            ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+            ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+            ("aws_session_token", "AWS_SESSION_TOKEN"),
+        ):
+            if params.get(key):
+                prov[key] = params[key]
+            elif var in self.env and not params.get("aws_access_key_id"):  # never mix an entry's key with the env's
+                prov[key] = f"env:{var}"
+        if "aws_secret_access_key" not in prov:
+            prov.pop("aws_access_key_id", None)
+            prov.pop("aws_session_token", None)
+            if params.get("api_key") or "AWS_BEARER_TOKEN_BEDROCK" in self.env:  # a Bedrock API key
+                prov["api_key"] = params.get("api_key") or "env:AWS_BEARER_TOKEN_BEDROCK"
+            else:
+                raise LeftOut(
+                    f"{where}.aws_access_key_id",
+                    "no credentials: aws_access_key_id and aws_secret_access_key (or AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY), or a Bedrock API key (api_key, AWS_BEARER_TOKEN_BEDROCK)",
+                )
+        for src, dst in (("timeout", "timeout_s"), ("stream_timeout", "stream_timeout_s")):
+            if params.get(src) is not None:
+                prov[dst] = params[src]
+        return self._named("bedrock", prov), False
+
     def _named(self, prefix: str, prov: dict[str, Any]) -> str:
         """A provider name of its own for each distinct provider row (same row, same name)."""
         base = str(prov["base_url"])
@@ -214,6 +266,8 @@ class _Builder:
         group, params, info = _entry(i, item)
         where = f"model_list[{i}]"
         prefix, upstream = split_model(params["model"])
+        if prefix == "bedrock":  # LiteLLM's route prefixes: Converse is the one route here
+            upstream = upstream.removeprefix("converse/").removeprefix("invoke/")
         if prefix in UNSERVED_PREFIXES:
             self.out.unsupported.append(f"{where} ({group}: provider {prefix!r} is not served yet; entry left out)")
             return
@@ -228,7 +282,11 @@ class _Builder:
         if mode not in SERVED_MODES:
             self.out.unsupported.append(f"{where}.model_info.mode={mode} ({group}: entry left out)")
             return
-        pkey, local = self.provider(i, prefix, PREFIXES[prefix], params)
+        try:
+            pkey, local = self.provider(i, prefix, PREFIXES[prefix], params)
+        except LeftOut as out:  # LiteLLM would start and fail each call; here it is said once, by name
+            self.out.unsupported.append(f"{out.path} ({group}: {out.reason}; entry left out)")
+            return
         base = self.providers[pkey]["base_url"]
         self._unsupported_params(where, params, info)
         dep: dict[str, Any] = {"name": f"{group}#{i}", "provider": pkey, "model": upstream}
@@ -325,7 +383,11 @@ class _Builder:
         return frozenset(caps)
 
     def _unsupported_params(self, where: str, params: dict[str, Any], info: dict[str, Any]) -> None:
-        defaults = sorted(k for k in params if k not in CALL_PARAMS)
+        self.out.unsupported += [
+            f"{where}.litellm_params.{k} (give keys: no AWS profiles or role assumption)"
+            for k in sorted(AWS_UNSUPPORTED & params.keys())
+        ]
+        defaults = sorted(k for k in params if k not in CALL_PARAMS and k not in AWS_UNSUPPORTED)
         if defaults:
             self.out.unsupported.append(f"{where}.litellm_params.{{{', '.join(defaults)}}} (not applied to requests)")
         self.out.unsupported += [f"{where}.model_info.{k}" for k in sorted(info) if k not in INFO_KEYS]

@@ -29,6 +29,8 @@ PREFIXES: dict[str, PrefixProvider] = {
     "anthropic": PrefixProvider("anthropic-messages", "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
     # Azure OpenAI: the resource endpoint comes from api_base (or AZURE_API_BASE); its own adapter
     "azure": PrefixProvider("azure-openai", "", "AZURE_API_KEY"),
+    # AWS Bedrock's Converse API: region and credentials from the entry or AWS's usual variables; its own adapter
+    "bedrock": PrefixProvider("bedrock-converse", "", "AWS_ACCESS_KEY_ID"),
     "mistral": PrefixProvider(_OPENAI, "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
     "together_ai": PrefixProvider(_OPENAI, "https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
     "fireworks_ai": PrefixProvider(_OPENAI, "https://api.fireworks.ai/inference/v1", "FIREWORKS_AI_API_KEY"),
@@ -66,7 +68,6 @@ UNSERVED_PREFIXES = frozenset(
     {
         "azure_ai",
         "azure_text",
-        "bedrock",
         "sagemaker",
         "vertex_ai",
         "vertex_ai_beta",

@@ -164,7 +164,17 @@ def _default_master_key(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str
     return raw
 
 
-SECRET_FIELDS = {"api_key", "master_key", "bot_token", "password", "entra_token", "azure_ad_token"}
+SECRET_FIELDS = {
+    "api_key",
+    "master_key",
+    "bot_token",
+    "password",
+    "entra_token",
+    "azure_ad_token",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+}
 
 
 def _resolve_secrets(node: Any, env: Mapping[str, str], *, path: tuple[str | int, ...], problems: list[Problem]) -> Any:

@@ -35,7 +35,7 @@ from tiergate.core.capabilities import Capability
 
 log = logging.getLogger("tiergate.config")
 
-ApiType = Literal["openai-chat", "anthropic-messages", "azure-openai", "openai-responses", "ollama"]
+ApiType = Literal["openai-chat", "anthropic-messages", "azure-openai", "openai-responses", "ollama", "bedrock-converse"]
 API_TYPES: tuple[str, ...] = get_args(ApiType)
 AZURE_STREAM_USAGE_SINCE = "2024-09-01"  # Azure OpenAI takes stream_options.include_usage from this api-version
 ENV_PREFIXES = ("env:", "os.environ/")
@@ -98,6 +98,38 @@ class ProviderConfig(_Model):
     entra_token: SecretStr | None = Field(
         None, description="azure-openai: a Microsoft Entra token, sent as Authorization: Bearer (instead of api_key)"
     )
+
+    aws_region: str | None = Field(
+        None, description="bedrock-converse: the region signed for; default: from base_url (bedrock-runtime.REGION...)"
+    )
+    aws_access_key_id: SecretStr | None = Field(None, description="bedrock-converse: SigV4 credentials (env:NAME)")
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = Field(None, description="bedrock-converse: temporary credentials' token")
+
+    @property
+    def region(self) -> str | None:
+        """Bedrock's signing region: aws_region, else the one in a bedrock-runtime.REGION.amazonaws.com URL."""
+        import re
+
+        found = re.match(r"https://bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com", self.base_url)
+        return self.aws_region or (found.group(1) if found else None)
+
+    @model_validator(mode="after")
+    def _bedrock(self) -> ProviderConfig:
+        aws = (self.aws_access_key_id, self.aws_secret_access_key)
+        if self.api == "bedrock-converse":
+            if self.api_key is None and None in aws:
+                raise ValueError(
+                    "aws_access_key_id and aws_secret_access_key: required for bedrock-converse (SigV4), "
+                    "or api_key holding a Bedrock API key"
+                )
+            if self.api_key is None and self.region is None:
+                raise ValueError(
+                    "aws_region: required when base_url is not https://bedrock-runtime.REGION.amazonaws.com"
+                )
+        elif any(v is not None for v in (*aws, self.aws_session_token, self.aws_region)):
+            raise ValueError("aws_region and aws_* credentials: only for api bedrock-converse")
+        return self
 
     @model_validator(mode="after")
     def _azure(self) -> ProviderConfig:

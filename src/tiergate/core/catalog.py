@@ -36,6 +36,16 @@ DEFAULT_READ_LIMITS = ReadLimits()
 
 
 @dataclass(frozen=True, slots=True)
+class AwsSigning:
+    """What SigV4 signs a Bedrock call with (adapters/bedrock_converse.py); never in a repr."""
+
+    region: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     name: str
     provider: str
@@ -59,6 +69,7 @@ class Deployment:
     price_tiers: tuple[PriceTier, ...] = ()  # dearer rates for long prompts, ascending
     price_source: str = "config"  # config, local, genai-prices:<provider>/<model>, or UNPRICED
     api_version: str | None = None  # Azure OpenAI's ?api-version=
+    aws: AwsSigning | None = field(default=None, repr=False)  # Bedrock's SigV4 credentials
 
     def cost(
         self, prompt_tokens: int, completion_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .anthropic_server import build_anthropic_standin
 from .azure_server import build_azure_standin
+from .bedrock_server import build_bedrock_standin
 from .ollama_server import build_ollama_standin
 from .openai_server import build_openai_standin
 
@@ -23,6 +24,7 @@ __all__ = [
     "build_anthropic_standin",
     "build_azure_standin",
     "build_ollama_standin",
+    "build_bedrock_standin",
     "build_openai_standin",
     "start_standin",
 ]

@@ -11,18 +11,29 @@ import asyncio
 import signal
 import sys
 
-from . import build_anthropic_standin, build_azure_standin, build_ollama_standin, build_openai_standin, start_standin
+from . import (
+    build_anthropic_standin,
+    build_azure_standin,
+    build_bedrock_standin,
+    build_ollama_standin,
+    build_openai_standin,
+    start_standin,
+)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tiergate.standins", description="Serve a fake cloud LLM endpoint.")
-    p.add_argument("--protocol", choices=("openai", "anthropic", "azure", "ollama"), required=True)
+    p.add_argument("--protocol", choices=("openai", "anthropic", "azure", "bedrock", "ollama"), required=True)
     p.add_argument("--name", required=True, help="tag put at the start of every reply")
     p.add_argument("--model", action="append", required=True, dest="models", help="model id to serve (repeatable)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--api-key", default=None, help="require this key (default: any)")
     p.add_argument("--entra-token", default=None, help="azure: also accept this Bearer token")
+    p.add_argument("--aws-region", default="us-east-1", help="bedrock: the region signatures must be scoped to")
+    p.add_argument("--aws-access-key", default="AKIDSTANDIN", help="bedrock: the access key id it knows")
+    p.add_argument("--aws-secret-key", default="standin-secret", help="bedrock: that key's secret")
+    p.add_argument("--aws-session-token", default=None, help="bedrock: require this session token")
     p.add_argument("--stream-chunks", type=int, default=20)
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between SSE events")
     return p.parse_args(argv)
@@ -33,6 +44,14 @@ async def _serve(args: argparse.Namespace) -> None:
     common |= {"stream_chunks": args.stream_chunks, "chunk_delay_s": args.chunk_delay}
     if args.protocol == "azure":
         app = build_azure_standin(**common, entra_token=args.entra_token)
+    elif args.protocol == "bedrock":
+        app = build_bedrock_standin(
+            **common,
+            region=args.aws_region,
+            access_key=args.aws_access_key,
+            secret_key=args.aws_secret_key,
+            session_token=args.aws_session_token,
+        )
     else:
         builders = {
             "openai": build_openai_standin,
