@@ -144,5 +144,6 @@ def test_the_digest_escapes_names_in_html_and_keeps_them_in_markdown():
     md = render_markdown(d)
     assert "- <script>alert(1)</script>: $1.2500, 3 req" in md
     assert "2 escalations" in md and "**Sessions killed** 1; **failed jobs** brief (1)" in md
-    assert "global (day): $1.2500 so far, $1.2500 projected of $1.00 — OVER" in md
+    assert "global (day): $1.2500 so far, $1.2500 projected of $1.00, $0.0000 left — OVER" in md
+    assert "**Spend** $1.2500 on 3 requests: 0 local, 3 cloud (0% served locally)" in md
     assert d.subject == "tiergate digest for 2027-01-14: $1.25 spent"

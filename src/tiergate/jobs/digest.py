@@ -38,6 +38,11 @@ class Forecast:
     def over(self) -> bool:
         return self.projected_usd > self.limit_usd
 
+    @property
+    def left_usd(self) -> float:
+        """What the window still allows (seed 003's "budget remaining")."""
+        return max(0.0, self.limit_usd - self.spent_usd)
+
 
 @dataclass
 class Digest:
@@ -121,7 +126,8 @@ def _top(groups: dict[str, Group]) -> list[tuple[str, Group]]:
 
 
 _MARKDOWN = """\
-**Spend** ${{ '%.4f' % r.cost_usd }} on {{ r.requests }} requests, {{ '%.0f' % (r.local_share * 100) }}% served locally
+**Spend** ${{ '%.4f' % r.cost_usd }} on {{ r.requests }} requests: {{ local }} local, {{ r.requests - local }} cloud \
+({{ '%.0f' % (r.local_share * 100) }}% served locally)
 {% if r.frontier_deployment %}**Saved** ${{ '%.4f' % r.saved_vs_frontier_usd }} against all-frontier \
 ({{ r.frontier_deployment }}: ${{ '%.4f' % r.all_frontier_cost_usd }})
 {% endif %}**Failures** {{ r.failed_requests }} requests, {{ r.failed_attempts }} failed attempts; \
@@ -136,14 +142,15 @@ _MARKDOWN = """\
 {% endfor %}{% endfor %}{% if d.forecasts %}
 **Budget forecast**
 {% for f in d.forecasts %}- {{ f.budget }} ({{ f.window }}): ${{ '%.4f' % f.spent_usd }} so far, \
-${{ '%.4f' % f.projected_usd }} projected of ${{ '%.2f' % f.limit_usd }}{% if f.over %} — OVER{% endif %}
+${{ '%.4f' % f.projected_usd }} projected of ${{ '%.2f' % f.limit_usd }}, \
+${{ '%.4f' % f.left_usd }} left{% if f.over %} — OVER{% endif %}
 {% endfor %}{% endif %}"""
 
 _HTML = """\
 <html><body>
 <h2>{{ d.subject }}</h2>
-<p><b>Spend</b> ${{ '%.4f' % r.cost_usd }} on {{ r.requests }} requests, \
-{{ '%.0f' % (r.local_share * 100) }}% served locally</p>
+<p><b>Spend</b> ${{ '%.4f' % r.cost_usd }} on {{ r.requests }} requests: {{ local }} local, \
+{{ r.requests - local }} cloud ({{ '%.0f' % (r.local_share * 100) }}% served locally)</p>
 {% if r.frontier_deployment %}<p><b>Saved</b> ${{ '%.4f' % r.saved_vs_frontier_usd }} against all-frontier \
 ({{ r.frontier_deployment }}: ${{ '%.4f' % r.all_frontier_cost_usd }})</p>{% endif %}
 <p><b>Failures</b> {{ r.failed_requests }} requests, {{ r.failed_attempts }} failed attempts; \
@@ -157,7 +164,8 @@ _HTML = """\
 {% endfor %}</table>
 {% endfor %}{% if d.forecasts %}<h3>Budget forecast</h3><ul>
 {% for f in d.forecasts %}<li>{{ f.budget }} ({{ f.window }}): ${{ '%.4f' % f.spent_usd }} so far, \
-${{ '%.4f' % f.projected_usd }} projected of ${{ '%.2f' % f.limit_usd }}{% if f.over %} <b>OVER</b>{% endif %}</li>
+${{ '%.4f' % f.projected_usd }} projected of ${{ '%.2f' % f.limit_usd }}, \
+${{ '%.4f' % f.left_usd }} left{% if f.over %} <b>OVER</b>{% endif %}</li>
 {% endfor %}</ul>{% endif %}
 </body></html>"""
 
@@ -165,7 +173,7 @@ ${{ '%.4f' % f.projected_usd }} projected of ${{ '%.2f' % f.limit_usd }}{% if f.
 def _context(d: Digest) -> dict[str, object]:
     r = d.report
     sections = [("tier", _top(r.by_tier)), ("agent", _top(r.by_agent)), ("task", _top(r.by_task))]
-    return {"d": d, "r": r, "sections": sections}
+    return {"d": d, "r": r, "sections": sections, "local": round(r.local_share * r.requests)}
 
 
 def render_markdown(d: Digest) -> str:
