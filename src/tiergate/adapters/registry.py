@@ -12,6 +12,8 @@ from tiergate.adapters.azure_openai import AzureOpenAIChatAdapter, AzureOpenAIEm
 from tiergate.adapters.base import Adapter
 from tiergate.adapters.bedrock_converse import API as BEDROCK
 from tiergate.adapters.bedrock_converse import BedrockConverseAdapter
+from tiergate.adapters.gemini_native import API as GEMINI_API
+from tiergate.adapters.gemini_native import GeminiNativeAdapter
 from tiergate.adapters.ollama_native import OllamaNativeAdapter
 from tiergate.adapters.openai_chat import OpenAIChatAdapter, OpenAIEmbeddingsAdapter
 from tiergate.adapters.openai_responses import OpenAIResponsesAdapter
@@ -63,6 +65,10 @@ def protocol_adapters(transport: UpstreamTransport) -> dict[tuple[str, str], Ada
         ("gemini-generate", "anthropic-messages"): GeminiViaOpenAI(chat_via_messages),
         ("gemini-embed", "openai-chat"): GeminiEmbedViaOpenAI(embeddings),
         ("gemini-batch-embed", "openai-chat"): GeminiEmbedViaOpenAI(embeddings, batch=True),
+        # Gemini's own API upstream: passed through (thinking, thought signatures, cached content survive)
+        ("gemini-generate", GEMINI_API): GeminiNativeAdapter(transport),
+        ("gemini-embed", GEMINI_API): GeminiNativeAdapter(transport, "embedContent", produces_text=False),
+        ("gemini-batch-embed", GEMINI_API): GeminiNativeAdapter(transport, "batchEmbedContents", produces_text=False),
         # Ollama and Gemini clients on a Responses upstream, through the chat-over-Responses bridge
         ("ollama-chat", RESPONSES): OllamaChatViaOpenAI(chat_via_responses),
         ("ollama-generate", RESPONSES): OllamaChatViaOpenAI(chat_via_responses, generate=True),

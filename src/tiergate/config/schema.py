@@ -35,7 +35,15 @@ from tiergate.core.capabilities import Capability
 
 log = logging.getLogger("tiergate.config")
 
-ApiType = Literal["openai-chat", "anthropic-messages", "azure-openai", "openai-responses", "ollama", "bedrock-converse"]
+ApiType = Literal[
+    "openai-chat",
+    "anthropic-messages",
+    "azure-openai",
+    "openai-responses",
+    "ollama",
+    "bedrock-converse",
+    "google-generative-ai",
+]
 API_TYPES: tuple[str, ...] = get_args(ApiType)
 AZURE_STREAM_USAGE_SINCE = "2024-09-01"  # Azure OpenAI takes stream_options.include_usage from this api-version
 ENV_PREFIXES = ("env:", "os.environ/")

@@ -16,6 +16,7 @@ from aiohttp import web
 from .anthropic_server import build_anthropic_standin
 from .azure_server import build_azure_standin
 from .bedrock_server import build_bedrock_standin
+from .gemini_server import build_gemini_standin
 from .ollama_server import build_ollama_standin
 from .openai_server import build_openai_standin
 
@@ -25,6 +26,7 @@ __all__ = [
     "build_azure_standin",
     "build_ollama_standin",
     "build_bedrock_standin",
+    "build_gemini_standin",
     "build_openai_standin",
     "start_standin",
 ]

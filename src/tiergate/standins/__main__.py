@@ -15,6 +15,7 @@ from . import (
     build_anthropic_standin,
     build_azure_standin,
     build_bedrock_standin,
+    build_gemini_standin,
     build_ollama_standin,
     build_openai_standin,
     start_standin,
@@ -23,7 +24,7 @@ from . import (
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tiergate.standins", description="Serve a fake cloud LLM endpoint.")
-    p.add_argument("--protocol", choices=("openai", "anthropic", "azure", "bedrock", "ollama"), required=True)
+    p.add_argument("--protocol", choices=("openai", "anthropic", "azure", "bedrock", "ollama", "gemini"), required=True)
     p.add_argument("--name", required=True, help="tag put at the start of every reply")
     p.add_argument("--model", action="append", required=True, dest="models", help="model id to serve (repeatable)")
     p.add_argument("--host", default="127.0.0.1")
@@ -57,6 +58,7 @@ async def _serve(args: argparse.Namespace) -> None:
             "openai": build_openai_standin,
             "anthropic": build_anthropic_standin,
             "ollama": build_ollama_standin,
+            "gemini": build_gemini_standin,
         }
         app = builders[args.protocol](**common)
     stop = asyncio.Event()
