@@ -28,6 +28,7 @@ import email.policy
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,6 +245,7 @@ def start_smtp(username: str, password: str) -> tuple[Any, MailHandler, int]:
 
     handler = MailHandler()
     port = free_port()
+    warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)  # a lab server
     controller = Controller(
         handler,
         hostname="127.0.0.1",
