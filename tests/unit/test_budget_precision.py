@@ -17,14 +17,18 @@ import pytest
 
 from pipeline_harness import build, raw_config
 from tiergate.config.catalog import build_catalog
+from tiergate.config.guardrails import BudgetConfig
 from tiergate.config.loading import config_from_dict
 from tiergate.core.errors import BudgetExceeded
 from tiergate.core.money import (
     SETTLE_RETRY_S,
+    BudgetLine,
     budget_retry_after,
     conservative_tokens,
+    over_limit,
     reserved_output,
     reserved_prompt,
+    usd_text,
     worst_case_cost,
 )
 from tiergate.core.tokens import MIN_SAMPLES, chat_prompt, learn
@@ -274,3 +278,21 @@ def test_a_deployment_budget_that_blocks_every_candidate_says_when_it_resets():
         asyncio.run(h.ask(model="frontier", max_tokens=10))
     _, midnight = window_bounds("day", h.clock[0], h.cfg.timezone)
     assert refused.value.retry_after == math.ceil(midnight - h.clock[0])
+
+
+@pytest.mark.parametrize(
+    ("usd", "text"),
+    [(0, "0.0000"), (0.000459, "0.000459"), (0.0005, "0.000500"), (0.0015, "0.00150"), (0.01, "0.0100"), (8, "8.0000")],
+)
+def test_refusal_messages_show_small_budgets_apart(usd, text):
+    """A $0.0005 budget with $0.000459 spent must not read '$0.0005 of $0.0005 used'."""
+    assert usd_text(usd) == text
+
+
+def test_a_small_budget_refusal_says_what_is_left():
+    rule = BudgetConfig(scope="agent", match="researcher", window="month", limit_usd=0.0005, action="reject")
+    why = over_limit(BudgetLine(rule, "k", "researcher", 0.000153), spent=0.000459, reserved=0.0, calls=3)
+    assert why == (
+        "budget agent:researcher:month (researcher): $0.000459 of $0.0005 used this month, "
+        "request needs up to $0.000153"
+    )

@@ -172,6 +172,14 @@ class BudgetLine:
         return self.budget.max_calls
 
 
+def usd_text(x: float) -> str:
+    """Dollars for a message: four decimals, or three significant digits below a cent, so that a small budget's
+    $0.000459 of $0.0005 does not read as $0.0005 of $0.0005."""
+    if x <= 0 or x >= 0.01:
+        return f"{x:.4f}"
+    return f"{x:.{3 - math.floor(math.log10(x)) - 1}f}"
+
+
 def over_limit(line: BudgetLine, *, spent: float, reserved: float, calls: int) -> str | None:
     """Why reserving ``line`` now would pass its limit, or None when it fits."""
     b = line.budget
@@ -179,8 +187,8 @@ def over_limit(line: BudgetLine, *, spent: float, reserved: float, calls: int) -
         return f"budget {b.id} ({line.value}): {calls} of {b.max_calls} calls used this {b.window}"
     if b.limit_usd is not None and line.amount_usd > 0 and spent + reserved + line.amount_usd > b.limit_usd + 1e-12:
         return (
-            f"budget {b.id} ({line.value}): ${spent + reserved:.4f} of ${b.limit_usd:g} used this {b.window}, "
-            f"request needs up to ${line.amount_usd:.4f}"
+            f"budget {b.id} ({line.value}): ${usd_text(spent + reserved)} of ${b.limit_usd:g} used this {b.window}, "
+            f"request needs up to ${usd_text(line.amount_usd)}"
         )
     return None
 
@@ -190,7 +198,7 @@ def exhausted(b: BudgetRule, *, spent: float, reserved: float, calls: int) -> st
     if b.max_calls is not None and calls >= b.max_calls:
         return f"budget {b.id}: {calls} of {b.max_calls} calls used this {b.window}"
     if b.limit_usd is not None and spent + reserved >= b.limit_usd - 1e-12:
-        return f"budget {b.id}: ${spent + reserved:.4f} of ${b.limit_usd:g} used this {b.window}"
+        return f"budget {b.id}: ${usd_text(spent + reserved)} of ${b.limit_usd:g} used this {b.window}"
     return None
 
 

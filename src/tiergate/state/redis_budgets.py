@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from tiergate.core.money import BudgetLine, over_limit
+from tiergate.core.money import BudgetLine, over_limit, usd_text
 from tiergate.state.redis_conn import RedisConnection, glob_escape, to_units, to_usd
 
 COUNTER_TTL_S = 40 * 86400  # longer than the longest budget window (a month)
@@ -142,8 +142,8 @@ class RedisBudgets:
         why = over_limit(line, spent=spent, reserved=reserved, calls=calls)
         if why is None:  # within a nano-dollar of the limit, where float and integer math may disagree
             why = (
-                f"budget {line.budget.id} ({line.value}): ${spent + reserved:.4f} of ${line.limit_usd:g} used this "
-                f"{line.budget.window}, request needs up to ${line.amount_usd:.4f}"
+                f"budget {line.budget.id} ({line.value}): ${usd_text(spent + reserved)} of ${line.limit_usd:g} used "
+                f"this {line.budget.window}, request needs up to ${usd_text(line.amount_usd)}"
             )
         return why
 
