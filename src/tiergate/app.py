@@ -21,8 +21,10 @@ from tiergate.adapters.registry import protocol_adapters
 from tiergate.adapters.upstream_http import UpstreamHTTP
 from tiergate.api import admin, admin_jobs, anthropic, codex_catalog, gemini, ollama, openai, responses
 from tiergate.api.auth import KeyStore
+from tiergate.api.common import BODIES_IN_FLIGHT
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
+from tiergate.api.inbound import BodiesInFlight
 from tiergate.background import reraise_if_stopping, stop
 from tiergate.config.catalog import build_catalog
 from tiergate.config.schema import TiergateConfig
@@ -137,6 +139,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     # api/common.read_body decompresses, bounded; aiohttp would answer br/zstd/corrupt gzip in plain text
     app = web.Application(client_max_size=max_body, handler_args={"auto_decompress": False})
     app["max_body_bytes"] = max_body
+    app[BODIES_IN_FLIGHT] = BodiesInFlight(max(max_body, int(config.server.max_body_in_flight_mb * 1024 * 1024)))
     app[REQUEST_IDS] = IdSource()
     owns_ledger = ledger is None
     ledger = ledger or open_ledger(config.ledger_url, spool=config.ledger_spool_dir, timeout_s=config.ledger_timeout_s)

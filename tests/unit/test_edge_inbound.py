@@ -10,6 +10,7 @@ import pytest
 
 from tiergate.api.inbound import (
     MAX_ID_CHARS,
+    BodiesInFlight,
     BoundedBody,
     content_encoding,
     header_problem,
@@ -17,7 +18,7 @@ from tiergate.api.inbound import (
     nesting_exceeds,
     value_problem,
 )
-from tiergate.core.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
+from tiergate.core.errors import BadRequest, BodiesBusy, PayloadTooLarge, UnsupportedEncoding
 
 SURROGATE = b"a\xffb".decode("utf-8", "surrogateescape")  # what aiohttp hands over for a non-UTF-8 byte
 
@@ -225,3 +226,14 @@ def test_nesting_counts_containers_not_brackets_in_strings():
     raw = b'{"a": [' + b'"[[[[", ' * 100 + b"1]}"
     assert not nesting_exceeds(orjson.loads(raw), 3)
     assert nesting_exceeds(orjson.loads(b'{"a": [[[' + b'"]]]]", ' * 100 + b"1]]]}"), 3)
+
+
+def test_bodies_in_flight_refuse_what_would_pass_the_cap_and_count_nothing_for_it():
+    bodies = BodiesInFlight(100)
+    bodies.take(60)
+    with pytest.raises(BodiesBusy) as err:
+        bodies.take(41)
+    assert bodies.taken == 60 and err.value.status == 503 and err.value.retry_after == 1
+    assert "server.max_body_in_flight_mb" in err.value.message and "100 bytes" in err.value.message
+    bodies.take(40)  # exactly full fits
+    assert bodies.taken == 100

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from tiergate.api.gateway import GATEWAY
-from tiergate.api.inbound import BoundedBody, content_encoding, nesting_exceeds, too_large
+from tiergate.api.inbound import BodiesInFlight, BoundedBody, content_encoding, nesting_exceeds, too_large
 from tiergate.core.errors import BadRequest, TiergateError
 
 log = logging.getLogger("tiergate.api")
@@ -20,8 +20,12 @@ JSON = "application/json"
 _UNSAFE_HEADER = re.compile(r"[^\x20-\x7e]")
 
 
+BODIES_IN_FLIGHT: web.AppKey[BodiesInFlight] = web.AppKey("bodies_in_flight", BodiesInFlight)
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, decompressed, never gathered past ``limit`` bytes.
+    """The body, decompressed, never gathered past ``limit`` bytes, nor past the bytes all of this worker's
+    requests may be reading at once (``BodiesInFlight``; 503 with Retry-After beyond it).
 
     A declared Content-Length over the limit is refused before a byte of the
     body is read; a chunked or compressed body is read with a running bound.
@@ -34,17 +38,31 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise too_large(limit)
     encoding = request.headers.get("Content-Encoding")
     content = request.content
+    bodies = request.app[BODIES_IN_FLIGHT]
     if encoding is None and declared is not None:
         # the usual body: plain, its length declared and within the limit, and aiohttp's parser never
-        # gives more than the declared length, so no running bound is needed
-        parts: list[bytes] = []
-        while chunk := await content.readany():
-            parts.append(chunk)
+        # gives more than the declared length, so no running bound is needed: one add, one subtract
+        if bodies.taken + declared > bodies.limit:
+            raise bodies.refusal()
+        bodies.taken += declared
+        try:
+            parts: list[bytes] = []
+            while chunk := await content.readany():
+                parts.append(chunk)
+        finally:
+            bodies.taken -= declared
         return parts[0] if len(parts) == 1 else b"".join(parts)
     body = BoundedBody(content_encoding(encoding), limit)
-    while chunk := await content.readany():
-        body.feed(chunk)
-    return body.finish()
+    counted = 0
+    try:
+        while chunk := await content.readany():
+            body.feed(chunk)
+            grew = body.held - counted
+            bodies.take(grew)
+            counted += grew
+        return body.finish()
+    finally:
+        bodies.taken -= counted
 
 
 async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
-from tiergate.core.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
+from tiergate.core.errors import BadRequest, BodiesBusy, PayloadTooLarge, UnsupportedEncoding
 
 # ids read into identity and records (ledger rows, session tracking) and echoed in X-Request-ID
 MAX_ID_CHARS = 256
@@ -93,6 +93,36 @@ def too_large(limit: int, *, decompressed: bool = False) -> PayloadTooLarge:
     return PayloadTooLarge(f"{what} is larger than the server's limit of {limit} bytes (server.max_body_mb)")
 
 
+class BodiesInFlight:
+    """Request-body bytes all requests of one worker are reading at once, against server.max_body_in_flight_mb.
+
+    Each body is bounded by server.max_body_mb, but eight bodies read at once
+    cost eight times that: this bounds their sum. A body with a declared
+    length takes it whole before its first byte is read (one add and one
+    subtract a request: the usual body pays nothing more); a chunked or
+    compressed one takes what it holds as it grows. Only the reading is
+    counted: once read, a body is its request's, bounded by max_body_mb.
+    """
+
+    __slots__ = ("limit", "taken")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
+
+    def refusal(self) -> BodiesBusy:
+        return BodiesBusy(
+            f"request bodies this worker is reading already fill server.max_body_in_flight_mb "
+            f"({self.limit} bytes); retry shortly"
+        )
+
+    def take(self, n: int) -> None:
+        """Count ``n`` more bytes, or raise BodiesBusy (nothing counted) when they do not fit."""
+        if self.taken + n > self.limit:
+            raise self.refusal()
+        self.taken += n
+
+
 class BoundedBody:
     """A request body gathered as it arrives, never past ``limit`` bytes, decompressed on the way if need be.
 
@@ -110,6 +140,11 @@ class BoundedBody:
         self._size = 0
         self._inflate: Any = None  # zlib's decompress object; for deflate chosen by the first two bytes
         self._head = b""  # a deflate body's first byte, when it came alone
+
+    @property
+    def held(self) -> int:
+        """Bytes kept so far (decompressed): what this body costs the worker's memory."""
+        return self._size
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:

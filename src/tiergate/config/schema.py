@@ -68,6 +68,11 @@ class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(4000, ge=0, le=65535)
     max_body_mb: float = Field(16.0, gt=0, description="largest request body accepted")
+    max_body_in_flight_mb: float = Field(
+        32.0,
+        gt=0,
+        description="request-body bytes all requests of one worker may be reading at once; beyond, 503 Retry-After",
+    )
     # client-side bounds (tiergate/client_protocol.py): a socket that sends too slowly or not at all is closed
     header_timeout_s: float = Field(10.0, gt=0, le=3600, description="request line and headers, from their first byte")
     body_timeout_s: float = Field(30.0, gt=0, le=3600, description="the whole body, from the end of the headers")

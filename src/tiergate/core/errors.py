@@ -27,6 +27,7 @@
     │   ├── NoCandidate             503 policy left nothing to try (privacy, breakers)
     │   └── ModelNotReady           503 a managed local model cannot serve now (the executor moves on)
     ├── ServerBusy (503)            every connection of server.max_connections has a request in flight
+    │   └── BodiesBusy              503 the bodies being read already fill server.max_body_in_flight_mb
     └── DependencyUnavailable (503) a store tiergate itself needs
         ├── StateUnavailable        shared state (Redis) unreachable; callers apply on_outage modes
         └── LedgerUnavailable       the ledger database unreachable; writes spool, reads fail
@@ -244,6 +245,12 @@ class ServerBusy(TiergateError):
     anthropic_type = "overloaded_error"
     code = "server_busy"
     retry_after = 1
+
+
+class BodiesBusy(ServerBusy):
+    """A body that would take the request bodies a worker is reading past server.max_body_in_flight_mb."""
+
+    code = "bodies_busy"
 
 
 # ---------------------------------------------------------------------------- dependencies
