@@ -24,7 +24,7 @@ from tiergate.adapters.chat_over_responses import (
     responses_to_chat_response,
 )
 from tiergate.adapters.responses_reply import chat_to_response, new_id
-from tiergate.adapters.responses_request import ToolNames, responses_to_chat
+from tiergate.adapters.responses_request import Prepared, ToolNames, for_deployment, prepare
 from tiergate.adapters.responses_stream import ChatToResponsesStream
 from tiergate.adapters.translated import StreamConverter, _Bridge, _dropped_note, _first, _reply_json
 from tiergate.core.catalog import Deployment
@@ -34,13 +34,17 @@ from tiergate.core.types import NO_HINTS, ClientHints
 RESPONSES = "openai-responses"
 
 
-def chat_request(body: dict[str, Any], d: Deployment) -> tuple[dict[str, Any], list[str], ToolNames]:
+def chat_request(
+    body: dict[str, Any], d: Deployment, hints: ClientHints = NO_HINTS
+) -> tuple[dict[str, Any], list[str], ToolNames]:
+    """The chat body for ``d``: from the surface's own translation when it made one (api/responses.py)."""
     try:
-        return responses_to_chat(
-            body, model=d.model, max_tokens_limit=d.max_output_tokens, reasoning="reasoning" in d.capabilities
-        )
+        p = hints.translated if isinstance(hints.translated, Prepared) else prepare(body)
     except ValueError as exc:
         raise TranslationError(str(exc)) from None
+    return for_deployment(
+        p, model=d.model, max_tokens_limit=d.max_output_tokens, reasoning="reasoning" in d.capabilities
+    )
 
 
 class ResponsesViaChat:
@@ -59,7 +63,7 @@ class ResponsesViaChat:
         hints: ClientHints = NO_HINTS,
         output_cap: int | None = None,
     ) -> UpstreamReply:
-        chat, dropped, names = chat_request(body, d)
+        chat, dropped, names = chat_request(body, d, hints)
         reply = await self.inner.complete(d, chat, timeout_s=timeout_s, output_cap=output_cap)
         try:
             obj = chat_to_response(
@@ -81,7 +85,7 @@ class ResponsesViaChat:
         hints: ClientHints = NO_HINTS,
         output_cap: int | None = None,
     ) -> UpstreamStream:
-        chat, dropped, names = chat_request(body, d)
+        chat, dropped, names = chat_request(body, d, hints)
         s = await self.inner.stream(d, chat, timeout_s=timeout_s, output_cap=output_cap)
         conv = ChatToResponsesStream(request=body, names=names, model=d.model, response_id=new_id("resp"))
         s.first_event = await _first(s, conv)

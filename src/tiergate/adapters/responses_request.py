@@ -83,13 +83,19 @@ class ToolNames:
         return self.by_chat_name.get(chat_name, ("function", chat_name, None))
 
 
-def responses_to_chat(
-    body: JsonObject, *, model: str, max_tokens_limit: int | None = None, reasoning: bool = True
-) -> tuple[JsonObject, list[str], ToolNames]:
-    """A Responses request -> (chat request, dropped field names, the tool name map).
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A Responses request translated once, before any deployment is known; ``for_deployment`` finishes it."""
 
-    ``reasoning``: whether the deployment takes reasoning controls (``reasoning_effort``).
-    """
+    chat: JsonObject  # the chat body without its model, output cap and reasoning effort
+    dropped: tuple[str, ...]
+    names: ToolNames
+    max_output: int | None
+    effort: str | None
+
+
+def prepare(body: JsonObject) -> Prepared:
+    """The part of the translation that does not depend on the deployment (made once per request)."""
     if not isinstance(body, dict):
         raise _bad("body", "must be a JSON object")
     for key in REFUSED:
@@ -110,9 +116,10 @@ def responses_to_chat(
         messages.insert(0, {"role": "system", "content": system})
     if not messages:
         raise _bad("input", "is required (a string or a non-empty list of items)")
-    out: JsonObject = {"model": model, "messages": messages}
+    out: JsonObject = {"messages": messages}
+    max_output = None
     if body.get("max_output_tokens") is not None:
-        out["max_tokens"] = _clamp(body["max_output_tokens"], max_tokens_limit, "max_output_tokens")
+        max_output = _clamp(body["max_output_tokens"], None, "max_output_tokens")
     out.update((k, body[k]) for k in ("temperature", "top_p") if body.get(k) is not None)
     if body.get("stream"):
         out["stream"] = True
@@ -127,14 +134,40 @@ def responses_to_chat(
     elif body.get("tool_choice") not in (None, "auto", "none"):
         _note(dropped, "tool_choice")
     _text(body.get("text"), out, dropped)
-    _reasoning(body.get("reasoning"), out, dropped, reasoning)
+    effort = _reasoning(body.get("reasoning"), dropped)
     user = body.get("safety_identifier") or body.get("user")
     if isinstance(user, str) and user:
         out["user"] = user
     for key, value in body.items():
         if key not in _CONSUMED and value is not None and _NEUTRAL.get(key, object()) != value:
             _note(dropped, _include_note(value) if key == "include" else key)
-    return out, dropped, names
+    return Prepared(out, tuple(dropped), names, max_output, effort)
+
+
+def for_deployment(
+    p: Prepared, *, model: str, max_tokens_limit: int | None = None, reasoning: bool = True
+) -> tuple[JsonObject, list[str], ToolNames]:
+    """(chat request, dropped field names, the tool name map) for one deployment.
+
+    ``reasoning``: whether the deployment takes reasoning controls (``reasoning_effort``).
+    """
+    out: JsonObject = {"model": model, **p.chat}
+    dropped = list(p.dropped)
+    if p.max_output is not None:
+        out["max_tokens"] = min(p.max_output, max_tokens_limit) if max_tokens_limit else p.max_output
+    if p.effort is not None:
+        if reasoning:
+            out["reasoning_effort"] = p.effort
+        else:
+            _note(dropped, "reasoning.effort")
+    return out, dropped, p.names
+
+
+def responses_to_chat(
+    body: JsonObject, *, model: str, max_tokens_limit: int | None = None, reasoning: bool = True
+) -> tuple[JsonObject, list[str], ToolNames]:
+    """A Responses request -> (chat request, dropped field names, the tool name map), in one call."""
+    return for_deployment(prepare(body), model=model, max_tokens_limit=max_tokens_limit, reasoning=reasoning)
 
 
 def _include_note(value: Any) -> str:
@@ -253,16 +286,13 @@ def _text(text: Any, out: JsonObject, dropped: list[str]) -> None:
         _note(dropped, "text.verbosity")
 
 
-def _reasoning(value: Any, out: JsonObject, dropped: list[str], supported: bool) -> None:
+def _reasoning(value: Any, dropped: list[str]) -> str | None:
+    """The effort to send where the deployment takes it; a summary no chat upstream writes is named."""
     r = _obj(value)
-    effort = r.get("effort")
-    if isinstance(effort, str) and effort != "none":
-        if supported:
-            out["reasoning_effort"] = effort
-        else:
-            _note(dropped, "reasoning.effort")
     if r.get("summary") not in (None, "none"):
         _note(dropped, "reasoning.summary")  # chat upstreams write no summaries; their reasoning text is kept
+    effort = r.get("effort")
+    return effort if isinstance(effort, str) and effort != "none" else None
 
 
 # --------------------------------------------------------------------------- input items -> messages

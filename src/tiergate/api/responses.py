@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from tiergate.adapters.responses_bridge import RESPONSES
-from tiergate.adapters.responses_request import responses_to_chat
+from tiergate.adapters.responses_request import Prepared, prepare
 from tiergate.api.common import JSON, read_json_object, require_type
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
@@ -29,16 +29,16 @@ from tiergate.api.render import render
 from tiergate.api.responses_state import StoredState, delete_response, get_response, list_input_items
 from tiergate.core.errors import BadRequest
 from tiergate.core.tokens import chat_prompt
-from tiergate.core.types import Identity, RequestFeatures
+from tiergate.core.types import ClientHints, Identity, RequestFeatures
 from tiergate.pipeline.answer import Answer
 from tiergate.pipeline.service import effective_identity
 
 _SEQUENCE = re.compile(rb'"sequence_number":(\d+)')
-ESTIMATE_MODEL = "-"  # the model named in the chat body the estimate is made of: any name counts the same
 
 
-def responses_features(body: dict[str, Any], ident: Identity) -> tuple[Identity, RequestFeatures]:
-    """Validate what routing reads; the translation's own checks name a malformed item as a 400."""
+def responses_features(body: dict[str, Any], ident: Identity) -> tuple[Prepared, Identity, RequestFeatures]:
+    """Validate what routing reads; the translation (made here once, for every attempt) names a malformed
+    item as a 400."""
     model = require_type(body, "model", str, "a string naming a model, alias or auto") or "auto"
     if not isinstance(body.get("input"), (str, list)) or body.get("input") in ("", []):
         raise BadRequest("input: a string or a non-empty list of items is required", param="input")
@@ -47,20 +47,25 @@ def responses_features(body: dict[str, Any], ident: Identity) -> tuple[Identity,
     if max_out is not None and max_out <= 0:
         raise BadRequest("max_output_tokens: must be a positive integer", param="max_output_tokens")
     try:
-        chat, _, _ = responses_to_chat(body, model=ESTIMATE_MODEL)
+        prepared = prepare(body)
     except ValueError as exc:
         param = str(exc).split(":", 1)[0]
         raise BadRequest(str(exc), param=param) from None
+    chat = prepared.chat
     ident = effective_identity(ident, model)
-    return ident, RequestFeatures(
-        model=model,
-        task=ident.task,
-        prompt_tokens_est=(prompt := chat_prompt(chat)).tokens,
-        prompt=prompt,
-        max_tokens=max_out,
-        local_only=ident.local_only,
-        stream=stream,
-        needs=openai_chat_needs(chat, chat["messages"]),
+    return (
+        prepared,
+        ident,
+        RequestFeatures(
+            model=model,
+            task=ident.task,
+            prompt_tokens_est=(prompt := chat_prompt(chat)).tokens,
+            prompt=prompt,
+            max_tokens=max_out,
+            local_only=ident.local_only,
+            stream=stream,
+            needs=openai_chat_needs(chat, chat["messages"]),
+        ),
     )
 
 
@@ -100,8 +105,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     _, body = await read_json_object(request)
     state = StoredState(gw, ident, body)
     body = await state.expand(body)
-    ident, features = responses_features(body, ident)
-    answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, RESPONSES))
+    prepared, ident, features = responses_features(body, ident)
+    hints = ClientHints(translated=prepared)
+    answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, RESPONSES, hints))
     errors = StreamErrors()
     watch_stream(answer, errors)
     await state.keep_answer(answer)
@@ -114,7 +120,7 @@ async def input_tokens(request: web.Request) -> web.Response:
     ident = gw.keys.identify(request.headers, request.remote)
     _, body = await read_json_object(request)
     body = await StoredState(gw, ident, {**body, "store": False}).expand(body)
-    _, features = responses_features(body, ident)
+    _, _, features = responses_features(body, ident)
     payload = {"object": "response.input_tokens", "input_tokens": features.prompt_tokens_est}
     return web.Response(body=orjson.dumps(payload), content_type=JSON)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from tiergate.core.tokens import NO_PROMPT, PromptCount
 
@@ -22,10 +22,12 @@ EMBEDDINGS: frozenset[str] = frozenset({"embeddings"})
 
 @dataclass(frozen=True, slots=True)
 class ClientHints:
-    """What of the client's own request may travel upstream on a same-protocol pass-through."""
+    """What of the client's own request may travel upstream on a same-protocol pass-through, and what a
+    surface already made of it for the bridges (one translation per request, not one per attempt)."""
 
     headers: Mapping[str, str] = field(default_factory=dict)  # e.g. anthropic-version, anthropic-beta
     query: str = ""  # e.g. "beta=true" from Claude Code
+    translated: Any = None  # the body as a surface already translated it once (Responses -> chat), for bridges
 
 
 NO_HINTS = ClientHints()
