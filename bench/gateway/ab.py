@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=5, help="per wrk run")
     args = ap.parse_args()
-    R.NICE = -15 if os.geteuid() == 0 else 0
+    R.SETTINGS["nice"] = -15 if os.geteuid() == 0 else 0
     tmp = tempfile.mkdtemp(prefix="tiergate-ab-")
     srcs: dict[str, str | None] = {}
     run = R.Run(

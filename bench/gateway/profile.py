@@ -29,6 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import measure as M  # noqa: E402
 import runner as R  # noqa: E402
 import targets as T  # noqa: E402
 
@@ -106,7 +107,7 @@ def main() -> int:
         help="count the target's system calls per request with strace -c instead of sampling with py-spy",
     )
     args = ap.parse_args()
-    R.NICE = -15 if os.geteuid() == 0 else 0
+    R.SETTINGS["nice"] = -15 if os.geteuid() == 0 else 0
     spy_bin = args.py_spy if os.access(args.py_spy, os.X_OK) else shutil.which("py-spy")
     ns = argparse.Namespace(
         tries=1,
@@ -191,7 +192,7 @@ def main() -> int:
         for tid, (name, t) in sorted(after.items(), key=lambda kv: -(kv[1][1] - before.get(kv[0], ("", 0))[1])):
             d = t - before.get(tid, (name, 0))[1]
             if d:
-                print(f"  {names.get(tid, name):24s} tid {tid:>7}  {d / R.CLK * 1e6 / n:7.0f}")
+                print(f"  {names.get(tid, name):24s} tid {tid:>7}  {d / M.CLK * 1e6 / n:7.0f}")
         print(summary)
     finally:
         run.cleanup()

@@ -61,7 +61,7 @@ DRAIN_IDLE_GRACE_S = 2.0  # at SIGTERM an idle keep-alive connection stays open 
 CUT_WAIT_S = 5.0  # after the drain, for cut handlers to record their requests before their sockets are closed
 MALFORMED_LOG_WINDOW_S = 60.0
 # the phases as plain names: per request, an Enum class attribute costs more than the check itself
-_FRESH, _IDLE, _HEADER, _BODY, _BUSY = Phase.FRESH, Phase.IDLE, Phase.HEADER, Phase.BODY, Phase.BUSY
+_IDLE, _HEADER, _BODY, _BUSY = Phase.IDLE, Phase.HEADER, Phase.BODY, Phase.BUSY
 
 
 class GatewayProtocol(RequestHandler):
@@ -93,8 +93,8 @@ class GatewayProtocol(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        phase = self._phase
-        if phase is _FRESH or phase is _IDLE:
+        if self._waiter is not None and self._phase is not _HEADER:
+            # aiohttp waits for a request head (fresh, or kept alive after an answer): one starts now
             self._phase, self._since = _HEADER, self._loop.time()
         queued = len(self._messages)
         super().data_received(data)
@@ -107,17 +107,16 @@ class GatewayProtocol(RequestHandler):
         elif self._phase is _BODY and self._body.is_eof():
             self._phase, self._body = _BUSY, None
 
-    async def finish_response(
-        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        result = await super().finish_response(request, resp, start_time)
-        if self._phase is _BODY and not self._body.is_eof():
-            pass  # a body still arriving (answered early, or pipelined behind this one) keeps its deadline
-        elif self._messages:
-            self._phase = _BUSY  # a pipelined request is next
-        else:
-            self._phase, self._since = _IDLE, self._loop.time()
-        return result
+    def _went_idle(self) -> None:
+        """BUSY that aiohttp says is over: its start() awaits the next request head.
+
+        Read when the sweep or the gate asks, not hooked per response (an awaited
+        ``finish_response`` wrapper cost every request): aiohttp's keep-alive bookkeeping
+        says when the last answer ended.
+        """
+        if self._phase is _BUSY and self._waiter is not None and not self._messages:
+            self._phase = _IDLE
+            self._since = min(self._loop.time(), self._next_keepalive_close_time - self._keepalive_timeout)
 
     def handle_error(
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -136,15 +135,18 @@ class GatewayProtocol(RequestHandler):
     # ------------------------------------------------------------------ the gate's questions and orders
     @property
     def phase(self) -> Phase:
+        self._went_idle()
         return self._phase
 
     @property
     def since(self) -> float:
+        self._went_idle()
         return self._since
 
     @property
     def waiting(self) -> bool:
         """Nothing of a request received and none being answered: closing it now loses nothing."""
+        self._went_idle()
         return self._phase in WAITING and not self._messages and not self._request_in_progress
 
     @property
@@ -153,6 +155,7 @@ class GatewayProtocol(RequestHandler):
 
     def enforce(self, deadlines: Deadlines, now: float) -> str | None:
         """Close the connection if its phase's deadline passed; returns the phase label it was closed in."""
+        self._went_idle()
         if self._phase is Phase.BODY and self._body.is_eof():
             self._phase, self._body = Phase.BUSY, None
         label = deadlines.expired(self._phase, self._since, now)

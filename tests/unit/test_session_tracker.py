@@ -225,6 +225,18 @@ def implicit(agent: str = "a") -> Identity:
     return Identity(key_name="k", agent=agent)  # no session header
 
 
+def test_naming_the_implicit_session_keeps_every_other_field_of_the_identity():
+    """identify() builds the named Identity field by field (cheaper than dataclasses.replace): a field
+    added to Identity and not copied there fails here."""
+    tracker = SessionTracker(GuardianConfig(), ledger=RecordingLedger(), clock=lambda: T0)
+    values = {"key_name": "k", "agent": "a", "task": "coding", "local_only": True, "tags": ("t",)}
+    unset = [f.name for f in dataclasses.fields(Identity) if f.name not in values]
+    assert unset == ["session", "session_implicit"], f"a new Identity field to copy in identify(): {unset}"
+    named = tracker.identify(Identity(**values))
+    assert dataclasses.replace(named, session=None, session_implicit=False) == Identity(**values)
+    assert named.session_implicit and named.session == tracker.identify(Identity(key_name="k", agent="a")).session
+
+
 def test_a_request_without_a_session_counts_in_the_implicit_session_of_its_day():
     async def main():
         now = [T0]

@@ -95,14 +95,14 @@ class OpenAIChatAdapter:
 
     def __init__(self, client: UpstreamTransport) -> None:
         self._client = client
-        self._targets: dict[str, tuple[Deployment, str, dict[str, str]]] = {}
+        self._targets: dict[str, tuple[Deployment, str, dict[str, str], int]] = {}
 
-    def _target(self, d: Deployment) -> tuple[str, dict[str, str]]:
-        """The URL and headers of a deployment, built once: they never change while the app runs."""
+    def _target(self, d: Deployment) -> tuple[str, dict[str, str], int]:
+        """The URL, headers and usage bound of a deployment, built once: they never change while the app runs."""
         t = self._targets.get(d.name)
         if t is None or t[0] is not d:
-            t = self._targets[d.name] = (d, f"{d.base_url}{self.path}", _headers(d))
-        return t[1], t[2]
+            t = self._targets[d.name] = (d, f"{d.base_url}{self.path}", _headers(d), bound_of(d))
+        return t[1], t[2], t[3]
 
     async def complete(
         self,
@@ -116,7 +116,7 @@ class OpenAIChatAdapter:
         payload, _ = upstream_body(body, d, output_cap if self.caps_output else None)
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
-        url, headers = self._target(d)
+        url, headers, bound = self._target(d)
         raw, ctype = await post_for_body(
             self._client, url, data, headers, timeout_s=timeout_s, max_bytes=d.limits.max_response_bytes
         )
@@ -126,7 +126,10 @@ class OpenAIChatAdapter:
         except orjson.JSONDecodeError:
             raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
         u = obj.get("usage") if isinstance(obj, dict) else None
-        reported = openai_reported(u, bound_of(d), output=self.caps_output)
+        reported = openai_reported(u, bound, output=self.caps_output)
+        if reported.prompt is not None and reported.completion is not None:  # believed: nothing to estimate
+            usage = Usage(reported.prompt, reported.completion, cache_read_tokens=reported.cache_read)
+            return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=[])
         # the reply's text is measured only when its completion count is not believed (a walk per reply)
         produced = (
             text_bytes(obj.get("choices"))
@@ -152,7 +155,7 @@ class OpenAIChatAdapter:
         payload, injected = upstream_body(body, d, output_cap)
         data = orjson.dumps(payload)
         t0 = time.perf_counter()
-        url, headers = self._target(d)
+        url, headers, _ = self._target(d)
         resp, events, first = await open_event_stream(
             self._client, url, data, headers, timeout_s=timeout_s, limits=d.limits
         )

@@ -56,9 +56,17 @@ def openai_reported(u: Any, bound: int, *, output: bool = True) -> Reported:
     """OpenAI ``usage``: prompt_tokens (cache reads among them), completion_tokens (0 when ``output`` is False)."""
     if not isinstance(u, dict):
         return NOTHING
-    prompt = believable_tokens(u.get("prompt_tokens"), bound)
-    completion = believable_tokens(u.get("completion_tokens"), bound) if output else 0
+    p, c = u.get("prompt_tokens"), u.get("completion_tokens") if output else 0
     details = u.get("prompt_tokens_details")
+    cached = details.get("cached_tokens", 0) if details.__class__ is dict else 0
+    # the usual reply, checked inline (once per request): plain ints (a bool's class is not int) in bounds
+    if p.__class__ is int and c.__class__ is int and 0 <= c <= bound and 0 <= p <= bound:
+        if cached == 0 and cached.__class__ is int:
+            return Reported(p, c)
+        if cached.__class__ is int and 0 < cached <= p:
+            return Reported(p, c, cache_read=cached)
+    prompt = believable_tokens(p, bound)
+    completion = believable_tokens(c, bound) if output else 0
     cached = _optional(details.get("cached_tokens"), bound) if isinstance(details, dict) else 0
     if prompt is None or cached is None or cached > prompt:
         return Reported(None, completion)

@@ -95,7 +95,10 @@ def too_deep(limit: int) -> BadRequest:
     return BadRequest(f"request body nests JSON arrays and objects deeper than {limit} levels (server.max_json_depth)")
 
 
-def header_value(text: str, limit: int = 400) -> str:
+HEADER_CHARS = 400  # the longest free-text header value sent
+
+
+def header_value(text: str, limit: int = HEADER_CHARS) -> str:
     """Make free text safe for an HTTP header (ASCII, bounded)."""
     if len(text) <= limit and text.isascii() and text.isprintable():  # the usual case: no regex pass
         return text

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from tiergate.api.client_watch import ClientWatch
-from tiergate.api.common import header_value
+from tiergate.api.common import HEADER_CHARS, header_value
 from tiergate.pipeline.answer import Answer
 
 log = logging.getLogger("tiergate.api")
@@ -34,8 +34,20 @@ def mark_cut_by_shutdown(request: web.BaseRequest) -> None:
 
 
 def _headers(answer: Answer) -> dict[str, str]:
-    headers = {k: header_value(v) for k, v in answer.route_headers().items()}
-    plan = answer.ctx.plan
+    """Which deployment answered and why, each value safe for a header."""
+    ctx, outcome = answer.ctx, answer.outcome
+    d = outcome.deployment
+    rid, name, reason = ctx.request_id, d.name, outcome.reason
+    joined = rid + name + reason  # one C pass over all three: the usual values need no repair
+    if not (joined.isascii() and joined.isprintable()) or len(name) > HEADER_CHARS or len(reason) > HEADER_CHARS:
+        rid, name, reason = header_value(rid), header_value(name), header_value(reason)
+    headers = {
+        "X-Request-ID": rid,
+        "X-Tiergate-Deployment": name,
+        "X-Tiergate-Tier": str(d.tier),
+        "X-Tiergate-Reason": reason,
+    }
+    plan = ctx.plan
     if plan is not None and plan.warning:  # e.g. an unknown task, routed as tier>=0
         headers["X-Tiergate-Warning"] = header_value(plan.warning)
     return headers

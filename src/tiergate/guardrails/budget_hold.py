@@ -13,13 +13,13 @@ sizes the next requests' reservations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import BudgetExceeded
 from tiergate.core.money import BudgetLine, reserved_output
 from tiergate.core.types import Identity, RequestFeatures, Usage
-from tiergate.guardrails.budgets import BudgetGuard, Constraints
+from tiergate.guardrails.budgets import NO_CONSTRAINTS, BudgetGuard, Constraints
 
 
 @dataclass(slots=True)
@@ -31,21 +31,33 @@ class Refusal:
     deployment: Deployment
 
 
-@dataclass(slots=True)
 class BudgetHold:
-    guard: BudgetGuard | None
-    identity: Identity
-    features: RequestFeatures
-    constraints: Constraints = field(default_factory=Constraints)
-    refusals: list[Refusal] = field(default_factory=list)
-    _held: list[BudgetLine] = field(default_factory=list)  # the lines the current candidate holds
-    _deployment: Deployment | None = None  # the candidate reserved for (its usage teaches its ratio)
-    _prompt: int = 0  # the prompt tokens its reservation assumed
+    """One request's reservations. A plain slotted class, not a dataclass: one is built per request, and
+    ``budgeted`` is decided once here so that the executor skips reserve/release/output_cap without a
+    call when no budget is configured."""
 
-    @property
-    def budgeted(self) -> bool:
-        """Whether any budget is configured (else reserve/settle have nothing to do)."""
-        return self.guard is not None and bool(self.guard.budgets)
+    __slots__ = (
+        "guard",
+        "identity",
+        "features",
+        "constraints",
+        "refusals",
+        "_held",
+        "_deployment",
+        "_prompt",
+        "budgeted",
+    )
+
+    def __init__(self, guard: BudgetGuard | None, identity: Identity, features: RequestFeatures) -> None:
+        self.guard = guard
+        self.identity = identity
+        self.features = features
+        self.constraints = NO_CONSTRAINTS  # replaced by check() whenever there is a guard
+        self.refusals: list[Refusal] = []
+        self._held: list[BudgetLine] = []  # the lines the current candidate holds
+        self._deployment: Deployment | None = None  # the candidate reserved for (its usage teaches its ratio)
+        self._prompt = 0  # the prompt tokens its reservation assumed
+        self.budgeted = guard is not None and bool(guard.budgets)  # else reserve/settle have nothing to do
 
     @property
     def held(self) -> tuple[BudgetLine, ...]:

@@ -65,6 +65,9 @@ class Constraints:
     blocks_retry_after: int | None = None  # for rejecting blocks: when the first blocked deployment may
 
 
+NO_CONSTRAINTS = Constraints()  # without a guard: nothing constrains (never mutated: tighten needs a guard)
+
+
 class BudgetGuard:
     def __init__(
         self,

@@ -49,16 +49,6 @@ class Answer:
         assert self.outcome.stream is not None, "a plain answer has no stream"
         return self.outcome.stream
 
-    def route_headers(self) -> dict[str, str]:
-        """Which deployment answered and why (header values are made safe by the surface)."""
-        d = self.outcome.deployment
-        return {
-            "X-Request-ID": self.ctx.request_id,
-            "X-Tiergate-Deployment": d.name,
-            "X-Tiergate-Tier": str(d.tier),
-            "X-Tiergate-Reason": self.outcome.reason,
-        }
-
     def overhead_ms(self) -> float:
         """The gateway's own time so far: since arrival, less the time spent waiting on upstreams."""
         overhead = max(0.0, (time.perf_counter() - self.ctx.started) * 1000 - self.ctx.upstream_ms)

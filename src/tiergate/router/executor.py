@@ -175,10 +175,11 @@ class Executor:
                 ctx.failures.append((d.name, "breaker open"))
                 continue
             adapter = self.adapters[(ctx.protocol, d.api)]
-            refused = await hold.reserve(d)
-            if refused is not None:
-                ctx.notes.append(f"skipped {d.name}: {refused}")
-                continue
+            if hold.budgeted:
+                refused = await hold.reserve(d)
+                if refused is not None:
+                    ctx.notes.append(f"skipped {d.name}: {refused}")
+                    continue
             try:
                 if d.local_model is not None and self.local is not None:
                     outcome = await self._managed_attempts(ctx, d, candidate, adapter, body)
@@ -189,7 +190,8 @@ class Executor:
                 raise
             if outcome is not None:
                 return outcome
-            await hold.release()
+            if hold.budgeted:
+                await hold.release()
         detail = "; ".join(f"{n}: {e}" for n, e in ctx.failures) or "no candidate could be tried"
         if ctx.notes and not ctx.failures:
             detail = "; ".join(ctx.notes)
@@ -225,7 +227,7 @@ class Executor:
     ) -> Outcome | None:
         """Try one deployment with retries; the outcome, or None to move on to the next candidate."""
         r = self.routing
-        cap = ctx.hold.output_cap(d)
+        cap = ctx.hold.output_cap(d) if ctx.hold.budgeted else None
         for attempt in range(r.num_retries + 1):
             remaining = ctx.deadline - time.perf_counter()
             if remaining <= 0:

@@ -173,7 +173,7 @@ def _escalation(cat: Catalog, f: RequestFeatures, min_tier: int, seen: set[str])
 def _skip_reason(d: Deployment, f: RequestFeatures, world: WorldSnapshot, cat: Catalog) -> str | None:
     if not f.needs <= d.capabilities:  # a subset test first: the usual case costs one C call
         return f"{LACKS}{', '.join(missing(f.needs, d.capabilities))}"
-    if f.embeddings and cat.embeddings_local_only and not d.local:
+    if cat.embeddings_local_only and not d.local and "embeddings" in f.needs:
         return "embeddings stay local (routing.embeddings_local_only): not a local provider"
     if f.local_only and not d.local:
         return (
