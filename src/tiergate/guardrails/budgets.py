@@ -130,11 +130,15 @@ class BudgetGuard:
 
     # ------------------------------------------------------------------ before planning
     async def constraints(self, ident: Identity) -> Constraints:
-        c = Constraints()
         manual = await self.state.flag(EMERGENCY_FLAG)
+        ledger_down = self.outages is not None and self.outages.is_down("ledger")
+        if not (manual or ledger_down or self.budgets):
+            return NO_CONSTRAINTS  # the usual request with no budget configured: nothing to build
+        c = Constraints()
         if manual:
             c.local_only = f"emergency mode on ({manual})"
-        if self.outages is not None and self.outages.is_down("ledger") and self._outage_mode("ledger") == "fail_closed":
+        if ledger_down and self._outage_mode("ledger") == "fail_closed":
+            assert self.outages is not None
             c.local_only = (
                 c.local_only or "ledger database unavailable (on_outage.ledger: fail_closed): local tiers only"
             )

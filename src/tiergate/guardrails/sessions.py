@@ -132,9 +132,10 @@ class SessionTracker:
 
     async def admit(self, ident: Identity) -> guardian.SessionState:
         """Before routing: refuse a killed session (403 with the reason); start or refresh it."""
-        ident = self.identify(ident)
+        if not ident.session:
+            ident = self.identify(ident)
         now = self.clock()
-        sid = clean_id(ident.session)
+        sid = ident.session if ident.session_implicit else clean_id(ident.session)
         kill = self.killed.get(sid)
         if kill is not None:
             if guardian.kill_in_force(kill.at, self.rules, now):

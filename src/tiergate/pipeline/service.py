@@ -112,58 +112,54 @@ class RequestPipeline:
         """Route the request to the first deployment that answers; the Answer settles itself when finished.
 
         Raises the TiergateError that ended it otherwise, already recorded in the ledger, with
-        nothing left reserved and the concurrency slot freed.
+        nothing left reserved and the concurrency slot freed. Limits, guardian, budgets, plan and
+        run are one coroutine: each awaited layer costs every request on every resume.
         """
         ctx = self.context(req)
+        f, hold = ctx.features, ctx.hold
         admission: Admission | None = None
         if self.limits is not None:
             try:
-                admission = await self.limits.admit(ctx.identity, ctx.features.prompt_tokens_est)
+                admission = await self.limits.admit(ctx.identity, f.prompt_tokens_est)
             except TiergateError as err:
                 self.record_failure(ctx, status=err.status, error=err.message, reason="rate limited")
                 raise
         try:
-            outcome = await self._route(ctx, req.body)
+            try:
+                ctx.session = await self.sessions.admit(ctx.identity)
+                constraints = await hold.check() if hold.guard is not None else hold.constraints
+                try:
+                    plan = self.executor.plan(f, ctx.protocol, constraints)
+                except NoCandidate as exc:
+                    if constraints.rejecting_blocks:
+                        raise BudgetExceeded(exc.message, retry_after=constraints.blocks_retry_after) from None
+                    raise
+                if plan.warning is not None:  # an unknown task: the client also gets X-Tiergate-Warning
+                    self.metrics.unknown_tasks.inc()
+                try:
+                    outcome = await self.executor.run(ctx, plan, req.body)
+                except AllCandidatesFailed:
+                    # a budget refused a reservation mid-flight: take its action (local-only, downgrade), route again
+                    if not await hold.tighten():
+                        raise
+                    outcome = await self.executor.run(ctx, self.executor.plan(f, ctx.protocol, constraints), req.body)
+            except TiergateError as err:  # a request that ends without a deployment is still recorded
+                self.record_failure(ctx, status=err.status, error=err.message, reason="not routed")
+                raise
+            except asyncio.CancelledError:
+                # the client left, or a graceful stop's drain ran out, before any answer: still one row
+                self.record_failure(ctx, status=499, error="cancelled before an answer", reason="not answered")
+                raise
+            if ctx.session is not None:
+                d = outcome.deployment
+                self.sessions.observe_context(ctx.session, f.prompt_tokens_est, d.context_window, d.name)
         except BaseException:
-            await ctx.hold.release()
+            await hold.release()
             if admission is not None:
                 assert self.limits is not None
                 await self.limits.release(admission, None)
             raise
         return Answer(self, ctx, outcome, admission)
-
-    async def _route(self, ctx: CallContext, body: dict[str, Any]) -> Outcome:
-        """Guardian, budgets, plan and run; a request that ends without a deployment is still recorded."""
-        f, hold = ctx.features, ctx.hold
-        try:
-            ctx.session = await self.sessions.admit(ctx.identity)
-            constraints = await hold.check()
-            try:
-                plan = self.executor.plan(f, ctx.protocol, constraints)
-            except NoCandidate as exc:
-                if constraints.rejecting_blocks:
-                    raise BudgetExceeded(exc.message, retry_after=constraints.blocks_retry_after) from None
-                raise
-            if plan.warning is not None:  # an unknown task: the client also gets X-Tiergate-Warning
-                self.metrics.unknown_tasks.inc()
-            try:
-                outcome = await self.executor.run(ctx, plan, body)
-            except AllCandidatesFailed:
-                # a budget refused a reservation mid-flight: take its action (local-only, downgrade), route again
-                if not await hold.tighten():
-                    raise
-                outcome = await self.executor.run(ctx, self.executor.plan(f, ctx.protocol, constraints), body)
-        except TiergateError as err:
-            self.record_failure(ctx, status=err.status, error=err.message, reason="not routed")
-            raise
-        except asyncio.CancelledError:
-            # the client left, or a graceful stop's drain ran out, before any answer: still one row
-            self.record_failure(ctx, status=499, error="cancelled before an answer", reason="not answered")
-            raise
-        if ctx.session is not None:
-            d = outcome.deployment
-            self.sessions.observe_context(ctx.session, f.prompt_tokens_est, d.context_window, d.name)
-        return outcome
 
     def record_failure(self, ctx: CallContext, *, status: int, error: str, reason: str) -> None:
         """A request that never reached a deployment (limited, no candidate, all failed, rejected)."""

@@ -35,7 +35,7 @@ from tiergate.core.types import (
     Usage,
     UsageRecord,
 )
-from tiergate.guardrails.budgets import Constraints
+from tiergate.guardrails.budgets import NO_CONSTRAINTS, Constraints
 from tiergate.local.swap_policy import LocalOption, place_request, served_first
 from tiergate.observability.metrics import Metrics
 from tiergate.router.context import (
@@ -100,7 +100,7 @@ class Executor:
     def snapshot(self, protocol: str, constraints: Constraints | None = None) -> WorldSnapshot:
         unavailable = self.state.breaker_snapshot(now=self.clock(), cooldown_s=self.routing.breaker_cooldown_s)
         reachable = self._reachable.get(protocol, frozenset())
-        c = constraints or Constraints()
+        c = constraints or NO_CONSTRAINTS
         local_down = self._local_unavailable()
         if local_down or c.blocked:
             unavailable = {**unavailable, **local_down, **c.blocked}
