@@ -135,7 +135,7 @@ class SessionTracker:
         if not ident.session:
             ident = self.identify(ident)
         now = self.clock()
-        sid = ident.session if ident.session_implicit else clean_id(ident.session)
+        sid = ident.session if ident.session_implicit and ident.session else clean_id(ident.session)
         kill = self.killed.get(sid)
         if kill is not None:
             if guardian.kill_in_force(kill.at, self.rules, now):
