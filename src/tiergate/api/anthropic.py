@@ -98,7 +98,7 @@ def messages_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tupl
 
 async def messages(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    ident = gw.keys.identify(request.headers, request.remote)
+    ident = gw.keys.identify(request.headers, peer=request)
     raw, body = await read_json_object(request)
     ident, features = messages_features(raw, body, attributed(ident, request.headers, body))
     hints = ClientHints(
@@ -112,7 +112,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     """What the model would read, counted as /v1/messages counts it for routing and budgets (the text of
     system, messages and tools, with the documented overheads); no upstream call."""
     gw = request.app[GATEWAY]
-    gw.keys.identify(request.headers, request.remote)
+    gw.keys.identify(request.headers, peer=request)
     _, body = await read_json_object(request)
     require_type(body, "model", str, "a string naming a model, alias or auto", required=True)
     require_type(body, "messages", list, "a list of messages", required=True)

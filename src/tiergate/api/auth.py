@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Mapping
+from typing import Protocol
 
 from tiergate.api.auth_throttle import FailureThrottle
 from tiergate.api.inbound import key_problem
@@ -70,6 +71,13 @@ def identity_from_headers(key_name: str, key_agent: str | None, headers: Mapping
     )
 
 
+class Peer(Protocol):
+    """What identify() needs of a request: its client's address, read only when asked."""
+
+    @property
+    def remote(self) -> str | None: ...
+
+
 class KeyStore:
     def __init__(
         self,
@@ -113,16 +121,17 @@ class KeyStore:
                 reraise_if_stopping(exc)
                 log.warning("could not refresh keys from the ledger", exc_info=True)
 
-    def identify(self, headers: Mapping[str, str], remote: str | None) -> Identity:
-        """The caller's identity; 401 for a missing or wrong key, 429 once ``remote`` failed too often.
+    def identify(self, headers: Mapping[str, str], remote: str | None = None, *, peer: Peer | None = None) -> Identity:
+        """The caller's identity; 401 for a missing or wrong key, 429 once its address failed too often.
 
-        The key is checked before the throttle, so a valid key is never refused for what others
-        sent from the same address.
+        The address is ``remote``, or read from ``peer`` (the request) only when the key fails: asking
+        the socket for it costs every request. The key is checked before the throttle, so a valid key
+        is never refused for what others sent from the same address.
         """
         try:
             name, agent = self._known(headers)
         except Unauthorized as exc:
-            raise self._failed(exc, remote) from None
+            raise self._failed(exc, peer.remote if peer is not None else remote) from None
         return identity_from_headers(name, agent, headers)
 
     def _known(self, headers: Mapping[str, str]) -> tuple[str, str | None]:

@@ -81,14 +81,16 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
-    # a body with fewer brackets than the limit cannot nest that deep (most do not): counting them in
+    # a body with fewer opening brackets than the limit cannot nest that deep (most do not): counting them in
     # C is cheaper than the walk for a small body; a large one goes to the walk (docs/decisions/0003)
-    if (len(raw) > SMALL_BODY or raw.count(b"{") + raw.count(b"[") >= depth) and nesting_exceeds(body, depth):
+    if (len(raw) > SMALL_BODY or len(raw.translate(None, _NOT_OPENING)) >= depth) and nesting_exceeds(body, depth):
         raise too_deep(depth)
     return raw, body
 
 
 SMALL_BODY = 64 * 1024
+# every byte but "[" and "{": deleting them leaves the openers, counted in one C pass (two counts cost twice)
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{")
 
 
 def too_deep(limit: int) -> BadRequest:

@@ -14,15 +14,15 @@ from typing import Any
 
 from tiergate.core.types import CHAT
 
-_TOOLS = frozenset({"chat", "tools"})
+_TOOLS = CHAT | {"tools"}
 _OPENAI_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _ANTHROPIC_IMAGE_BLOCKS = frozenset({"image", "document"})
 
 
 def _has_part(messages: list[Any], kinds: frozenset[str]) -> bool:
     for m in messages:
-        content = m.get("content") if isinstance(m, dict) else None
-        if isinstance(content, list):
+        content = m.get("content") if m.__class__ is dict else None
+        if content.__class__ is list:
             for part in content:
                 if isinstance(part, dict) and part.get("type") in kinds:
                     return True
@@ -37,8 +37,8 @@ def openai_chat_needs(body: dict[str, Any], messages: list[Any]) -> frozenset[st
     rf = body.get("response_format")
     schema = isinstance(rf, dict) and rf.get("type") == "json_schema"
     vision = _has_part(messages, _OPENAI_IMAGE_PARTS)
-    if not (tools or schema or vision):
-        return CHAT  # the usual request: no set built per request
+    if not (schema or vision):
+        return _TOOLS if tools else CHAT  # the usual requests: no set built per request
     needs = set(CHAT)
     if tools:
         needs |= _TOOLS
@@ -54,8 +54,8 @@ def anthropic_messages_needs(body: dict[str, Any], messages: list[Any]) -> froze
     of = body.get("output_format")
     schema = isinstance(of, dict) and of.get("type") == "json_schema"
     vision = _has_part(messages, _ANTHROPIC_IMAGE_BLOCKS)
-    if not (tools or schema or vision):
-        return CHAT
+    if not (schema or vision):
+        return _TOOLS if tools else CHAT
     needs = set(CHAT)
     if tools:
         needs |= _TOOLS

@@ -85,7 +85,7 @@ def pipeline_request(
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    ident = gw.keys.identify(request.headers, request.remote)
+    ident = gw.keys.identify(request.headers, peer=request)
     raw, body = await read_json_object(request)
     ident, features = chat_features(raw, body, ident)
     answer = await gw.pipeline.open(pipeline_request(request, ident, features, body, PROTOCOL))
@@ -94,7 +94,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    ident = gw.keys.identify(request.headers, request.remote)
+    ident = gw.keys.identify(request.headers, peer=request)
     raw, body = await read_json_object(request)
     model = require_type(body, "model", str, "a string") or "auto"
     if body.get("input") in (None, "", []):
@@ -115,7 +115,7 @@ async def list_models(request: web.Request) -> web.Response:
     if is_google_caller(request):  # google-genai lists models at /v1/models too, with its key header
         return await gemini_list_models(request)
     gw = request.app[GATEWAY]
-    gw.keys.identify(request.headers, request.remote)
+    gw.keys.identify(request.headers, peer=request)
     created = int(gw.started_at)
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": "tiergate"} for name in gw.catalog.model_names()

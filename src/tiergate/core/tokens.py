@@ -110,12 +110,16 @@ class _Acc:
 
 # --------------------------------------------------------------------------- OpenAI chat completions
 def chat_prompt(body: Mapping[str, Any]) -> PromptCount:
-    """The prompt of an OpenAI chat completions body (messages, tools or functions, a response schema)."""
-    acc = _Acc()
+    """The prompt of an OpenAI chat completions body (messages, tools or functions, a response schema).
+
+    The usual body (role and ASCII content per message, tools) is counted in locals; the walker
+    object is made only for a message of another shape (this runs for every request).
+    """
+    acc: _Acc | None = None
+    plain = 0  # bytes of the usual message, role and ASCII content, and of the tools' JSON
     overhead = REPLY_PRIMING
     messages = body.get("messages")
-    if isinstance(messages, list):
-        plain = 0  # bytes of the usual message, role and ASCII content, counted inline (the hot path)
+    if messages.__class__ is list:
         for m in messages:
             if m.__class__ is not dict:
                 continue
@@ -124,17 +128,27 @@ def chat_prompt(body: Mapping[str, Any]) -> PromptCount:
             if len(m) == 2 and content.__class__ is str and content.isascii():
                 plain += len(content)
             else:
+                if acc is None:
+                    acc = _Acc()
                 overhead += _openai_message(m, acc)
-        acc.units += plain
-        acc.text += plain
     tools = body.get("tools") or body.get("functions")
     if tools:
-        acc.add_json(tools)
+        plain += _json_len(tools)
         overhead += OPENAI_TOOLS
     fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("json_schema") is not None:
-        acc.add_json(fmt["json_schema"])
-    return acc.count(overhead)
+    if fmt.__class__ is dict and fmt.get("json_schema") is not None:
+        plain += _json_len(fmt["json_schema"])
+    if acc is None:
+        return PromptCount(plain, plain, overhead)
+    return PromptCount(acc.units + plain, acc.text + plain, overhead, acc.fixed, acc.cache)
+
+
+def _json_len(value: Any) -> int:
+    """Bytes of compact JSON (what the model reads of a schema); 0 for what is not JSON-shaped."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # cannot come from a parsed body
+        return 0
 
 
 def _openai_message(m: dict[str, Any], acc: _Acc) -> int:
