@@ -7,6 +7,8 @@ import zlib
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tiergate.api.inbound import (
     MAX_ID_CHARS,
@@ -16,6 +18,7 @@ from tiergate.api.inbound import (
     header_problem,
     key_problem,
     nesting_exceeds,
+    plain_headers,
     value_problem,
 )
 from tiergate.core.errors import BadRequest, BodiesBusy, PayloadTooLarge, UnsupportedEncoding
@@ -237,3 +240,38 @@ def test_bodies_in_flight_refuse_what_would_pass_the_cap_and_count_nothing_for_i
     assert "server.max_body_in_flight_mb" in err.value.message and "100 bytes" in err.value.message
     bodies.take(40)  # exactly full fits
     assert bodies.taken == 100
+
+
+_HEADER_NAMES = st.sampled_from(
+    ["Host", "Authorization", "X-Tiergate-Session", "X-Tiergate-Agent", "X-Request-ID", "anthropic-beta", "User-Agent"]
+)
+_HEADER_BYTES = st.one_of(
+    st.binary(max_size=40),
+    st.binary(min_size=250, max_size=1100),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300).map(str.encode),
+)
+
+
+@given(st.lists(st.tuples(_HEADER_NAMES, _HEADER_BYTES), max_size=8))
+def test_headers_the_raw_fast_path_passes_are_headers_header_problem_passes(headers):
+    """plain_headers (raw bytes, C-level calls) may only say yes where header_problem finds nothing."""
+    raw = tuple((n.encode(), v) for n, v in headers)
+    items = [(n, v.decode("utf-8", "surrogateescape")) for n, v in headers]  # how aiohttp decodes them
+    if plain_headers(raw):
+        assert header_problem(items) is None
+
+
+@pytest.mark.parametrize(
+    "raw, plain",
+    [
+        ((), True),
+        (((b"Host", b"127.0.0.1:8080"), (b"Authorization", b"Bearer tg-" + b"a" * 40)), True),
+        (((b"User-Agent", b"x" * 200), (b"Authorization", b"Bearer " + b"k" * 200)), True),  # long in all, short each
+        (((b"X-Tiergate-Session", b"s" * 257),), False),
+        (((b"X-Tiergate-Session", b"caf\xc3\xa9"),), False),
+        (((b"X-Tiergate-Session", b"a\tb"),), False),
+        (((b"X-Request-ID", b"\xff"),), False),
+    ],
+)
+def test_plain_headers_table(raw, plain):
+    assert plain_headers(raw) is plain

@@ -27,7 +27,7 @@ from tiergate.api.common import (
     ollama_error_body,
     openai_error_body,
 )
-from tiergate.api.inbound import header_problem
+from tiergate.api.inbound import header_problem, plain_headers
 from tiergate.core.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -69,7 +69,7 @@ def guarded(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def at_the_edge(request: web.Request) -> web.StreamResponse:
         request["started"] = time.perf_counter()
-        problem = header_problem(request.headers.items())
+        problem = None if plain_headers(request.raw_headers) else header_problem(request.headers.items())
         rid = (None if problem else request.headers.get("X-Request-ID")) or request.app[REQUEST_IDS].new()
         request["request_id"] = rid
         try:

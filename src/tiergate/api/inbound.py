@@ -8,8 +8,9 @@ the client sent (an error body must not echo a caller's secrets back).
 
 from __future__ import annotations
 
+import operator
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tiergate.core.errors import BadRequest, BodiesBusy, PayloadTooLarge, UnsupportedEncoding
@@ -63,6 +64,22 @@ def header_problem(headers: Iterable[tuple[str, str]]) -> str | None:
         if problem is not None:
             return f"header {name} {problem}"
     return None
+
+
+def plain_headers(raw: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Every value printable ASCII and at most MAX_ID_CHARS long: ``header_problem`` would find nothing.
+
+    Read from the raw header bytes with C-level calls only (join, translate, map): the loop over
+    every header's name and value cost each request more than the rest of the edge.
+    """
+    values = b"".join(map(_VALUE, raw))
+    if values.translate(None, _PRINTABLE_ASCII):  # some byte is not printable ASCII
+        return False
+    return len(values) <= MAX_ID_CHARS or max(map(len, map(_VALUE, raw))) <= MAX_ID_CHARS
+
+
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+_VALUE = operator.itemgetter(1)
 
 
 def key_problem(value: str) -> str | None:

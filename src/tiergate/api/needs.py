@@ -10,16 +10,23 @@ dropped and noted in the reason.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from tiergate.core.types import CHAT
 
 _TOOLS = CHAT | {"tools"}
+_CONTENT = operator.methodcaller("get", "content")
 _OPENAI_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _ANTHROPIC_IMAGE_BLOCKS = frozenset({"image", "document"})
 
 
 def _has_part(messages: list[Any], kinds: frozenset[str]) -> bool:
+    try:  # the usual messages hold text only: no part to look at, found without a Python loop
+        if list not in set(map(type, map(_CONTENT, messages))):
+            return False
+    except AttributeError:  # a message that is not an object: the loop below skips it
+        pass
     for m in messages:
         content = m.get("content") if m.__class__ is dict else None
         if content.__class__ is list:

@@ -97,33 +97,20 @@ def usage_record(
     ident = ctx.identity
     if latency_ms is None:
         latency_ms = (time.perf_counter() - ctx.started) * 1000
+    if d is None:
+        name = provider = tier = None
+        local = False
+    else:
+        name, provider, tier, local = d.name, d.provider, d.tier, d.local
+    extra = cache_tokens_extra(usage) if usage.cache_read_tokens or usage.cache_write_tokens else None
+    # positional, in the record's column order (tests/unit/test_usage_record.py names every field):
+    # keywords cost every request a mapping of 25 names
     return UsageRecord(
-        ts=ctx.wall_start,
-        request_id=ctx.request_id,
-        kind=kind,
-        key_name=ident.key_name,
-        agent=ident.agent,
-        session=ident.session,
-        task=ident.task,
-        requested_model=ctx.requested_model,
-        deployment=d.name if d else None,
-        provider=d.provider if d else None,
-        tier=d.tier if d else None,
-        local=bool(d and d.local),
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        usage_estimated=usage.estimated,
-        cost_usd=cost,
-        latency_ms=latency_ms,
-        ttft_ms=ttft_ms,
-        status=status,
-        stream=ctx.stream,
-        fallbacks=max(0, fallbacks),
-        reason=reason,
-        error=error,
-        protocol=ctx.protocol,
-        extra=cache_tokens_extra(usage) if usage.cache_read_tokens or usage.cache_write_tokens else None,
-    )
+        ctx.wall_start, ctx.request_id, kind, ident.key_name, ident.agent, ident.session, ident.task,
+        ctx.requested_model, name, provider, tier, local, usage.prompt_tokens, usage.completion_tokens,
+        usage.estimated, cost, latency_ms, ttft_ms, status, ctx.stream, max(0, fallbacks), reason, error,
+        ctx.protocol, extra,
+    )  # fmt: skip
 
 
 def cache_tokens_extra(usage: Usage) -> dict[str, str]:
