@@ -40,14 +40,15 @@ def azure_headers(d: Deployment) -> dict[str, str]:
 class AzureOpenAIChatAdapter(OpenAIChatAdapter):
     api = API
 
-    def _target(self, d: Deployment) -> tuple[str, dict[str, str]]:
-        t = self._targets.get(d.name)
-        if t is None or t[0] is not d:
-            t = self._targets[d.name] = (d, azure_url(d, self.path), azure_headers(d))
-        return t[1], t[2]
+    def url_of(self, d: Deployment) -> str:
+        return azure_url(d, self.path)
+
+    def headers_of(self, d: Deployment) -> dict[str, str]:
+        return azure_headers(d)
 
 
 class AzureOpenAIEmbeddingsAdapter(OpenAIEmbeddingsAdapter):
     api = API
 
-    _target = AzureOpenAIChatAdapter._target
+    url_of = AzureOpenAIChatAdapter.url_of
+    headers_of = AzureOpenAIChatAdapter.headers_of

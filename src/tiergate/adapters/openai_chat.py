@@ -101,8 +101,15 @@ class OpenAIChatAdapter:
         """The URL, headers and usage bound of a deployment, built once: they never change while the app runs."""
         t = self._targets.get(d.name)
         if t is None or t[0] is not d:
-            t = self._targets[d.name] = (d, f"{d.base_url}{self.path}", _headers(d), bound_of(d))
+            t = self._targets[d.name] = (d, self.url_of(d), self.headers_of(d), bound_of(d))
         return t[1], t[2], t[3]
+
+    def url_of(self, d: Deployment) -> str:
+        """Where the deployment's requests go (a protocol variant such as Azure's builds its own)."""
+        return f"{d.base_url}{self.path}"
+
+    def headers_of(self, d: Deployment) -> dict[str, str]:
+        return _headers(d)
 
     async def complete(
         self,
