@@ -74,5 +74,6 @@ class Answer:
                 self.ctx, self.outcome, usage=self.outcome.usage, status=status, ttft_ms=ttft_ms, error=error
             )
         finally:
-            await self.complete()
+            if not self._completed:
+                await self.complete()
         return self.cost

@@ -184,7 +184,8 @@ class RequestPipeline:
         """Record the answered request, turn its reservation into the real cost; returns the cost."""
         d = outcome.deployment
         cost = d.usage_cost(usage)  # cache reads and writes at their own prices
-        await ctx.hold.settle(cost, usage)
+        if ctx.hold.budgeted:  # nothing was reserved otherwise
+            await ctx.hold.settle(cost, usage)
         total_s = time.perf_counter() - ctx.started
         self.ledger.record(
             usage_record(
