@@ -278,6 +278,9 @@ class _Builder:
                     f"allowed: {', '.join(sorted(PREFIXES))} (not served yet: {', '.join(sorted(UNSERVED_PREFIXES))})"
                 )
             prefix, upstream = "openrouter", params["model"]  # an OpenRouter model id, as LiteLLM reads it
+        if params["model"] == "*":
+            self.out.unsupported.append(f"{where} (model '*': provider chosen by the client; entry left out)")
+            return
         mode = str(info.get("mode", "chat"))
         if mode not in SERVED_MODES:
             self.out.unsupported.append(f"{where}.model_info.mode={mode} ({group}: entry left out)")
@@ -323,9 +326,6 @@ class _Builder:
                     f"e.g. model_name: 'openai/*' with model: 'openai/*'"
                 )
             dep["name"] = group
-            if params["model"] == "*":
-                self.out.unsupported.append(f"{where} (model '*': provider chosen by the client; entry left out)")
-                return
         self.deployments.append(dep)
         self.groups.setdefault(group, []).append(str(dep["name"]))
         self.out.origins[str(dep["name"])] = origin
