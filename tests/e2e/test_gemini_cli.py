@@ -91,7 +91,10 @@ def test_gemini_cli_turn_through_tiergate_on_local_llamacpp(engine, gateway, tmp
     detail = f"exit {res.returncode}\nstdout: {res.stdout[-2000:]}\nstderr: {res.stderr[-3000:]}\nrows: {rows}"
     assert rows, "Gemini CLI never reached the gateway\n" + detail
     served = [r for r in rows if r["status"] == 200 and r["deployment"] == "local-smol"]
-    assert served and all(r["stream"] == 1 for r in served), detail  # the CLI always streams
+    # the turn itself streams; the CLI's utility calls (its model router's classifier) do not
+    assert any(r["stream"] == 1 for r in served), detail
+    # on a busy machine the CLI may give up on a slow first prefill and retry: each try is its own row
+    assert all(r["status"] in (200, 499) for r in rows), detail
     assert res.returncode == 0, detail
     out = json.loads(res.stdout[res.stdout.index("{") :])
     assert isinstance(out.get("response"), str) and out["response"].strip(), detail
