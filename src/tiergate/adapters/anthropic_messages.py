@@ -30,14 +30,14 @@ from tiergate.adapters.usage import (
     StreamMeter,
     anthropic_event_bytes,
     anthropic_reported,
+    billed,
     bound_of,
     doubt_note,
-    settled,
     text_bytes,
 )
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import estimate_output_tokens, estimate_tokens_from_bytes
+from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 DEFAULT_VERSION = "2023-06-01"
@@ -111,13 +111,7 @@ class AnthropicMessagesAdapter:
             raise AttemptError("protocol", "upstream sent a body that is not a JSON object")
         u = obj.get("usage")
         reported = anthropic_reported(u, bound_of(d))
-        usage = settled(
-            reported,
-            prompt_estimate=estimate_tokens_from_bytes(len(data)),
-            completion_estimate=(
-                estimate_output_tokens(text_bytes(obj.get("content"))) if reported.completion is None else 0
-            ),
-        )
+        usage = billed(reported, sent_bytes=len(data), produced=lambda: text_bytes(obj.get("content")))
         return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, u))
 
     async def stream(

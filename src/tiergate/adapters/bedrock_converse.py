@@ -26,7 +26,7 @@ from tiergate.adapters.openai_chat import _OpenAIStream
 from tiergate.adapters.translate_bedrock import StreamTranslator, chat_completion, converse_request
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
-from tiergate.adapters.usage import StreamMeter, bound_of, doubt_note, openai_reported, settled
+from tiergate.adapters.usage import StreamMeter, billed, bound_of, doubt_note, openai_reported
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError, TranslationError
 from tiergate.core.money import estimate_tokens_from_bytes
@@ -129,7 +129,7 @@ class BedrockConverseAdapter:
         except (orjson.JSONDecodeError, ValueError):
             raise AttemptError("protocol", "upstream sent a body that is not a Converse reply") from None
         reported = openai_reported(chat["usage"], bound_of(d))
-        usage = settled(reported, prompt_estimate=estimate_tokens_from_bytes(len(data)), completion_estimate=0)
+        usage = billed(reported, sent_bytes=len(data))
         notes = _notes(dropped) + doubt_note(reported, chat["usage"])
         return UpstreamReply(200, orjson.dumps(chat), "application/json", usage, upstream_ms, notes=notes)
 

@@ -29,10 +29,10 @@ from tiergate.adapters.base import (
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
-from tiergate.adapters.usage import NOTHING, Reported, StreamMeter, bound_of, doubt_note, settled, text_bytes
+from tiergate.adapters.usage import NOTHING, Reported, StreamMeter, billed, bound_of, doubt_note, text_bytes
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import believable_tokens, estimate_output_tokens, estimate_tokens_from_bytes
+from tiergate.core.money import believable_tokens, estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 API = "google-generative-ai"
@@ -126,12 +126,7 @@ class GeminiNativeAdapter:
         reported = gemini_reported(meta, bound_of(d), output=self.produces_text)
         if not self.produces_text and reported.prompt is None:  # embeddings report no usage: the estimate
             reported = Reported(None, 0)
-        produced = text_bytes(obj.get("candidates")) if reported.completion is None else 0
-        usage = settled(
-            reported,
-            prompt_estimate=estimate_tokens_from_bytes(len(data)),
-            completion_estimate=estimate_output_tokens(produced),
-        )
+        usage = billed(reported, sent_bytes=len(data), produced=lambda: text_bytes(obj.get("candidates")))
         return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, meta))
 
     async def stream(

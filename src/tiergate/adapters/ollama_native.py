@@ -22,10 +22,10 @@ import orjson
 from tiergate.adapters.base import UpstreamReply, UpstreamStream, classify_exception, error_from_response, post_for_body
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
-from tiergate.adapters.usage import NOTHING, Reported, StreamMeter, bound_of, doubt_note, settled, text_bytes
+from tiergate.adapters.usage import NOTHING, Reported, StreamMeter, billed, bound_of, doubt_note, text_bytes
 from tiergate.core.catalog import Deployment, ReadLimits
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import believable_tokens, estimate_output_tokens, estimate_tokens_from_bytes
+from tiergate.core.money import believable_tokens, estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 API = "ollama"
@@ -137,11 +137,8 @@ class OllamaNativeAdapter:
         if not isinstance(obj, dict):
             raise AttemptError("protocol", "upstream sent a body that is not a JSON object")
         reported = ollama_reported(obj, bound_of(d), output=self.produces_text)
-        produced = text_bytes(obj.get("message") or obj.get("response")) if reported.completion is None else 0
-        usage = settled(
-            reported,
-            prompt_estimate=estimate_tokens_from_bytes(len(data)),
-            completion_estimate=estimate_output_tokens(produced),
+        usage = billed(
+            reported, sent_bytes=len(data), produced=lambda: text_bytes(obj.get("message") or obj.get("response"))
         )
         return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, obj))
 

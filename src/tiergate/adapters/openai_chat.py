@@ -28,17 +28,17 @@ from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
 from tiergate.adapters.usage import (
     StreamMeter,
+    billed,
     bound_of,
     doubt_note,
     openai_chunk_bytes,
     openai_reported,
     plain_content_bytes,
-    settled,
     text_bytes,
 )
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import estimate_output_tokens, estimate_tokens_from_bytes
+from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 DONE = b"data: [DONE]"
@@ -134,20 +134,8 @@ class OpenAIChatAdapter:
             raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
         u = obj.get("usage") if isinstance(obj, dict) else None
         reported = openai_reported(u, bound, output=self.caps_output)
-        if reported.prompt is not None and reported.completion is not None:  # believed: nothing to estimate
-            usage = Usage(reported.prompt, reported.completion, cache_read_tokens=reported.cache_read)
-            return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=[])
-        # the reply's text is measured only when its completion count is not believed (a walk per reply)
-        produced = (
-            text_bytes(obj.get("choices"))
-            if reported.completion is None and self.caps_output and isinstance(obj, dict)
-            else 0
-        )
-        usage = settled(
-            reported,
-            prompt_estimate=estimate_tokens_from_bytes(len(data)),
-            completion_estimate=estimate_output_tokens(produced),
-        )
+        choices = obj.get("choices") if self.caps_output and isinstance(obj, dict) else None
+        usage = billed(reported, sent_bytes=len(data), produced=lambda: text_bytes(choices))
         return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, u))
 
     async def stream(

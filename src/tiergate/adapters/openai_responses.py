@@ -31,10 +31,10 @@ from tiergate.adapters.base import (
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
-from tiergate.adapters.usage import StreamMeter, bound_of, doubt_note, responses_reported, settled, text_bytes
+from tiergate.adapters.usage import StreamMeter, billed, bound_of, doubt_note, responses_reported, text_bytes
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import estimate_output_tokens, estimate_tokens_from_bytes
+from tiergate.core.money import estimate_tokens_from_bytes
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
 
 FINAL = (b'"type":"response.completed"', b'"type":"response.incomplete"')
@@ -102,11 +102,7 @@ class OpenAIResponsesAdapter:
             raise AttemptError("protocol", "upstream sent a body that is not a Responses response object")
         u = obj.get("usage")
         reported = responses_reported(u, bound_of(d))
-        usage = settled(
-            reported,
-            prompt_estimate=estimate_tokens_from_bytes(len(data)),
-            completion_estimate=estimate_output_tokens(output_bytes(obj) if reported.completion is None else 0),
-        )
+        usage = billed(reported, sent_bytes=len(data), produced=lambda: output_bytes(obj))
         return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, u))
 
     async def stream(

@@ -15,12 +15,13 @@ output that actually arrived, not zero.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
 
 from tiergate.core.catalog import Deployment
-from tiergate.core.money import believable_tokens, estimate_output_tokens, usage_bound
+from tiergate.core.money import believable_tokens, estimate_output_tokens, estimate_tokens_from_bytes, usage_bound
 from tiergate.core.types import Usage
 
 # Keys whose string values are text the model produced (OpenAI content, refusals, reasoning, tool calls;
@@ -108,6 +109,20 @@ def settled(r: Reported, *, prompt_estimate: int, completion_estimate: int) -> U
     completion = completion_estimate if r.completion is None else r.completion
     estimated = r.prompt is None or r.completion is None
     return Usage(prompt, completion, estimated=estimated, cache_read_tokens=read, cache_write_tokens=write)
+
+
+def billed(r: Reported, *, sent_bytes: int, produced: Callable[[], int] | None = None) -> Usage:
+    """The usage to bill for one plain reply: the upstream's figures where believed; where not, the prompt
+    from the bytes sent and the output from ``produced()`` (the reply's text bytes, measured only then: a
+    walk per reply), flagged as estimated."""
+    if r.prompt is not None and r.completion is not None:
+        return Usage(r.prompt, r.completion, cache_read_tokens=r.cache_read, cache_write_tokens=r.cache_write)
+    out = produced() if r.completion is None and produced is not None else 0
+    return settled(
+        r,
+        prompt_estimate=estimate_tokens_from_bytes(sent_bytes),
+        completion_estimate=estimate_output_tokens(out),
+    )
 
 
 def doubt_note(r: Reported, u: Any) -> list[str]:
