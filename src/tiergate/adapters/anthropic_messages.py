@@ -10,7 +10,6 @@ string travel with it. Replies are parsed only for usage.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,12 +17,12 @@ import orjson
 from tiergate.adapters.base import (
     UpstreamReply,
     UpstreamStream,
-    classify_exception,
+    WatchedStream,
     open_event_stream,
     post_for_body,
     sse_data,
 )
-from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
+from tiergate.adapters.transport import UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
 from tiergate.adapters.usage import (
     Reported,
@@ -167,25 +166,19 @@ def error_text(err: Any) -> str:
     return f"error: {err}"[:300]
 
 
-class _AnthropicStream:
+class _AnthropicStream(WatchedStream):
     """Watches Anthropic SSE events go by: usage from message_start / message_delta, the end, errors.
 
     Never raises on an event's shape: a first event with ``"message": [...]`` or ``"error": "Overloaded"``
     once escaped the adapter as an AttributeError instead of a failed attempt.
     """
 
-    def __init__(
-        self, events: AsyncIterator[bytes], meter: StreamMeter, status: StreamStatus, *, resp: UpstreamReplyStream
-    ) -> None:
-        self._events = events
-        self._meter = meter
-        self._status = status
-        self._resp = resp
+    missing_end = "message_stop"
 
-    def inspect(self, ev: bytes) -> None:
+    def inspect(self, ev: bytes) -> bytes:
         obj = sse_data(ev)
         if not isinstance(obj, dict):
-            return
+            return ev
         kind = obj.get("type")
         if kind in ("content_block_delta", "content_block_start"):
             self._meter.content(anthropic_event_bytes(obj))
@@ -203,17 +196,4 @@ class _AnthropicStream:
             self._status.completed = True
         elif kind == "error":
             self._status.error = error_text(obj.get("error"))
-
-    async def rest(self) -> AsyncIterator[bytes]:
-        try:
-            async for ev in self._events:
-                self.inspect(ev)
-                yield ev
-        except Exception as exc:  # a failure mid-stream is recorded in the status, not raised into the relay
-            self._status.error = classify_exception(exc).summary()
-        finally:
-            if self._status.completed:
-                self._resp.release()
-            else:
-                self._resp.close()
-                self._status.fail("upstream ended the stream without message_stop")
+        return ev

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
+from tiergate.adapters.usage import StreamMeter
 from tiergate.core.catalog import DEFAULT_READ_LIMITS, Deployment, ReadLimits
 from tiergate.core.errors import AttemptError
 from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
@@ -318,3 +319,44 @@ class Adapter(Protocol):
         hints: ClientHints = NO_HINTS,
         output_cap: int | None = None,
     ) -> UpstreamStream: ...
+
+
+class WatchedStream:
+    """An upstream's remaining events relayed as they arrive, each seen by ``inspect`` first.
+
+    However the relay ends (complete, cut, failed, or the client gone) the connection is settled
+    once: handed back to the pool when the stream completed, else closed, with what was missing
+    recorded in the status. Each protocol says how its events are metered and how it ends.
+    """
+
+    missing_end = "its end"  # what a complete stream of this protocol ends with
+
+    def __init__(
+        self, events: AsyncIterator[Any], meter: StreamMeter, status: StreamStatus, resp: UpstreamReplyStream
+    ) -> None:
+        self._events = events
+        self._meter = meter
+        self._status = status
+        self._resp = resp
+
+    def inspect(self, ev: bytes) -> bytes | None:
+        """The event to forward (None drops it), after metering it and noticing the end."""
+        return ev
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        try:
+            async for ev in self._events:
+                out = self.inspect(ev)
+                if out is not None:
+                    yield out
+        except Exception as exc:  # a failure mid-stream is recorded in the status, not raised into the relay
+            self._status.error = classify_exception(exc).summary()
+        finally:
+            self._settle()
+
+    def _settle(self) -> None:
+        if self._status.completed:
+            self._resp.release()
+        else:
+            self._resp.close()
+            self._status.fail(f"upstream ended the stream without {self.missing_end}")  # unless it said why

@@ -22,6 +22,7 @@ import orjson
 from tiergate.adapters.base import (
     UpstreamReply,
     UpstreamStream,
+    WatchedStream,
     classify_exception,
     open_event_stream,
     post_for_body,
@@ -167,8 +168,10 @@ class GeminiNativeAdapter:
         )
 
 
-class _GeminiStream:
+class _GeminiStream(WatchedStream):
     """Watches the chunks go by: usage from usageMetadata, the end at a finishReason; frames for the client."""
+
+    missing_end = "a finishReason"
 
     def __init__(
         self,
@@ -179,10 +182,7 @@ class _GeminiStream:
         *,
         sse: bool,
     ) -> None:
-        self._events = events
-        self._meter = meter
-        self._status = status
-        self._resp = resp
+        super().__init__(events, meter, status, resp)
         self._sse = sse
         self._sent = False
 
@@ -215,12 +215,7 @@ class _GeminiStream:
         except Exception as exc:
             self._status.error = classify_exception(exc).summary()
         finally:
-            if self._status.completed:
-                self._resp.release()
-            else:
-                self._resp.close()
-                if self._status.error is None:
-                    self._status.fail("upstream ended the stream before a finishReason")
+            self._settle()
 
 
 async def _nothing() -> AsyncIterator[bytes]:

@@ -19,7 +19,14 @@ from typing import Any
 
 import orjson
 
-from tiergate.adapters.base import UpstreamReply, UpstreamStream, classify_exception, error_from_response, post_for_body
+from tiergate.adapters.base import (
+    UpstreamReply,
+    UpstreamStream,
+    WatchedStream,
+    classify_exception,
+    error_from_response,
+    post_for_body,
+)
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
 from tiergate.adapters.usage import NOTHING, Reported, StreamMeter, billed, bound_of, doubt_note, text_bytes
@@ -173,7 +180,7 @@ class OllamaNativeAdapter:
         usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
         status = StreamStatus()
         watch = _NativeStream(lines, StreamMeter(usage, bound_of(d)), status, resp)
-        watch.inspect(obj)
+        watch.meter(obj)
         return UpstreamStream(
             first_event=first,
             rest=watch.rest(),
@@ -189,22 +196,12 @@ def _idle(limits: ReadLimits, timeout_s: float) -> float:
     return limits.stream_idle_timeout_s or timeout_s
 
 
-class _NativeStream:
+class _NativeStream(WatchedStream):
     """Watches NDJSON lines go by: meters the text, takes the counters from the ``done`` line, notices errors."""
 
-    def __init__(
-        self,
-        lines: AsyncIterator[tuple[bytes, dict[str, Any]]],
-        meter: StreamMeter,
-        status: StreamStatus,
-        resp: UpstreamReplyStream,
-    ) -> None:
-        self._lines = lines
-        self._meter = meter
-        self._status = status
-        self._resp = resp
+    missing_end = "its done line"
 
-    def inspect(self, obj: dict[str, Any]) -> None:
+    def meter(self, obj: dict[str, Any]) -> None:
         if obj.get("done") is True:
             self._meter.reported(ollama_reported(obj, self._meter.bound))
             self._status.completed = True
@@ -217,17 +214,12 @@ class _NativeStream:
         try:
             if self._status.completed:  # the first line was the last
                 return
-            async for raw, obj in self._lines:
-                self.inspect(obj)
+            async for raw, obj in self._events:  # (line, its object)
+                self.meter(obj)
                 yield raw
                 if self._status.completed or self._status.error is not None:
                     break
         except Exception as exc:  # a failure mid-stream is recorded in the status, not raised into the relay
             self._status.error = classify_exception(exc).summary()
         finally:
-            if self._status.completed:
-                self._resp.release()
-            else:
-                self._resp.close()
-                if self._status.error is None:
-                    self._status.fail("upstream ended the stream without its done line")
+            self._settle()

@@ -19,7 +19,7 @@ import orjson
 from tiergate.adapters.base import (
     UpstreamReply,
     UpstreamStream,
-    classify_exception,
+    WatchedStream,
     open_event_stream,
     post_for_body,
     sse_data,
@@ -187,8 +187,10 @@ def check_first_event(ev: bytes) -> None:
         raise AttemptError("status", str(message or "error event")[:300], status=502)
 
 
-class _OpenAIStream:
+class _OpenAIStream(WatchedStream):
     """Watches OpenAI SSE events go by: counts usage, notices the end, hides an injected usage chunk."""
+
+    missing_end = "[DONE]"
 
     def __init__(
         self,
@@ -199,10 +201,7 @@ class _OpenAIStream:
         injected: bool,
         resp: UpstreamReplyStream,
     ) -> None:
-        self._events = events
-        self._resp = resp
-        self._meter = meter
-        self._status = status
+        super().__init__(events, meter, status, resp)
         self._injected = injected
 
     def inspect(self, ev: bytes) -> bytes | None:
@@ -224,22 +223,6 @@ class _OpenAIStream:
             n = plain_content_bytes(ev)
             self._meter.content(openai_chunk_bytes(sse_data(ev)) if n is None else n)
         return ev
-
-    async def rest(self) -> AsyncIterator[bytes]:
-        try:
-            async for ev in self._events:
-                out = self.inspect(ev)
-                if out is not None:
-                    yield out
-        except Exception as exc:  # a failure mid-stream is recorded in the status, not raised into the relay
-            err = classify_exception(exc)
-            self._status.error = err.summary()
-        finally:
-            if self._status.completed:
-                self._resp.release()
-            else:
-                self._resp.close()
-                self._status.fail("upstream ended the stream without [DONE]")
 
 
 class OpenAIEmbeddingsAdapter(OpenAIChatAdapter):

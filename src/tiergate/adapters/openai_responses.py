@@ -16,7 +16,6 @@ final ``response.completed`` / ``response.incomplete`` event of a stream
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -24,12 +23,12 @@ import orjson
 from tiergate.adapters.base import (
     UpstreamReply,
     UpstreamStream,
-    classify_exception,
+    WatchedStream,
     open_event_stream,
     post_for_body,
     sse_data,
 )
-from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
+from tiergate.adapters.transport import UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
 from tiergate.adapters.usage import StreamMeter, billed, bound_of, doubt_note, responses_reported, text_bytes
 from tiergate.core.catalog import Deployment
@@ -142,18 +141,12 @@ class OpenAIResponsesAdapter:
         )
 
 
-class _ResponsesStream:
+class _ResponsesStream(WatchedStream):
     """Watches Responses events go by: counts generated text, takes the final event's usage, notices the end."""
 
-    def __init__(
-        self, events: AsyncIterator[bytes], meter: StreamMeter, status: StreamStatus, resp: UpstreamReplyStream
-    ) -> None:
-        self._events = events
-        self._meter = meter
-        self._status = status
-        self._resp = resp
+    missing_end = "response.completed"
 
-    def inspect(self, ev: bytes) -> None:
+    def inspect(self, ev: bytes) -> bytes:
         if any(t in ev for t in DELTA_TYPES):
             obj = sse_data(ev)
             delta = obj.get("delta") if isinstance(obj, dict) else None
@@ -168,18 +161,4 @@ class _ResponsesStream:
                 self._status.fail("upstream reported response.failed")
             else:
                 self._status.completed = True
-
-    async def rest(self) -> AsyncIterator[bytes]:
-        try:
-            async for ev in self._events:
-                self.inspect(ev)
-                yield ev
-        except Exception as exc:  # a failure mid-stream is recorded in the status, not raised into the relay
-            self._status.error = classify_exception(exc).summary()
-        finally:
-            if self._status.completed:
-                self._resp.release()
-            else:
-                self._resp.close()
-                if self._status.error is None:
-                    self._status.fail("upstream ended the stream without response.completed")
+        return ev
