@@ -190,6 +190,17 @@ class Gateway:
             conn.close()
 
 
+    def rows_when(self, where: str, n: int, *, within_s: float = 60.0) -> list[dict[str, Any]]:
+        """The rows matching ``where`` once there are at least ``n`` (the writer batches them a moment after
+        the answer); the rows seen last if the deadline passes first, for the caller's assert to show."""
+        deadline = time.monotonic() + within_s
+        rows = self.ledger_rows(where)
+        while len(rows) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+            rows = self.ledger_rows(where)
+        return rows
+
+
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_")}
     env["TIERGATE_MASTER_KEY"] = MASTER_KEY
