@@ -189,7 +189,6 @@ class Gateway:
         finally:
             conn.close()
 
-
     def rows_when(self, where: str, n: int, *, within_s: float = 60.0) -> list[dict[str, Any]]:
         """The rows matching ``where`` once there are at least ``n`` (the writer batches them a moment after
         the answer); the rows seen last if the deadline passes first, for the caller's assert to show."""
