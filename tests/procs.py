@@ -254,6 +254,24 @@ def run_bounded(
     return subprocess.CompletedProcess(cmd, rc, stdout, stderr)
 
 
+def npm_bin(prefix: Path, packages: list[str], bin_name: str, *, path: str | None = None, timeout: float = 300) -> Path:
+    """Install npm packages into `prefix` once and return one of their executables.
+
+    Skips only when npm is missing. `path` is the PATH npm runs under, so a
+    CLI whose engines want a newer Node resolves and installs under that Node.
+    """
+    import shutil
+
+    exe = prefix / "node_modules" / ".bin" / bin_name
+    require(shutil.which("npm") is not None, f"npm is not installed: cannot install {' '.join(packages)}")
+    if not exe.exists():
+        env = {**os.environ, "PATH": path or os.environ["PATH"]}
+        cmd = ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", *packages]
+        res = run_bounded(cmd, env=env, timeout=timeout)
+        assert res.returncode == 0, f"npm install failed:\n{res.stdout}\n{res.stderr}"
+    return exe
+
+
 def write_config(tmp: Path, config: dict[str, Any]) -> Path:
     config = dict(config)
     config.setdefault("ledger", f"sqlite:///{tmp / 'ledger.db'}")

