@@ -205,3 +205,17 @@ def test_health_is_open_and_metrics_need_a_key(standins, gateway):
     text = http("GET", f"{gw.base_url}/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})[2].decode()
     assert 'tiergate_requests_total{deployment="local-8b",status="200",tier="0"} 1.0' in text
     assert "tiergate_overhead_seconds_bucket" in text
+
+
+def test_a_client_that_leaves_after_the_final_event_got_the_whole_answer(standins, gateway):
+    """Codex and others hang up once they read the final event; an upstream that ends its body a while
+    after [DONE] must not make that a 499 (the ledger's status says whether the client got its answer)."""
+    local = standins(name="local", models=["llama-8b"], chunks=5)
+    local.faults({"mode": "linger", "delay_s": 20})  # the body ends 20 s after [DONE]
+    gw = gateway(tiered_config(local, None))
+    t0 = time.perf_counter()
+    with client(gw).chat.completions.create(model="auto", messages=MSG, stream=True) as stream:
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.startswith("[local]") and time.perf_counter() - t0 < 15  # read to [DONE], not to the end
+    row = gw.rows_when("kind='request'", 1)[0]
+    assert row["status"] == 200 and row["completion_tokens"] > 0, row

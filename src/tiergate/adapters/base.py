@@ -350,7 +350,8 @@ class WatchedStream:
                 if out is not None:
                     yield out
         except Exception as exc:  # a failure mid-stream is recorded in the status, not raised into the relay
-            self._status.error = classify_exception(exc).summary()
+            if not self._status.completed:  # after the final event (the body's end may lag) the answer is whole
+                self._status.error = classify_exception(exc).summary()
         finally:
             self._settle()
 

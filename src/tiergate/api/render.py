@@ -87,7 +87,8 @@ async def relay_stream(
             if s.status.completed:
                 await answer.complete()
             await resp.write(ev)
-        if watch.gone:
+        if watch.gone and not (s.status.completed and s.status.error is None):
+            # a client that leaves once it read the final event (Codex does) got the whole answer: 200
             raise ConnectionResetError("client closed the connection")
         if s.status.error is not None:
             status, error = 502, s.status.error

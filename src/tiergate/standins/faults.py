@@ -33,7 +33,7 @@ from . import hostile
 ErrorFactory = Callable[..., web.Response]
 """``(status, message, *, code=None, param=None) -> Response`` in the vendor's shape."""
 
-MODES = ("status", "drop", "cut_stream", "slow", *hostile.HOSTILE_MODES, *hostile.REWRITING_MODES)
+MODES = ("status", "drop", "cut_stream", "slow", "linger", *hostile.HOSTILE_MODES, *hostile.REWRITING_MODES)
 MAX_RECORDED = 10_000
 
 
@@ -80,8 +80,8 @@ class Fault:
             val = getattr(fault, key)
             if val is not None and (not _is_num(val) or val < 0):
                 raise ValueError(f"{key} must be a number >= 0")
-        if fault.mode == "slow" and "delay_s" not in raw:
-            raise ValueError("slow fault needs delay_s")
+        if fault.mode in ("slow", "linger") and "delay_s" not in raw:
+            raise ValueError(f"{fault.mode} fault needs delay_s")
         if not _is_num(fault.size, int) or fault.size < 0 or not _is_num(fault.rate) or fault.rate < 0:
             raise ValueError("size must be an integer >= 0 and rate a number >= 0")
         if fault.mode == "usage" and not isinstance(fault.usage, dict):
@@ -129,6 +129,7 @@ CONTROL = web.AppKey("tiergate_standin_control", ControlState)
 _CUT_AFTER = web.RequestKey("tiergate_standin_cut_after", int)
 _USAGE = web.RequestKey("tiergate_standin_usage", dict)
 _COMMENTS = web.RequestKey("tiergate_standin_comments", int)
+_LINGER = web.RequestKey("tiergate_standin_linger", float)
 
 
 def install_control(app: web.Application, *, model_paths: Iterable[str], error_response: ErrorFactory) -> None:
@@ -234,6 +235,9 @@ async def _control_middleware(request: web.Request, handler: Handler) -> web.Str
         if fault.mode == "slow":
             await asyncio.sleep(fault.delay_s)
             return await handler(request)
+        if fault.mode == "linger":  # a stream whose body ends delay_s after its final event
+            request[_LINGER] = fault.delay_s
+            return await handler(request)
         if fault.mode in hostile.HOSTILE_MODES:
             return await hostile.serve(request, fault, state.streams)
         if fault.mode in hostile.REWRITING_MODES:
@@ -299,6 +303,7 @@ class EventStream:
         self._cut_after = request.get(_CUT_AFTER)
         self._usage = request.get(_USAGE)
         self._comments = request.get(_COMMENTS)
+        self._linger = request.get(_LINGER)
         self._sent = 0
         self.response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -328,7 +333,9 @@ class EventStream:
 
     async def close(self) -> web.StreamResponse:
         """End the body one delay after the last event, like an upstream that flushes its terminator apart."""
-        if self._sent and self._delay_s > 0:
+        if self._linger is not None:
+            await asyncio.sleep(self._linger)
+        elif self._sent and self._delay_s > 0:
             await asyncio.sleep(self._delay_s)
         try:
             await self.response.write_eof()
