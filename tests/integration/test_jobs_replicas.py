@@ -87,7 +87,10 @@ def test_three_replicas_run_each_slot_once_and_take_over_a_dead_replicas_run(tmp
     assert delivered[slow["run_id"]] == 1  # the dead owner never got to deliver
     requests = collections.Counter(u["session"] for u in usage(pg_url))
     assert all(requests[f"job:pulse:{r['run_id']}"] == 1 for r in done if r["attempts"] == 1)
-    # every 2-second slot while replicas ran has its one record: no gap between the first and the last
+    # every 2-second slot while replicas ran has its one record: no gap between the first and the last.
+    # A slot no replica ran is there too, as missed because the schedulers looked late (a loaded host
+    # can starve all three for a while); no other reason may leave one unrun
+    assert all("looked late" in r["error"] for r in pulses if r["status"] == "missed"), pulses
     ran = sorted(r["slot"] for r in pulses)
     gaps = [b - a for a, b in zip(ran, ran[1:], strict=False)]
     assert set(gaps) == {2.0}, gaps

@@ -124,6 +124,56 @@ def test_after_downtime_the_missed_policy_applies_once(ledger, policy, expected)
     assert rows(ledger) == expected
 
 
+@pytest.mark.parametrize(
+    ("started", "now", "other_ran", "expected"),
+    [
+        # a replica starved from 08:00 to 08:09:05 (grace 5 min): each slot of the last 5 min is recorded
+        # missed, the newest of the four older ones carries their count, the newest of all runs
+        (
+            0,
+            9 * 60 + 5,
+            (),
+            [(240, "schedule", "missed", "4 slot(s) passed")]
+            + [(m * 60, "schedule", "missed", "looked late") for m in range(5, 9)]
+            + [(540, "schedule", "ok", None)],
+        ),
+        # another replica ran two of the late slots: their records stay as they are
+        (
+            6 * 60 - 30,
+            8 * 60 + 1,
+            (360, 420),
+            [(360, "schedule", "ok", None), (420, "schedule", "ok", None), (480, "schedule", "ok", None)],
+        ),
+    ],
+)
+def test_slots_passed_while_the_scheduler_looked_late_each_get_a_record(ledger, started, now, other_ran, expected):
+    every_minute = job(name="pulse", schedule="* * * * *", overlap="allow")
+
+    async def main() -> None:
+        clock = Clock(T0 + started)
+        other, _ = scheduler(ledger, clock, [every_minute], owner="b")
+        for t in other_ran:
+            clock.now = T0 + t + 1
+            other.since = {"pulse": T0 + t - 60}
+            await other.tick()
+            await settle(other)
+        clock.now = T0 + now
+        s, runner = scheduler(ledger, clock, [every_minute])
+        s.since = {"pulse": T0 + started}
+        await s.tick()
+        await settle(s)
+        await s.tick()  # nothing more
+        await settle(s)
+        assert [c.slot - T0 for c in runner.ran] == [expected[-1][0]]
+
+    asyncio.run(main())
+    got = ledger.query("SELECT slot, trigger, status, error FROM job_runs ORDER BY slot")
+    assert len(got) == len(expected)
+    for row, (slot, trigger, status, error) in zip(got, expected, strict=True):
+        assert (row["slot"] - T0, row["trigger"], row["status"]) == (slot, trigger, status)
+        assert (row["error"] is None) if error is None else (error in row["error"]), row["error"]
+
+
 def test_two_replicas_on_one_ledger_run_a_slot_once_and_a_manual_run_once(ledger):
     async def main() -> None:
         clock = Clock(T0 + 3600 + 1)

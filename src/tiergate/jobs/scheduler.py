@@ -27,6 +27,7 @@ from tiergate.ledger.job_runs import Claim, JobRuns, paused_jobs
 log = logging.getLogger("tiergate.jobs")
 
 PRUNE_EVERY_S = 3600.0
+MAX_LATE_RECORDS = 1000  # one record per slot passed late, up to this many; a count covers the rest
 
 
 def owner_id() -> str:
@@ -126,6 +127,8 @@ class Scheduler:
                 self.since[job.name] = newest
             self.next_at[job.name] = d.next_at
             return
+        if d.missed and d.trigger == "schedule":
+            await self._record_passed(job, d.missed, d.run, now)
         running = self.running.get(job.name, 0) > 0 or await asyncio.to_thread(self.store.running, job.name, now=now)
         if not overlap_allows(job.overlap, running=running):
             await asyncio.to_thread(
@@ -140,6 +143,22 @@ class Scheduler:
                 self._spawn(job, claim)
         self.since[job.name] = d.run
         self.next_at[job.name] = d.next_at
+
+    async def _record_passed(self, job: JobConfig, passed: tuple[float, ...], run: float, now: float) -> None:
+        """Older slots that passed unrun before an on-time one, so the history has no silent gap: one record
+        each within the grace period (this replica was starved or blocked and looked late), and one for the
+        newest of any others (a restart just in time for a slot), with their count, as a skipped downtime has."""
+        grace = self.settings.grace
+        late = [t for t in passed if now - t <= grace][-MAX_LATE_RECORDS:]
+        older = passed[: len(passed) - len(late)]
+        when = self.schedules[job.name].local(run)
+        if late:
+            why = f"passed while the scheduler looked late; the run of {when} followed"
+            await asyncio.to_thread(self.store.record_passed, job.name, late, now=now, error=why)
+            log.warning("job %s: %d slot(s) passed unrun while the scheduler looked late", job.name, len(late))
+        if older:
+            why = f"{len(older)} slot(s) passed without a run; the run of {when} followed"
+            await asyncio.to_thread(self.store.record, job.name, older[-1], "missed", now=now, error=why)
 
     def _spawn(self, job: JobConfig, claim: Claim) -> None:
         self.running[job.name] = self.running.get(job.name, 0) + 1

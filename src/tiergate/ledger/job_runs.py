@@ -84,6 +84,16 @@ class JobRuns:
             return False
         return True
 
+    def record_passed(self, job: str, slots: Sequence[float], *, now: float, error: str) -> None:
+        """Slots that passed unrun while a newer one was due (the scheduler looked late): one missed
+        record each, in one transaction; a slot another replica ran or recorded keeps its record."""
+        why = clean_text(error)
+        sql = (
+            "INSERT INTO job_runs (run_key, run_id, job, slot, trigger, status, requested, ended, error) "
+            "VALUES (?, ?, ?, ?, 'schedule', 'missed', ?, ?, ?) ON CONFLICT (run_key) DO NOTHING"
+        )
+        self.ledger.transact([(sql, (f"{job}@{t:.3f}", new_run_id(), job, t, now, now, why)) for t in slots])
+
     def request(self, job: str, *, now: float) -> str:
         """Queue a manual run (CLI, admin API); the first gateway to poll claims it. Returns its run id."""
         run_id = new_run_id()
