@@ -15,27 +15,25 @@ from typing import Any
 
 import typer
 
+from tiergate.cli.app import jobs_app
+from tiergate.cli.common import ConfigOpt, fail, open_ledger_or_fail
 from tiergate.config.schema import TiergateConfig
 
-jobs_app = typer.Typer(no_args_is_help=True, help="Scheduled jobs and reports: list, run, history, pause, resume.")
-ConfigOpt = typer.Option(None, "--config", "-c", help="config file (default ./tiergate.yaml, then the user config dir)")
 FINAL = ("ok", "failed", "missed", "skipped", "abandoned")
 
 
 def _open(config: Path | None) -> tuple[TiergateConfig, Any]:
-    from tiergate.cli import _ledger
     from tiergate.ledger.job_runs import JobRuns
 
-    cfg, ledger = _ledger(config)
+    cfg, ledger = open_ledger_or_fail(config)
     return cfg, JobRuns(ledger, owner="cli")
 
 
 def _known(cfg: TiergateConfig, name: str) -> None:
-    from tiergate.cli import _fail
     from tiergate.config.references import listed
 
     if name not in {j.name for j in cfg.jobs}:
-        _fail(f"no job named {name!r}; configured jobs: {listed(j.name for j in cfg.jobs)}", code=1)
+        fail(f"no job named {name!r}; configured jobs: {listed(j.name for j in cfg.jobs)}", code=1)
 
 
 def _when(ts: float | None) -> str:
@@ -75,7 +73,6 @@ def jobs_run(
     timeout: float = typer.Option(900, help="seconds to wait for the outcome"),
 ) -> None:
     """Queue one run now; the running gateway picks it up within about a second."""
-    from tiergate.cli import _fail
 
     cfg, runs = _open(config)
     try:
@@ -94,7 +91,7 @@ def jobs_run(
     if rec is None or rec["status"] not in FINAL:
         state = rec["status"] if rec else "gone"
         hint = " (no gateway claimed it: is 'tiergate serve' running with this config?)" if state == "requested" else ""
-        _fail(f"run {run_id} still {state} after {timeout:g}s{hint}", code=1)
+        fail(f"run {run_id} still {state} after {timeout:g}s{hint}", code=1)
     _print_run(rec)
     if rec["status"] != "ok":
         raise typer.Exit(1)

@@ -1,0 +1,5 @@
+"""python -m tiergate.cli"""
+
+from tiergate.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""tiergate report | explain: where the money went, and why a request would be routed where it would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import typer
+
+from tiergate.cli.app import app
+from tiergate.cli.common import ConfigOpt, fail, iso_date, load_config_or_fail, open_ledger_or_fail
+from tiergate.config.catalog import build_catalog
+from tiergate.core.errors import TiergateError
+
+
+@app.command()
+def report(
+    config: Path | None = ConfigOpt,
+    day: str | None = typer.Option(None, help="one day, YYYY-MM-DD (default today in the config's timezone)"),
+    since: str | None = typer.Option(None, help="first day, YYYY-MM-DD (until defaults to today)"),
+    until: str | None = typer.Option(None, help="last day, YYYY-MM-DD, inclusive"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    as_csv: bool = typer.Option(False, "--csv", help="one CSV line per group, for a spreadsheet"),
+) -> None:
+    """Requests, tokens, cost and savings by deployment, tier, agent, task and day (days in the config's timezone)."""
+    from zoneinfo import ZoneInfo
+
+    from tiergate.ledger.report import build_report, format_csv, format_report
+
+    if as_json and as_csv:
+        fail("give --json or --csv, not both")
+    first, last, one = iso_date("--since", since), iso_date("--until", until), iso_date("--day", day)
+    if one is not None and (first or last):
+        fail("give --day, or --since/--until, not both")
+    cfg, ledger = open_ledger_or_fail(config)
+    today = dt.datetime.now(ZoneInfo(cfg.timezone)).date().isoformat()
+    last = one or last or today
+    first = one or first or last
+    if first > last:
+        ledger.close()
+        fail(f"--since {first} is after --until {last}")
+    try:
+        rep = build_report(ledger, first, last, build_catalog(cfg), tz=cfg.timezone)
+    finally:
+        ledger.close()
+    typer.echo(json.dumps(rep.to_dict(), indent=2) if as_json else format_csv(rep) if as_csv else format_report(rep))
+
+
+@app.command()
+def explain(
+    request_file: Path = typer.Argument(..., help="a chat completion request body (JSON)"),
+    config: Path | None = ConfigOpt,
+    header: list[str] = typer.Option([], "--header", "-H", help="request header, e.g. 'X-Tiergate-Task: coding'"),
+) -> None:
+    """Print the routing plan and its reasons for a request, without sending anything."""
+    from tiergate.api.explain import explain_request
+
+    cfg, _ = load_config_or_fail(config)
+    headers = {}
+    for h in header:
+        k, sep, v = h.partition(":")
+        if not sep:
+            fail(f"--header: expected 'Name: value', got {h!r}")
+        headers[k.strip()] = v.strip()
+    try:
+        typer.echo(explain_request(cfg, request_file.read_bytes(), headers))
+    except OSError as exc:
+        fail(f"cannot read {request_file}: {exc.strerror}")
+    except TiergateError as exc:
+        fail(f"no route: {exc.message}", code=1)
