@@ -19,7 +19,7 @@ from tiergate.adapters.base import (
     UpstreamStream,
     WatchedStream,
     open_event_stream,
-    post_for_body,
+    post_for_json,
     sse_data,
 )
 from tiergate.adapters.transport import UpstreamTransport
@@ -92,8 +92,7 @@ class AnthropicMessagesAdapter:
         output_cap: int | None = None,
     ) -> UpstreamReply:
         data = orjson.dumps(upstream_body(body, d, output_cap))
-        t0 = time.perf_counter()
-        raw, ctype = await post_for_body(
+        obj, raw, ctype, upstream_ms = await post_for_json(
             self._client,
             self._url(d, hints),
             data,
@@ -101,13 +100,6 @@ class AnthropicMessagesAdapter:
             timeout_s=timeout_s,
             max_bytes=d.limits.max_response_bytes,
         )
-        upstream_ms = (time.perf_counter() - t0) * 1000
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            obj = None
-        if not isinstance(obj, dict):
-            raise AttemptError("protocol", "upstream sent a body that is not a JSON object")
         u = obj.get("usage")
         reported = anthropic_reported(u, bound_of(d))
         usage = billed(reported, sent_bytes=len(data), produced=lambda: text_bytes(obj.get("content")))

@@ -224,6 +224,30 @@ async def post_for_body(
     return await read_bounded(resp, max_bytes), resp.headers.get("content-type", "application/json")
 
 
+async def post_for_json(
+    client: UpstreamTransport,
+    url: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float,
+    max_bytes: int,
+    want_object: bool = True,
+) -> tuple[Any, bytes, str, float]:
+    """POST for a JSON reply: (parsed, raw body, content type, upstream ms). A body that is not JSON (or,
+    with ``want_object``, not an object) is a protocol AttemptError, so the executor fails over."""
+    t0 = time.perf_counter()
+    raw, ctype = await post_for_body(client, url, data, headers, timeout_s=timeout_s, max_bytes=max_bytes)
+    upstream_ms = (time.perf_counter() - t0) * 1000
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
+    if want_object and not isinstance(obj, dict):
+        raise AttemptError("protocol", "upstream sent a body that is not a JSON object")
+    return obj, raw, ctype, upstream_ms
+
+
 async def _not_a_stream(resp: UpstreamReplyStream, ctype: str) -> AttemptError:
     try:
         body = await resp.read(MAX_ERROR_BODY)

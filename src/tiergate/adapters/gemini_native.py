@@ -25,7 +25,7 @@ from tiergate.adapters.base import (
     WatchedStream,
     classify_exception,
     open_event_stream,
-    post_for_body,
+    post_for_json,
     sse_data,
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
@@ -107,8 +107,7 @@ class GeminiNativeAdapter:
         output_cap: int | None = None,
     ) -> UpstreamReply:
         data = orjson.dumps(native_body(body, d, output_cap if self.produces_text else None))
-        t0 = time.perf_counter()
-        raw, ctype = await post_for_body(
+        obj, raw, ctype, upstream_ms = await post_for_json(
             self._client,
             self._url(d, self.method),
             data,
@@ -116,13 +115,6 @@ class GeminiNativeAdapter:
             timeout_s=timeout_s,
             max_bytes=d.limits.max_response_bytes,
         )
-        upstream_ms = (time.perf_counter() - t0) * 1000
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
-        if not isinstance(obj, dict):
-            raise AttemptError("protocol", "upstream sent a body that is not a JSON object")
         meta = obj.get("usageMetadata")
         reported = gemini_reported(meta, bound_of(d), output=self.produces_text)
         if not self.produces_text and reported.prompt is None:  # embeddings report no usage: the estimate

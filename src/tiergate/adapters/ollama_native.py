@@ -25,7 +25,7 @@ from tiergate.adapters.base import (
     WatchedStream,
     classify_exception,
     error_from_response,
-    post_for_body,
+    post_for_json,
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
@@ -132,17 +132,9 @@ class OllamaNativeAdapter:
         if not self.produces_text:
             payload.pop("stream", None)
         data = orjson.dumps(payload)
-        t0 = time.perf_counter()
-        raw, ctype = await post_for_body(
+        obj, raw, ctype, upstream_ms = await post_for_json(
             self._client, self._url(d), data, _headers(d), timeout_s=timeout_s, max_bytes=d.limits.max_response_bytes
         )
-        upstream_ms = (time.perf_counter() - t0) * 1000
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
-        if not isinstance(obj, dict):
-            raise AttemptError("protocol", "upstream sent a body that is not a JSON object")
         reported = ollama_reported(obj, bound_of(d), output=self.produces_text)
         usage = billed(
             reported, sent_bytes=len(data), produced=lambda: text_bytes(obj.get("message") or obj.get("response"))

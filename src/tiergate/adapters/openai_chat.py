@@ -21,7 +21,7 @@ from tiergate.adapters.base import (
     UpstreamStream,
     WatchedStream,
     open_event_stream,
-    post_for_body,
+    post_for_json,
     sse_data,
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
@@ -122,19 +122,18 @@ class OpenAIChatAdapter:
     ) -> UpstreamReply:
         payload, _ = upstream_body(body, d, output_cap if self.caps_output else None)
         data = orjson.dumps(payload)
-        t0 = time.perf_counter()
         url, headers, bound = self._target(d)
-        raw, ctype = await post_for_body(
-            self._client, url, data, headers, timeout_s=timeout_s, max_bytes=d.limits.max_response_bytes
+        obj, raw, ctype, upstream_ms = await post_for_json(
+            self._client,
+            url,
+            data,
+            headers,
+            timeout_s=timeout_s,
+            max_bytes=d.limits.max_response_bytes,
         )
-        upstream_ms = (time.perf_counter() - t0) * 1000
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
-        u = obj.get("usage") if isinstance(obj, dict) else None
+        u = obj.get("usage")
         reported = openai_reported(u, bound, output=self.caps_output)
-        choices = obj.get("choices") if self.caps_output and isinstance(obj, dict) else None
+        choices = obj.get("choices") if self.caps_output else None
         usage = billed(reported, sent_bytes=len(data), produced=lambda: text_bytes(choices))
         return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, u))
 

@@ -25,7 +25,7 @@ from tiergate.adapters.base import (
     UpstreamStream,
     WatchedStream,
     open_event_stream,
-    post_for_body,
+    post_for_json,
     sse_data,
 )
 from tiergate.adapters.transport import UpstreamTransport
@@ -83,20 +83,15 @@ class OpenAIResponsesAdapter:
     ) -> UpstreamReply:
         payload = {**upstream_body(body, d, output_cap), "stream": False}
         data = orjson.dumps(payload)
-        t0 = time.perf_counter()
-        raw, ctype = await post_for_body(
+        obj, raw, ctype, upstream_ms = await post_for_json(
             self._client,
             f"{d.base_url}/responses",
             data,
             _headers(d),
             timeout_s=timeout_s,
             max_bytes=d.limits.max_response_bytes,
+            want_object=False,
         )
-        upstream_ms = (time.perf_counter() - t0) * 1000
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise AttemptError("protocol", "upstream sent a body that is not JSON") from None
         if not isinstance(obj, dict) or obj.get("object") != "response":
             raise AttemptError("protocol", "upstream sent a body that is not a Responses response object")
         u = obj.get("usage")

@@ -33,7 +33,7 @@ from . import hostile
 ErrorFactory = Callable[..., web.Response]
 """``(status, message, *, code=None, param=None) -> Response`` in the vendor's shape."""
 
-MODES = ("status", "drop", "cut_stream", "slow", "linger", *hostile.HOSTILE_MODES, *hostile.REWRITING_MODES)
+MODES = ("status", "drop", "cut_stream", "slow", "linger", "reply", *hostile.HOSTILE_MODES, *hostile.REWRITING_MODES)
 MAX_RECORDED = 10_000
 
 
@@ -60,6 +60,7 @@ class Fault:
     content_type: str | None = None  # garbage
     declared: bool = False  # huge_reply: send its Content-Length
     usage: dict[str, Any] | None = None  # usage: the fields to overwrite
+    body: str | None = None  # reply: a 200 with exactly this body (content_type, default application/json)
 
     @classmethod
     def parse(cls, raw: Any) -> Fault:
@@ -84,6 +85,8 @@ class Fault:
             raise ValueError(f"{fault.mode} fault needs delay_s")
         if not _is_num(fault.size, int) or fault.size < 0 or not _is_num(fault.rate) or fault.rate < 0:
             raise ValueError("size must be an integer >= 0 and rate a number >= 0")
+        if fault.mode == "reply" and not isinstance(fault.body, str):
+            raise ValueError("reply fault needs body: the text of the 200 to send")
         if fault.mode == "usage" and not isinstance(fault.usage, dict):
             raise ValueError('usage fault needs usage: {"prompt_tokens": ...}')
         return fault
@@ -107,6 +110,16 @@ class ControlState:
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED)
         self.model_counts: Counter[str] = Counter()
         self.streams: deque[hostile.StreamRecord] = deque(maxlen=MAX_RECORDED)  # answers of hostile faults
+
+    def model_request(self, path: str, model: str | None) -> tuple[bool, str | None]:
+        """Whether ``path`` asks a model for something, and which model: the body's, or for a path
+        under a model collection (Gemini's ``/v1beta/models/NAME:generateContent``) the one it names."""
+        if path in self.model_paths:
+            return True, model
+        for base in self.model_paths:
+            if path.startswith(base + "/"):
+                return True, model or path[len(base) + 1 :].split(":", 1)[0]
+        return False, model
 
     def take(self, model: str | None, path: str) -> Fault | None:
         """Pop (one use of) the oldest fault that applies to this request."""
@@ -207,7 +220,8 @@ async def _control_middleware(request: web.Request, handler: Handler) -> web.Str
     model = body.get("model") if isinstance(body, dict) else None
     model = model if isinstance(model, str) else None
     fault = None
-    if request.path in state.model_paths:
+    asks_model, model = state.model_request(request.path, model)
+    if asks_model:
         fault = state.take(model, request.path)
         if model is not None:
             state.model_counts[model] += 1
@@ -235,6 +249,8 @@ async def _control_middleware(request: web.Request, handler: Handler) -> web.Str
         if fault.mode == "slow":
             await asyncio.sleep(fault.delay_s)
             return await handler(request)
+        if fault.mode == "reply":  # a well-framed 200 that carries what the test says (not the vendor's shape)
+            return web.Response(body=(fault.body or "").encode(), content_type=fault.content_type or "application/json")
         if fault.mode == "linger":  # a stream whose body ends delay_s after its final event
             request[_LINGER] = fault.delay_s
             return await handler(request)
