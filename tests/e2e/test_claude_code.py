@@ -9,34 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from procs import MASTER_KEY, require, run_bounded, start_engine
-
-REPO = Path(__file__).resolve().parents[2]
-NPM_PREFIX = REPO / ".venv" / "npm"
-CLAUDE = NPM_PREFIX / "node_modules" / ".bin" / "claude"
+from procs import MASTER_KEY, local_smol_config, npm_bin, run_bounded, start_wide_engine
 
 
 def claude_cli() -> Path:
-    """Install the CLI from npm into the project's venv once (seconds); skip only when npm is missing."""
-    require(shutil.which("npm") is not None, "npm is not installed: cannot install @anthropic-ai/claude-code")
-    if not CLAUDE.exists():
-        res = run_bounded(
-            ["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", "@anthropic-ai/claude-code"],
-            timeout=240,
-        )
-        assert res.returncode == 0, f"npm install failed:\n{res.stdout}\n{res.stderr}"
-    return CLAUDE
+    """The Claude Code CLI, installed from npm into the project's venv on first use."""
+    return npm_bin("claude", "claude")
 
 
 @pytest.fixture(scope="module")
 def engine():
-    # Claude Code's system prompt and tool schemas are long; give the one slot a wide context
-    proc = start_engine(ctx=32768, parallel=1, extra_args=["--verbosity", "1", "--temp", "0", "--seed", "7"])
+    proc = start_wide_engine()
     yield proc
     proc.stop_blocking()
 
@@ -44,24 +31,7 @@ def engine():
 @pytest.mark.timeout(600)  # the first turn prefills ~20k prompt tokens on 2 CPU cores: about a minute
 def test_claude_code_turn_through_tiergate_on_local_llamacpp(engine, gateway, tmp_path):
     cli = claude_cli()
-    gw = gateway(
-        {
-            "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
-            "providers": {"box": {"api": "openai-chat", "base_url": engine.base_url, "local": True}},
-            "deployments": [
-                {
-                    "name": "local-smol",
-                    "provider": "box",
-                    "model": "smollm2",
-                    "tier": 0,
-                    "context_window": 32768,
-                    "max_output_tokens": 64,
-                }
-            ],
-            "model_map": {"claude-*": "local-smol"},
-            "routing": {"attempt_timeout_s": 240, "request_timeout_s": 300},
-        }
-    )
+    gw = gateway(local_smol_config(engine, model_map={"claude-*": "local-smol"}))
     home = tmp_path / "home"
     home.mkdir()
     env = {

