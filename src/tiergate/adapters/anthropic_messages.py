@@ -26,18 +26,17 @@ from tiergate.adapters.transport import UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
 from tiergate.adapters.usage import (
     Reported,
-    StreamMeter,
     anthropic_event_bytes,
     anthropic_reported,
     billed,
     bound_of,
     doubt_note,
+    stream_meter,
     text_bytes,
 )
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import estimate_tokens_from_bytes
-from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus
 
 DEFAULT_VERSION = "2023-06-01"
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -119,9 +118,8 @@ class AnthropicMessagesAdapter:
         resp, events, first = await open_event_stream(
             self._client, self._url(d, hints), data, headers_for(d, hints), timeout_s=timeout_s, limits=d.limits
         )
-        usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
-        status = StreamStatus()
-        watcher = _AnthropicStream(events, StreamMeter(usage, bound_of(d)), status, resp=resp)
+        meter, status = stream_meter(len(data), d), StreamStatus()
+        watcher = _AnthropicStream(events, meter, status, resp=resp)
         try:
             check_first_event(first)
         except AttemptError:
@@ -131,7 +129,7 @@ class AnthropicMessagesAdapter:
         return UpstreamStream(
             first_event=first,
             rest=watcher.rest(),
-            usage=usage,
+            usage=meter.usage,
             content_type="text/event-stream",
             upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
             close=resp.close,

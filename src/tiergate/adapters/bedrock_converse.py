@@ -26,11 +26,10 @@ from tiergate.adapters.openai_chat import _OpenAIStream
 from tiergate.adapters.translate_bedrock import StreamTranslator, chat_completion, converse_request
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
-from tiergate.adapters.usage import StreamMeter, billed, bound_of, doubt_note, openai_reported
+from tiergate.adapters.usage import billed, bound_of, doubt_note, openai_reported, stream_meter
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError, TranslationError
-from tiergate.core.money import estimate_tokens_from_bytes
-from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus
 
 API = "bedrock-converse"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
@@ -164,13 +163,12 @@ class BedrockConverseAdapter:
         resp.idle_timeout(d.limits.stream_idle_timeout_s or timeout_s, total_s=d.limits.stream_timeout_s)
         opts = body.get("stream_options")
         injected = not (isinstance(opts, dict) and opts.get("include_usage"))
-        usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
-        status = StreamStatus()
-        relay = _OpenAIStream(events, StreamMeter(usage, bound_of(d)), status, injected=injected, resp=resp)
+        meter, status = stream_meter(len(data), d), StreamStatus()
+        relay = _OpenAIStream(events, meter, status, injected=injected, resp=resp)
         return UpstreamStream(
             first_event=relay.inspect(first) or b"",
             rest=relay.rest(),
-            usage=usage,
+            usage=meter.usage,
             content_type="text/event-stream",
             upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
             close=resp.close,

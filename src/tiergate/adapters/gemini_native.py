@@ -30,11 +30,20 @@ from tiergate.adapters.base import (
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
-from tiergate.adapters.usage import NOTHING, Reported, StreamMeter, billed, bound_of, doubt_note, text_bytes
+from tiergate.adapters.usage import (
+    NOTHING,
+    Reported,
+    StreamMeter,
+    billed,
+    bound_of,
+    doubt_note,
+    stream_meter,
+    text_bytes,
+)
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import believable_tokens, estimate_tokens_from_bytes
-from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
+from tiergate.core.money import believable_tokens
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus
 
 API = "google-generative-ai"
 
@@ -145,14 +154,13 @@ class GeminiNativeAdapter:
             err = obj.get("error") if isinstance(obj, dict) else None
             message = err.get("message") if isinstance(err, dict) else "the stream's first event is not a JSON object"
             raise AttemptError("status" if err is not None else "protocol", str(message)[:300], status=502)
-        usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
-        status = StreamStatus()
+        meter, status = stream_meter(len(data), d), StreamStatus()
         sse = "alt=sse" in (hints.query or "")
-        watch = _GeminiStream(events, StreamMeter(usage, bound_of(d)), status, resp, sse=sse)
+        watch = _GeminiStream(events, meter, status, resp, sse=sse)
         return UpstreamStream(
             first_event=watch.frame(first, obj),
             rest=watch.rest(),
-            usage=usage,
+            usage=meter.usage,
             content_type="text/event-stream" if sse else "application/json",
             upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
             close=resp.close,

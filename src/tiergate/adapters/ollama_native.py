@@ -29,11 +29,19 @@ from tiergate.adapters.base import (
 )
 from tiergate.adapters.transport import UpstreamReplyStream, UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
-from tiergate.adapters.usage import NOTHING, Reported, StreamMeter, billed, bound_of, doubt_note, text_bytes
+from tiergate.adapters.usage import (
+    NOTHING,
+    Reported,
+    billed,
+    bound_of,
+    doubt_note,
+    stream_meter,
+    text_bytes,
+)
 from tiergate.core.catalog import Deployment, ReadLimits
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import believable_tokens, estimate_tokens_from_bytes
-from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
+from tiergate.core.money import believable_tokens
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus
 
 API = "ollama"
 
@@ -169,14 +177,13 @@ class OllamaNativeAdapter:
             resp.close()
             raise
         resp.idle_timeout(_idle(d.limits, timeout_s), total_s=d.limits.stream_timeout_s)
-        usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
-        status = StreamStatus()
-        watch = _NativeStream(lines, StreamMeter(usage, bound_of(d)), status, resp)
+        meter, status = stream_meter(len(data), d), StreamStatus()
+        watch = _NativeStream(lines, meter, status, resp)
         watch.meter(obj)
         return UpstreamStream(
             first_event=first,
             rest=watch.rest(),
-            usage=usage,
+            usage=meter.usage,
             content_type="application/x-ndjson",
             upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
             close=resp.close,

@@ -34,12 +34,12 @@ from tiergate.adapters.usage import (
     openai_chunk_bytes,
     openai_reported,
     plain_content_bytes,
+    stream_meter,
     text_bytes,
 )
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import estimate_tokens_from_bytes
-from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus
 
 DONE = b"data: [DONE]"
 
@@ -158,14 +158,13 @@ class OpenAIChatAdapter:
         except AttemptError:
             resp.close()
             raise
-        usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
-        status = StreamStatus()
-        stream = _OpenAIStream(events, StreamMeter(usage, bound_of(d)), status, injected=injected, resp=resp)
+        meter, status = stream_meter(len(data), d), StreamStatus()
+        stream = _OpenAIStream(events, meter, status, injected=injected, resp=resp)
         first_out = stream.inspect(first)
         return UpstreamStream(
             first_event=first_out or b"",
             rest=stream.rest(),
-            usage=usage,
+            usage=meter.usage,
             content_type="text/event-stream",
             upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
             close=resp.close,

@@ -30,11 +30,17 @@ from tiergate.adapters.base import (
 )
 from tiergate.adapters.transport import UpstreamTransport
 from tiergate.adapters.upstream_http import USER_AGENT
-from tiergate.adapters.usage import StreamMeter, billed, bound_of, doubt_note, responses_reported, text_bytes
+from tiergate.adapters.usage import (
+    billed,
+    bound_of,
+    doubt_note,
+    responses_reported,
+    stream_meter,
+    text_bytes,
+)
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
-from tiergate.core.money import estimate_tokens_from_bytes
-from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus, Usage
+from tiergate.core.types import NO_HINTS, ClientHints, StreamStatus
 
 FINAL = (b'"type":"response.completed"', b'"type":"response.incomplete"')
 FAILED = b'"type":"response.failed"'
@@ -121,14 +127,13 @@ class OpenAIResponsesAdapter:
             raise AttemptError(
                 "status", str(why or "the stream's first event is not a Responses event")[:300], status=502
             )
-        usage = Usage(estimate_tokens_from_bytes(len(data)), 0, estimated=True)
-        status = StreamStatus()
-        watch = _ResponsesStream(events, StreamMeter(usage, bound_of(d)), status, resp)
+        meter, status = stream_meter(len(data), d), StreamStatus()
+        watch = _ResponsesStream(events, meter, status, resp)
         watch.inspect(first)
         return UpstreamStream(
             first_event=first,
             rest=watch.rest(),
-            usage=usage,
+            usage=meter.usage,
             content_type="text/event-stream",
             upstream_ms_to_first=(time.perf_counter() - t0) * 1000,
             close=resp.close,

@@ -257,3 +257,8 @@ class StreamMeter:
             u.completion_tokens = r.completion
             self._completion_known = True
         u.estimated = not (self._prompt_known and self._completion_known)
+
+
+def stream_meter(sent_bytes: int, d: Deployment) -> StreamMeter:
+    """The meter of a stream about to be read: its usage starts as the prompt estimated from the bytes sent."""
+    return StreamMeter(Usage(estimate_tokens_from_bytes(sent_bytes), 0, estimated=True), bound_of(d))
