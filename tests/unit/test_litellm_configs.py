@@ -359,3 +359,18 @@ def test_every_prefix_is_documented_in_providers_md():
     text = (Path(__file__).parent.parent.parent / "docs" / "providers.md").read_text()
     assert [p for p in PREFIXES if f"| `{p}/` |" not in text] == []
     assert [p for p in UNSERVED_PREFIXES if f"`{p}/`" not in text] == []
+
+
+def test_cost_based_routing_tries_a_groups_members_cheapest_first():
+    cfg, cat, warnings = load("cost_based_routing.yaml")
+    members = cat.aliases["gpt-3.5-turbo"]
+    assert [cat.deployments[n].model for n in members] == [
+        "llama-3.1-8b-instant",  # $0.05 + $0.08 per Mtok (price database)
+        "my-finetune",  # $0.1 + $0.2 (its model_info)
+        "gpt-4o-mini",  # $0.15 + $0.6
+        "gpt-4o",  # $2.5 + $10
+        "unlisted-model",  # nothing prices it: last, and named
+    ]
+    assert cfg.routing.cheapest_first == ["gpt-3.5-turbo"] and not cat.balanced  # failover in that order
+    assert [cat.deployments[n].model for n in cat.unpriced()] == ["unlisted-model"]  # check-config names it
+    assert not any("routing_strategy" in w for w in warnings), warnings  # it has its meaning: not ignored

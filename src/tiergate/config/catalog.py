@@ -37,9 +37,12 @@ def build_catalog(
             if probed and d.name in probed and d.capabilities is None:
                 deployments[d.name] = replace(deployments[d.name], capabilities=probed[d.name])
     fixed = MappingProxyType(deployments)
+    aliases = {k: tuple(v) for k, v in cfg.aliases.items()}
+    for alias in cfg.routing.cheapest_first:
+        aliases[alias] = cheapest_first(aliases[alias], fixed)
     return Catalog(
         deployments=WildcardDeployments(fixed, tuple(routes)) if routes else fixed,
-        aliases=MappingProxyType({k: tuple(v) for k, v in cfg.aliases.items()}),
+        aliases=MappingProxyType(aliases),
         tasks=MappingProxyType(dict(cfg.tasks)),
         fallbacks=MappingProxyType({k: tuple(v) for k, v in cfg.routing.fallbacks.items()}),
         escalate=cfg.routing.escalate,
@@ -48,6 +51,19 @@ def build_catalog(
         balanced=MappingProxyType({a: _shares(cfg, a) for a in cfg.routing.balance}),
         wildcards=tuple(r.pattern for r in routes),
     )
+
+
+def cheapest_first(members: tuple[str, ...], deployments: Mapping[str, Deployment]) -> tuple[str, ...]:
+    """An alias's members by input + output price per token, as LiteLLM's cost-based-routing picks; members
+    with no price (or that are not fixed deployments) keep their order after the priced ones."""
+
+    def cost(name: str) -> tuple[int, float]:
+        d = deployments.get(name)
+        if d is None or not d.priced:
+            return (1, 0.0)
+        return (0, d.rates.input + d.rates.output)
+
+    return tuple(sorted(members, key=cost))
 
 
 def _shares(cfg: TiergateConfig, alias: str) -> tuple[float, ...]:

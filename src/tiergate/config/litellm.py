@@ -412,13 +412,16 @@ def translate_litellm(raw: dict[str, Any], env: Mapping[str, str] | None = None)
     out.unsupported += settings.unsupported
     aliases: dict[str, list[str]] = {}
     balance: list[str] = []
+    cheapest: list[str] = []
     for group, members in b.groups.items():
         if len(members) == 1:  # a group of one is simply a deployment under the group's name
             next(d for d in b.deployments if d["name"] == members[0])["name"] = group
             out.origins[group] = out.origins.pop(members[0])
         else:
             aliases[group] = members
-            if settings.strategy != "cost-based-routing":
+            if settings.strategy == "cost-based-routing":
+                cheapest.append(group)
+            else:
                 balance.append(group)
                 if b.weigh(members) in ("rpm", "tpm") and settings.strategy != "simple-shuffle":
                     out.unsupported.append(f"model_list {group}: rpm/tpm as limits (used as balancing weights)")
@@ -429,6 +432,8 @@ def translate_litellm(raw: dict[str, Any], env: Mapping[str, str] | None = None)
     routing = dict(settings.routing)
     if balance:
         routing["balance"] = balance
+    if cheapest:
+        routing["cheapest_first"] = cheapest
     if routing:
         cfg["routing"] = routing
     cfg |= settings.top

@@ -87,6 +87,8 @@ def render_native(raw: dict[str, Any], *, source: str) -> str:
             out.append("\n# a LiteLLM model group with several entries: an alias over them")
             if cfg.get("routing", {}).get("balance"):
                 out.append(", balanced (routing.balance)")
+            if cfg.get("routing", {}).get("cheapest_first"):
+                out.append(", tried cheapest first (routing.cheapest_first: router_settings.routing_strategy)")
             out.append("\n")
         elif key == "routing":
             out.append("\n# from router_settings and litellm_settings\n")

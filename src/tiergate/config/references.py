@@ -78,7 +78,8 @@ def reference_problems(raw: Mapping[str, Any]) -> list[str]:
             for t in [src, *_names(dsts)]
             if t not in targets_ok
         ]
-    for i, alias in enumerate(_names(_mapping(raw.get("routing")).get("balance"))):
-        if alias not in aliases:
-            out.append(f"routing.balance[{i}]: unknown alias {alias!r}; allowed: {listed(aliases)}")
+    for field in ("balance", "cheapest_first"):
+        for i, alias in enumerate(_names(_mapping(raw.get("routing")).get(field))):
+            if alias not in aliases:
+                out.append(f"routing.{field}[{i}]: unknown alias {alias!r}; allowed: {listed(aliases)}")
     return out

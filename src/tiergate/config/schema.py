@@ -233,6 +233,11 @@ class RoutingConfig(_Model):
         default_factory=list,
         description="aliases whose members share the load round-robin (a LiteLLM model group), failing over in turn",
     )
+    cheapest_first: list[str] = Field(
+        default_factory=list,
+        description="aliases whose members are tried cheapest first by their resolved prices (LiteLLM's "
+        "cost-based-routing); unpriced members last",
+    )
     embeddings_local_only: bool = Field(
         False, description="embeddings only from local deployments (seed 004: embeddings always stay local)"
     )
