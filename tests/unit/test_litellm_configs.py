@@ -83,6 +83,9 @@ def test_a_group_is_balanced_across_entries_each_with_its_own_key_and_base_url()
     ]
     # simple-shuffle weighs by the first entry's rpm; entries without one weigh 0 (failover only), as in LiteLLM
     assert dict(cat.balanced) == {"gpt-4o-mini": (30.0, 0.0, 0.0)}
+    # ... and the first entry's rpm is that deployment's own quota, counted where requests are routed
+    assert [(c.kind, c.cap) for c in cat.deployments[members[0]].rate] == [("rpm", 30), ("tpm", 20000)]
+    assert [cat.deployments[n].rate for n in members[1:]] == [(), ()]
     assert cat.aliases["gpt-4"] == members  # router_settings.model_group_alias
     # mistralai/... is an OpenRouter model id, as LiteLLM reads it
     assert cat.deployments["mistral-7b-instruct"].base_url == "https://openrouter.ai/api/v1"
@@ -234,6 +237,14 @@ def test_bad_settings_name_the_litellm_field_and_what_is_allowed(raw, message):
     base = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/gpt-4o-mini"}}]}
     cfg, problems = check_config_dict(base | raw, env=ENV, exists=Path.is_file)
     assert cfg is None and any(str(p).startswith(message) for p in problems), problems
+
+
+@pytest.mark.parametrize("quota", [0, -5, 2.5, "60", True])
+def test_an_entrys_rpm_or_tpm_must_be_a_whole_number(quota):
+    entry = {"model_name": "m", "litellm_params": {"model": "openai/gpt-4o-mini", "tpm": quota}}
+    cfg, problems = check_config_dict({"model_list": [entry]}, env=ENV, exists=Path.is_file)
+    want = f"model_list[0].litellm_params.tpm: expected a whole number above 0, got {quota!r}"
+    assert cfg is None and any(want in str(p) for p in problems), problems
 
 
 @pytest.mark.parametrize(

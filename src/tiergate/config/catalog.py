@@ -15,6 +15,7 @@ from tiergate.config.prices import database_context_window, resolve_price
 from tiergate.config.schema import DeploymentConfig, ProviderConfig, TiergateConfig
 from tiergate.core.capabilities import capabilities_of
 from tiergate.core.catalog import AwsSigning, Catalog, Deployment, ReadLimits, WildcardDeployments, WildcardRoute
+from tiergate.core.limits import deployment_counters
 
 
 def build_catalog(
@@ -102,6 +103,7 @@ def _served(cfg: TiergateConfig, d: DeploymentConfig, name: str, part: str | Non
         capabilities=_capabilities(d, model),
         api_version=p.api_version,
         aws=_aws(p),
+        rate=deployment_counters(name, d.rpm, d.tpm),
     )
 
 
@@ -150,6 +152,7 @@ def _managed(cfg: TiergateConfig, d: DeploymentConfig, url: str | None) -> Deplo
         local_model=m.name,
         limits=read_limits(cfg, None),
         capabilities=_capabilities(d, d.model or m.name),
+        rate=deployment_counters(d.name, d.rpm, d.tpm),
     )
 
 

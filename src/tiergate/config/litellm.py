@@ -316,6 +316,13 @@ class _Builder:
         out_cap = info.get("max_output_tokens") or info.get("max_tokens")
         if out_cap:
             dep["max_output_tokens"] = int(out_cap)
+        for key in ("rpm", "tpm"):  # the entry's quota: enforced, the group's next entry taking over at it
+            quota = params.get(key, item.get(key))
+            if quota is None:
+                continue
+            if not isinstance(quota, int) or isinstance(quota, bool) or quota <= 0:
+                raise ConfigError(f"{where}.litellm_params.{key}: expected a whole number above 0, got {quota!r}")
+            dep[key] = quota
         wildcard = "*" in group or "*" in upstream
         if not wildcard or mode == "embedding" or SUPPORTS.keys() & info.keys():  # else: the served model's own
             dep["capabilities"] = sorted(self._capabilities(upstream, mode, info))
@@ -423,8 +430,7 @@ def translate_litellm(raw: dict[str, Any], env: Mapping[str, str] | None = None)
                 cheapest.append(group)
             else:
                 balance.append(group)
-                if b.weigh(members) in ("rpm", "tpm") and settings.strategy != "simple-shuffle":
-                    out.unsupported.append(f"model_list {group}: rpm/tpm as limits (used as balancing weights)")
+                b.weigh(members)
     names = {str(d["name"]) for d in b.deployments}
     for alias, (target,) in settings.aliases.items():
         aliases[alias] = aliases.get(target, [target]) if target in aliases or target in names else [target]

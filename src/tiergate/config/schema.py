@@ -187,6 +187,10 @@ class DeploymentConfig(_Model):
     weight: float = Field(
         1.0, ge=0, le=1e9, allow_inf_nan=False, description="its share of a routing.balance alias; 0: failover only"
     )
+    rpm: int | None = Field(
+        None, gt=0, description="requests per minute it takes (a provider quota); at it, the next candidate is tried"
+    )
+    tpm: int | None = Field(None, gt=0, description="tokens per minute it takes; at it, the next candidate is tried")
 
     @model_validator(mode="after")
     def _wildcard(self) -> DeploymentConfig:

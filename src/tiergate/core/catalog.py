@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tiergate.core.capabilities import CHAT_DEFAULT
+from tiergate.core.limits import LimitCounter
 from tiergate.core.money import cost_usd
 from tiergate.core.prices import PriceTier, Rates, tier_rates, token_cost
 from tiergate.core.types import Usage
@@ -68,6 +69,7 @@ class Deployment:
     cache_write_per_mtok: float | None = None  # None: the input price
     price_tiers: tuple[PriceTier, ...] = ()  # dearer rates for long prompts, ascending
     price_source: str = "config"  # config, local, genai-prices:<provider>/<model>, or UNPRICED
+    rate: tuple[LimitCounter, ...] = ()  # its own rpm/tpm counters (core.limits.deployment_counters)
     api_version: str | None = None  # Azure OpenAI's ?api-version=
     aws: AwsSigning | None = field(default=None, repr=False)  # Bedrock's SigV4 credentials
 

@@ -42,7 +42,7 @@ class LimitRule(Protocol):
     @property
     def id(self) -> str: ...
     @property
-    def scope(self) -> Literal["key", "agent"]: ...
+    def scope(self) -> Literal["key", "agent", "deployment"]: ...
     @property
     def match(self) -> str: ...
     @property
@@ -68,8 +68,38 @@ class LimitCounter:
     value: str
 
 
+@dataclass(frozen=True, slots=True)
+class DeploymentRate:
+    """A deployment's own rpm/tpm (a provider quota, LiteLLM's per-entry rpm/tpm): a request is counted in it
+    when routed there, and a deployment at it is skipped for the next candidate rather than refused."""
+
+    match: str  # the deployment's name
+    rpm: int | None
+    tpm: int | None
+    scope: Literal["deployment"] = "deployment"
+    max_concurrent: None = None
+    shared: bool = False
+    queue_timeout: None = None
+
+    @property
+    def id(self) -> str:
+        return f"deployment:{self.match}"
+
+
+def deployment_counters(name: str, rpm: int | None, tpm: int | None) -> tuple[LimitCounter, ...]:
+    """The counters of a deployment's own rate limit; none when it has none."""
+    if rpm is None and tpm is None:
+        return ()
+    rule = DeploymentRate(name, rpm, tpm)
+    key = f"{rule.id}|{name}"
+    caps: tuple[tuple[Kind, int | None], ...] = (("rpm", rpm), ("tpm", tpm))
+    return tuple(LimitCounter(kind, key, cap, rule, name) for kind, cap in caps if cap)
+
+
 def scope_value(limit: LimitRule, ident: Identity) -> str | None:
     """The key name or agent the line counts; None for an agent line when the request names no agent."""
+    if limit.scope == "deployment":
+        return None  # counted where the request is routed, not by who sends it
     return ident.key_name if limit.scope == "key" else ident.agent
 
 

@@ -212,6 +212,8 @@ class RequestPipeline:
             cost=cost,
             ttft_s=None if ttft_ms is None else ttft_ms / 1000,
         )
+        if d.rate:
+            await self.executor.count_served_tokens(ctx, d, usage)
         while ctx.cleanups:
             await ctx.cleanups.pop()()
         if ctx.session is not None:

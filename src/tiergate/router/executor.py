@@ -12,10 +12,12 @@ attempt and every finished request becomes a ledger record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from math import ceil
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tiergate.adapters.base import Adapter, UpstreamReply, UpstreamStream
@@ -26,8 +28,11 @@ from tiergate.core.errors import (
     AttemptError,
     ModelNotReady,
     NoCandidate,
+    RateLimited,
+    StateUnavailable,
     UpstreamRejected,
 )
+from tiergate.core.limits import end_tokens, refusal_message
 from tiergate.core.types import (
     Candidate,
     RequestFeatures,
@@ -169,11 +174,17 @@ class Executor:
         r = self.routing
         hold = ctx.hold
         ctx.plan = plan
+        rate_waits: list[float] = []  # candidates skipped at their own rpm/tpm: how long until each has room
         for candidate in plan.candidates:
             d = self.catalog.deployments[candidate.deployment]
             if not await self.state.breaker_admit(d.name, now=self.clock(), cooldown_s=r.breaker_cooldown_s):
                 ctx.failures.append((d.name, "breaker open"))
                 continue
+            if d.rate:
+                wait_s = await self._rate_refusal(ctx, d)
+                if wait_s is not None:
+                    rate_waits.append(wait_s)
+                    continue
             adapter = self.adapters[(ctx.protocol, d.api)]
             if hold.budgeted:
                 refused = await hold.reserve(d)
@@ -195,7 +206,33 @@ class Executor:
         detail = "; ".join(f"{n}: {e}" for n, e in ctx.failures) or "no candidate could be tried"
         if ctx.notes and not ctx.failures:
             detail = "; ".join(ctx.notes)
+        if rate_waits and len(rate_waits) == len(ctx.failures):  # every one at its rate limit: come back later
+            raise RateLimited(
+                f"every candidate is at its rate limit: {detail}", retry_after=max(1, ceil(min(rate_waits)))
+            )
         raise AllCandidatesFailed(f"every candidate failed: {detail}", failures=list(ctx.failures))
+
+    async def _rate_refusal(self, ctx: CallContext, d: Deployment) -> float | None:
+        """Count the request in the deployment's own rpm/tpm; when it is at one, say so in the failures and
+        return the seconds until it has room. With the shared state unreachable it is not counted (noted)."""
+        try:
+            refused = await self.state.limit_admit(
+                d.rate, now=self.clock(), tokens=ctx.features.prompt_tokens_est, lease=ctx.request_id, lease_ttl_s=60
+            )
+        except StateUnavailable:
+            ctx.notes.append(f"{d.name}'s rate limit unchecked: the shared state is unreachable")
+            return None
+        if refused is None:
+            return None
+        i, wait_s = refused
+        ctx.failures.append((d.name, refusal_message(d.rate[i], tokens=ctx.features.prompt_tokens_est)))
+        return wait_s
+
+    async def count_served_tokens(self, ctx: CallContext, d: Deployment, usage: Usage) -> None:
+        """A served request's tokens beyond its estimate at admission (its completion) into its deployment's tpm."""
+        tokens = end_tokens(ctx.features.prompt_tokens_est, usage)
+        with contextlib.suppress(StateUnavailable):  # uncounted, as admission is during an outage
+            await self.state.limit_release(d.rate, now=self.clock(), tokens=tokens, lease=ctx.request_id)
 
     async def _managed_attempts(
         self, ctx: CallContext, d: Deployment, candidate: Candidate, adapter: Adapter, body: dict[str, Any]
