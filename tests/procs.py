@@ -315,16 +315,19 @@ def local_smol(engine: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return provider, deployment
 
 
-def local_smol_config(engine: Any, *, timeout_s: float = 240, **extra: Any) -> dict[str, Any]:
-    """A gateway config with ``local-smol`` as its one tier; ``timeout_s`` per attempt (a long first prefill
-    on 2 CPU cores), and ``extra`` top-level sections (a model_map, say)."""
+def local_smol_config(
+    engine: Any, *, timeout_s: float = 240, request_timeout_s: float = 300, **extra: Any
+) -> dict[str, Any]:
+    """A gateway config with ``local-smol`` as its one tier; ``timeout_s`` per attempt and
+    ``request_timeout_s`` per request (also a stream's deadline): a first prefill on 2 loaded CPU cores is
+    long. ``extra``: top-level sections (a model_map, say)."""
     provider, deployment = local_smol(engine)
     return {
         "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
         "providers": {"box": provider},
         "deployments": [deployment],
         **extra,
-        "routing": {"attempt_timeout_s": timeout_s, "request_timeout_s": timeout_s + 60},
+        "routing": {"attempt_timeout_s": timeout_s, "request_timeout_s": request_timeout_s},
     }
 
 

@@ -68,7 +68,7 @@ def detail(res, rows) -> str:
 def test_codex_turn_through_tiergate_on_local_llamacpp(gateway, tmp_path):
     engine = start_wide_engine(extra_args=())
     try:
-        gw = gateway(local_smol_config(engine, timeout_s=300))
+        gw = gateway(local_smol_config(engine, timeout_s=300, request_timeout_s=400))
         res = run_codex(gw, tmp_path, "local-smol")
         gw.stop()
     finally:

@@ -54,7 +54,7 @@ def engine():
 @pytest.mark.timeout(900)  # npm install on first use, then a long first prefill on 2 CPU cores
 def test_openclaw_turn_through_tiergate_ollama_api_on_local_llamacpp(engine, gateway, tmp_path):
     cli, path = openclaw_cli()
-    gw = gateway(local_smol_config(engine, timeout_s=300))
+    gw = gateway(local_smol_config(engine, timeout_s=300, request_timeout_s=400))
     home = tmp_path / "home"
     home.mkdir()
     config = tmp_path / "openclaw.json"
