@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +51,28 @@ def jobs_list(config: Path | None = ConfigOpt, as_json: bool = typer.Option(Fals
         rows = job_overview(cfg.jobs, runs, default_tz=cfg.timezone, now=time.time())
     finally:
         runs.ledger.close()
+    _show(rows, as_json=as_json, empty="no jobs configured (see docs/jobs.md)", line=_job_line)
+
+
+def _job_line(r: dict[str, Any]) -> None:
+    state = "paused" if r["paused"] else "disabled" if not r["enabled"] else "active"
+    last = r["last_run"]
+    last_text = f"{last['status']} at {_when(last['ended'] or last['requested'])}" if last else "never ran"
+    typer.echo(
+        f"{r['name']:<24} {r['kind']:<7} {r['schedule']:<16} {state:<8} next {r['next_run_local']}  "
+        f"last: {last_text}  deliver: {', '.join(r['deliver']) or '-'}"
+    )
+
+
+def _show(rows: list[dict[str, Any]], *, as_json: bool, empty: str, line: Callable[[dict[str, Any]], None]) -> None:
+    """Rows as JSON, or one line each (``empty`` when there are none)."""
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        typer.echo("no jobs configured (see docs/jobs.md)")
+        typer.echo(empty)
     for r in rows:
-        state = "paused" if r["paused"] else "disabled" if not r["enabled"] else "active"
-        last = r["last_run"]
-        last_text = f"{last['status']} at {_when(last['ended'] or last['requested'])}" if last else "never ran"
-        typer.echo(
-            f"{r['name']:<24} {r['kind']:<7} {r['schedule']:<16} {state:<8} next {r['next_run_local']}  "
-            f"last: {last_text}  deliver: {', '.join(r['deliver']) or '-'}"
-        )
+        line(r)
 
 
 @jobs_app.command("run")
@@ -131,13 +141,7 @@ def jobs_history(
         rows = runs.history(name, limit=limit)
     finally:
         runs.ledger.close()
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        typer.echo("no runs recorded")
-    for r in rows:
-        _print_run(r)
+    _show(rows, as_json=as_json, empty="no runs recorded", line=_print_run)
 
 
 def _set_paused(name: str, config: Path | None, paused: bool) -> None:
