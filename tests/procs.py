@@ -295,6 +295,17 @@ def npm_bin(
     return exe
 
 
+def agent_cli(name: str) -> tuple[Path, str]:
+    """An agent CLI of NPM_CLIENTS (claude, codex, gemini, openclaw), installed on first use, and the PATH it
+    runs with. OpenClaw needs Node >= 24.16: npm installs that Node first, and OpenClaw runs under it."""
+    path = os.environ["PATH"]
+    if name != "openclaw":
+        return npm_bin(name, name), path
+    node = npm_bin("node24", "node")
+    path = f"{node.parent}{os.pathsep}{path}"
+    return npm_bin("openclaw", "openclaw", extra=(NPM_CLIENTS["node24"],), path=path, timeout=480), path
+
+
 def start_wide_engine(extra_args: tuple[str, ...] = ("--verbosity", "1")) -> Any:
     """The llama.cpp engine an agent CLI's turn runs on: one slot with a wide context (their system prompts
     and tool schemas are long), greedy and seeded so a turn says the same each run."""

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from procs import MASTER_KEY, local_smol_config, npm_bin, run_bounded, start_wide_engine
-
-
-def claude_cli() -> Path:
-    """The Claude Code CLI, installed from npm into the project's venv on first use."""
-    return npm_bin("claude", "claude")
+from procs import MASTER_KEY, agent_cli, local_smol_config, run_bounded, start_wide_engine
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +24,7 @@ def engine():
 
 @pytest.mark.timeout(600)  # the first turn prefills ~20k prompt tokens on 2 CPU cores: about a minute
 def test_claude_code_turn_through_tiergate_on_local_llamacpp(engine, gateway, tmp_path):
-    cli = claude_cli()
+    cli = agent_cli("claude")[0]
     gw = gateway(local_smol_config(engine, model_map={"claude-*": "local-smol"}))
     home = tmp_path / "home"
     home.mkdir()

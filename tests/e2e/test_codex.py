@@ -14,17 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from procs import MASTER_KEY, local_smol, local_smol_config, npm_bin, run_bounded, start_engine, start_wide_engine
+from procs import MASTER_KEY, agent_cli, local_smol, local_smol_config, run_bounded, start_engine, start_wide_engine
 
 
 def posted(up) -> list[dict]:
     """What the gateway sent a stand-in, without its GET probes of a local provider (/props, /v1/models)."""
     return [r for r in up.requests() if r["method"] == "POST"]
-
-
-def codex_cli() -> Path:
-    """The Codex CLI, installed from npm into the project's venv on first use."""
-    return npm_bin("codex", "codex")
 
 
 def codex_config(base_url: str, model: str) -> str:
@@ -53,7 +48,7 @@ def run_codex(gw, tmp_path: Path, model: str, prompt: str = "Reply with the word
         "TIERGATE_API_KEY": MASTER_KEY,
     }
     return run_bounded(
-        [str(codex_cli()), "exec", "--skip-git-repo-check", "--sandbox", "read-only", prompt],
+        [str(agent_cli("codex")[0]), "exec", "--skip-git-repo-check", "--sandbox", "read-only", prompt],
         env=env,
         cwd=tmp_path,
         timeout=540,

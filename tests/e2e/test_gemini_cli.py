@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from procs import MASTER_KEY, local_smol_config, npm_bin, run_bounded, start_wide_engine
-
-
-def gemini_cli() -> Path:
-    """The Gemini CLI, installed from npm into the project's venv on first use."""
-    return npm_bin("gemini", "gemini")
+from procs import MASTER_KEY, agent_cli, local_smol_config, run_bounded, start_wide_engine
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +27,7 @@ def engine():
 
 @pytest.mark.timeout(600)  # the first turn prefills a long prompt on 2 CPU cores
 def test_gemini_cli_turn_through_tiergate_on_local_llamacpp(engine, gateway, tmp_path):
-    cli = gemini_cli()
+    cli = agent_cli("gemini")[0]
     gw = gateway(local_smol_config(engine, model_map={"gemini-*": "local-smol"}))  # any Gemini model the CLI asks for
     home = tmp_path / "home"
     (home / ".gemini").mkdir(parents=True)

@@ -11,19 +11,10 @@ next to it, so the Node the other CLIs run on is left alone.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
-from procs import MASTER_KEY, NPM_CLIENTS, local_smol_config, npm_bin, run_bounded, start_wide_engine
-
-
-def openclaw_cli() -> tuple[Path, str]:
-    """Node 24 first, then OpenClaw installed by an npm running under it; the CLI and the PATH it runs with."""
-    node = npm_bin("node24", "node")
-    path = f"{node.parent}{os.pathsep}{os.environ['PATH']}"
-    return npm_bin("openclaw", "openclaw", extra=(NPM_CLIENTS["node24"],), path=path, timeout=480), path
+from procs import MASTER_KEY, agent_cli, local_smol_config, run_bounded, start_wide_engine
 
 
 def openclaw_config(base_url: str, model: str) -> dict:
@@ -35,7 +26,7 @@ def openclaw_config(base_url: str, model: str) -> dict:
                     "api": "ollama",
                     "baseUrl": base_url,  # no /v1: Ollama's native API
                     "apiKey": MASTER_KEY,
-                    "timeoutSeconds": 400,  # a cold first prefill on 2 loaded cores
+                    "timeoutSeconds": 540,  # a cold first prefill on 2 loaded cores
                     "models": [{"id": model, "name": model, "contextWindow": 32768, "maxTokens": 64}],
                 }
             }
@@ -53,8 +44,8 @@ def engine():
 
 @pytest.mark.timeout(900)  # npm install on first use, then a long first prefill on 2 CPU cores
 def test_openclaw_turn_through_tiergate_ollama_api_on_local_llamacpp(engine, gateway, tmp_path):
-    cli, path = openclaw_cli()
-    gw = gateway(local_smol_config(engine, timeout_s=300, request_timeout_s=400))
+    cli, path = agent_cli("openclaw")
+    gw = gateway(local_smol_config(engine, timeout_s=480, request_timeout_s=540))
     home = tmp_path / "home"
     home.mkdir()
     config = tmp_path / "openclaw.json"
@@ -62,8 +53,8 @@ def test_openclaw_turn_through_tiergate_ollama_api_on_local_llamacpp(engine, gat
     work = tmp_path / "work"
     work.mkdir()
     env = {"PATH": path, "HOME": str(home), "CI": "true", "NO_COLOR": "1"}
-    cmd = [str(cli), "agent", "exec", "--config", str(config), "--json", "--local-model-lean", "--timeout", "420"]
-    res = run_bounded([*cmd, "Reply with the word hello."], env=env, cwd=work, timeout=600)
+    cmd = [str(cli), "agent", "exec", "--config", str(config), "--json", "--local-model-lean", "--timeout", "560"]
+    res = run_bounded([*cmd, "Reply with the word hello."], env=env, cwd=work, timeout=720)
     gw.stop()
     rows = gw.ledger_rows("kind='request'")
     detail = f"exit {res.returncode}\nstdout: {res.stdout[-3000:]}\nstderr: {res.stderr[-3000:]}\nrows: {rows}"
