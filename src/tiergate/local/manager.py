@@ -17,7 +17,7 @@ How it works (the decisions themselves are pure, in ``swap_policy``):
   than ``min_residency_s`` ago, or that would exceed ``max_swaps`` per ``swap_window_s``, is
   *held*: not queued, the request goes to its next candidate, and the next request after
   the hold asks again (a queued load is not kept: demand may have gone by then).
-- A watcher ticks every ``tick_s``: the lock file (an flock on it, or its presence, per
+- A watcher (``model_watcher``) ticks every ``tick_s``: the lock file (an flock on it, or its presence, per
   ``lock_mode``), nvidia-smi (every 5 s, when present and ``gpu_busy_share`` is set),
   crashed servers (restarted with backoff), idle models past their TTL, and pinned/default
   models (the default only when it fits without evicting).
@@ -49,10 +49,10 @@ from tiergate.local.model_slot import (
     BACKOFF_MAX_S,
     HOST,
     ModelSlot,
-    backoff_s,
     estimate_or_error,
     free_port,
 )
+from tiergate.local.model_watcher import ModelWatcher
 from tiergate.local.pressure import PressureMonitor
 from tiergate.local.process import LlamaCppProcess
 from tiergate.local.swap_policy import (
@@ -60,9 +60,7 @@ from tiergate.local.swap_policy import (
     ModelView,
     SwapGuard,
     SwapHistory,
-    expired_idle,
     plan_load,
-    residents_to_restore,
     serve_order,
 )
 
@@ -71,7 +69,7 @@ log = logging.getLogger("tiergate.local.manager")
 NEVER = float("inf")
 
 
-class LocalModelManager:
+class LocalModelManager(ModelWatcher):
     """Keeps the right local models loaded within ``cfg.budget_mb``; see the module docstring."""
 
     def __init__(
@@ -374,56 +372,6 @@ class LocalModelManager:
         self._event("unload", slot.name, {"reason": reason})
         self._set_state(slot, "stopped")
         self._notify()
-
-    # ------------------------------------------------------------------ watcher
-    async def _run_watcher(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception as exc:
-                reraise_if_stopping(exc)
-                log.exception("local model watcher tick failed")
-            await asyncio.sleep(self._tick_s)
-
-    async def tick(self) -> None:
-        """One watcher pass: pressure, crashes, idle TTLs, restarts, pinned models and the default."""
-        self._refresh_lock()
-        await self._probe_gpu()
-        for slot in self._slots.values():
-            self._observe(slot)
-        now = self._clock()
-        keep = (self.cfg.default,) if self.cfg.default else ()
-        for name in expired_idle(self._views(), now, keep=keep):
-            slot = self._slots[name]
-            self._set_state(slot, "unloading")
-            self._spawn(self._unload(slot, "idle"))
-        for slot in self._slots.values():
-            if slot.restart_due(now, default=self.cfg.default):
-                self.request_load(slot.name, on_demand=slot.on_demand)
-        for name in residents_to_restore(self._views(), self.cfg.budget_mb, default=self.cfg.default):
-            self.request_load(name, on_demand=False)
-
-    def _observe(self, slot: ModelSlot) -> None:
-        """Notice a server that died while ready (sync, cheap) and schedule its restart."""
-        proc = slot.proc
-        if slot.state != "ready" or proc is None or proc.running:
-            return
-        slot.crashed(self._clock())
-        self.metrics.unloads.labels(slot.name, "crashed").inc()
-        self._event("crash", slot.name, {"crashes": slot.crashes})
-        with contextlib.suppress(RuntimeError):  # outside the loop (a sync caller): nothing to clean up with
-            asyncio.get_running_loop()
-            self._spawn(proc.stop(grace_s=0.5))
-        self._fail(slot, f"crashed (exit code {proc.returncode}); restarting", retry_in=backoff_s(slot.failures))
-
-    def _refresh_lock(self) -> None:
-        if self._pressure.refresh_lock():
-            self._notify()
-        self.metrics.gpu_busy.set(1 if self._pressure.reason() else 0)
-
-    async def _probe_gpu(self) -> None:
-        if await self._pressure.probe_slots(self._slots.values(), self._clock()):
-            self._notify()
 
     # ------------------------------------------------------------------ helpers
     def _slot(self, name: str) -> ModelSlot:
