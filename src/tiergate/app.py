@@ -220,6 +220,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             adapters=adapters,
             local=local,
             context_reroute_at=config.guardian.context_reroute_at,
+            gates=config.gates.policy(),
         )
         gw = Gateway(
             config=config,

@@ -163,7 +163,8 @@ def test_stream_cut_midway_ends_with_an_error_event_and_is_recorded(standins, ga
     local = standins(name="local", models=["llama-8b"], chunk_delay=0.05)
     cheap = standins(name="cheap", models=["gpt-4o-mini"])
     local.faults({"mode": "cut_stream", "after_chunks": 4})
-    gw = gateway(tiered_config(local, cheap, num_retries=0))
+    # gates off for streams: with them, a cut before the first visible text is caught while held (below)
+    gw = gateway({**tiered_config(local, cheap, num_retries=0), "gates": {"stream": "off"}})
     got = []
     with pytest.raises(openai.APIError) as ei:
         for ch in client(gw).chat.completions.create(model="auto", messages=MSG, stream=True):
@@ -173,6 +174,23 @@ def test_stream_cut_midway_ends_with_an_error_event_and_is_recorded(standins, ga
     assert gw.stop() == 0
     row = gw.ledger_rows("kind='request'")[0]
     assert row["status"] == 502 and row["deployment"] == "local-8b" and row["error"]
+
+
+def test_a_stream_cut_before_its_first_visible_text_fails_over_and_the_cut_part_is_billed(standins, gateway):
+    local = standins(name="local", models=["llama-8b"])
+    cheap = standins(name="cheap", models=["gpt-4o-mini"])
+    local.faults({"mode": "cut_stream", "after_chunks": 1})  # the role chunk, then the connection drops
+    gw = gateway(tiered_config(local, cheap, num_retries=0))  # gates on for auto: streams are prefixed
+    text = "".join(
+        ch.choices[0].delta.content or ""
+        for ch in client(gw).chat.completions.create(model="auto", messages=MSG, stream=True)
+        if ch.choices
+    )
+    assert text and len(cheap.requests()) == 1
+    [row] = gw.rows_when("kind='request'", 1)
+    assert row["status"] == 200 and row["deployment"] == "cheap"
+    [att] = gw.ledger_rows("kind='attempt'")
+    assert att["deployment"] == "local-8b" and att["error"].startswith("gate incomplete"), att
 
 
 def test_litellm_style_fallbacks_are_honoured(standins, gateway):

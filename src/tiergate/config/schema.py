@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tiergate.config.alerts import AlertSinkConfig
+from tiergate.config.gates import GatesConfig
 from tiergate.config.guardrails import (
     BudgetConfig,
     GuardianConfig,
@@ -284,6 +285,7 @@ class TiergateConfig(_Model):
     sinks: dict[str, SinkConfig] = Field(default_factory=dict, description="named places job results go")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig, description="quality gates (docs/gates.md)")
 
     @field_validator("state")
     @classmethod
@@ -342,7 +344,27 @@ class TiergateConfig(_Model):
                 f"budgets: two budgets share an id {listed(i for i in ids if ids.count(i) > 1)}; give one a name"
             )
         models = [n for d in self.deployments for n in (d.name, d.model) if n] + [*self.aliases, *self.model_map]
-        return out + job_problems(self.jobs, self.sinks, self.alerts, models)
+        return out + job_problems(self.jobs, self.sinks, self.alerts, models) + self._gate_problems()
+
+    def _gate_problems(self) -> list[str]:
+        names = {d.name for d in self.deployments}
+        asked = names | set(self.aliases) | set(self.model_map) | {"auto"}
+        out = [
+            f"gates.deployments.{n}: unknown deployment; allowed: {listed(names)}"
+            for n in self.gates.deployments
+            if n not in names
+        ]
+        out += [
+            f"gates.aliases.{n}: unknown alias or model; allowed: {listed(asked)}"
+            for n in self.gates.aliases
+            if n not in asked and not n.startswith("task/")
+        ]
+        out += [
+            f"gates.tasks.{n}: unknown task; allowed: {listed(self.tasks)} (tasks:)"
+            for n in self.gates.tasks
+            if n not in self.tasks
+        ]
+        return out
 
     @property
     def ledger_url(self) -> str:

@@ -30,6 +30,12 @@ class Metrics:
             ["deployment", "kind"],
             registry=r,
         )
+        self.gate_failures = Counter(
+            "tiergate_gate_failures",
+            "Answers that failed a quality gate (paid for; the request escalated or was served anyway)",
+            ["deployment", "gate"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "tiergate_fallbacks", "Requests served by a later candidate", ["deployment"], registry=r
         )

@@ -217,5 +217,11 @@ class RequestPipeline:
         while ctx.cleanups:
             await ctx.cleanups.pop()()
         if ctx.session is not None:
-            await self.sessions.settle(ctx.session, usage, cost)
+            spent, paid = usage, cost
+            for u, c in ctx.billed:  # answers that failed a gate: the session paid for them too
+                spent, paid = (
+                    Usage(spent.prompt_tokens + u.prompt_tokens, spent.completion_tokens + u.completion_tokens),
+                    paid + c,
+                )
+            await self.sessions.settle(ctx.session, spent, paid)
         return cost

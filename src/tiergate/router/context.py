@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tiergate.adapters.base import UpstreamReply, UpstreamStream
 from tiergate.core.catalog import Deployment
@@ -27,6 +27,10 @@ from tiergate.core.types import (
 )
 from tiergate.guardrails.budget_hold import BudgetHold
 from tiergate.guardrails.guardian import SessionState
+
+if TYPE_CHECKING:
+    from tiergate.core.gates import GateFailure
+    from tiergate.router.gating import RequestGate
 
 
 @dataclass(slots=True)
@@ -48,6 +52,8 @@ class CallContext:
     failures: list[tuple[str, str]] = field(default_factory=list)
     upstream_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
+    gate: RequestGate | None = None  # the quality gates its answers face (None: not gated)
+    billed: list[tuple[Usage, float]] = field(default_factory=list)  # answers that failed a gate: paid, not served
 
 
 @dataclass(slots=True)
@@ -58,6 +64,8 @@ class Outcome:
     reason: str
     reply: UpstreamReply | None = None
     stream: UpstreamStream | None = None
+    gate_failure: GateFailure | None = None  # the gate this answer failed
+    attempt_ms: float = 0.0  # how long its attempt took (a failed gate's ledger row)
 
     @property
     def usage(self) -> Usage:

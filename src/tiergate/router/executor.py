@@ -32,6 +32,7 @@ from tiergate.core.errors import (
     StateUnavailable,
     UpstreamRejected,
 )
+from tiergate.core.gates import DEFAULT_POLICY, GateFailure, GatePolicy
 from tiergate.core.limits import end_tokens, refusal_message
 from tiergate.core.types import (
     Candidate,
@@ -49,6 +50,7 @@ from tiergate.router.context import (
     summarize_failures,
     usage_record,
 )
+from tiergate.router.gating import RequestGate
 from tiergate.router.policy import AUTO_NAMES, TASK_PREFIX, Planner, WorldSnapshot, decide
 from tiergate.state.base import SharedState
 
@@ -83,10 +85,12 @@ class Executor:
         adapters: Mapping[tuple[str, str], Adapter],
         local: LocalModelManager | None = None,
         context_reroute_at: float | None = None,
+        gates: GatePolicy = DEFAULT_POLICY,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.local = local
+        self.gates = gates
         self.context_reroute_at = context_reroute_at
         self.catalog = catalog
         self.routing = routing
@@ -170,39 +174,69 @@ class Executor:
         return served_first(plan, place) if plan is not None else None
 
     async def run(self, ctx: CallContext, plan: RoutePlan, body: dict[str, Any]) -> Outcome:
-        """The first candidate that answers; every failed candidate's reservation is released."""
+        """The first candidate whose answer passes the gates; every failed candidate's reservation is released.
+
+        An answer that fails a gate is paid for (its budget settled) and kept: the request escalates
+        (to the next tier, or the next candidate) while escalations remain, and when no better answer
+        comes, the kept one is served rather than an error.
+        """
         r = self.routing
         hold = ctx.hold
         ctx.plan = plan
+        f = ctx.features
+        if ctx.gate is None and self.gates.apply_to != "none":
+            ctx.gate = RequestGate.for_request(
+                self.gates, ctx.protocol, body, task=ctx.identity.task, model=f.model, routed=self._routed(f.model)
+            )
         rate_waits: list[float] = []  # candidates skipped at their own rpm/tpm: how long until each has room
-        for candidate in plan.candidates:
-            d = self.catalog.deployments[candidate.deployment]
-            if not await self.state.breaker_admit(d.name, now=self.clock(), cooldown_s=r.breaker_cooldown_s):
-                ctx.failures.append((d.name, "breaker open"))
-                continue
-            if d.rate:
-                wait_s = await self._rate_refusal(ctx, d)
-                if wait_s is not None:
-                    rate_waits.append(wait_s)
+        kept: Outcome | None = None  # the last answer that failed a gate, not yet in the ledger
+        floor = -1  # after a failed gate, only candidates above this tier (escalate_to: next_tier)
+        try:
+            for candidate in plan.candidates:
+                if candidate.tier <= floor:
                     continue
-            adapter = self.adapters[(ctx.protocol, d.api)]
-            if hold.budgeted:
-                refused = await hold.reserve(d)
-                if refused is not None:
-                    ctx.notes.append(f"skipped {d.name}: {refused}")
+                d = self.catalog.deployments[candidate.deployment]
+                if not await self.state.breaker_admit(d.name, now=self.clock(), cooldown_s=r.breaker_cooldown_s):
+                    ctx.failures.append((d.name, "breaker open"))
                     continue
-            try:
-                if d.local_model is not None and self.local is not None:
-                    outcome = await self._managed_attempts(ctx, d, candidate, adapter, body)
-                else:
-                    outcome = await self._attempts(ctx, d, candidate, adapter, body)
-            except BaseException:
-                await hold.release()
-                raise
-            if outcome is not None:
-                return outcome
-            if hold.budgeted:
-                await hold.release()
+                if d.rate:
+                    wait_s = await self._rate_refusal(ctx, d)
+                    if wait_s is not None:
+                        rate_waits.append(wait_s)
+                        continue
+                adapter = self.adapters[(ctx.protocol, d.api)]
+                if hold.budgeted:
+                    refused = await hold.reserve(d)
+                    if refused is not None:
+                        ctx.notes.append(f"skipped {d.name}: {refused}")
+                        continue
+                try:
+                    if d.local_model is not None and self.local is not None:
+                        outcome = await self._managed_attempts(ctx, d, candidate, adapter, body)
+                    else:
+                        outcome = await self._attempts(ctx, d, candidate, adapter, body)
+                except BaseException:
+                    await hold.release()
+                    raise
+                if outcome is None:
+                    if hold.budgeted:
+                        await hold.release()
+                    continue
+                if outcome.gate_failure is None:
+                    if kept is not None:
+                        await self._record_gated(ctx, kept)
+                    return outcome
+                kept = await self._gate_failed(ctx, outcome, kept)
+                if ctx.gate is None or not ctx.gate.may_escalate:
+                    break
+                if self.gates.escalate_to == "next_tier":
+                    floor = candidate.tier
+        except BaseException:
+            if kept is not None:  # paid for: in the ledger whatever ends the request
+                await self._record_gated(ctx, kept)
+            raise
+        if kept is not None:
+            return self._serve_gated(ctx, kept)
         detail = "; ".join(f"{n}: {e}" for n, e in ctx.failures) or "no candidate could be tried"
         if ctx.notes and not ctx.failures:
             detail = "; ".join(ctx.notes)
@@ -211,6 +245,56 @@ class Executor:
                 f"every candidate is at its rate limit: {detail}", retry_after=max(1, ceil(min(rate_waits)))
             )
         raise AllCandidatesFailed(f"every candidate failed: {detail}", failures=list(ctx.failures))
+
+    def _routed(self, model: str) -> bool:
+        return _routed_by_tier(model, self.catalog)
+
+    async def _gate_failed(self, ctx: CallContext, outcome: Outcome, kept: Outcome | None) -> Outcome:
+        """An answer failed a gate: pay for it now (its budget hold settled) and keep it in case no
+        better one comes; the answer kept before it is in the ledger from here on."""
+        assert ctx.gate is not None and outcome.gate_failure is not None
+        d, failure = outcome.deployment, outcome.gate_failure
+        ctx.gate.failed += 1
+        ctx.failures.append((d.name, str(failure)))
+        self.metrics.gate_failures.labels(d.name, failure.gate).inc()
+        if kept is not None:
+            await self._record_gated(ctx, kept)
+        if ctx.hold.budgeted:
+            await ctx.hold.settle(d.usage_cost(outcome.usage), outcome.usage)
+        return outcome
+
+    async def _record_gated(self, ctx: CallContext, outcome: Outcome, *, status: int = 200) -> None:
+        """A paid answer that is not served: a billed attempt row, its tokens in the deployment's tpm."""
+        d, usage = outcome.deployment, outcome.usage
+        if outcome.stream is not None:
+            outcome.stream.close()
+        cost = d.usage_cost(usage)
+        ctx.billed.append((usage, cost))
+        self.ledger.record(
+            usage_record(
+                ctx,
+                d,
+                kind="attempt",
+                usage=usage,
+                status=status,
+                latency_ms=outcome.attempt_ms,
+                ttft_ms=None,
+                reason="gate failed",
+                error=str(outcome.gate_failure),
+                fallbacks=outcome.fallbacks,
+                cost=cost,
+            )
+        )
+        if d.rate:
+            await self.count_served_tokens(ctx, d, usage)
+
+    def _serve_gated(self, ctx: CallContext, kept: Outcome) -> Outcome:
+        """No better answer came: the kept one is served, saying which gate it failed."""
+        assert ctx.gate is not None
+        why = "escalations used up" if not ctx.gate.may_escalate else "no higher tier answered"
+        kept.reason = f"{kept.reason}; {kept.deployment.name} failed {kept.gate_failure}; served anyway ({why})"
+        kept.gate_failure = None
+        return kept
 
     async def _rate_refusal(self, ctx: CallContext, d: Deployment) -> float | None:
         """Count the request in the deployment's own rpm/tpm; when it is at one, say so in the failures and
@@ -285,12 +369,18 @@ class Executor:
                     ctx.upstream_ms += s.upstream_ms_to_first
                     ctx.notes += s.notes
                     await self.state.breaker_success(d.name)
+                    if ctx.gate is not None:
+                        return await self._gated_stream(ctx, d, candidate, s, t0)
                     return self._outcome(ctx, d, candidate, stream=s)
                 reply = await adapter.complete(d, body, timeout_s=timeout_s, hints=ctx.hints, output_cap=cap)
                 ctx.upstream_ms += reply.upstream_ms
                 ctx.notes += reply.notes
                 await self.state.breaker_success(d.name)
-                return self._outcome(ctx, d, candidate, reply=reply)
+                outcome = self._outcome(ctx, d, candidate, reply=reply)
+                if ctx.gate is not None:
+                    outcome.gate_failure = ctx.gate.judge_reply(d, reply)
+                    outcome.attempt_ms = (time.perf_counter() - t0) * 1000
+                return outcome
             except AttemptError as err:
                 ctx.upstream_ms += (time.perf_counter() - t0) * 1000
                 if err.client_fault:
@@ -310,6 +400,28 @@ class Executor:
                     break
                 await self.sleep(delay)
         return None
+
+    async def _gated_stream(
+        self, ctx: CallContext, d: Deployment, candidate: Candidate, s: UpstreamStream, t0: float
+    ) -> Outcome:
+        """Hold (or prefix) the stream for the gates. Whatever interrupts the hold, what the upstream
+        produced so far is paid for and recorded."""
+        assert ctx.gate is not None
+        t_hold = time.perf_counter()
+        try:
+            held, failure = await ctx.gate.hold_stream(d, s)
+        except BaseException:
+            s.close()
+            cut = self._outcome(ctx, d, candidate, stream=s)
+            cut.gate_failure, cut.attempt_ms = GateFailure("incomplete", "cut while held"), 0.0
+            if ctx.hold.budgeted:
+                await ctx.hold.settle(d.usage_cost(s.usage), s.usage)
+            await self._record_gated(ctx, cut, status=499)
+            raise
+        ctx.upstream_ms += (time.perf_counter() - t_hold) * 1000
+        outcome = self._outcome(ctx, d, candidate, stream=held)
+        outcome.gate_failure, outcome.attempt_ms = failure, (time.perf_counter() - t0) * 1000
+        return outcome
 
     def _retry_delay(self, err: AttemptError, attempt: int, ctx: CallContext) -> float | None:
         """Seconds to wait before retrying the same deployment, or None to move on."""
@@ -386,6 +498,8 @@ class Executor:
         if ctx.failures:
             reason = f"{reason}; after {summarize_failures(ctx.failures)}"
             self.metrics.child(self.metrics.fallbacks, d.name).inc()
+            if ctx.gate is not None and ctx.gate.failed:
+                reason = f"{reason}; escalated to tier {c.tier} on a failed gate"
         if ctx.notes:
             reason = f"{reason}; {'; '.join(ctx.notes)}"
         return Outcome(d, c, len(ctx.failures), reason, reply=reply, stream=stream)
