@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from math import ceil
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from tiergate.adapters.base import Adapter, UpstreamReply, UpstreamStream
 from tiergate.config.schema import RoutingConfig
@@ -39,7 +39,6 @@ from tiergate.core.types import (
     RequestFeatures,
     RoutePlan,
     Usage,
-    UsageRecord,
 )
 from tiergate.guardrails.budgets import NO_CONSTRAINTS, Constraints
 from tiergate.local.swap_policy import LocalOption, place_request, served_first
@@ -50,7 +49,7 @@ from tiergate.router.context import (
     summarize_failures,
     usage_record,
 )
-from tiergate.router.gating import RequestGate
+from tiergate.router.gating import LedgerSink, RequestGate, UnservedAnswers
 from tiergate.router.policy import AUTO_NAMES, TASK_PREFIX, Planner, WorldSnapshot, decide
 from tiergate.state.base import SharedState
 
@@ -67,10 +66,6 @@ def _routed_by_tier(model: str, catalog: Catalog) -> bool:
     if m not in catalog.aliases and m not in catalog.deployments:
         m = catalog.map_model(m) or m
     return m in AUTO_NAMES or m.startswith(TASK_PREFIX)
-
-
-class LedgerSink(Protocol):
-    def record(self, rec: UsageRecord) -> None: ...
 
 
 class Executor:
@@ -101,6 +96,7 @@ class Executor:
         self.clock = clock
         self.sleep = sleep  # tests record backoff and Retry-After waits instead of sleeping
         self.planner = Planner(catalog)
+        self.unserved = UnservedAnswers(ledger, metrics, self.count_served_tokens)
         self._shown_open: set[str] = set()  # deployments whose tiergate_breaker_open gauge reads 1
         for name in catalog.deployments:  # every deployment is on the dashboard from the start, at 0
             metrics.child(metrics.breaker_open, name).set(0)
@@ -224,19 +220,19 @@ class Executor:
                     continue
                 if outcome.gate_failure is None:
                     if kept is not None:
-                        await self._record_gated(ctx, kept)
+                        await self.unserved.record(ctx, kept)
                     return outcome
-                kept = await self._gate_failed(ctx, outcome, kept)
+                kept = await self.unserved.failed(ctx, outcome, kept)
                 if ctx.gate is None or not ctx.gate.may_escalate:
                     break
                 if self.gates.escalate_to == "next_tier":
                     floor = candidate.tier
         except BaseException:
             if kept is not None:  # paid for: in the ledger whatever ends the request
-                await self._record_gated(ctx, kept)
+                await self.unserved.record(ctx, kept)
             raise
         if kept is not None:
-            return self._serve_gated(ctx, kept)
+            return self.unserved.serve_kept(ctx, kept)
         detail = "; ".join(f"{n}: {e}" for n, e in ctx.failures) or "no candidate could be tried"
         if ctx.notes and not ctx.failures:
             detail = "; ".join(ctx.notes)
@@ -248,53 +244,6 @@ class Executor:
 
     def _routed(self, model: str) -> bool:
         return _routed_by_tier(model, self.catalog)
-
-    async def _gate_failed(self, ctx: CallContext, outcome: Outcome, kept: Outcome | None) -> Outcome:
-        """An answer failed a gate: pay for it now (its budget hold settled) and keep it in case no
-        better one comes; the answer kept before it is in the ledger from here on."""
-        assert ctx.gate is not None and outcome.gate_failure is not None
-        d, failure = outcome.deployment, outcome.gate_failure
-        ctx.gate.failed += 1
-        ctx.failures.append((d.name, str(failure)))
-        self.metrics.gate_failures.labels(d.name, failure.gate).inc()
-        if kept is not None:
-            await self._record_gated(ctx, kept)
-        if ctx.hold.budgeted:
-            await ctx.hold.settle(d.usage_cost(outcome.usage), outcome.usage)
-        return outcome
-
-    async def _record_gated(self, ctx: CallContext, outcome: Outcome, *, status: int = 200) -> None:
-        """A paid answer that is not served: a billed attempt row, its tokens in the deployment's tpm."""
-        d, usage = outcome.deployment, outcome.usage
-        if outcome.stream is not None:
-            outcome.stream.close()
-        cost = d.usage_cost(usage)
-        ctx.billed.append((usage, cost))
-        self.ledger.record(
-            usage_record(
-                ctx,
-                d,
-                kind="attempt",
-                usage=usage,
-                status=status,
-                latency_ms=outcome.attempt_ms,
-                ttft_ms=None,
-                reason="gate failed",
-                error=str(outcome.gate_failure),
-                fallbacks=outcome.fallbacks,
-                cost=cost,
-            )
-        )
-        if d.rate:
-            await self.count_served_tokens(ctx, d, usage)
-
-    def _serve_gated(self, ctx: CallContext, kept: Outcome) -> Outcome:
-        """No better answer came: the kept one is served, saying which gate it failed."""
-        assert ctx.gate is not None
-        why = "escalations used up" if not ctx.gate.may_escalate else "no higher tier answered"
-        kept.reason = f"{kept.reason}; {kept.deployment.name} failed {kept.gate_failure}; served anyway ({why})"
-        kept.gate_failure = None
-        return kept
 
     async def _rate_refusal(self, ctx: CallContext, d: Deployment) -> float | None:
         """Count the request in the deployment's own rpm/tpm; when it is at one, say so in the failures and
@@ -416,7 +365,7 @@ class Executor:
             cut.gate_failure, cut.attempt_ms = GateFailure("incomplete", "cut while held"), 0.0
             if ctx.hold.budgeted:
                 await ctx.hold.settle(d.usage_cost(s.usage), s.usage)
-            await self._record_gated(ctx, cut, status=499)
+            await self.unserved.record(ctx, cut, status=499)
             raise
         ctx.upstream_ms += (time.perf_counter() - t_hold) * 1000
         outcome = self._outcome(ctx, d, candidate, stream=held)

@@ -11,9 +11,9 @@ it stands. Either way the events read are bounded by the deployment's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from tiergate.adapters.base import UpstreamReply, UpstreamStream
 from tiergate.adapters.gate_requests import expectations
@@ -21,6 +21,13 @@ from tiergate.adapters.gate_views import GATED_PROTOCOLS, StreamView, reply_view
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
 from tiergate.core.gates import Expectations, GateFailure, GatePolicy, GateRule, judge
+from tiergate.core.types import Usage, UsageRecord
+from tiergate.observability.metrics import Metrics
+from tiergate.router.context import CallContext, Outcome, usage_record
+
+
+class LedgerSink(Protocol):
+    def record(self, rec: UsageRecord) -> None: ...
 
 
 @dataclass(slots=True)
@@ -100,3 +107,65 @@ async def _replay(events: list[bytes], more: Iterable[bytes] | AsyncIterator[byt
     if isinstance(more, AsyncIterator):
         async for ev in more:
             yield ev
+
+
+class UnservedAnswers:
+    """Answers that failed a gate: paid for when the request moves on, and in the ledger as billed attempts
+    unless one of them is served in the end (then its request row bills it, once)."""
+
+    def __init__(
+        self,
+        ledger: LedgerSink,
+        metrics: Metrics,
+        count_tokens: Callable[[CallContext, Deployment, Usage], Awaitable[None]],
+    ) -> None:
+        self.ledger = ledger
+        self.metrics = metrics
+        self.count_tokens = count_tokens  # into the deployment's tpm (its rpm/tpm quota)
+
+    async def failed(self, ctx: CallContext, outcome: Outcome, kept: Outcome | None) -> Outcome:
+        """An answer failed a gate: pay for it now (its budget hold settled) and keep it in case no
+        better one comes; the answer kept before it is in the ledger from here on."""
+        assert ctx.gate is not None and outcome.gate_failure is not None
+        d, failure = outcome.deployment, outcome.gate_failure
+        ctx.gate.failed += 1
+        ctx.failures.append((d.name, str(failure)))
+        self.metrics.gate_failures.labels(d.name, failure.gate).inc()
+        if kept is not None:
+            await self.record(ctx, kept)
+        if ctx.hold.budgeted:
+            await ctx.hold.settle(d.usage_cost(outcome.usage), outcome.usage)
+        return outcome
+
+    async def record(self, ctx: CallContext, outcome: Outcome, *, status: int = 200) -> None:
+        """A paid answer that is not served: a billed attempt row, its tokens in the deployment's tpm."""
+        d, usage = outcome.deployment, outcome.usage
+        if outcome.stream is not None:
+            outcome.stream.close()
+        cost = d.usage_cost(usage)
+        ctx.billed.append((usage, cost))
+        self.ledger.record(
+            usage_record(
+                ctx,
+                d,
+                kind="attempt",
+                usage=usage,
+                status=status,
+                latency_ms=outcome.attempt_ms,
+                ttft_ms=None,
+                reason="gate failed",
+                error=str(outcome.gate_failure),
+                fallbacks=outcome.fallbacks,
+                cost=cost,
+            )
+        )
+        if d.rate:
+            await self.count_tokens(ctx, d, usage)
+
+    def serve_kept(self, ctx: CallContext, kept: Outcome) -> Outcome:
+        """No better answer came: the kept one is served, saying which gate it failed."""
+        assert ctx.gate is not None
+        why = "escalations used up" if not ctx.gate.may_escalate else "no higher tier answered"
+        kept.reason = f"{kept.reason}; {kept.deployment.name} failed {kept.gate_failure}; served anyway ({why})"
+        kept.gate_failure = None
+        return kept
