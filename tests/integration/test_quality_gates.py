@@ -18,7 +18,7 @@ import pytest
 from google import genai
 from google.genai import types
 
-from procs import MASTER_KEY, tiered_config
+from procs import MASTER_KEY, http, tiered_config
 
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
 CHEAP_COST = (1000 * 0.15 + 500 * 0.6) / 1e6  # the cheap tier's price for the failed answer
@@ -301,3 +301,32 @@ def test_json_schema_and_configured_checks(tiers):
     )
     # the coding task starts at tier 1 (cheap); its answer lacks "def " and climbs to the frontier
     assert raw.headers["x-tiergate-deployment"] == "frontier" and "gate regex" in raw.headers["x-tiergate-reason"]
+
+
+def health_budget(gw) -> dict:
+    status, _, body = http("GET", f"{gw.base_url}/health")
+    assert status == 200
+    [b] = json.loads(body)["budgets"]
+    return b
+
+
+def test_the_failed_answer_is_in_the_budget_the_report_and_both_after_a_restart(standins, gateway):
+    cheap = standins(name="cheap", models=["gpt-4o-mini"])
+    frontier = standins(name="frontier", models=["gpt-4o"])
+    cfg = tiered_config(None, cheap, frontier, num_retries=0)
+    cfg["budgets"] = [{"scope": "global", "window": "day", "limit_usd": 100}]
+    gw = gateway(cfg)
+    cheap.faults({"mode": "reply", "body": EMPTY})
+    oai(gw).chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    [req] = gw.rows_when("kind='request'", 1)
+    [att] = gw.ledger_rows("kind='attempt'")
+    paid = req["cost_usd"] + att["cost_usd"]
+    assert att["cost_usd"] == pytest.approx(CHEAP_COST) and req["cost_usd"] > 0
+    b = health_budget(gw)
+    assert b["spent_usd"] == pytest.approx(paid, abs=1e-6) and b["reserved_usd"] == 0 and b["calls"] == 2
+    report = json.loads(gw.cli("report", "--json").stdout)
+    assert report["cost_usd"] == pytest.approx(paid) and report["gate_failures"] == 1 and report["requests"] == 1
+    assert report["by_deployment"]["cheap"]["requests"] == 0  # paid there, served elsewhere
+    gw.stop()
+    gw2 = gateway(cfg)  # same ledger: the budget is rebuilt from it, the failed answer included
+    assert health_budget(gw2)["spent_usd"] == pytest.approx(paid, abs=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -87,3 +89,52 @@ def test_killed_local_engine_fails_over_to_cloud(standins, gateway):
     )
     assert after.headers["x-tiergate-deployment"] == "cheap"
     assert "local-smol failed" in after.headers["x-tiergate-reason"]
+
+
+def test_a_json_extraction_the_local_model_cannot_finish_fails_its_gate_and_escalates(llama, standins, gateway):
+    """SmolLM2-135M under llama.cpp's grammar for the schema writes valid JSON as far as it goes, but a
+    200-character summary does not fit 16 tokens: stopped for length, the answer is not JSON. The gate sends
+    the request to tier 1 (a stand-in answering the schema), and the local attempt is on the ledger with
+    the engine's own token counts."""
+    cheap = standins(name="cheap", models=["gpt-4o-mini"])
+    good = '{"name": "Ada Lovelace", "summary": "' + "an English mathematician and writer " * 6 + '"}'
+    cheap.faults(
+        {
+            "mode": "reply",
+            "body": json.dumps(
+                {
+                    "id": "chatcmpl-x",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": "gpt-4o-mini",
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": good}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 40, "completion_tokens": 60, "total_tokens": 100},
+                }
+            ),
+        }
+    )
+    gw = gateway(config(llama, cheap))
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "summary": {"type": "string", "minLength": 200}},
+        "required": ["name", "summary"],
+    }
+    c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Extract the person: Ada Lovelace was an English mathematician."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+        max_tokens=16,
+    )
+    assert raw.headers["x-tiergate-deployment"] == "cheap", raw.headers["x-tiergate-reason"]
+    assert "local-smol failed (gate invalid_json" in raw.headers["x-tiergate-reason"]
+    assert json.loads(raw.parse().choices[0].message.content)["name"] == "Ada Lovelace"
+    [sent] = [q["body"] for q in cheap.requests() if q["method"] == "POST"]
+    assert sent["response_format"]["json_schema"]["schema"] == schema  # the client's request, unchanged
+    [att] = gw.rows_when("kind='attempt'", 1)
+    assert att["deployment"] == "local-smol" and att["error"].startswith("gate invalid_json")
+    assert att["usage_estimated"] == 0 and att["completion_tokens"] == 16 and att["prompt_tokens"] > 0
+    [req] = gw.rows_when("kind='request'", 1)
+    assert req["deployment"] == "cheap" and req["status"] == 200

@@ -372,3 +372,45 @@ def test_readers_and_gates_take_any_input(protocol, body, raw, schema):
     if isinstance(schema, dict):
         assert schema_problem(body, schema) is None or isinstance(schema_problem(body, schema), str)
         judge(AnswerView(text=orjson.dumps(body).decode()), Expectations(json=True, schema=schema), RULE)
+
+
+# ----------------------------------------------------------------------------- the chat lane's shortcut
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "plain"),
+    [
+        ('"Hello there"', {}, True),
+        ('""', {}, False),
+        ('" "', {}, False),
+        ('"\\n\\nHi"', {}, False),  # starts with an escape: parsed and judged (passes: text after strip)
+        ("null", {}, False),
+        ('"Hi"', {"refusal": "I can't"}, False),
+        ('"Hi"', {"tool_calls": []}, False),
+        ('"Hi"', {"refusal": None}, True),
+    ],
+)
+def test_plainly_answered_replies_skip_the_parse(content, extra, plain):
+    from tiergate.adapters.gate_views import plainly_answered
+
+    msg = orjson.dumps({"role": "assistant", **extra}).decode()[:-1] + f', "content": {content}}}'
+    body = f'{{"id": "x", "choices": [{{"index": 0, "message": {msg}, "finish_reason": "stop"}}]}}'.encode()
+    assert plainly_answered(body, RULE) is plain
+    assert plainly_answered(body.replace(b": ", b":"), RULE) is plain  # compact JSON too
+    assert not plainly_answered(body, GateRule(min_chars=3))  # a check on the text: always parsed
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    message=st.dictionaries(
+        st.sampled_from(["content", "refusal", "tool_calls", "reasoning_content", "role"]), ANY_JSON, max_size=5
+    ),
+    compact=st.booleans(),
+)
+def test_the_shortcut_never_passes_an_answer_a_gate_would_fail(message, compact):
+    from tiergate.adapters.gate_views import plainly_answered
+
+    obj = {"choices": [{"index": 0, "message": message, "finish_reason": "length"}]}
+    body = orjson.dumps(obj) if compact else json.dumps(obj).encode()
+    if plainly_answered(body, RULE):
+        assert judge(reply_view("openai-chat", body), NO_EXPECTATIONS, RULE) is None

@@ -28,7 +28,7 @@ def _name(value: Any) -> str | None:
 def expectations(protocol: str, body: JsonObject) -> Expectations:
     """The request's expectations; NO_EXPECTATIONS when it asks for neither JSON nor tools."""
     read = _READERS.get(protocol)
-    if read is None:
+    if read is None or _KEYS[protocol].isdisjoint(body):  # the usual request: no field to read, no call
         return NO_EXPECTATIONS
     json, schema, tools, known = read(body)
     if not json and not tools and known:
@@ -135,4 +135,12 @@ _READERS = {
     "ollama-chat": _ollama,
     "ollama-generate": _ollama,
     "gemini-generate": _gemini,
+}
+_KEYS = {  # the top-level fields each reader looks at
+    "openai-chat": frozenset({"response_format", "tools", "functions"}),
+    "anthropic-messages": frozenset({"output_format", "tools"}),
+    "openai-responses": frozenset({"text", "tools"}),
+    "ollama-chat": frozenset({"format", "tools"}),
+    "ollama-generate": frozenset({"format", "tools"}),
+    "gemini-generate": frozenset({"generationConfig", "generation_config", "tools"}),
 }

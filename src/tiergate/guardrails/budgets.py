@@ -386,7 +386,8 @@ class BudgetGuard:
         Every answered request counts, whatever its status: each one settled its cost (a stream the
         client left, 499, was billed for what it used) and kept its call. Only requests that never
         reached a deployment (no row deployment, nothing settled) are left out. Reading only
-        ``status < 400`` forgot every billed 499 and 5xx at each restart.
+        ``status < 400`` forgot every billed 499 and 5xx at each restart. An answer that failed a quality
+        gate settled its cost and call too (a billed attempt row).
         """
         now = self.clock()
         for b in self.budgets:
@@ -394,7 +395,8 @@ class BudgetGuard:
             wk = window_key(b.window, now, self.tz)
             rows = ledger.query(
                 "SELECT key_name, agent, session, task, deployment, cost_usd FROM usage "
-                "WHERE kind = 'request' AND deployment IS NOT NULL AND ts >= ? AND ts < ?",
+                "WHERE kind IN ('request', 'attempt') AND deployment IS NOT NULL AND ts >= ? AND ts < ? "
+                "AND (kind = 'request' OR reason = 'gate failed')",  # answers that failed a gate were paid, a call each
                 (start, end),
             )
             totals: dict[str, list[float]] = {}

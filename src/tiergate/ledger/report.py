@@ -51,7 +51,7 @@ class Group:
     saved_vs_priciest_used_usd: float = 0.0
 
     def add(self, row: Row, frontier: float, priciest: float) -> None:
-        self.requests += 1
+        self.requests += not row.gated
         self.prompt_tokens += row.prompt_tokens
         self.completion_tokens += row.completion_tokens
         self.cache_read_tokens += row.cache_read_tokens
@@ -79,6 +79,7 @@ class Row:
     cache_write_tokens: int
     cost_usd: float
     answered: bool = True  # status < 400; a billed failure (abandoned or cut) is False
+    gated: bool = False  # an answer that failed a quality gate: paid, not served (an attempt, not a request)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Report:
     failed_requests: int = 0
     billed_failures: int = 0  # of failed_requests: reached a deployment and billed for what it generated
     failed_attempts: int = 0
+    gate_failures: int = 0  # of failed_attempts: answers that failed a quality gate, paid for (in the cost)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_read_tokens: int = 0
@@ -164,7 +166,7 @@ def build_report(
     start, end = period_bounds(since, until, tz)
     rows = ledger.query(
         "SELECT ts, kind, deployment, tier, local, agent, task, prompt_tokens, completion_tokens, cost_usd, status, "
-        "extra FROM usage WHERE kind IN ('request', 'attempt') AND ts >= ? AND ts < ?",  # the (kind, ts) index
+        "reason, extra FROM usage WHERE kind IN ('request', 'attempt') AND ts >= ? AND ts < ?",  # the (kind, ts) index
         (start, end),
     )
     billed = []
@@ -172,38 +174,45 @@ def build_report(
     for r in rows:
         if r["kind"] == "attempt":
             rep.failed_attempts += 1
+            if r["reason"] == "gate failed":  # paid for: its tokens and cost are the period's too
+                rep.gate_failures += 1
+                billed.append(_row(r, answered=False, gated=True))
         elif not r["deployment"]:
             rep.failed_requests += 1
         else:
             if r["status"] >= 400:
                 rep.failed_requests += 1
-            billed.append(
-                Row(
-                    r["ts"],
-                    r["deployment"],
-                    r["tier"],
-                    bool(r["local"]),
-                    r["agent"],
-                    r["task"],
-                    r["prompt_tokens"],
-                    r["completion_tokens"],
-                    *_cache_tokens(r["extra"]),
-                    r["cost_usd"],
-                    r["status"] < 400,
-                )
-            )
+            billed.append(_row(r, answered=r["status"] < 400))
     return summarize(rep, billed, catalog)
+
+
+def _row(r: Any, *, answered: bool, gated: bool = False) -> Row:
+    return Row(
+        r["ts"],
+        r["deployment"],
+        r["tier"],
+        bool(r["local"]),
+        r["agent"],
+        r["task"],
+        r["prompt_tokens"],
+        r["completion_tokens"],
+        *_cache_tokens(r["extra"]),
+        r["cost_usd"],
+        answered,
+        gated,
+    )
 
 
 def summarize(rep: Report, billed: list[Row], catalog: Catalog | None) -> Report:
     """Totals, groups and both counterfactuals of the rows that reached a deployment (pure: table-tested)."""
     served = [r for r in billed if r.answered]
-    rep.billed_failures = len(billed) - len(served)
+    rep.billed_failures = sum(1 for r in billed if not r.answered and not r.gated)
     frontier = frontier_reference(catalog) if catalog is not None else None
     priciest = priciest_used(catalog, {r.deployment for r in billed}) if catalog is not None else None
     total = Group()
     for r in billed:
-        f, p = _cost_on(frontier, r), _cost_on(priciest, r)
+        # all on the frontier, no answer would have failed a gate: a gated attempt has no counterpart there
+        f, p = (0.0, 0.0) if r.gated else (_cost_on(frontier, r), _cost_on(priciest, r))
         total.add(r, f, p)
         for groups, key in (
             (rep.by_deployment, r.deployment),
@@ -249,7 +258,8 @@ def format_report(rep: Report) -> str:
         f"  requests served: {rep.requests}   failed: {rep.failed_requests}"
         + (f" ({rep.billed_failures} billed for what they generated)" if rep.billed_failures else "")
         + "   "
-        f"failed attempts (retried or fell over): {rep.failed_attempts}",
+        f"failed attempts (retried or fell over): {rep.failed_attempts}"
+        + (f", of them {rep.gate_failures} answers that failed a gate (paid, escalated)" if rep.gate_failures else ""),
         f"  tokens in/out: {rep.prompt_tokens}/{rep.completion_tokens}"
         + (
             f"   cache read/write: {rep.cache_read_tokens}/{rep.cache_write_tokens}"

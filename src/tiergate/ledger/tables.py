@@ -247,12 +247,14 @@ class LedgerTables:
         first = self.query("SELECT min(first_seen) AS f FROM sessions WHERE last_seen >= ?", (live_since,))
         scan_from = min(live_since, (first[0]["f"] if first and first[0]["f"] is not None else live_since) - slack_s)
         return self.query(
-            "SELECT u.sid AS session, min(u.key_name) AS key_name, min(u.agent) AS agent, count(*) AS requests, "
+            "SELECT u.sid AS session, min(u.key_name) AS key_name, min(u.agent) AS agent, "
+            "sum(CASE WHEN u.kind = 'request' THEN 1 ELSE 0 END) AS requests, "
             "sum(u.prompt_tokens) AS prompt_tokens, sum(u.completion_tokens) AS completion_tokens, "
             "sum(u.cost_usd) AS cost_usd, min(u.ts) AS first_ts, max(u.ts + u.latency_ms / 1000.0) AS last_ts "
             "FROM (SELECT COALESCE(NULLIF(session, ''), key_name || ':' || COALESCE(agent, '-')) AS sid, "
-            "key_name, agent, ts, latency_ms, prompt_tokens, completion_tokens, cost_usd FROM usage "
-            "WHERE kind = 'request' AND deployment IS NOT NULL AND ts >= ?) u "
+            "key_name, agent, kind, ts, latency_ms, prompt_tokens, completion_tokens, cost_usd FROM usage "
+            "WHERE kind IN ('request', 'attempt') AND deployment IS NOT NULL AND ts >= ? "
+            "AND (kind = 'request' OR reason = 'gate failed')) u "  # answers that failed a gate: paid too
             "LEFT JOIN sessions s ON s.session = u.sid "
             "WHERE CASE WHEN s.session IS NOT NULL AND s.last_seen >= ? THEN u.ts >= s.first_seen - ? "
             "ELSE u.ts >= ? END "

@@ -53,6 +53,7 @@ class CallContext:
     upstream_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
     gate: RequestGate | None = None  # the quality gates its answers face (None: not gated)
+    gate_failures: int = 0  # its answers that failed one so far
     billed: list[tuple[Usage, float]] = field(default_factory=list)  # answers that failed a gate: paid, not served
 
 

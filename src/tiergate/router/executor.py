@@ -49,7 +49,7 @@ from tiergate.router.context import (
     summarize_failures,
     usage_record,
 )
-from tiergate.router.gating import LedgerSink, RequestGate, UnservedAnswers
+from tiergate.router.gating import Gates, LedgerSink, UnservedAnswers
 from tiergate.router.policy import AUTO_NAMES, TASK_PREFIX, Planner, WorldSnapshot, decide
 from tiergate.state.base import SharedState
 
@@ -85,7 +85,7 @@ class Executor:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.local = local
-        self.gates = gates
+        self.gates = Gates(gates)
         self.context_reroute_at = context_reroute_at
         self.catalog = catalog
         self.routing = routing
@@ -180,9 +180,9 @@ class Executor:
         hold = ctx.hold
         ctx.plan = plan
         f = ctx.features
-        if ctx.gate is None and self.gates.apply_to != "none":
-            ctx.gate = RequestGate.for_request(
-                self.gates, ctx.protocol, body, task=ctx.identity.task, model=f.model, routed=self._routed(f.model)
+        if ctx.gate is None and self.gates.policy.apply_to != "none":
+            ctx.gate = self.gates.for_request(
+                ctx.protocol, body, task=ctx.identity.task, model=f.model, routed=self._routed(f.model)
             )
         rate_waits: list[float] = []  # candidates skipped at their own rpm/tpm: how long until each has room
         kept: Outcome | None = None  # the last answer that failed a gate, not yet in the ledger
@@ -223,9 +223,9 @@ class Executor:
                         await self.unserved.record(ctx, kept)
                     return outcome
                 kept = await self.unserved.failed(ctx, outcome, kept)
-                if ctx.gate is None or not ctx.gate.may_escalate:
+                if ctx.gate is None or not ctx.gate.may_escalate(ctx.gate_failures):
                     break
-                if self.gates.escalate_to == "next_tier":
+                if self.gates.policy.escalate_to == "next_tier":
                     floor = candidate.tier
         except BaseException:
             if kept is not None:  # paid for: in the ledger whatever ends the request
@@ -447,7 +447,7 @@ class Executor:
         if ctx.failures:
             reason = f"{reason}; after {summarize_failures(ctx.failures)}"
             self.metrics.child(self.metrics.fallbacks, d.name).inc()
-            if ctx.gate is not None and ctx.gate.failed:
+            if ctx.gate_failures:
                 reason = f"{reason}; escalated to tier {c.tier} on a failed gate"
         if ctx.notes:
             reason = f"{reason}; {'; '.join(ctx.notes)}"

@@ -1,6 +1,6 @@
 """The quality gates at work on one request's answers: judge a reply, hold or prefix a stream.
 
-The executor asks ``RequestGate.for_request`` once per request (None: not
+The executor asks ``Gates.for_request`` once per request (None: not
 gated, nothing more is done) and, for each answer it gets, ``judge_reply`` or
 ``hold_stream``. A held stream is read to its end before anything reaches
 the client and replayed from memory when it passes; a prefixed one is read
@@ -12,12 +12,12 @@ it stands. Either way the events read are bounded by the deployment's
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from tiergate.adapters.base import UpstreamReply, UpstreamStream
 from tiergate.adapters.gate_requests import expectations
-from tiergate.adapters.gate_views import GATED_PROTOCOLS, StreamView, reply_view
+from tiergate.adapters.gate_views import GATED_PROTOCOLS, StreamView, plainly_answered, reply_view
 from tiergate.core.catalog import Deployment
 from tiergate.core.errors import AttemptError
 from tiergate.core.gates import Expectations, GateFailure, GatePolicy, GateRule, judge
@@ -30,37 +30,49 @@ class LedgerSink(Protocol):
     def record(self, rec: UsageRecord) -> None: ...
 
 
-@dataclass(slots=True)
-class RequestGate:
-    """One request's gates: its rule, what its body asked for, and the policy's escalation limits."""
+class Gates:
+    """The policy, and the gates of each request it covers."""
 
-    policy: GatePolicy
-    rule: GateRule
-    expect: Expectations
-    protocol: str
-    failed: int = 0  # answers that failed a gate so far
+    def __init__(self, policy: GatePolicy) -> None:
+        self.policy = policy
 
-    @classmethod
     def for_request(
-        cls, policy: GatePolicy, protocol: str, body: dict[str, Any], *, task: str | None, model: str, routed: bool
+        self, protocol: str, body: dict[str, Any], *, task: str | None, model: str, routed: bool
     ) -> RequestGate | None:
         if protocol not in GATED_PROTOCOLS:
             return None
-        rule = policy.for_request(task, model, routed=routed)
-        if rule is None:
-            return None
-        return cls(policy, rule, expectations(protocol, body), protocol)
+        rule = self.policy.for_request(task, model, routed=routed)
+        return None if rule is None else RequestGate(self.policy, rule, protocol, body)
+
+
+class RequestGate:
+    """One request's gates: its rule, what its body asked for (read when first needed), the escalation
+    limits. How many of its answers failed is counted on the request (CallContext.gate_failures)."""
+
+    __slots__ = ("policy", "rule", "protocol", "body", "_expect")
+
+    def __init__(self, policy: GatePolicy, rule: GateRule, protocol: str, body: dict[str, Any]) -> None:
+        self.policy, self.rule, self.protocol, self.body = policy, rule, protocol, body
+        self._expect: Expectations | None = None
+
+    @property
+    def expect(self) -> Expectations:
+        if self._expect is None:
+            self._expect = expectations(self.protocol, self.body)
+        return self._expect
 
     def rule_for(self, d: Deployment) -> GateRule:
         return self.policy.for_deployment(self.rule, d.name)
 
-    @property
-    def may_escalate(self) -> bool:
-        return self.failed <= self.policy.max_escalations
+    def may_escalate(self, failed: int) -> bool:
+        return failed <= self.policy.max_escalations
 
     def judge_reply(self, d: Deployment, reply: UpstreamReply) -> GateFailure | None:
         rule = self.rule_for(d)
         if not rule.enabled:
+            return None
+        # a text answer to a request that asked for no JSON: judged without parsing when plainly answered
+        if self.protocol == "openai-chat" and "response_format" not in self.body and plainly_answered(reply.body, rule):
             return None
         view = reply_view(self.protocol, reply.body)
         return None if view is None else judge(view, self.expect, rule)
@@ -128,7 +140,7 @@ class UnservedAnswers:
         better one comes; the answer kept before it is in the ledger from here on."""
         assert ctx.gate is not None and outcome.gate_failure is not None
         d, failure = outcome.deployment, outcome.gate_failure
-        ctx.gate.failed += 1
+        ctx.gate_failures += 1
         ctx.failures.append((d.name, str(failure)))
         self.metrics.gate_failures.labels(d.name, failure.gate).inc()
         if kept is not None:
@@ -165,7 +177,7 @@ class UnservedAnswers:
     def serve_kept(self, ctx: CallContext, kept: Outcome) -> Outcome:
         """No better answer came: the kept one is served, saying which gate it failed."""
         assert ctx.gate is not None
-        why = "escalations used up" if not ctx.gate.may_escalate else "no higher tier answered"
+        why = "no higher tier answered" if ctx.gate.may_escalate(ctx.gate_failures) else "escalations used up"
         kept.reason = f"{kept.reason}; {kept.deployment.name} failed {kept.gate_failure}; served anyway ({why})"
         kept.gate_failure = None
         return kept
