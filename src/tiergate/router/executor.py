@@ -181,9 +181,9 @@ class Executor:
         ctx.plan = plan
         f = ctx.features
         if ctx.gate is None and self.gates.policy.apply_to != "none":
-            ctx.gate = self.gates.for_request(
-                ctx.protocol, body, task=ctx.identity.task, model=f.model, routed=self._routed(f.model)
-            )
+            m = f.model
+            routed = m in AUTO_NAMES or m.startswith(TASK_PREFIX) or _routed_by_tier(m, self.catalog)
+            ctx.gate = self.gates.for_request(ctx.protocol, body, task=ctx.identity.task, model=m, routed=routed)
         rate_waits: list[float] = []  # candidates skipped at their own rpm/tpm: how long until each has room
         kept: Outcome | None = None  # the last answer that failed a gate, not yet in the ledger
         floor = -1  # after a failed gate, only candidates above this tier (escalate_to: next_tier)
@@ -241,9 +241,6 @@ class Executor:
                 f"every candidate is at its rate limit: {detail}", retry_after=max(1, ceil(min(rate_waits)))
             )
         raise AllCandidatesFailed(f"every candidate failed: {detail}", failures=list(ctx.failures))
-
-    def _routed(self, model: str) -> bool:
-        return _routed_by_tier(model, self.catalog)
 
     async def _rate_refusal(self, ctx: CallContext, d: Deployment) -> float | None:
         """Count the request in the deployment's own rpm/tpm; when it is at one, say so in the failures and
