@@ -289,6 +289,31 @@ def show_failover(base_url: str, key: str, standin_urls: dict[str, str]) -> None
     )
 
 
+def show_gate(base_url: str, key: str) -> None:
+    """An extraction the small local model cannot finish: its answer fails a quality gate and climbs a tier."""
+    import openai
+
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "summary": {"type": "string", "minLength": 200}},
+        "required": ["name", "summary"],
+    }
+    c = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Extract the person: Ada Lovelace was an English mathematician."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+        max_tokens=16,
+        extra_headers={"X-Tiergate-Task": "extraction"},
+    )
+    dep = raw.headers["x-tiergate-deployment"]
+    sim = f" ({SIM})" if dep.startswith("sim-") else ""
+    say(
+        f"\nquality gate: a JSON extraction (task extraction, tier 0) was served by {dep}"
+        f"{sim}\n  reason ({SIM} clouds): {raw.headers['x-tiergate-reason']}"
+    )
+
+
 def codex_command(base_url: str) -> str:
     """Codex pointed at this gateway without a config file (docs/clients.md has the config.toml form)."""
     provider = (
@@ -349,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(model=auto, task from X-Tiergate-Task):"
         )
         run_burst(base_url, keys)
+        show_gate(base_url, keys["extractor"])
         show_failover(base_url, keys["coder"], {d["name"]: providers[d["provider"]]["base_url"] for d in deployments})
         time.sleep(0.3)
         report = subprocess.run(

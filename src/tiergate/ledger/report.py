@@ -259,7 +259,7 @@ def format_report(rep: Report) -> str:
         + (f" ({rep.billed_failures} billed for what they generated)" if rep.billed_failures else "")
         + "   "
         f"failed attempts (retried or fell over): {rep.failed_attempts}"
-        + (f", of them {rep.gate_failures} answers that failed a gate (paid, escalated)" if rep.gate_failures else ""),
+        + (f", of them answers that failed a gate (paid, escalated): {rep.gate_failures}" if rep.gate_failures else ""),
         f"  tokens in/out: {rep.prompt_tokens}/{rep.completion_tokens}"
         + (
             f"   cache read/write: {rep.cache_read_tokens}/{rep.cache_write_tokens}"

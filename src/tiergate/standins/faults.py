@@ -456,6 +456,39 @@ def tool_arguments(schema: Any) -> dict[str, Any]:
     return {key: defaults.get(kind, "Paris") if isinstance(kind, str) else "Paris"}
 
 
+def schema_instance(schema: Any, words: str = "Paris", depth: int = 0) -> Any:
+    """A value that fits a JSON schema's common keywords (type, required, enum, minLength, minimum,
+    minItems), as a vendor's structured output would: every required property and the first one."""
+    spec: dict[str, Any] = schema if isinstance(schema, dict) else {}
+    if isinstance(spec.get("enum"), list) and spec["enum"]:
+        return spec["enum"][0]
+    if "const" in spec:
+        return spec["const"]
+    kind = spec.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    if kind == "object" or (kind is None and isinstance(spec.get("properties"), dict)):
+        props: dict[str, Any] = spec["properties"] if isinstance(spec.get("properties"), dict) else {}
+        required = [k for k in spec.get("required") or () if isinstance(k, str)]
+        keys = list(dict.fromkeys([*required, *list(props)[:1]]))
+        if depth > 8:
+            return {}
+        return {k: schema_instance(props.get(k, {}), words, depth + 1) for k in keys}
+    if kind == "array":
+        n: int = spec["minItems"] if isinstance(spec.get("minItems"), int) else 1
+        return [schema_instance(spec.get("items", {}), words, depth + 1) for _ in range(min(max(n, 0), 20))]
+    if kind in ("integer", "number"):
+        low = spec.get("minimum")
+        return low if isinstance(low, int | float) and not isinstance(low, bool) else (1 if kind == "integer" else 1.5)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    text, least = words, spec.get("minLength")
+    if isinstance(least, int) and len(text) < least:
+        text = (text + " ") * (min(least, 10_000) // (len(text) + 1) + 1)
+    return text.strip() if not isinstance(least, int) or len(text.strip()) >= least else text
+
+
 def split_text(text: str, pieces: int) -> list[str]:
     """Split into ``pieces`` near-equal non-empty slices (fewer if text is short).
 

@@ -25,6 +25,7 @@ from .faults import (
     json_response,
     new_id,
     parse_json,
+    schema_instance,
     scripted_reply,
     split_text,
     text_of,
@@ -170,6 +171,20 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
+def structured(body: dict[str, Any], text: str) -> str:
+    """The answer as OpenAI's structured outputs give it: JSON fitting ``response_format``'s schema, a
+    JSON object for json_object, else the text itself."""
+    rf = body.get("response_format")
+    rf = rf if isinstance(rf, dict) else {}
+    kind = rf.get("type")
+    if kind == "json_schema":
+        js = rf["json_schema"] if isinstance(rf.get("json_schema"), dict) else {}
+        return orjson.dumps(schema_instance(js.get("schema", {}), text)).decode()
+    if kind == "json_object":
+        return orjson.dumps({"answer": text}).decode()
+    return text
+
+
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     cfg = request.app[_CONFIG]
     return await chat_reply(request, cfg, await _body(request, cfg))
@@ -223,7 +238,7 @@ async def chat_reply(
     else:
         reply = scripted_reply(cfg.name, prompt_text, max_tokens=limit, stop=stop)
         completion = reply.tokens
-        message = {"role": "assistant", "content": reply.text}
+        message = {"role": "assistant", "content": structured(body, reply.text)}
         finish = "length" if reply.truncated else "stop"
     message.update(refusal=None, annotations=[])
     ident, created = new_id("chatcmpl-", 29), int(time.time())
