@@ -151,3 +151,40 @@ def test_litellm_unknown_provider_prefix_is_named():
     message = err(raw)
     assert "model_list[0].litellm_params.model: provider prefix 'opnai' is not supported; allowed: " in message
     assert "mistral" in message and "openai" in message
+
+
+@pytest.mark.parametrize(
+    ("gates", "fragments"),
+    [
+        ({"stream": "buffer"}, ["gates.stream", "auto", "hold", "prefix", "off"]),
+        ({"checks": ["empty", "vibes"]}, ["gates.checks[1]", "empty", "invalid_json", "tool_schema"]),
+        ({"refusal_patterns": ["(unclosed"]}, ["gates.refusal_patterns", "[0]", "not a regular expression"]),
+        ({"tasks": {"coding": {"regex": ["[z-a]"]}}}, ["gates.tasks.coding.regex", "not a regular expression"]),
+        ({"deployments": {"nope": {"enabled": False}}}, ["gates.deployments.nope", "unknown deployment", "local-8b"]),
+        ({"aliases": {"fast": {"enabled": True}}}, ["gates.aliases.fast", "unknown alias", "auto", "local-8b"]),
+        ({"tasks": {"poetry": {"min_chars": 5}}}, ["gates.tasks.poetry", "unknown task", "coding"]),
+        ({"max_escalations": -1}, ["gates.max_escalations", "greater than or equal to 0"]),
+        ({"apply_to": "some"}, ["gates.apply_to", "routed", "all", "none"]),
+        ({"escalate_to": "up"}, ["gates.escalate_to", "next_tier", "next_candidate"]),
+        ({"prefix_chars": 0}, ["gates.prefix_chars", "greater than or equal to 1"]),
+        ({"typo": 1}, ["gates.typo", "unknown field", "max_escalations"]),
+    ],
+)
+def test_gate_config_errors_name_the_field_and_the_allowed_values(gates, fragments):
+    message = err({**BASE, "tasks": {"coding": 1}, "gates": gates})
+    for f in fragments:
+        assert f in message, (f, message)
+
+
+def test_gate_config_becomes_the_policy():
+    cfg = config_from_dict(
+        {
+            **BASE,
+            "tasks": {"Extraction": 0},
+            "gates": {"max_escalations": 1, "min_chars": 3, "tasks": {"EXTRACTION": {"stream": "hold"}}},
+        },
+        env={},
+    )
+    policy = cfg.gates.policy()
+    rule = policy.for_request("extraction", "auto", routed=True)
+    assert policy.max_escalations == 1 and rule is not None and rule.stream == "hold" and rule.min_chars == 3
