@@ -19,7 +19,6 @@ from tiergate.adapters.base import UpstreamReply, UpstreamStream
 from tiergate.adapters.gate_requests import expectations
 from tiergate.adapters.gate_views import GATED_PROTOCOLS, StreamView, plainly_answered, reply_view
 from tiergate.core.catalog import Deployment
-from tiergate.core.errors import AttemptError
 from tiergate.core.gates import Expectations, GateFailure, GatePolicy, GateRule, judge
 from tiergate.core.types import Usage, UsageRecord
 from tiergate.observability.metrics import Metrics
@@ -89,14 +88,15 @@ class RequestGate:
         cap = d.limits.max_response_bytes
         for ev in held:
             reader.feed(ev)
-        ended = True
+        ended = False  # the stream's last event is in hand (else the relay goes on with s.rest)
         if mode == "hold" or reader.visible < rule.prefix_chars:
-            ended = False
             async for ev in s.rest:
                 size += len(ev)
-                if size > cap:
+                if size > cap:  # paid for as far as it went, and not served whole: an incomplete answer
                     s.close()
-                    raise AttemptError("protocol", f"a held stream passed {cap / 1048576:g} MB (max_response_mb)")
+                    s.status.fail(f"a held stream passed {cap / 1048576:g} MB (max_response_mb)")
+                    ended = True
+                    break
                 held.append(ev)
                 reader.feed(ev)
                 if mode == "prefix" and reader.visible >= rule.prefix_chars:
