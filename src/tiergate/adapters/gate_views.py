@@ -184,25 +184,51 @@ def _gemini_chunk(view: AnswerView, obj: JsonObject) -> None:
 
 
 class StreamView:
-    """Fed a stream's events in order (SSE events, or NDJSON lines for Ollama); ``view`` is what they said."""
+    """Fed a stream's events in order (SSE events, or NDJSON lines for Ollama); ``finished`` is what they said.
+
+    Pieces are kept in lists and joined once at the end: a held stream may run to ``max_response_mb``
+    in thousands of events, and adding to one string per event would copy it each time.
+    """
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
-        self.view = AnswerView(complete=False)
-        self._calls: dict[Any, list[Any]] = {}  # OpenAI and Anthropic tool calls by index: [name, arguments]
+        self.view = AnswerView(complete=False)  # flags as they arrive; text and reasoning in the lists
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._refusal: list[str] = []
+        self._visible = 0  # characters of text other than whitespace, so far
+        self._calls: dict[Any, list[Any]] = {}  # OpenAI, Anthropic: index -> [name, start input, fragments]
         self._final: JsonObject | None = None  # Responses: the response of its closing event
 
     @property
     def visible(self) -> int:
         """Characters of answer seen so far (text, or tool calls begun: a call is visible work)."""
-        return len(self.view.text.strip()) + 1000 * len(self._calls) + 1000 * len(self.view.tool_calls)
+        return self._visible + 1000 * (len(self._calls) + len(self.view.tool_calls))
+
+    def _add(self, text: str, reasoning: str = "") -> None:
+        if text:
+            self._text.append(text)
+            if not text.isspace():
+                self._visible += len(text.strip())
+        if reasoning:
+            self._reasoning.append(reasoning)
+
+    def _merge(self, part: AnswerView) -> None:
+        """One event read by the reply readers (Ollama lines, Gemini chunks), added."""
+        self._add(part.text, part.reasoning)
+        self.view.tool_calls += part.tool_calls
+        self.view.truncated = self.view.truncated or part.truncated
+        if part.refusal:
+            self._refusal = [part.refusal]
 
     def feed(self, event: bytes) -> None:
         if self.protocol in ("ollama-chat", "ollama-generate"):
             for line in event.splitlines():
                 obj = _load(line) if line.strip() else None
                 if obj is not None:
-                    _ollama_line(self.view, obj)
+                    part = AnswerView()
+                    _ollama_line(part, obj)
+                    self._merge(part)
                     if obj.get("done") is True:
                         self.view.complete = True
             return
@@ -217,21 +243,27 @@ class StreamView:
             if obj is not None:
                 self._event(name, obj)
 
+    def _call(self, key: Any, name: str = "", start: Any = None) -> list[Any]:
+        return self._calls.setdefault(key, [name, start, []])
+
     def _event(self, name: str | None, obj: JsonObject) -> None:
         p, view = self.protocol, self.view
         if p == "openai-chat":
             for choice in obj.get("choices") or ():
                 c = _obj(choice)
                 delta = _obj(c.get("delta"))
-                view.text += _str(delta.get("content"))
-                view.reasoning += _str(delta.get("reasoning_content")) or _str(delta.get("reasoning"))
-                view.refusal += _str(delta.get("refusal"))
+                self._add(
+                    _str(delta.get("content")), _str(delta.get("reasoning_content")) or _str(delta.get("reasoning"))
+                )
+                if refusal := _str(delta.get("refusal")):
+                    self._refusal.append(refusal)
                 for call in delta.get("tool_calls") or ():
                     tc = _obj(call)
-                    slot = self._calls.setdefault(tc.get("index", len(self._calls)), ["", ""])
+                    slot = self._call(tc.get("index", len(self._calls)))
                     fn = _obj(tc.get("function"))
                     slot[0] = slot[0] or _str(fn.get("name"))
-                    slot[1] += _str(fn.get("arguments"))
+                    if isinstance(fn.get("arguments"), str):
+                        slot[2].append(fn["arguments"])
                 if c.get("finish_reason") in LENGTH_STOPS:
                     view.truncated = True
         elif p == "anthropic-messages":
@@ -239,39 +271,38 @@ class StreamView:
             if kind == "content_block_start":
                 block = _obj(obj.get("content_block"))
                 if block.get("type") == "tool_use":
-                    start = block.get("input")
-                    self._calls[obj.get("index")] = [_str(block.get("name")), "" if not start else start]
+                    self._call(obj.get("index"), _str(block.get("name")), block.get("input") or None)
                 elif block.get("type") == "text":
-                    view.text += _str(block.get("text"))
+                    self._add(_str(block.get("text")))
             elif kind == "content_block_delta":
                 delta = _obj(obj.get("delta"))
                 dt = delta.get("type")
                 if dt == "text_delta":
-                    view.text += _str(delta.get("text"))
+                    self._add(_str(delta.get("text")))
                 elif dt == "thinking_delta":
-                    view.reasoning += _str(delta.get("thinking"))
+                    self._add("", _str(delta.get("thinking")))
                 elif dt == "input_json_delta" and obj.get("index") in self._calls:
-                    slot = self._calls[obj.get("index")]
-                    if isinstance(slot[1], str):
-                        slot[1] += _str(delta.get("partial_json"))
+                    self._calls[obj.get("index")][2].append(_str(delta.get("partial_json")))
             elif kind == "message_delta":
                 stop = _obj(obj.get("delta")).get("stop_reason")
                 view.truncated = stop in LENGTH_STOPS
                 if stop == "refusal":
-                    view.refusal = view.text or "stop_reason refusal"
+                    self._refusal = ["".join(self._text) or "stop_reason refusal"]
             elif kind == "message_stop":
                 view.complete = True
         elif p == "openai-responses":
             kind = obj.get("type") or name
             if kind == "response.output_text.delta":
-                view.text += _str(obj.get("delta"))
+                self._add(_str(obj.get("delta")))
             elif kind in ("response.completed", "response.incomplete", "response.failed"):
                 self._final = _obj(obj.get("response"))
                 view.complete = kind != "response.failed"
             elif kind == "response.output_item.added" and _obj(obj.get("item")).get("type") != "message":
-                self._calls[obj.get("output_index")] = ["", ""]  # visible work begun (a call, reasoning)
+                self._call(obj.get("output_index"))  # visible work begun (a call, reasoning)
         elif p == "gemini-generate":
-            _gemini_chunk(view, obj)
+            part = AnswerView()
+            _gemini_chunk(part, obj)
+            self._merge(part)
             cands = obj.get("candidates")
             if isinstance(cands, list) and cands and _obj(cands[0]).get("finishReason"):
                 view.complete = True
@@ -283,6 +314,15 @@ class StreamView:
             whole = AnswerView(complete=view.complete)
             _responses_object(whole, self._final)
             return whole
+        calls = list(view.tool_calls)
         if self.protocol in ("openai-chat", "anthropic-messages"):
-            view.tool_calls = [ToolCall(name, args) for name, args in self._calls.values()]
-        return view
+            for name, start, fragments in self._calls.values():
+                calls.append(ToolCall(name, "".join(fragments) if fragments or start is None else start))
+        return AnswerView(
+            text="".join(self._text),
+            reasoning="".join(self._reasoning),
+            tool_calls=calls,
+            truncated=view.truncated,
+            refusal="".join(self._refusal),
+            complete=view.complete,
+        )
