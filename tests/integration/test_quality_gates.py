@@ -330,3 +330,28 @@ def test_the_failed_answer_is_in_the_budget_the_report_and_both_after_a_restart(
     gw.stop()
     gw2 = gateway(cfg)  # same ledger: the budget is rebuilt from it, the failed answer included
     assert health_budget(gw2)["spent_usd"] == pytest.approx(paid, abs=1e-6)
+
+
+def test_a_reasoning_floor_raises_max_tokens_upstream_and_in_the_budget(standins, gateway):
+    local = standins(name="local", models=["qwen3:8b"])
+    cheap = standins(name="cheap", models=["gpt-4o-mini"])
+    cfg = tiered_config(local, cheap, num_retries=0)
+    qwen = cfg["deployments"][0]
+    qwen.update(model="qwen3:8b", reasoning_floor_tokens=2048, max_output_tokens=4096, context_window=32768)
+    qwen["price"] = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}  # priced, so the budget reserves for it
+    # fits the output asked for (256 tokens: $0.00026) but not the floor's (2048: $0.002)
+    cfg["budgets"] = [{"scope": "deployment", "match": "local-8b", "window": "day", "limit_usd": 0.001}]
+    gw = gateway(cfg)
+    c = oai(gw)
+    with pytest.raises(openai.RateLimitError) as ei:
+        c.chat.completions.create(model="local-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=256)
+    # the reservation is for the 2048 output tokens the upstream would be sent, not the 256 asked for
+    assert "budget deployment:local-8b:day" in ei.value.message and "needs up to $0.0020" in ei.value.message
+    assert not [q for q in local.requests() if q["method"] == "POST"]
+    gw.stop()
+    del cfg["budgets"]
+    gw2 = gateway(cfg)
+    oai(gw2).chat.completions.create(model="local-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=256)
+    oai(gw2).chat.completions.create(model="local-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=9000)
+    sent = [q["body"] for q in local.requests() if q["method"] == "POST"]
+    assert [b["max_tokens"] for b in sent] == [2048, 4096]  # raised to the floor; held to max_output_tokens

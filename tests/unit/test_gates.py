@@ -414,3 +414,27 @@ def test_the_shortcut_never_passes_an_answer_a_gate_would_fail(message, compact)
     body = orjson.dumps(obj) if compact else json.dumps(obj).encode()
     if plainly_answered(body, RULE):
         assert judge(reply_view("openai-chat", body), NO_EXPECTATIONS, RULE) is None
+
+
+@pytest.mark.parametrize(
+    ("floor", "limit", "asked", "sent"),
+    [
+        (None, None, 256, 256),
+        (2048, None, 256, 2048),  # seed 001: qwen3 asked for 256 thought for all of it
+        (2048, 1024, 256, 1024),  # still held to the deployment's own limit
+        (2048, None, 4096, 4096),
+        (2048, None, None, None),  # no cap asked: none given
+        (None, 1024, 4096, 1024),
+    ],
+)
+def test_the_reasoning_floor(floor, limit, asked, sent):
+    from dataclasses import replace
+
+    from tiergate.core.catalog import Deployment
+    from tiergate.core.money import reserved_output
+
+    d = Deployment("q", "box", "openai-chat", "http://x", "qwen3:8b", 0, True, 32768, limit, 0.0, 0.0)
+    d = replace(d, reasoning_floor=floor)
+    assert d.output_tokens(asked) == sent
+    if asked is not None:
+        assert reserved_output(d, asked, 100) == sent  # the budget reserves what is sent

@@ -65,8 +65,8 @@ def native_body(body: dict[str, Any], d: Deployment, output_cap: int | None, *, 
     predict = raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else None
     if predict is None and output_cap is not None:
         options["num_predict"] = output_cap
-    elif predict is not None and d.max_output_tokens and predict > d.max_output_tokens:
-        options["num_predict"] = d.max_output_tokens
+    elif predict is not None:  # raised to a reasoning floor, held to max_output_tokens
+        options["num_predict"] = d.output_tokens(predict)
     if options:
         out["options"] = options
     return out

@@ -65,11 +65,11 @@ def upstream_body(body: dict[str, Any], d: Deployment, output_cap: int | None = 
     out["model"] = d.model
     if output_cap is not None and out.get("max_tokens") is None and out.get("max_completion_tokens") is None:
         out[output_cap_field(d.model)] = output_cap
-    if d.max_output_tokens:
+    if d.max_output_tokens or d.reasoning_floor:
         for key in ("max_tokens", "max_completion_tokens"):
             v = out.get(key)
-            if isinstance(v, int) and v > d.max_output_tokens:
-                out[key] = d.max_output_tokens
+            if isinstance(v, int) and not isinstance(v, bool):
+                out[key] = d.output_tokens(v)  # raised to a reasoning floor, held to max_output_tokens
     injected = False
     if out.get("stream"):
         opts = out.get("stream_options")

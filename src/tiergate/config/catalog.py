@@ -93,6 +93,7 @@ def _served(cfg: TiergateConfig, d: DeploymentConfig, name: str, part: str | Non
         local=p.local,
         context_window=window,
         max_output_tokens=d.max_output_tokens,
+        reasoning_floor=d.reasoning_floor_tokens,
         **resolve_price(  # the price database is read here, once per deployment, never per request
             d.price, local=p.local, provider=d.provider, base_url=p.base_url, model=d.base_model or model
         ).fields(),
@@ -148,6 +149,7 @@ def _managed(cfg: TiergateConfig, d: DeploymentConfig, url: str | None) -> Deplo
         local=True,
         context_window=min(d.context_window, m.context) if "context_window" in d.model_fields_set else m.context,
         max_output_tokens=d.max_output_tokens,
+        reasoning_floor=d.reasoning_floor_tokens,
         **resolve_price(d.price, local=True, provider="local-models", base_url="", model=m.name).fields(),
         local_model=m.name,
         limits=read_limits(cfg, None),

@@ -192,6 +192,9 @@ class DeploymentConfig(_Model):
         None, gt=0, description="requests per minute it takes (a provider quota); at it, the next candidate is tried"
     )
     tpm: int | None = Field(None, gt=0, description="tokens per minute it takes; at it, the next candidate is tried")
+    reasoning_floor_tokens: int | None = Field(
+        None, gt=0, description="a reasoning model: a client's max_tokens below this is raised to it upstream"
+    )
 
     @model_validator(mode="after")
     def _wildcard(self) -> DeploymentConfig:

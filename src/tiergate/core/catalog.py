@@ -72,6 +72,16 @@ class Deployment:
     rate: tuple[LimitCounter, ...] = ()  # its own rpm/tpm counters (core.limits.deployment_counters)
     api_version: str | None = None  # Azure OpenAI's ?api-version=
     aws: AwsSigning | None = field(default=None, repr=False)  # Bedrock's SigV4 credentials
+    reasoning_floor: int | None = None  # a client's output cap below it is raised to it (a reasoning model)
+
+    def output_tokens(self, asked: int | None) -> int | None:
+        """The output cap this deployment is sent for a client's ``asked``: raised to the reasoning floor
+        (a thinking model spends its allowance before it answers), then held to max_output_tokens."""
+        if asked is None:
+            return None
+        if self.reasoning_floor and asked < self.reasoning_floor:
+            asked = self.reasoning_floor
+        return min(asked, self.max_output_tokens) if self.max_output_tokens else asked
 
     def cost(
         self, prompt_tokens: int, completion_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0

@@ -103,7 +103,8 @@ def reserved_prompt(prompt_estimate: int, prompt: PromptCount = NO_PROMPT, ratio
 
 
 def reserved_output(d: Deployment, max_tokens: int | None, prompt_tokens: int) -> int:
-    out = max_tokens or DEFAULT_RESERVED_OUTPUT
+    # what the upstream is sent: a reasoning floor raises the client's cap, and the reservation with it
+    out = d.output_tokens(max_tokens) or DEFAULT_RESERVED_OUTPUT
     if d.max_output_tokens:
         out = min(out, d.max_output_tokens)
     return max(1, min(out, max(1, d.context_window - prompt_tokens)))
