@@ -54,10 +54,11 @@ def test_summaries_per_target_in_order():
         RunResult("a", "t", True, [], None, 150.0, 10, 5, 0.0, "frontier"),  # a fell back elsewhere
         RunResult("a", "t", False, ["HTTP 502"], None, 0.0, error="502"),
     ]
-    a, b = summarize(runs, ["a", "b"])
+    a, b = summarize(runs, ["a", "b"], frozenset({"a", "b"}))
     assert (a.target, a.runs, a.passed, a.errors, a.served_elsewhere) == ("a", 3, 1, 1, 1)
     assert a.gate_failures == {"empty": 1} and a.pass_rate == pytest.approx(1 / 3)
     assert (a.latency_p50_ms, a.completion_tokens) == (100.0, 5)  # the failed request has no latency
     assert (b.runs, b.passed, b.cost_usd, b.latency_p50_ms, b.latency_p95_ms) == (1, 1, 0.001, 100.0, 100.0)
+    assert summarize(runs, ["a"])[0].served_elsewhere == 0  # "a" as an alias: routed, never "elsewhere"
     [empty] = summarize([], ["c"])
     assert empty.runs == 0 and empty.pass_rate == 0.0

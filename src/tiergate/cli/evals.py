@@ -132,7 +132,7 @@ def eval_suite(
                     progress.advance(bar)
     if all(r.error is not None and r.error.startswith(("[Errno", "<urlopen")) for r in results):
         fail(f"cannot reach the gateway at {url}; is 'tiergate serve' running?", code=1)
-    rows = summarize(results, names)
+    rows = summarize(results, names, frozenset(d.name for d in cfg.deployments))
     if as_json:
         out = {
             "suite": suite.name,

@@ -124,8 +124,11 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def summarize(results: Iterable[RunResult], targets: Sequence[str]) -> list[TargetSummary]:
-    """One summary per target, in the order given."""
+def summarize(
+    results: Iterable[RunResult], targets: Sequence[str], deployments: frozenset[str] = frozenset()
+) -> list[TargetSummary]:
+    """One summary per target, in the order given. ``served_elsewhere`` counts only for a target that is
+    itself a deployment (``auto`` and an alias are served by whichever deployment they route to)."""
     by: dict[str, list[RunResult]] = {t: [] for t in targets}
     for r in results:
         by.setdefault(r.target, []).append(r)
@@ -134,7 +137,8 @@ def summarize(results: Iterable[RunResult], targets: Sequence[str]) -> list[Targ
         s = TargetSummary(target, runs=len(rows))
         s.passed = sum(r.passed for r in rows)
         s.errors = sum(r.error is not None for r in rows)
-        s.served_elsewhere = sum(r.served_by is not None and r.served_by != target for r in rows)
+        if target in deployments:
+            s.served_elsewhere = sum(r.served_by is not None and r.served_by != target for r in rows)
         for r in rows:
             if r.gate:
                 s.gate_failures[r.gate] = s.gate_failures.get(r.gate, 0) + 1
