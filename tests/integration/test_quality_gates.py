@@ -355,3 +355,23 @@ def test_a_reasoning_floor_raises_max_tokens_upstream_and_in_the_budget(standins
     oai(gw2).chat.completions.create(model="local-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=9000)
     sent = [q["body"] for q in local.requests() if q["method"] == "POST"]
     assert [b["max_tokens"] for b in sent] == [2048, 4096]  # raised to the floor; held to max_output_tokens
+
+
+def test_recommend_reads_the_gate_failures_in_the_ledger(standins, gateway):
+    local = standins(name="local", models=["llama-8b"])
+    cheap = standins(name="cheap", models=["gpt-4o-mini"])
+    gw = gateway(tiered_config(local, cheap, num_retries=0))
+    local.faults({"mode": "reply", "body": EMPTY, "times": 4})
+    c = oai(gw)
+    for _ in range(5):
+        c.chat.completions.create(model="task/classification", messages=[{"role": "user", "content": "label this"}])
+    c.chat.completions.create(model="task/coding", messages=[{"role": "user", "content": "code"}])
+    gw.rows_when("kind='request'", 6)
+    gw.stop()
+    [rec] = json.loads(gw.cli("recommend", "--min-requests", "5", "--json").stdout)
+    assert (rec["task"], rec["current_tier"], rec["suggested_tier"]) == ("classification", 0, 1)
+    assert (rec["requests"], rec["failed_at_start"], rec["gates"]) == (5, 4, {"empty": 4})
+    text = gw.cli("recommend", "--min-requests", "5").stdout
+    assert "tasks.classification: 0 -> 1  (4 of 5 answers at tier 0 failed a gate: empty 4)" in text
+    quiet = gw.cli("recommend", "--min-requests", "6").stdout  # too little evidence: no advice
+    assert "no task to move" in quiet and "classification 5" in quiet

@@ -1,5 +1,5 @@
 """The tiergate command: serve | check-config | import-litellm | migrate | keys | report | explain | models |
-emergency | sessions | jobs | eval. One module per group of commands; ``app`` holds the tree."""
+emergency | sessions | jobs | eval | recommend. One module per group of commands; ``app`` holds the tree."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -69,3 +70,40 @@ def explain(
         fail(f"cannot read {request_file}: {exc.strerror}")
     except TiergateError as exc:
         fail(f"no route: {exc.message}", code=1)
+
+
+@app.command()
+def recommend(
+    config: Path | None = ConfigOpt,
+    days: int = typer.Option(7, min=1, max=366, help="the days of ledger to weigh"),
+    min_requests: int = typer.Option(20, min=1, help="the least requests of a task to advise on it"),
+    threshold: float = typer.Option(0.2, min=0.0, max=1.0, help="failure rate at the starting tier that advises"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Tasks whose answers at their starting tier often fail a quality gate: start them a tier higher.
+
+    Each such request pays twice (the failed answer, then the one a tier up); the evidence is counted
+    from the ledger's billed attempts (docs/gates.md). Lowering a task's tier needs shadow comparisons,
+    which tiergate does not make yet, so no advice to lower one is given.
+    """
+    import time
+
+    from tiergate.core.recommend import recommend as advise
+    from tiergate.ledger.report import recommend_inputs
+
+    cfg, ledger = open_ledger_or_fail(config)
+    try:
+        requests, failures, served = recommend_inputs(ledger, time.time() - days * 86400)
+    finally:
+        ledger.close()
+    recs = advise(cfg.tasks, requests, failures, served, min_requests=min_requests, threshold=threshold)
+    if as_json:
+        typer.echo(json.dumps([{**dataclasses.asdict(r), "failure_rate": r.failure_rate} for r in recs], indent=2))
+        return
+    if not recs:
+        weighed = ", ".join(f"{t} {n}" for t, n in sorted(requests.items())) or "none"
+        typer.echo(f"no task to move: none failed a gate at its tier in {threshold:.0%} of {min_requests}+ requests")
+        typer.echo(f"  requests per task over {days} days: {weighed}")
+        return
+    for r in recs:
+        typer.echo(r.line())

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from tiergate.core.catalog import Catalog, Deployment
+from tiergate.core.recommend import GateFailureRow
 from tiergate.ledger.base import Ledger
 
 GROUPS = ("deployment", "tier", "agent", "task", "day")
@@ -322,3 +323,29 @@ def format_csv(rep: Report) -> str:
 
 def _cells(g: Group) -> list[object]:
     return [round(v, 10) if isinstance(v, float) else v for v in asdict(g).values()]
+
+
+def recommend_inputs(
+    ledger: Ledger, since_ts: float
+) -> tuple[dict[str, int], list[GateFailureRow], dict[str, list[int]]]:
+    """What ``tiergate recommend`` weighs, since ``since_ts``: requests per task, the answers that failed a
+    gate (task, tier, gate), and the tiers that served each task."""
+    requests: dict[str, int] = {}
+    served: dict[str, list[int]] = {}
+    for r in ledger.query(
+        "SELECT task, tier, count(*) AS n FROM usage WHERE kind = 'request' AND deployment IS NOT NULL "
+        "AND task IS NOT NULL AND ts >= ? GROUP BY task, tier",
+        (since_ts,),
+    ):
+        requests[r["task"]] = requests.get(r["task"], 0) + r["n"]
+        if r["tier"] is not None:
+            served.setdefault(r["task"], []).append(r["tier"])
+    failures = [
+        GateFailureRow(r["task"], r["tier"], str(r["error"] or "").removeprefix("gate ").split(":")[0])
+        for r in ledger.query(
+            "SELECT task, tier, error FROM usage WHERE kind = 'attempt' AND reason = 'gate failed' "
+            "AND task IS NOT NULL AND tier IS NOT NULL AND ts >= ?",
+            (since_ts,),
+        )
+    ]
+    return requests, failures, served
