@@ -221,6 +221,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             local=local,
             context_reroute_at=config.guardian.context_reroute_at,
             gates=config.gates.policy(),
+            shadow=config.gates.shadow,
         )
         gw = Gateway(
             config=config,
@@ -264,6 +265,8 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             sessions.flush()  # session totals since the last tick, before the ledger closes
             await alerts.drain()
             await alerts.close()
+            if executor.shadow is not None:
+                await executor.shadow.close()
             await session.close()
             await upstream.close()
             if local is not None:

@@ -83,8 +83,8 @@ def recommend(
     """Tasks whose answers at their starting tier often fail a quality gate: start them a tier higher.
 
     Each such request pays twice (the failed answer, then the one a tier up); the evidence is counted
-    from the ledger's billed attempts (docs/gates.md). Lowering a task's tier needs shadow comparisons,
-    which tiergate does not make yet, so no advice to lower one is given.
+    from the ledger's billed attempts (docs/gates.md). No advice to lower a task is given: shadow
+    comparisons check answers served locally, so a task served above tier 0 has none to weigh.
     """
     import time
 

@@ -59,6 +59,24 @@ def _patterns(patterns: list[str] | None) -> tuple[regex.Pattern[str], ...] | No
     return None if patterns is None else tuple(regex.compile(p) for p in patterns)
 
 
+class ShadowConfig(_Model):
+    """A sample of the answers served locally, also asked of a reference tier and compared (never delaying
+    or changing the client's answer); agreement rates in ``tiergate report``."""
+
+    reference: str = Field(min_length=1, description="the deployment or alias that answers for comparison")
+    sample: float = Field(0.1, ge=0, le=1, description="the share of eligible answers compared")
+    budget_usd_per_day: float = Field(1.0, gt=0, allow_inf_nan=False, description="what comparisons may spend a day")
+    tasks: list[str] = Field(default_factory=list, description="the tasks compared; empty: every task")
+    compare: Literal["auto", "exact", "json"] = Field(
+        "auto", description="auto: JSON-equal when JSON was asked for, else the same text (case and spaces aside)"
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _lower_tasks(cls, v: list[str]) -> list[str]:
+        return [t.lower() for t in v]
+
+
 class GatesConfig(GateRuleConfig):
     apply_to: Literal["routed", "all", "none"] = Field(
         "routed", description="routed: requests for auto and task/<type> (and any with a rule below)"
@@ -68,6 +86,7 @@ class GatesConfig(GateRuleConfig):
     tasks: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per task (X-Tiergate-Task)")
     aliases: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per alias or model name asked for")
     deployments: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per deployment that answers")
+    shadow: ShadowConfig | None = Field(None, description="shadow comparisons of local answers (docs/gates.md)")
 
     @field_validator("tasks")
     @classmethod

@@ -367,6 +367,18 @@ class TiergateConfig(_Model):
             for n in self.gates.tasks
             if n not in self.tasks
         ]
+        shadow = self.gates.shadow
+        if shadow is not None:
+            if shadow.reference not in names and shadow.reference not in self.aliases:
+                out.append(
+                    f"gates.shadow.reference: unknown deployment or alias {shadow.reference!r}; "
+                    f"allowed: {listed(names | set(self.aliases))}"
+                )
+            out += [
+                f"gates.shadow.tasks: unknown task {t!r}; allowed: {listed(self.tasks)} (tasks:)"
+                for t in shadow.tasks
+                if t not in self.tasks
+            ]
         return out
 
     @property

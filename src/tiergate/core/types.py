@@ -124,7 +124,7 @@ class UsageRecord(NamedTuple):
 
     ts: float
     request_id: str
-    kind: Literal["request", "attempt"]
+    kind: Literal["request", "attempt", "shadow"]
     key_name: str
     agent: str | None
     session: str | None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -93,6 +93,8 @@ class Report:
     billed_failures: int = 0  # of failed_requests: reached a deployment and billed for what it generated
     failed_attempts: int = 0
     gate_failures: int = 0  # of failed_attempts: answers that failed a quality gate, paid for (in the cost)
+    shadow_cost_usd: float = 0.0  # shadow comparisons' reference answers (their own budget; not in cost_usd)
+    shadow: dict[str, dict[str, float]] = field(default_factory=dict)  # "served_by / task" -> compared, agreed
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_read_tokens: int = 0
@@ -184,7 +186,28 @@ def build_report(
             if r["status"] >= 400:
                 rep.failed_requests += 1
             billed.append(_row(r, answered=r["status"] < 400))
+    _shadows(
+        rep,
+        ledger.query(
+            "SELECT task, cost_usd, extra FROM usage WHERE kind = 'shadow' AND ts >= ? AND ts < ?", (start, end)
+        ),
+    )
     return summarize(rep, billed, catalog)
+
+
+def _shadows(rep: Report, rows: Sequence[Any]) -> None:
+    """Shadow comparisons by the deployment that served and the task: compared, agreed, their cost."""
+    for r in rows:
+        try:
+            extra = orjson.loads(r["extra"]) if r["extra"] else {}
+        except orjson.JSONDecodeError:
+            extra = {}
+        extra = extra if isinstance(extra, dict) else {}
+        rep.shadow_cost_usd += r["cost_usd"]
+        g = rep.shadow.setdefault(f"{extra.get('served_by', '-')} / {r['task'] or '-'}", {"compared": 0, "agreed": 0})
+        if "agree" in extra:
+            g["compared"] += 1
+            g["agreed"] += extra["agree"] == "1"
 
 
 def _row(r: Any, *, answered: bool, gated: bool = False) -> Row:
@@ -280,6 +303,11 @@ def format_report(rep: Report) -> str:
             f"saved ${rep.saved_vs_priciest_used_usd:.6f}"
             f"{_share(rep.saved_vs_priciest_used_usd, rep.all_priciest_used_cost_usd)}"
         )
+    if rep.shadow:
+        lines.append(f"  shadow comparisons (reference answers: ${rep.shadow_cost_usd:.6f}, not in the cost above):")
+        for key, sh in sorted(rep.shadow.items()):
+            share = f" ({sh['agreed'] / sh['compared']:.0%})" if sh["compared"] else ""
+            lines.append(f"    {key:<28} {int(sh['agreed'])} of {int(sh['compared'])} agree{share}")
     if rep.unpriced_deployments:
         lines.append(f"  WARNING: no price known for {', '.join(rep.unpriced_deployments)}: recorded at $0")
     for title in GROUPS:

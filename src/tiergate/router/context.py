@@ -92,7 +92,7 @@ def usage_record(
     ctx: CallContext,
     d: Deployment | None,
     *,
-    kind: Literal["request", "attempt"],
+    kind: Literal["request", "attempt", "shadow"],
     usage: Usage,
     status: int,
     ttft_ms: float | None,

@@ -21,6 +21,7 @@ from math import ceil
 from typing import TYPE_CHECKING, Any
 
 from tiergate.adapters.base import Adapter, UpstreamReply, UpstreamStream
+from tiergate.config.gates import ShadowConfig
 from tiergate.config.schema import RoutingConfig
 from tiergate.core.catalog import Catalog, Deployment
 from tiergate.core.errors import (
@@ -51,6 +52,7 @@ from tiergate.router.context import (
 )
 from tiergate.router.gating import Gates, LedgerSink, UnservedAnswers
 from tiergate.router.policy import AUTO_NAMES, TASK_PREFIX, Planner, WorldSnapshot, decide
+from tiergate.router.shadow import ShadowRunner
 from tiergate.state.base import SharedState
 
 if TYPE_CHECKING:  # the manager runs engines (processes, health checks); routing only asks it questions
@@ -81,6 +83,7 @@ class Executor:
         local: LocalModelManager | None = None,
         context_reroute_at: float | None = None,
         gates: GatePolicy = DEFAULT_POLICY,
+        shadow: ShadowConfig | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -97,6 +100,11 @@ class Executor:
         self.sleep = sleep  # tests record backoff and Retry-After waits instead of sleeping
         self.planner = Planner(catalog)
         self.unserved = UnservedAnswers(ledger, metrics, self.count_served_tokens)
+        self.shadow = (
+            ShadowRunner(shadow, catalog=catalog, adapters=adapters, ledger=ledger, timeout_s=routing.attempt_timeout_s)
+            if shadow is not None
+            else None
+        )
         self._shown_open: set[str] = set()  # deployments whose tiergate_breaker_open gauge reads 1
         for name in catalog.deployments:  # every deployment is on the dashboard from the start, at 0
             metrics.child(metrics.breaker_open, name).set(0)
