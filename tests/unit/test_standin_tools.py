@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.standins.faults import tool_arguments
+from tiergate.standins.fake_model import tool_arguments
 
 
 @pytest.mark.parametrize(

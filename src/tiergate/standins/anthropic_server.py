@@ -13,20 +13,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .faults import (
-    ApiError,
-    EventStream,
-    Handler,
-    approx_tokens,
-    install_control,
-    json_response,
-    new_id,
-    parse_json,
-    scripted_reply,
-    split_text,
-    text_of,
-    tool_arguments,
-)
+from .fake_model import approx_tokens, scripted_reply, split_text, text_of, tool_arguments
+from .faults import ApiError, EventStream, Handler, install_control, json_response, new_id, parse_json
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .faults import (
-    ApiError,
-    approx_tokens,
-    install_control,
-    new_id,
-    parse_json,
-    scripted_reply,
-    text_of,
-    tool_arguments,
-)
+from .fake_model import approx_tokens, scripted_reply, text_of, tool_arguments
+from .faults import ApiError, install_control, new_id, parse_json
 
 ERROR_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 AUTH = re.compile(

@@ -18,16 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .faults import (
-    ApiError,
-    approx_tokens,
-    install_control,
-    json_response,
-    parse_json,
-    scripted_reply,
-    split_text,
-    tool_arguments,
-)
+from .fake_model import approx_tokens, scripted_reply, split_text, tool_arguments
+from .faults import ApiError, install_control, json_response, parse_json
 
 EMBED_DIMS = 8
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}

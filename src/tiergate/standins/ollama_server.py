@@ -19,17 +19,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .faults import (
-    ApiError,
-    approx_tokens,
-    install_control,
-    json_response,
-    parse_json,
-    scripted_reply,
-    split_text,
-    text_of,
-    tool_arguments,
-)
+from .fake_model import approx_tokens, scripted_reply, split_text, text_of, tool_arguments
+from .faults import ApiError, install_control, json_response, parse_json
 
 OLLAMA_VERSION = "0.12.11"
 EMBED_DIMS = 8

@@ -17,20 +17,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .faults import (
-    ApiError,
-    EventStream,
-    approx_tokens,
-    install_control,
-    json_response,
-    new_id,
-    parse_json,
-    schema_instance,
-    scripted_reply,
-    split_text,
-    text_of,
-    tool_arguments,
-)
+from .fake_model import approx_tokens, schema_instance, scripted_reply, split_text, text_of, tool_arguments
+from .faults import ApiError, EventStream, install_control, json_response, new_id, parse_json
 from .responses_server import responses
 
 EMBED_DIMS = 8

@@ -23,17 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .faults import (
-    ApiError,
-    EventStream,
-    approx_tokens,
-    json_response,
-    new_id,
-    scripted_reply,
-    split_text,
-    text_of,
-    tool_arguments,
-)
+from .fake_model import approx_tokens, scripted_reply, split_text, text_of, tool_arguments
+from .faults import ApiError, EventStream, json_response, new_id
 
 REASONING_MODELS = re.compile(r"^(o\d|gpt-5)")
 SUMMARY = "Thinking about the question."
