@@ -395,9 +395,9 @@ def test_plainly_answered_replies_skip_the_parse(content, extra, plain):
 
     msg = orjson.dumps({"role": "assistant", **extra}).decode()[:-1] + f', "content": {content}}}'
     body = f'{{"id": "x", "choices": [{{"index": 0, "message": {msg}, "finish_reason": "stop"}}]}}'.encode()
-    assert plainly_answered(body, RULE) is plain
-    assert plainly_answered(body.replace(b": ", b":"), RULE) is plain  # compact JSON too
-    assert not plainly_answered(body, GateRule(min_chars=3))  # a check on the text: always parsed
+    assert plainly_answered("openai-chat", {}, body, RULE) is plain
+    assert plainly_answered("openai-chat", {}, body.replace(b": ", b":"), RULE) is plain  # compact JSON too
+    assert not plainly_answered("openai-chat", {}, body, GateRule(min_chars=3))  # a check on the text: always parsed
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -412,7 +412,7 @@ def test_the_shortcut_never_passes_an_answer_a_gate_would_fail(message, compact)
 
     obj = {"choices": [{"index": 0, "message": message, "finish_reason": "length"}]}
     body = orjson.dumps(obj) if compact else json.dumps(obj).encode()
-    if plainly_answered(body, RULE):
+    if plainly_answered("openai-chat", {}, body, RULE):
         assert judge(reply_view("openai-chat", body), NO_EXPECTATIONS, RULE) is None
 
 

@@ -58,13 +58,16 @@ def reply_view(protocol: str, body: bytes) -> AnswerView | None:
     return view
 
 
-def plainly_answered(body: bytes, rule: GateRule) -> bool:
-    """An OpenAI chat reply that visibly answers in text, seen without parsing it (the chat lane's usual
-    answer; docs/decisions/0003-hot-path.md). True only when no gate could fail it: one ``content`` key
-    whose string starts with a visible character, no tool call, no refusal, and a rule with no checks on
-    the text itself. A quote cannot appear unescaped inside a JSON string, so a match is a real key.
-    Three scans of the body (about 1 µs for the usual reply, a parse is 1.7).
+def plainly_answered(protocol: str, request: JsonObject, body: bytes, rule: GateRule) -> bool:
+    """An OpenAI chat reply that visibly answers in text, to a request that asked for no JSON, seen
+    without parsing it (the chat lane's usual answer; docs/decisions/0003-hot-path.md). True only when no
+    gate could fail it: one ``content`` key whose string starts with a visible character, no tool call,
+    no refusal, and a rule with no checks on the text itself. A quote cannot appear unescaped inside a
+    JSON string, so a match is a real key. Three scans of the body (about 1 µs for the usual reply, a
+    parse is 1.7).
     """
+    if protocol != "openai-chat" or "response_format" in request:
+        return False
     if rule.refusal_patterns or rule.min_chars or rule.must_match:
         return False
     i = body.find(b'"content":')

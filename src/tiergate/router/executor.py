@@ -33,7 +33,7 @@ from tiergate.core.errors import (
     StateUnavailable,
     UpstreamRejected,
 )
-from tiergate.core.gates import DEFAULT_POLICY, GateFailure, GatePolicy
+from tiergate.core.gates import DEFAULT_POLICY, GatePolicy
 from tiergate.core.limits import end_tokens, refusal_message
 from tiergate.core.types import (
     Candidate,
@@ -64,6 +64,8 @@ WAITABLE = ("stopped", "queued", "loading")  # local model states a request may 
 
 def _routed_by_tier(model: str, catalog: Catalog) -> bool:
     """``auto`` or a task (directly or through model_map): any deployment at the task's tier may serve it."""
+    if model in AUTO_NAMES or model.startswith(TASK_PREFIX):  # the usual names: no catalog lookup
+        return True
     m = model.strip()
     if m not in catalog.aliases and m not in catalog.deployments:
         m = catalog.map_model(m) or m
@@ -189,9 +191,8 @@ class Executor:
         ctx.plan = plan
         f = ctx.features
         if ctx.gate is None and self.gates.policy.apply_to != "none":
-            m = f.model
-            routed = m in AUTO_NAMES or m.startswith(TASK_PREFIX) or _routed_by_tier(m, self.catalog)
-            ctx.gate = self.gates.for_request(ctx.protocol, body, task=ctx.identity.task, model=m, routed=routed)
+            routed = _routed_by_tier(f.model, self.catalog)
+            ctx.gate = self.gates.for_request(ctx.protocol, body, task=ctx.identity.task, model=f.model, routed=routed)
         rate_waits: list[float] = []  # candidates skipped at their own rpm/tpm: how long until each has room
         kept: Outcome | None = None  # the last answer that failed a gate, not yet in the ledger
         floor = -1  # after a failed gate, only candidates above this tier (escalate_to: next_tier)
@@ -365,12 +366,7 @@ class Executor:
         try:
             held, failure = await ctx.gate.hold_stream(d, s)
         except BaseException:
-            s.close()
-            cut = self._outcome(ctx, d, candidate, stream=s)
-            cut.gate_failure, cut.attempt_ms = GateFailure("incomplete", "cut while held"), 0.0
-            if ctx.hold.budgeted:
-                await ctx.hold.settle(d.usage_cost(s.usage), s.usage)
-            await self.unserved.record(ctx, cut, status=499)
+            await self.unserved.cut_while_held(ctx, d, s)
             raise
         ctx.upstream_ms += (time.perf_counter() - t_hold) * 1000
         outcome = self._outcome(ctx, d, candidate, stream=held)

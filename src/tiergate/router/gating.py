@@ -11,7 +11,7 @@ it stands. Either way the events read are bounded by the deployment's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -70,8 +70,7 @@ class RequestGate:
         rule = self.rule_for(d)
         if not rule.enabled:
             return None
-        # a text answer to a request that asked for no JSON: judged without parsing when plainly answered
-        if self.protocol == "openai-chat" and "response_format" not in self.body and plainly_answered(reply.body, rule):
+        if plainly_answered(self.protocol, self.body, reply.body, rule):  # the chat lane's usual answer
             return None
         view = reply_view(self.protocol, reply.body)
         return None if view is None else judge(view, self.expect, rule)
@@ -109,14 +108,15 @@ class RequestGate:
             failure = judge(reader.finished(), self.expect, rule)
         else:  # a prefix that passed: the early gates have nothing to say about an answer under way
             failure = None
-        rest = _replay(held[1:], () if ended else s.rest)
+        rest = _replay(held[1:], None if ended else s.rest)
         return replace(s, first_event=held[0] if held else b"", rest=rest), failure
 
 
-async def _replay(events: list[bytes], more: Iterable[bytes] | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _replay(events: list[bytes], more: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    """The events read while held, then (a prefix released early) the rest as it comes."""
     for ev in events:
         yield ev
-    if isinstance(more, AsyncIterator):
+    if more is not None:
         async for ev in more:
             yield ev
 
@@ -149,11 +149,25 @@ class UnservedAnswers:
             await ctx.hold.settle(d.usage_cost(outcome.usage), outcome.usage)
         return outcome
 
-    async def record(self, ctx: CallContext, outcome: Outcome, *, status: int = 200) -> None:
+    async def record(self, ctx: CallContext, outcome: Outcome) -> None:
         """A paid answer that is not served: a billed attempt row, its tokens in the deployment's tpm."""
-        d, usage = outcome.deployment, outcome.usage
         if outcome.stream is not None:
             outcome.stream.close()
+        failure = str(outcome.gate_failure)
+        await self._billed(ctx, outcome.deployment, outcome.usage, failure, outcome.attempt_ms, outcome.fallbacks)
+
+    async def cut_while_held(self, ctx: CallContext, d: Deployment, s: UpstreamStream) -> None:
+        """A held stream ended by its request (the client left, the gateway stopped): what the upstream
+        produced so far is paid for (the budget hold settled) and recorded, status 499."""
+        s.close()
+        if ctx.hold.budgeted:
+            await ctx.hold.settle(d.usage_cost(s.usage), s.usage)
+        failure = str(GateFailure("incomplete", "cut while held"))
+        await self._billed(ctx, d, s.usage, failure, 0.0, len(ctx.failures), status=499)
+
+    async def _billed(
+        self, ctx: CallContext, d: Deployment, usage: Usage, error: str, ms: float, fallbacks: int, status: int = 200
+    ) -> None:
         cost = d.usage_cost(usage)
         ctx.billed.append((usage, cost))
         self.ledger.record(
@@ -163,11 +177,11 @@ class UnservedAnswers:
                 kind="attempt",
                 usage=usage,
                 status=status,
-                latency_ms=outcome.attempt_ms,
+                latency_ms=ms,
                 ttft_ms=None,
                 reason="gate failed",
-                error=str(outcome.gate_failure),
-                fallbacks=outcome.fallbacks,
+                error=error,
+                fallbacks=fallbacks,
                 cost=cost,
             )
         )
