@@ -54,7 +54,7 @@ class CallContext:
     notes: list[str] = field(default_factory=list)
     gate: RequestGate | None = None  # the quality gates its answers face (None: not gated)
     gate_failures: int = 0  # its answers that failed one so far
-    billed: list[tuple[Usage, float]] = field(default_factory=list)  # answers that failed a gate: paid, not served
+    billed: tuple[tuple[Usage, float], ...] = ()  # answers that failed a gate: paid, not served (no list per request)
 
 
 @dataclass(slots=True)

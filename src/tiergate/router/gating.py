@@ -61,7 +61,7 @@ class RequestGate:
         return self._expect
 
     def rule_for(self, d: Deployment) -> GateRule:
-        return self.policy.for_deployment(self.rule, d.name)
+        return self.policy.for_deployment(self.rule, d.name) if self.policy.deployments else self.rule
 
     def may_escalate(self, failed: int) -> bool:
         return failed <= self.policy.max_escalations
@@ -169,7 +169,7 @@ class UnservedAnswers:
         self, ctx: CallContext, d: Deployment, usage: Usage, error: str, ms: float, fallbacks: int, status: int = 200
     ) -> None:
         cost = d.usage_cost(usage)
-        ctx.billed.append((usage, cost))
+        ctx.billed += ((usage, cost),)
         self.ledger.record(
             usage_record(
                 ctx,
