@@ -375,3 +375,21 @@ def test_recommend_reads_the_gate_failures_in_the_ledger(standins, gateway):
     assert "tasks.classification: 0 -> 1  (4 of 5 answers at tier 0 failed a gate: empty 4)" in text
     quiet = gw.cli("recommend", "--min-requests", "6").stdout  # too little evidence: no advice
     assert "no task to move" in quiet and "classification 5" in quiet
+
+
+def test_a_client_that_leaves_during_a_held_stream_is_billed_and_logs_no_traceback(standins, gateway):
+    import httpx
+
+    local = standins(name="local", models=["llama-8b"], chunks=30, chunk_delay=0.1)  # a 3-second answer
+    cheap = standins(name="cheap", models=["gpt-4o-mini"])
+    gw = gateway(tiered_config(local, cheap, num_retries=0))
+    body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER]}
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    with pytest.raises(httpx.ReadTimeout):  # tools: the stream is held, so nothing comes for 3 s
+        with httpx.stream("POST", f"{gw.base_url}/v1/chat/completions", json=body, headers=headers, timeout=1.0) as r:
+            r.read()
+    [row] = gw.rows_when("kind='request'", 1, within_s=60)
+    assert row["status"] == 499 and row["deployment"] == "local-8b" and row["completion_tokens"] > 0
+    assert oai(gw).chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}]).choices
+    gw.stop()
+    assert not [line for line in gw.log if "Traceback" in line or "ERROR" in line], "\n".join(gw.log)

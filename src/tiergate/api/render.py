@@ -97,7 +97,7 @@ async def relay_stream(
         delivered = True
         await answer.complete()
         await resp.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionResetError, asyncio.CancelledError) as exc:
         if not delivered and request.get(_CUT_KEY):
             status, error = 503, CUT_BY_SHUTDOWN
             with contextlib.suppress(Exception):  # the client learns why its stream ends here
@@ -106,7 +106,9 @@ async def relay_stream(
         elif not delivered:
             status, error = 499, "client closed the connection"
         s.close()
-        raise
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        # the client is gone: nothing to answer, nothing to log (raised, aiohttp would log a 500 traceback)
     except Exception as exc:  # headers are sent: end the stream in-band, never a second response
         log.exception("stream relay failed (request %s)", answer.ctx.request_id)
         status, error = 500, f"internal error: {type(exc).__name__}"
