@@ -131,6 +131,7 @@ def start_standin(
     chunk_delay: float = 0.0,
     entra_token: str | None = None,
     aws: dict[str, str] | None = None,
+    capabilities: dict[str, list[str]] | None = None,
 ) -> Standin:
     cmd = [
         sys.executable,
@@ -147,6 +148,8 @@ def start_standin(
     ]
     for m in models:
         cmd += ["--model", m]
+    for m, caps in (capabilities or {}).items():  # ollama: what /api/show reports
+        cmd += ["--capabilities", f"{m}={','.join(caps)}"]
     if api_key:
         cmd += ["--api-key", api_key]
     if entra_token:

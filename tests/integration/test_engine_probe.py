@@ -60,3 +60,43 @@ def test_engine_without_vision_is_not_sent_images(llama, standins, gateway):
     rows = gw.ledger_rows("kind='request'")
     assert [r["deployment"] for r in rows] == ["cloud-4o", "local-gemma", "cloud-4o"]
     assert "skipped local-gemma (lacks vision)" in rows[2]["reason"]
+
+
+PIXEL = IMAGE.split(",", 1)[1]
+
+
+def test_ollama_show_decides_what_its_models_can_do(standins, gateway):
+    """Ollama's /api/show is the engine's word: a gemma3 without a projector is not sent images, and a model
+    whose name says nothing is an embedder because Ollama says so."""
+    import ollama
+
+    home = standins(
+        protocol="ollama",
+        name="home",
+        models=["gemma3", "house-vectors"],
+        capabilities={"gemma3": ["completion"], "house-vectors": ["embedding"]},
+    )
+    cloud = standins(name="cloud", models=["gpt-4o"])
+    gw = gateway(
+        {
+            "auth": {"master_key": "env:TIERGATE_MASTER_KEY"},
+            "providers": {
+                "home": {"api": "ollama", "base_url": home.base_url, "local": True},
+                "cheapco": {"api": "openai-chat", "base_url": f"{cloud.base_url}/v1", "api_key": "env:CHEAP_KEY"},
+            },
+            "deployments": [
+                {"name": "local-gemma", "provider": "home", "model": "gemma3", "tier": 0, "context_window": 8192},
+                {"name": "local-vectors", "provider": "home", "model": "house-vectors", "tier": 0},
+                {"name": "cloud-4o", "provider": "cheapco", "model": "gpt-4o", "tier": 1, "context_window": 128000},
+            ],
+        }
+    )
+    c = ollama.Client(host=gw.base_url, headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    c.chat(model="auto", messages=[{"role": "user", "content": "what is this?", "images": [PIXEL]}])
+    c.chat(model="auto", messages=[{"role": "user", "content": "hi"}])
+    vectors = c.embed(model="local-vectors", input="hello")
+    assert len(vectors.embeddings) == 1 and vectors.embeddings[0]
+    gw.stop()
+    rows = gw.ledger_rows("kind='request'")
+    assert [r["deployment"] for r in rows] == ["cloud-4o", "local-gemma", "local-vectors"]
+    assert gw.ledger_rows("kind='attempt'") == []  # nothing was sent where it would fail

@@ -1,4 +1,5 @@
-"""What llama.cpp's /props changes in a deployment's capabilities, and which deployments are asked."""
+"""What llama.cpp's /props and Ollama's /api/show change in a deployment's capabilities, and which deployments
+are asked."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from tiergate.config.catalog import build_catalog
 from tiergate.config.loading import config_from_dict
 from tiergate.core.capabilities import CHAT_DEFAULT, EMBEDDINGS_ONLY
-from tiergate.local.engine_probe import capabilities_from_props, probe_targets
+from tiergate.local.engine_probe import capabilities_from_props, capabilities_from_show, probe_targets
 
 VISION = CHAT_DEFAULT | {"vision"}
 
@@ -30,6 +31,26 @@ def test_props_table(props, guessed, expected):
     assert capabilities_from_props(props, guessed) == expected
 
 
+@pytest.mark.parametrize(
+    ("show", "expected"),
+    [
+        # docs/api.md's /api/show example (llava) and what Ollama lists for other kinds of model
+        ({"capabilities": ["completion", "vision"]}, {"chat", "json_schema", "vision"}),
+        ({"capabilities": ["completion", "tools", "thinking"]}, {"chat", "json_schema", "tools", "reasoning"}),
+        ({"capabilities": ["embedding"]}, {"embeddings"}),
+        ({"capabilities": ["completion", "insert"]}, {"chat", "json_schema"}),  # insert: no tiergate meaning
+        ({"capabilities": ["insert", 7, None]}, None),  # nothing we know
+        ({"capabilities": []}, None),
+        ({"capabilities": "completion"}, None),
+        ({"details": {"family": "llama"}}, None),  # an Ollama older than the field
+        (["capabilities"], None),
+        (None, None),  # down, slow, 404 (not Ollama) or too large
+    ],
+)
+def test_show_table(show, expected):
+    assert capabilities_from_show(show) == (None if expected is None else frozenset(expected))
+
+
 BOX = {"api": "openai-chat", "base_url": "http://127.0.0.1:8080/v1", "local": True}
 
 
@@ -40,6 +61,7 @@ def test_only_local_undeclared_deployments_are_probed_once_per_server():
                 "box": BOX,
                 "cloud": {"api": "openai-chat", "base_url": "https://cloud.example/v1"},
                 "claude": {"api": "anthropic-messages", "base_url": "http://127.0.0.1:9/v1", "local": True},
+                "olla": {"api": "ollama", "base_url": "http://127.0.0.1:11434/", "local": True},
             },
             "deployments": [
                 {"name": "a", "provider": "box", "model": "gemma-3"},
@@ -47,11 +69,15 @@ def test_only_local_undeclared_deployments_are_probed_once_per_server():
                 {"name": "c", "provider": "box", "model": "x", "capabilities": ["chat"]},
                 {"name": "d", "provider": "cloud", "model": "gpt-4o"},
                 {"name": "e", "provider": "claude", "model": "claude-sonnet-4-5"},
+                {"name": "f", "provider": "olla", "model": "llava:7b"},
             ],
         },
         env={},
     )
-    assert probe_targets(cfg) == {"http://127.0.0.1:8080": [("a", VISION), ("b", EMBEDDINGS_ONLY)]}
+    assert probe_targets(cfg) == {
+        "http://127.0.0.1:8080": [("a", "gemma-3", VISION), ("b", "nomic-embed-text", EMBEDDINGS_ONLY)],
+        "http://127.0.0.1:11434": [("f", "llava:7b", VISION)],
+    }
     catalog = build_catalog(cfg, probed={"a": CHAT_DEFAULT, "c": VISION})
     assert catalog.deployments["a"].capabilities == CHAT_DEFAULT  # the engine's word over the family's
     assert catalog.deployments["c"].capabilities == frozenset({"chat"})  # config's word over the engine's

@@ -1,11 +1,18 @@
-"""What a local llama.cpp server says it can do, asked once at start (``GET /props``).
+"""What a local engine says it can do, asked once at start: llama.cpp's ``GET /props``, Ollama's
+``POST /api/show``.
 
-A model's family guesses its capabilities from its name; the engine knows:
+A model's family guesses its capabilities from its name; the engine knows.
 llama.cpp's ``/props`` reports ``modalities.vision`` (true only when a
 multimodal projector is loaded), so a ``gemma-3`` served without one is not
-sent images and a renamed vision model is. Embeddings cannot be probed this
+sent images and a renamed vision model is. Embeddings cannot be probed that
 way: llama.cpp answers ``/props`` and ``/v1/models`` the same with and
 without ``--embedding``, so they stay the config's or the family's word.
+Nor are tools: ``chat_template_caps.supports_tools`` is false for templates
+that llama.cpp still serves tool calls through with its generic format.
+Ollama's ``/api/show`` lists each model's capabilities (completion,
+embedding, tools, vision, thinking), read from its files: it is the whole
+answer for an Ollama model, embeddings included. Asked only where ``/props``
+is not answered (a llama.cpp server is not asked twice).
 
 Bounded: one GET per distinct server, all at once, each with a total
 deadline and a cap on the body; a server that is down, slow, not llama.cpp
@@ -44,25 +51,53 @@ def capabilities_from_props(props: Any, guessed: frozenset[str]) -> frozenset[st
     return guessed | {"vision"} if modalities["vision"] else guessed - {"vision"}
 
 
-def probe_targets(cfg: TiergateConfig) -> dict[str, list[tuple[str, frozenset[str]]]]:
-    """Server origin -> (deployment, family guess) for each local OpenAI-style deployment whose capabilities
-    the config does not declare (a declared list is the user's word and is never probed over)."""
-    out: dict[str, list[tuple[str, frozenset[str]]]] = {}
+# Ollama's capability names (its types.go) -> tiergate's; any completion model follows a JSON schema (``format``)
+_OLLAMA_CAPS = {
+    "completion": ("chat", "json_schema"),
+    "embedding": ("embeddings",),
+    "tools": ("tools",),
+    "vision": ("vision",),
+    "thinking": ("reasoning",),
+}
+
+
+def capabilities_from_show(show: Any) -> frozenset[str] | None:
+    """The capabilities an Ollama ``/api/show`` body lists; None when it lists none we know (an older Ollama
+    without the field, or not Ollama at all)."""
+    if not isinstance(show, dict) or not isinstance(show.get("capabilities"), list):
+        return None
+    caps = frozenset(c for name in show["capabilities"] if isinstance(name, str) for c in _OLLAMA_CAPS.get(name, ()))
+    return caps or None
+
+
+def probe_targets(cfg: TiergateConfig) -> dict[str, list[tuple[str, str, frozenset[str]]]]:
+    """Server origin -> (deployment, model, family guess) for each local OpenAI-style or Ollama deployment whose
+    capabilities the config does not declare (a declared list is the user's word and is never probed over)."""
+    out: dict[str, list[tuple[str, str, frozenset[str]]]] = {}
     for d in cfg.deployments:
         if d.capabilities is not None or d.provider is None or d.model is None or "*" in d.name:
             continue
         p = cfg.providers[d.provider]
-        if not p.local or p.api != "openai-chat":
+        if not p.local or p.api not in ("openai-chat", "ollama"):
             continue
-        origin = p.base_url.removesuffix("/v1")
-        out.setdefault(origin, []).append((d.name, capabilities_of(d.model)))
+        origin = p.base_url.rstrip("/").removesuffix("/v1")
+        out.setdefault(origin, []).append((d.name, d.model, capabilities_of(d.model)))
     return out
 
 
 async def _props(session: aiohttp.ClientSession, origin: str) -> Any:
+    return await _ask(session, "GET", f"{origin}/props", None)
+
+
+async def _show(session: aiohttp.ClientSession, origin: str, model: str) -> Any:
+    return await _ask(session, "POST", f"{origin}/api/show", {"model": model})
+
+
+async def _ask(session: aiohttp.ClientSession, method: str, url: str, body: Any) -> Any:
+    """One bounded JSON exchange; None for anything but a 200 with a JSON body under the cap."""
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
-            async with session.get(f"{origin}/props") as r:
+            async with session.request(method, url, data=None if body is None else orjson.dumps(body)) as r:
                 if r.status != 200:
                     return None
                 body = bytearray()
@@ -72,7 +107,7 @@ async def _props(session: aiohttp.ClientSession, origin: str) -> Any:
                         return None
                 return orjson.loads(body)
     except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, OSError, ValueError):
-        return None  # down, slow or not llama.cpp: the family's guess stands
+        return None  # down, slow or not that engine: the family's guess stands
 
 
 async def probe_local_capabilities(cfg: TiergateConfig, session: aiohttp.ClientSession) -> Mapping[str, frozenset[str]]:
@@ -80,14 +115,33 @@ async def probe_local_capabilities(cfg: TiergateConfig, session: aiohttp.ClientS
     targets = probe_targets(cfg)
     if not targets:
         return {}
-    answers = await asyncio.gather(*(_props(session, origin) for origin in targets))
     found: dict[str, frozenset[str]] = {}
-    for (origin, deployments), props in zip(targets.items(), answers, strict=True):
-        for name, guessed in deployments:
-            caps = capabilities_from_props(props, guessed)
-            if caps is None:
-                continue
-            found[name] = caps
-            if caps != guessed:
-                log.info("%s: capabilities %s as %s/props reports", name, ", ".join(sorted(caps)), origin)
+    await asyncio.gather(
+        *(_probe_origin(session, origin, deployments, found) for origin, deployments in targets.items())
+    )
     return found
+
+
+async def _probe_origin(
+    session: aiohttp.ClientSession,
+    origin: str,
+    deployments: list[tuple[str, str, frozenset[str]]],
+    found: dict[str, frozenset[str]],
+) -> None:
+    props = await _props(session, origin)
+    if props is not None:  # llama.cpp: one server, one model, one answer for all its deployments
+        answers = [
+            (name, guessed, capabilities_from_props(props, guessed), "/props") for name, _, guessed in deployments
+        ]
+    else:  # perhaps Ollama: one answer per model
+        shows = await asyncio.gather(*(_show(session, origin, model) for _, model, _ in deployments))
+        answers = [
+            (name, guessed, capabilities_from_show(show), "/api/show")
+            for (name, _, guessed), show in zip(deployments, shows, strict=True)
+        ]
+    for name, guessed, caps, where in answers:
+        if caps is None:
+            continue
+        found[name] = caps
+        if caps != guessed:
+            log.info("%s: capabilities %s as %s%s reports", name, ", ".join(sorted(caps)), origin, where)

@@ -37,7 +37,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--aws-session-token", default=None, help="bedrock: require this session token")
     p.add_argument("--stream-chunks", type=int, default=20)
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between SSE events")
+    p.add_argument(
+        "--capabilities",
+        action="append",
+        default=[],
+        metavar="MODEL=CAP,CAP",
+        help="ollama: what /api/show reports for MODEL (repeatable; default: what Ollama reports for its kind)",
+    )
     return p.parse_args(argv)
+
+
+def _capabilities(specs: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        model, _, caps = spec.partition("=")
+        out[model] = [c for c in caps.split(",") if c]
+    return out
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -53,11 +68,12 @@ async def _serve(args: argparse.Namespace) -> None:
             secret_key=args.aws_secret_key,
             session_token=args.aws_session_token,
         )
+    elif args.protocol == "ollama":
+        app = build_ollama_standin(**common, capabilities=_capabilities(args.capabilities))
     else:
         builders = {
             "openai": build_openai_standin,
             "anthropic": build_anthropic_standin,
-            "ollama": build_ollama_standin,
             "gemini": build_gemini_standin,
         }
         app = builders[args.protocol](**common)

@@ -1,4 +1,5 @@
-"""A stand-in for an Ollama server's native API: /api/chat, /api/generate, /api/embed, /api/tags, /api/version.
+"""A stand-in for an Ollama server's native API: /api/chat, /api/generate, /api/embed, /api/tags, /api/show,
+/api/version.
 
 Speaks Ollama's shapes (docs/api.md): NDJSON streams unless ``stream`` is
 false, tool calls whole with object arguments, a final object with
@@ -32,6 +33,7 @@ class _Config:
     models: tuple[str, ...]
     stream_chunks: int
     chunk_delay_s: float
+    capabilities: dict[str, tuple[str, ...]]
 
 
 _CONFIG = web.AppKey("tiergate_ollama_standin", _Config)
@@ -42,11 +44,19 @@ def ollama_error(status: int, message: str, **_: Any) -> web.Response:
 
 
 def build_ollama_standin(
-    *, name: str, models: list[str], api_key: str | None = None, stream_chunks: int = 20, chunk_delay_s: float = 0.0
+    *,
+    name: str,
+    models: list[str],
+    api_key: str | None = None,
+    stream_chunks: int = 20,
+    chunk_delay_s: float = 0.0,
+    capabilities: dict[str, list[str]] | None = None,
 ) -> web.Application:
-    """A fresh app (``api_key`` is accepted and ignored: a local Ollama takes any)."""
+    """A fresh app (``api_key`` is accepted and ignored: a local Ollama takes any). ``capabilities``: what
+    /api/show reports per model, else what Ollama reports for a model of that kind (see ``_capabilities``)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[_CONFIG] = _Config(name, tuple(models), max(1, stream_chunks), chunk_delay_s)
+    caps = {m: tuple(c) for m, c in (capabilities or {}).items()}
+    app[_CONFIG] = _Config(name, tuple(models), max(1, stream_chunks), chunk_delay_s, caps)
     install_control(
         app, model_paths=("/api/chat", "/api/generate", "/api/embed", "/api/embeddings"), error_response=ollama_error
     )
@@ -56,7 +66,54 @@ def build_ollama_standin(
     app.router.add_post("/api/embeddings", _embeddings)
     app.router.add_get("/api/tags", _tags)
     app.router.add_get("/api/version", _version)
+    app.router.add_post("/api/show", _show)
     return app
+
+
+def _capabilities(cfg: _Config, model: str) -> tuple[str, ...]:
+    """Ollama derives these from the model's files: an embedding model only embeds; a chat template that
+    renders tools adds "tools", a projector "vision", a thinking template "thinking"."""
+    if model in cfg.capabilities:
+        return cfg.capabilities[model]
+    if "embed" in model:
+        return ("embedding",)
+    caps = ["completion", "tools"]
+    if any(k in model for k in ("llava", "vision", "gemma3")):
+        caps.append("vision")
+    if any(k in model for k in ("qwen3", "deepseek-r1")):
+        caps.append("thinking")
+    return tuple(caps)
+
+
+async def _show(request: web.Request) -> web.Response:
+    """/api/show as docs/api.md shows it: details, model_info and the capabilities list."""
+    cfg = request.app[_CONFIG]
+    body = parse_json(await request.read())
+    model = body.get("model") or body.get("name") if isinstance(body, dict) else None
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model is required")
+    base = model.removesuffix(":latest")
+    if base not in cfg.models:
+        raise ApiError(404, f"model '{model}' not found")
+    return json_response(
+        {
+            "modelfile": f"FROM {base}",
+            "parameters": "",
+            "template": "{{ .Prompt }}",
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": base.split(":")[0],
+                "families": [base.split(":")[0]],
+                "parameter_size": "7B",
+                "quantization_level": "Q4_K_M",
+            },
+            "model_info": {"general.architecture": "llama", "llama.context_length": 8192},
+            "capabilities": list(_capabilities(cfg, base)),
+            "modified_at": _now(),
+        },
+        200,
+    )
 
 
 def _now() -> str:
