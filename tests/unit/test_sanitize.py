@@ -170,7 +170,7 @@ def test_usage_rows_are_cleaned(change, column, stored):
     from tiergate.ledger.records import USAGE_COLUMNS
 
     rec = usage(**change)
-    row = usage_row(rec, "rid", bools_as_int=False)
+    row = usage_row(rec, "rid")
     assert row[USAGE_COLUMNS.index(column)] == stored
     assert is_clean(rec) == (set(change) <= {"extra"})  # extra is encoded (and cleaned) on its own
     for value in row:  # every value is one both databases take
@@ -185,8 +185,9 @@ def test_usage_rows_are_cleaned(change, column, stored):
 
 def test_a_clean_record_is_passed_through_as_it_is():
     rec = usage()
-    assert usage_row(rec, "rid", bools_as_int=False) == (*rec[:-1], None, "rid")  # no extra: NULL
-    assert usage_row(rec, "rid")[USAGE_COLUMNS_LOCAL] == 0
+    row = usage_row(rec, "rid")
+    assert row == (*rec[:-1], None, "rid")  # no extra: NULL
+    assert type(row[USAGE_COLUMNS_LOCAL]) is int and row[USAGE_COLUMNS_LOCAL] == 0  # a flag goes in as 0/1
 
 
 USAGE_COLUMNS_LOCAL = list(UsageRecord._fields).index("local")

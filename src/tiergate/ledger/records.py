@@ -254,20 +254,20 @@ def _extra_json(extra: Any) -> str | None:
     return clean_text(text)
 
 
-def usage_row(rec: UsageRecord, record_id: str, *, bools_as_int: bool = True) -> tuple[Any, ...]:
+def usage_row(rec: UsageRecord, record_id: str) -> tuple[Any, ...]:
     """The row for INSERT_USAGE (the writer thread runs this per record while holding the GIL: keep it lean).
 
-    SQLite binds a bool as the integer 0/1 by itself; PostgreSQL's columns are integers and its driver
-    would send a boolean, so ``bools_as_int`` converts them there.
+    Booleans go in as the integers 0/1: PostgreSQL's columns are integers, and Python 3.11's sqlite3, though
+    it stores a bool as 0/1, first looks for an adapter on it, raising and formatting an AttributeError per
+    value inside (12k instructions a row for the six flags, by callgrind).
     """
     values: list[Any] = [*rec, record_id]
     if not is_clean(rec):
         values = clean_usage(values)
     if rec.extra is not None:
         values[_EXTRA_COLUMN] = _extra_json(rec.extra)
-    if bools_as_int:
-        for i in _BOOL_COLUMNS:
-            values[i] = int(values[i])
+    for i in _BOOL_COLUMNS:
+        values[i] = int(values[i])
     return tuple(values)
 
 
@@ -290,7 +290,7 @@ def session_values(r: SessionRow) -> tuple[Any, ...]:
     )
 
 
-def statements(batch: Iterable[Pending], *, bools_as_int: bool = True) -> list[tuple[str, list[tuple[Any, ...]]]]:
+def statements(batch: Iterable[Pending]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """(statement, rows) pairs that write a batch; for each session only its latest state is kept.
 
     Raises (TypeError) when a record holds a value no cleaning can make writable.
@@ -299,7 +299,7 @@ def statements(batch: Iterable[Pending], *, bools_as_int: bool = True) -> list[t
     sessions: dict[str, tuple[Any, ...]] = {}
     for rid, r in batch:
         if isinstance(r, UsageRecord):
-            usage.append(usage_row(r, rid, bools_as_int=bools_as_int))
+            usage.append(usage_row(r, rid))
         elif isinstance(r, SessionRow):
             row = session_values(r)
             sessions[row[0]] = row
@@ -370,7 +370,9 @@ def cleaned(p: Pending) -> Pending:
     """The record as it would be written (cleaned), so that it can be spooled as JSON too."""
     rec = p.record
     if isinstance(rec, UsageRecord):
-        values = list(usage_row(rec, p.record_id, bools_as_int=False))
+        values = list(usage_row(rec, p.record_id))
+        for i in _BOOL_COLUMNS:  # the record keeps its flags as flags
+            values[i] = bool(values[i])
         values[_EXTRA_COLUMN] = rec.extra if values[_EXTRA_COLUMN] is None else orjson.loads(values[_EXTRA_COLUMN])
         return Pending(clean_id(values[-1]), UsageRecord(*values[:-1]))
     if isinstance(rec, SessionRow):

@@ -209,7 +209,7 @@ class SqliteLedger(LedgerTables, StoredResponses):
         conn.execute("BEGIN IMMEDIATE")
         try:
             try:
-                for sql, rows in statements(batch, bools_as_int=False):
+                for sql, rows in statements(batch):
                     conn.executemany(sql, rows)
                 counts = count_usage(batch), 0
             except sqlite3.OperationalError:
@@ -235,7 +235,7 @@ class SqliteLedger(LedgerTables, StoredResponses):
         for p in batch:
             conn.execute("SAVEPOINT one")
             try:
-                for sql, rows in statements([p], bools_as_int=False):
+                for sql, rows in statements([p]):
                     conn.executemany(sql, rows)
             except sqlite3.OperationalError:
                 raise
