@@ -16,6 +16,13 @@ prints each phase's p50 and their ratio. Hostile clients, all at once:
 
 Only ratios are printed as the result: absolute times on a shared 2-core host
 say nothing. The issue's bound is p50 under attack within 2x of idle.
+
+``--control`` adds a third block to each round: the same hostile clients aimed
+at a second gateway (same config, its own process) instead of the probed one.
+The probe then pays only for the machine being busy (the attackers' own CPU
+and another process doing the probed gateway's work), not for anything the
+probed gateway does; a hostile ratio near the control's says the slowdown is
+the host's, not the gateway's treatment of its other clients.
 """
 
 from __future__ import annotations
@@ -195,6 +202,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="idle/hostile block pairs")
     ap.add_argument("--requests", type=int, default=150, help="probe requests per block")
     ap.add_argument("--only", choices=sorted(KINDS), action="append", help="just these hostile kinds")
+    ap.add_argument("--control", action="store_true", help="also aim the hostile clients at a second gateway")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="hostile-p50-")
     local, lport = standin("local", "llama-8b")
@@ -215,11 +223,9 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump(cfg, f)  # JSON is YAML
     env = {**os.environ, "TIERGATE_MASTER_KEY": KEY, "BAD_KEY": "x"}
-    gw, port = start(
-        [PY, "-c", "from tiergate.cli import main; main()", "serve", "--config", path, "--port", "0"],
-        "listening on ",
-        env,
-    )
+    serve = [PY, "-c", "from tiergate.cli import main; main()", "serve", "--config", path, "--port", "0"]
+    gw, port = start(serve, "listening on ", env)
+    other, other_port = start(serve, "listening on ", env) if args.control else (None, 0)
     try:
         faults = {"faults": [{"mode": "endless", "delay_s": 0.01, "model": "gpt-4o-mini", "times": 100000}]}
         c = http.client.HTTPConnection("127.0.0.1", cport, timeout=10)
@@ -228,14 +234,25 @@ def main() -> None:
         probe(port, 30)  # warm
         idle: list[float] = []
         hostile: list[float] = []
+        control: list[float] = []
         streamed = 0
+        kinds = {k: n for k, n in KINDS.items() if not args.only or k in args.only}
         for _ in range(args.rounds):
             idle += probe(port, args.requests)
-            with Hostile(port, {k: n for k, n in KINDS.items() if not args.only or k in args.only}) as h:
+            with Hostile(port, kinds) as h:
                 hostile += probe(port, args.requests)
             streamed += h.bytes_streamed
+            if other is not None:
+                with Hostile(other_port, kinds):
+                    control += probe(port, args.requests)
         p50_idle, p50_hostile = statistics.median(idle), statistics.median(hostile)
         p90 = statistics.quantiles(hostile, n=10)[-1] / statistics.quantiles(idle, n=10)[-1]
+        extra = {}
+        if control:
+            extra["control_p50_ratio_attack_elsewhere_to_idle"] = round(statistics.median(control) / p50_idle, 2)
+            extra["control_p90_ratio"] = round(
+                statistics.quantiles(control, n=10)[-1] / statistics.quantiles(idle, n=10)[-1], 2
+            )
         print(
             json.dumps(
                 {
@@ -246,13 +263,15 @@ def main() -> None:
                     "within_2x": p50_hostile <= 2 * p50_idle,
                     "endless_stream_bytes_relayed": streamed,
                     "gateway_alive": gw.poll() is None,
+                    **extra,
                 }
             )
         )
     finally:
-        for p in (gw, local, cloud):
+        procs = [p for p in (gw, other, local, cloud) if p is not None]
+        for p in procs:
             p.send_signal(signal.SIGTERM)
-        for p in (gw, local, cloud):
+        for p in procs:
             try:
                 p.wait(30)
             except subprocess.TimeoutExpired:

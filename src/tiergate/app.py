@@ -139,7 +139,10 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     # api/common.read_body decompresses, bounded; aiohttp would answer br/zstd/corrupt gzip in plain text
     app = web.Application(client_max_size=max_body, handler_args={"auto_decompress": False})
     app["max_body_bytes"] = max_body
-    app[BODIES_IN_FLIGHT] = BodiesInFlight(max(max_body, int(config.server.max_body_in_flight_mb * 1024 * 1024)))
+    app[BODIES_IN_FLIGHT] = BodiesInFlight(
+        max(max_body, int(config.server.max_body_in_flight_mb * 1024 * 1024)),
+        config.server.large_body_mb_per_s * 1024 * 1024,
+    )
     app[REQUEST_IDS] = IdSource()
     owns_ledger = ledger is None
     ledger = ledger or open_ledger(config.ledger_url, spool=config.ledger_spool_dir, timeout_s=config.ledger_timeout_s)

@@ -127,3 +127,25 @@ def test_declared_bodies_past_the_cap_are_refused_before_they_are_read(gw):
     assert set(statuses) <= {400, 503} and 400 in statuses, statuses  # 400: read whole, then judged (not JSON)
     assert peak_rss_mb(g.proc.pid) < RSS_LIMIT_MB
     assert c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}]).choices
+
+
+def test_large_bodies_are_read_at_the_configured_pace_and_whole(standins, gateway):
+    """Past its first MiB a body is read at server.large_body_mb_per_s for all bodies together, so a flood of
+    large ones cannot take the worker from its other clients; a large body is still read to its end."""
+    import time
+
+    up = standins(name="local", models=["llama-8b"])
+    cfg = tiered_config(up, None)
+    cfg["server"] = {"large_body_mb_per_s": 2}
+    g = gateway(cfg)
+    t0 = time.monotonic()
+    status, _, raw = send(g.port, 5 << 20, chunked=False)
+    took = time.monotonic() - t0
+    assert status == 400 and "messages" in json.loads(raw)["error"]["message"], raw  # read whole, then judged
+    # 1 MiB free, 1 MiB of burst, then 3 MiB at 2 MiB/s: at least 1.5 s (on loopback unpaced: ~0.05 s)
+    assert took >= 1.4, f"a 5 MiB body read in {took:.2f} s"
+    t0 = time.monotonic()
+    status, _, raw = send(g.port, 5 << 20, chunked=True)
+    assert status == 400 and time.monotonic() - t0 >= 1.4, raw  # chunked bodies keep the same pace
+    c = openai.OpenAI(base_url=f"{g.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
+    assert c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}]).choices

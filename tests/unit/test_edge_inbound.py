@@ -242,6 +242,26 @@ def test_bodies_in_flight_refuse_what_would_pass_the_cap_and_count_nothing_for_i
     assert bodies.taken == 100
 
 
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("reads", "waits"),
+    [
+        # (bytes read past a body's first MiB, at time t) -> seconds to wait; 1 MiB/s, so 1 s of burst
+        ([(MIB, 0.0)], [0.0]),  # the burst: read at once
+        ([(MIB, 0.0), (MIB, 0.0)], [0.0, 1.0]),  # then the pace
+        ([(MIB, 0.0), (MIB, 0.0), (MIB // 2, 0.0)], [0.0, 1.0, 1.5]),
+        ([(MIB, 0.0), (MIB, 0.0), (MIB, 1.5)], [0.0, 1.0, 0.5]),  # waited 1.5 s of the 2 owed
+        ([(MIB, 0.0), (MIB, 0.0), (MIB, 10.0)], [0.0, 1.0, 0.0]),  # idle long enough: the burst is back
+        ([(MIB // 4, t / 4) for t in range(8)], [0.0] * 8),  # read at the pace: never waits
+    ],
+)
+def test_large_bodies_share_one_pace(reads, waits):
+    bodies = BodiesInFlight(100 * MIB, large_bytes_per_s=MIB)
+    assert [round(bodies.pace(n, t), 6) for n, t in reads] == waits
+
+
 _HEADER_NAMES = st.sampled_from(
     ["Host", "Authorization", "X-Tiergate-Session", "X-Tiergate-Agent", "X-Request-ID", "anthropic-beta", "User-Agent"]
 )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, overload
 
 import orjson
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from tiergate.api.gateway import GATEWAY
 from tiergate.api.inbound import BodiesInFlight, BoundedBody, content_encoding, nesting_exceeds, too_large
@@ -47,22 +48,43 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         bodies.taken += declared
         try:
             parts: list[bytes] = []
-            while chunk := await content.readany():
-                parts.append(chunk)
+            if declared > bodies.PACE_AFTER:
+                await _read_paced(content, bodies, parts.append)
+            else:
+                while chunk := await content.readany():
+                    parts.append(chunk)
         finally:
             bodies.taken -= declared
         return parts[0] if len(parts) == 1 else b"".join(parts)
     body = BoundedBody(content_encoding(encoding), limit)
     counted = 0
+
+    def feed(chunk: bytes) -> None:
+        nonlocal counted
+        body.feed(chunk)
+        grew = body.held - counted
+        bodies.take(grew)
+        counted += grew
+
     try:
-        while chunk := await content.readany():
-            body.feed(chunk)
-            grew = body.held - counted
-            bodies.take(grew)
-            counted += grew
+        await _read_paced(content, bodies, feed)
         return body.finish()
     finally:
         bodies.taken -= counted
+
+
+async def _read_paced(content: StreamReader, bodies: BodiesInFlight, use: Callable[[bytes], None]) -> None:
+    """Each chunk to ``use``; past the body's first PACE_AFTER bytes, at the worker's shared pace for large
+    bodies (BodiesInFlight.pace), so that a flood of them cannot keep the worker from its other clients."""
+    loop = asyncio.get_running_loop()
+    seen = 0
+    while chunk := await content.readany():
+        use(chunk)
+        seen += len(chunk)
+        if seen > bodies.PACE_AFTER:
+            wait = bodies.pace(min(len(chunk), seen - bodies.PACE_AFTER), loop.time())
+            if wait > 0:
+                await asyncio.sleep(wait)
 
 
 async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:

@@ -111,7 +111,8 @@ def too_large(limit: int, *, decompressed: bool = False) -> PayloadTooLarge:
 
 
 class BodiesInFlight:
-    """Request-body bytes all requests of one worker are reading at once, against server.max_body_in_flight_mb.
+    """Request-body bytes all requests of one worker are reading at once, against server.max_body_in_flight_mb,
+    and the pace at which the large ones are read, against server.large_body_mb_per_s.
 
     Each body is bounded by server.max_body_mb, but eight bodies read at once
     cost eight times that: this bounds their sum. A body with a declared
@@ -119,13 +120,31 @@ class BodiesInFlight:
     subtract a request: the usual body pays nothing more); a chunked or
     compressed one takes what it holds as it grows. Only the reading is
     counted: once read, a body is its request's, bounded by max_body_mb.
+
+    Past its first ``PACE_AFTER`` bytes a body is read at a shared pace: at
+    loopback speed two clients sending 24 MB bodies over and over kept the
+    worker's one core busy copying them, and other clients' p50 rose 7x
+    (bench/gateway/hostile_p50.py --control: the same flood aimed at another
+    process cost them nothing). While a reader waits its turn, aiohttp's flow
+    control stops reading that socket, so the sender waits in the kernel.
     """
 
-    __slots__ = ("limit", "taken")
+    __slots__ = ("limit", "taken", "_rate", "_burst", "_tat")
 
-    def __init__(self, limit: int) -> None:
+    PACE_AFTER = 1 << 20  # agents' requests, long contexts included, are well under this
+
+    def __init__(self, limit: int, large_bytes_per_s: float = 64 * (1 << 20)) -> None:
         self.limit = limit
         self.taken = 0
+        self._rate = large_bytes_per_s
+        self._burst = self.PACE_AFTER / large_bytes_per_s  # seconds of reading allowed ahead of the pace
+        self._tat = 0.0  # GCRA's theoretical arrival time of the next byte
+
+    def pace(self, n: int, now: float) -> float:
+        """Seconds to wait before reading on, having read ``n`` more bytes of a large body at ``now``."""
+        tat = max(self._tat, now) + n / self._rate
+        self._tat = tat
+        return max(0.0, tat - now - self._burst)
 
     def refusal(self) -> BodiesBusy:
         return BodiesBusy(

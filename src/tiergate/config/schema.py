@@ -74,6 +74,12 @@ class ServerConfig(_Model):
         gt=0,
         description="request-body bytes all requests of one worker may be reading at once; beyond, 503 Retry-After",
     )
+    large_body_mb_per_s: float = Field(
+        64.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="request-body bytes past each body's first MiB one worker reads per second, all bodies together",
+    )
     # client-side bounds (tiergate/client_protocol.py): a socket that sends too slowly or not at all is closed
     header_timeout_s: float = Field(10.0, gt=0, le=3600, description="request line and headers, from their first byte")
     body_timeout_s: float = Field(30.0, gt=0, le=3600, description="the whole body, from the end of the headers")
