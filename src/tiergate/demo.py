@@ -123,6 +123,7 @@ def local_models_section() -> dict[str, Any]:
         "  tier 0  local-smollm2      REAL llama.cpp (xllamacpp) running SmolLM2-135M, started by tiergate's "
         "local model manager"
     )
+    say("  tier 0  local-embed        REAL llama.cpp serving embeddings from the same GGUF (--embedding)")
     return {
         "budget_mb": 2000,
         "default": "smollm2",
@@ -135,7 +136,16 @@ def local_models_section() -> dict[str, Any]:
                 "parallel": 2,
                 "pinned": True,
                 "extra_args": ["--verbosity", "1"],
-            }
+            },
+            {  # a chat GGUF's embeddings are not a good vector space, but they are real and local
+                "name": "smollm2-embed",
+                "gguf": str(gguf),
+                "context": 2048,
+                "threads": 1,
+                "parallel": 1,
+                "pinned": True,
+                "extra_args": ["--embedding", "--pooling", "mean", "--verbosity", "1"],
+            },
         ],
     }
 
@@ -206,10 +216,12 @@ def write_config(
         "providers": providers,
         "deployments": [
             {"name": "local-smollm2", "local_model": "smollm2", "tier": 0, "max_output_tokens": 256},
+            {"name": "local-embed", "local_model": "smollm2-embed", "tier": 0, "capabilities": ["embeddings"]},
             *deployments,
         ],
         "aliases": {
             "local/fast": ["local-smollm2"],
+            "embed/local": ["local-embed"],
             "cloud/frontier": [d["name"] for d in deployments if d["tier"] == 3],
         },
         "tasks": TASKS,
@@ -314,6 +326,19 @@ def show_gate(base_url: str, key: str) -> None:
     )
 
 
+def show_embeddings(base_url: str, key: str) -> None:
+    """Embeddings have their own route: only a deployment that embeds serves them, and here it is local."""
+    import openai
+
+    c = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+    raw = c.embeddings.with_raw_response.create(model="auto", input=["invoice 4411 is overdue", "late payment"])
+    dims = len(raw.parse().data[0].embedding)
+    say(
+        f"\nembeddings: model=auto was served by {raw.headers['x-tiergate-deployment']} (REAL local, {dims} dims)"
+        f"\n  reason: {raw.headers['x-tiergate-reason']}"
+    )
+
+
 def codex_command(base_url: str) -> str:
     """Codex pointed at this gateway without a config file (docs/clients.md has the config.toml form)."""
     provider = (
@@ -375,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_burst(base_url, keys)
         show_gate(base_url, keys["extractor"])
+        show_embeddings(base_url, keys["scribe"])
         show_failover(base_url, keys["coder"], {d["name"]: providers[d["provider"]]["base_url"] for d in deployments})
         time.sleep(0.3)
         report = subprocess.run(

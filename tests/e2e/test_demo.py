@@ -43,5 +43,7 @@ def test_demo_routes_a_burst_over_real_local_and_simulated_clouds(tmp_path):
     gate = re.search(r"quality gate: .* served by (\S+) \(SIMULATED\)\n  reason .*gate invalid_json", out)
     assert gate and gate.group(1) == "sim-cheap", out
     assert "answers that failed a gate (paid, escalated): 1" in out
-    assert served and int(served.group(1)) == len(routed) + 3
+    # embeddings have their own route, and the only deployment that embeds is the local one (issue 15)
+    assert re.search(r"embeddings: model=auto was served by local-embed \(REAL local, \d+ dims\)", out), out
+    assert served and int(served.group(1)) == len(routed) + 4
     assert re.search(r"served locally: \d+%", out) and "tiergate is running at http://127.0.0.1:" in out

@@ -209,11 +209,17 @@ async def _control_middleware(request: web.Request, handler: Handler) -> web.Str
     """Record the request, apply the next matching fault, render ApiError."""
     if request.path.startswith("/_control/"):
         return await handler(request)
-    if request.match_info.http_exception is not None or request.path == "/api/show":
-        # a path this vendor does not serve, or Ollama's model card: the gateway's start-up probes of local
-        # engines (/props, /api/show), answered as the vendor would and not logged, so that the log stays the
-        # traffic that serves requests
+    unserved = request.match_info.http_exception is not None
+    if request.method == "GET" and unserved:
+        # a GET for a path this vendor does not serve (the gateway's start-up /props probe of local engines):
+        # answered 404 as the vendor would, and not logged, so the log stays the traffic that serves requests
         return await handler(request)
+    if request.path == "/api/show":
+        # the gateway's other start-up probe (Ollama's model card): the vendor's answer, not logged either
+        try:
+            return await handler(request)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+            return request.app[CONTROL].error_response(exc.status, f"Invalid URL ({request.method} {request.path})")
     state = request.app[CONTROL]
     body = parse_json(await request.read())
     model = body.get("model") if isinstance(body, dict) else None
