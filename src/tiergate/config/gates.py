@@ -96,6 +96,13 @@ class GatesConfig(GateRuleConfig):
     )
     max_escalations: int = Field(2, ge=0, le=9, description="answers that may fail a gate before one is served")
     escalate_to: Literal["next_tier", "next_candidate"] = "next_tier"
+    starved_retry_factor: float = Field(
+        2.0,
+        ge=1,
+        le=16,
+        allow_inf_nan=False,
+        description="a reasoning model's starved answer is retried once with this times its max_tokens (1: never)",
+    )
     tasks: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per task (X-Tiergate-Task)")
     aliases: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per alias or model name asked for")
     deployments: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per deployment that answers")
@@ -114,6 +121,7 @@ class GatesConfig(GateRuleConfig):
             apply_to=self.apply_to,
             max_escalations=self.max_escalations,
             escalate_to=self.escalate_to,
+            starved_retry_factor=self.starved_retry_factor,
             default=self.patch().over(GateRule()),
             tasks=patches(self.tasks),
             models=patches(self.aliases),
