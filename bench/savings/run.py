@@ -1,6 +1,6 @@
 """Replay an agent workload through tiergate in three arms and compare cost, failed tasks and latency.
 
-  .venv/bin/python bench/savings/run.py [--tasks 1000] [--seed 19] [--time-scale 0.02] [--concurrency 16]
+  .venv/bin/python bench/savings/run.py [--tasks 1000] [--seed 19] [--time-scale 0.1] [--concurrency 16]
 
 Two OpenAI-chat stand-ins play the tiers (bench/savings/replay.py: local qwen3-8b free at tier 0;
 gpt-5-nano, gpt-5-mini and gpt-5 at tiers 1 to 3, at their list prices from the gateway's price
@@ -83,7 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=19, help="the workload's and the failure draws' seed")
-    ap.add_argument("--time-scale", type=float, default=0.02, help="simulated model time x this (0: no waits)")
+    ap.add_argument("--time-scale", type=float, default=0.1, help="simulated model time x this (0: no waits)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
