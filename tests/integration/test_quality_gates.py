@@ -357,6 +357,49 @@ def test_a_reasoning_floor_raises_max_tokens_upstream_and_in_the_budget(standins
     assert [b["max_tokens"] for b in sent] == [2048, 4096]  # raised to the floor; held to max_output_tokens
 
 
+@pytest.mark.parametrize(
+    ("starve_below", "sent", "served"),
+    [
+        (2048, [1024, 2048], "local-8b"),  # the floor's 1024 starves it; twice that is enough
+        (100_000, [1024, 2048], "cheap"),  # still starved with 2048: then it escalates
+    ],
+)
+def test_a_starved_answer_is_retried_once_with_a_larger_allowance(standins, gateway, starve_below, sent, served):
+    local = standins(name="local", models=["qwen3:8b"])
+    cheap = standins(name="cheap", models=["gpt-4o-mini"])
+    # a reasoning model that thinks through any max_tokens below starve_below and answers nothing
+    local.control("capability", {"profiles": {"qwen3:8b": {"starve_below": starve_below}}})
+    cfg = tiered_config(local, cheap, num_retries=0)
+    qwen = cfg["deployments"][0]
+    qwen.update(model="qwen3:8b", reasoning_floor_tokens=1024, max_output_tokens=8192, context_window=32768)
+    qwen["price"] = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}  # priced, so the failed answers' cost shows
+    cfg["budgets"] = [{"scope": "global", "window": "day", "limit_usd": 100}]
+    gw = gateway(cfg)
+    raw = oai(gw).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "think"}], max_tokens=256
+    )
+    answer, reason = raw.parse(), raw.headers["x-tiergate-reason"]
+    assert raw.headers["x-tiergate-deployment"] == served and answer.choices[0].message.content
+    assert [q["body"]["max_tokens"] for q in local.requests() if q["method"] == "POST"] == sent
+    assert "gate reasoning_starved" in reason and "local-8b retried with max_tokens 2048" in reason
+    [req] = gw.rows_when("kind='request'", 1)
+    failed = gw.ledger_rows("kind='attempt'")
+    # each starved answer is billed: all the tokens it spent thinking, at the local deployment's price
+    assert [(a["deployment"], a["completion_tokens"], a["reason"]) for a in failed] == [
+        ("local-8b", n, "gate failed") for n in sent[: len(sent) - (served == "local-8b")]
+    ]
+    assert all(a["cost_usd"] == pytest.approx((a["prompt_tokens"] + a["completion_tokens"]) / 1e6) for a in failed)
+    if served == "local-8b":
+        assert "escalated" not in reason and req["completion_tokens"] > 0
+        assert [q for q in cheap.requests() if q["method"] == "POST"] == []
+    else:
+        assert "escalated to tier 1" in reason and req["deployment"] == "cheap"
+    report = json.loads(gw.cli("report", "--json").stdout)
+    assert report["gate_failures"] == len(failed) and report["cost_usd"] == pytest.approx(
+        sum(a["cost_usd"] for a in failed) + req["cost_usd"]
+    )
+
+
 def test_recommend_reads_the_gate_failures_in_the_ledger(standins, gateway):
     local = standins(name="local", models=["llama-8b"])
     cheap = standins(name="cheap", models=["gpt-4o-mini"])

@@ -3,6 +3,7 @@ tier in the background, compared and recorded, without delaying the client; a bu
 
 from __future__ import annotations
 
+import json
 import time
 
 import openai
@@ -83,3 +84,46 @@ def test_local_only_requests_are_never_sent_to_the_reference(standins, gateway):
     gw.rows_when("kind='request'", 2)
     time.sleep(1)
     assert posts(frontier) == [] and gw.ledger_rows("kind='shadow'") == []
+
+
+def test_shadows_against_a_lower_tier_are_recommends_evidence_to_lower_a_task(standins, gateway):
+    local = standins(name="local", models=["llama-8b"])
+    cheap = standins(name="cheap", models=["gpt-4o-mini"])
+    cfg = tiered_config(local, cheap, num_retries=0)  # tasks: coding starts at tier 1
+    cfg["gates"] = {"shadow": {"lower": "local/fast", "sample": 1.0, "tasks": ["coding"]}}
+    gw = gateway(cfg)
+    c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=MASTER_KEY, max_retries=0)
+    ask = [{"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": AGE}}}] * 4 + [{}]
+    for i, kw in enumerate(ask):  # one at a time: at most two comparisons run at once, more are not made
+        raw = c.chat.completions.with_raw_response.create(
+            model="task/coding", messages=[{"role": "user", "content": f"age {i}?"}], **kw
+        )
+        assert raw.headers["x-tiergate-deployment"] == "cheap"
+        gw.rows_when("kind='shadow'", i + 1)
+    c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])  # local: no lower tier
+    gw.rows_when("kind='request'", 6)
+    rows = gw.ledger_rows("kind='shadow'")
+    assert [(r["deployment"], r["task"]) for r in rows] == [("local-8b", "coding")] * 5
+    # the JSON answers agree ({"age": 1} from both), the prose ones do not ("[local] …" against "[cheap] …")
+    assert [json.loads(r["extra"])["agree"] for r in rows] == ["1", "1", "1", "1", "0"]
+    assert [b["messages"] for b in posts(local)] == [b["messages"] for b in posts(cheap)][:5] + [
+        [{"role": "user", "content": "hi"}]
+    ]
+    gw.stop()
+    assert "local-8b for cheap / coding" in gw.cli("report").stdout
+    # 4 of 5 agree: not the 90 % asked for by default; enough at 80 %
+    quiet = gw.cli("recommend", "--min-requests", "5").stdout
+    assert "no task to move" in quiet and "shadow comparisons per task: coding 5" in quiet
+    [advice] = json.loads(gw.cli("recommend", "--min-requests", "5", "--agreement", "0.8", "--json").stdout)
+    assert advice == {
+        "direction": "lower",
+        "task": "coding",
+        "current_tier": 1,
+        "suggested_tier": 0,
+        "compared": 5,
+        "agreed": 4,
+        "agreement": 0.8,
+    }
+    text = gw.cli("recommend", "--min-requests", "5", "--agreement", "0.8").stdout
+    assert "tasks.coding: 1 -> 0  (4 of 5 answers served at tier 1+ were matched at tier 0" in text
+    assert gw.cli("recommend", "--min-requests", "6", "--agreement", "0.8").stdout.startswith("no task to move")

@@ -433,6 +433,43 @@ def test_bad_fault_rejected_and_apps_isolated(servers):
     assert len(control(servers["oai"], "/_control/faults")) == 1
 
 
+def test_simulated_capability_fails_tagged_tasks_as_drawn_and_starves_small_allowances(servers):
+    srv = servers["oai"]
+    status, _, raw = http(srv.base_url + "/_control/capability", {"profiles": {"gpt-test": {"fail": {"hard": 1}}}})
+    assert status == 400 and b"profiles.gpt-test: fail maps classes" in raw
+    cap = {"seed": 1, "profiles": {"gpt-test": {"fail": {"complex": 1.0}, "starve_below": 100}}}
+    assert control(srv, "/_control/capability", cap) == {"models": ["gpt-test"]}
+    client = oai(srv)
+
+    def ask(level: str, max_tokens: int = 500, **kw: Any) -> Any:
+        tag = f"[[standin task=T-{level} class={level} answer_tokens=40]]"
+        return client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": f"{tag} go"}], max_tokens=max_tokens, **kw
+        )
+
+    done = ask("simple")  # not failed: an answer of the task's length
+    assert done.choices[0].finish_reason == "stop" and done.usage.completion_tokens == 40
+    assert len(done.choices[0].message.content.split()) == 40
+    bad = ask("complex")  # always failed: empty, or all reasoning
+    msg = bad.choices[0].message
+    assert not msg.content and (bad.choices[0].finish_reason == "length") == bool(
+        msg.model_extra.get("reasoning_content")
+    )
+    calls = ask("complex", tools=[WEATHER_TOOL], tool_choice="required").choices[0].message.tool_calls or []
+    ok = ask("simple", tools=[WEATHER_TOOL], tool_choice="required").choices[0].message.tool_calls
+    assert json.loads(ok[0].function.arguments) == {"city": "Paris"}  # every required argument
+    if calls:  # a call with arguments cut off (not JSON) or without its required ones
+        args = calls[0].function.arguments
+        assert args == "{}" or not args.endswith("}"), args
+    starved = ask("simple", max_tokens=50)  # below starve_below: thinks through its whole allowance
+    assert starved.choices[0].finish_reason == "length" and starved.choices[0].message.content is None
+    assert starved.usage.completion_tokens == 50
+    untagged = client.chat.completions.create(model="gpt-test", messages=HELLO, max_tokens=500)
+    assert untagged.choices[0].message.content.startswith("[oai-a] ")  # the usual fake model
+    control(srv, "/_control/reset", {})
+    assert ask("complex").choices[0].message.content  # reset: no capability, the usual answers
+
+
 # --- Anthropic ----------------------------------------------------------------
 
 

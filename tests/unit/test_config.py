@@ -168,6 +168,9 @@ def test_litellm_unknown_provider_prefix_is_named():
         ({"escalate_to": "up"}, ["gates.escalate_to", "next_tier", "next_candidate"]),
         ({"prefix_chars": 0}, ["gates.prefix_chars", "greater than or equal to 1"]),
         ({"typo": 1}, ["gates.typo", "unknown field", "max_escalations"]),
+        ({"shadow": {"sample": 0.5}}, ["gates.shadow", "needs reference, lower or both"]),
+        ({"shadow": {"lower": "tiny"}}, ["gates.shadow.lower", "unknown deployment or alias 'tiny'", "local-8b"]),
+        ({"shadow": {"reference": "big"}}, ["gates.shadow.reference", "unknown deployment or alias 'big'"]),
     ],
 )
 def test_gate_config_errors_name_the_field_and_the_allowed_values(gates, fragments):

@@ -438,3 +438,30 @@ def test_the_reasoning_floor(floor, limit, asked, sent):
     assert d.output_tokens(asked) == sent
     if asked is not None:
         assert reserved_output(d, asked, 100) == sent  # the budget reserves what is sent
+
+
+@pytest.mark.parametrize(
+    ("floor", "limit", "asked", "factor", "retry"),
+    [
+        (2048, None, 256, 2.0, 4096),  # sent the floor (2048), starved: once more with twice that
+        (2048, None, 4096, 2.0, 8192),  # sent what was asked
+        (2048, 6000, 4096, 2.0, 6000),  # held to the deployment's own limit
+        (2048, 2048, 256, 2.0, None),  # already at its limit: nothing larger to try
+        (2048, None, None, 2.0, None),  # no cap sent: the model's own default was its allowance
+        (None, None, 256, 2.0, None),  # not a reasoning model: no retry, escalate
+        (2048, None, 256, 1.0, None),  # retries turned off
+        (2048, None, 256, 1.5, 3072),
+    ],
+)
+def test_a_starved_answer_is_retried_with_a_larger_allowance(floor, limit, asked, factor, retry):
+    from dataclasses import replace
+
+    from tiergate.core.catalog import Deployment
+    from tiergate.core.money import reserved_output
+
+    d = Deployment("q", "box", "openai-chat", "http://x", "qwen3:8b", 0, True, 32768, limit, 0.0, 0.0)
+    d = replace(d, reasoning_floor=floor)
+    assert d.starved_allowance(asked, factor) == retry
+    if retry is not None:  # the retry's copy sends the larger allowance, and its reservation assumes it
+        roomier = replace(d, reasoning_floor=retry)
+        assert roomier.output_tokens(asked) == retry and reserved_output(roomier, asked, 100) == retry

@@ -76,34 +76,51 @@ def explain(
 def recommend(
     config: Path | None = ConfigOpt,
     days: int = typer.Option(7, min=1, max=366, help="the days of ledger to weigh"),
-    min_requests: int = typer.Option(20, min=1, help="the least requests of a task to advise on it"),
+    min_requests: int = typer.Option(
+        20, min=1, help="the least requests (or, to lower it, shadow comparisons) of a task to advise on it"
+    ),
     threshold: float = typer.Option(0.2, min=0.0, max=1.0, help="failure rate at the starting tier that advises"),
+    agreement: float = typer.Option(
+        0.9, min=0.0, max=1.0, help="share of shadow comparisons a lower tier must agree in to advise lowering"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Tasks whose answers at their starting tier often fail a quality gate: start them a tier higher.
+    """Tasks whose answers at their starting tier often fail a quality gate: start them a tier higher;
+    tasks whose answers a lower tier matched in shadow comparisons (gates.shadow.lower): start them lower.
 
-    Each such request pays twice (the failed answer, then the one a tier up); the evidence is counted
-    from the ledger's billed attempts (docs/gates.md). No advice to lower a task is given: shadow
-    comparisons check answers served locally, so a task served above tier 0 has none to weigh.
+    Each task that fails at its tier pays twice (the failed answer, then the one a tier up); the evidence
+    is counted from the ledger's billed attempts. The evidence to lower one is the shadow comparisons of
+    its answers, served at or above its tier, against a lower tier (docs/gates.md).
     """
     import time
 
+    from tiergate.core.recommend import lowering
     from tiergate.core.recommend import recommend as advise
-    from tiergate.ledger.report import recommend_inputs
+    from tiergate.ledger.report import recommend_inputs, shadow_inputs
 
     cfg, ledger = open_ledger_or_fail(config)
+    since = time.time() - days * 86400
     try:
-        requests, failures, served = recommend_inputs(ledger, time.time() - days * 86400)
+        requests, failures, served = recommend_inputs(ledger, since)
+        shadows = shadow_inputs(ledger, since)
     finally:
         ledger.close()
     recs = advise(cfg.tasks, requests, failures, served, min_requests=min_requests, threshold=threshold)
+    lows = lowering(cfg.tasks, shadows, min_requests=min_requests, agreement=agreement)
     if as_json:
-        typer.echo(json.dumps([{**dataclasses.asdict(r), "failure_rate": r.failure_rate} for r in recs], indent=2))
+        out = [{"direction": "raise", **dataclasses.asdict(r), "failure_rate": r.failure_rate} for r in recs]
+        out += [{"direction": "lower", **dataclasses.asdict(r), "agreement": r.agreement} for r in lows]
+        typer.echo(json.dumps(out, indent=2))
         return
-    if not recs:
+    if not recs and not lows:
         weighed = ", ".join(f"{t} {n}" for t, n in sorted(requests.items())) or "none"
         typer.echo(f"no task to move: none failed a gate at its tier in {threshold:.0%} of {min_requests}+ requests")
         typer.echo(f"  requests per task over {days} days: {weighed}")
+        compared: dict[str, int] = {}
+        for s in shadows:
+            compared[s.task] = compared.get(s.task, 0) + 1
+        shown = ", ".join(f"{t} {n}" for t, n in sorted(compared.items())) or "none (gates.shadow.lower)"
+        typer.echo(f"  shadow comparisons per task: {shown}; lowering needs {agreement:.0%} agreement")
         return
-    for r in recs:
-        typer.echo(r.line())
+    for line in [r.line() for r in recs] + [r.line() for r in lows]:
+        typer.echo(line)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tiergate.core.gates import GateName, GatePolicy, GateRule, GateRulePatch, StreamMode
 
@@ -61,9 +61,16 @@ def _patterns(patterns: list[str] | None) -> tuple[regex.Pattern[str], ...] | No
 
 class ShadowConfig(_Model):
     """A sample of the answers served locally, also asked of a reference tier and compared (never delaying
-    or changing the client's answer); agreement rates in ``tiergate report``."""
+    or changing the client's answer); agreement rates in ``tiergate report``. With ``lower``, a sample of
+    the answers served above that deployment's tier is also asked of it: tiergate recommend's evidence
+    for starting a task lower."""
 
-    reference: str = Field(min_length=1, description="the deployment or alias that answers for comparison")
+    reference: str | None = Field(
+        None, min_length=1, description="the deployment or alias that answers local answers' requests for comparison"
+    )
+    lower: str | None = Field(
+        None, min_length=1, description="the deployment or alias asked the requests that tiers above it served"
+    )
     sample: float = Field(0.1, ge=0, le=1, description="the share of eligible answers compared")
     budget_usd_per_day: float = Field(1.0, gt=0, allow_inf_nan=False, description="what comparisons may spend a day")
     tasks: list[str] = Field(default_factory=list, description="the tasks compared; empty: every task")
@@ -76,6 +83,12 @@ class ShadowConfig(_Model):
     def _lower_tasks(cls, v: list[str]) -> list[str]:
         return [t.lower() for t in v]
 
+    @model_validator(mode="after")
+    def _asks_someone(self) -> ShadowConfig:
+        if self.reference is None and self.lower is None:
+            raise ValueError("gates.shadow needs reference, lower or both: the deployment or alias to ask")
+        return self
+
 
 class GatesConfig(GateRuleConfig):
     apply_to: Literal["routed", "all", "none"] = Field(
@@ -83,6 +96,13 @@ class GatesConfig(GateRuleConfig):
     )
     max_escalations: int = Field(2, ge=0, le=9, description="answers that may fail a gate before one is served")
     escalate_to: Literal["next_tier", "next_candidate"] = "next_tier"
+    starved_retry_factor: float = Field(
+        2.0,
+        ge=1,
+        le=16,
+        allow_inf_nan=False,
+        description="a reasoning model's starved answer is retried once with this times its max_tokens (1: never)",
+    )
     tasks: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per task (X-Tiergate-Task)")
     aliases: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per alias or model name asked for")
     deployments: dict[str, GateRuleConfig] = Field(default_factory=dict, description="per deployment that answers")
@@ -101,6 +121,7 @@ class GatesConfig(GateRuleConfig):
             apply_to=self.apply_to,
             max_escalations=self.max_escalations,
             escalate_to=self.escalate_to,
+            starved_retry_factor=self.starved_retry_factor,
             default=self.patch().over(GateRule()),
             tasks=patches(self.tasks),
             models=patches(self.aliases),

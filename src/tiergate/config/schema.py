@@ -375,11 +375,12 @@ class TiergateConfig(_Model):
         ]
         shadow = self.gates.shadow
         if shadow is not None:
-            if shadow.reference not in names and shadow.reference not in self.aliases:
-                out.append(
-                    f"gates.shadow.reference: unknown deployment or alias {shadow.reference!r}; "
-                    f"allowed: {listed(names | set(self.aliases))}"
-                )
+            out += [
+                f"gates.shadow.{field}: unknown deployment or alias {name!r}; "
+                f"allowed: {listed(names | set(self.aliases))}"
+                for field, name in (("reference", shadow.reference), ("lower", shadow.lower))
+                if name is not None and name not in names and name not in self.aliases
+            ]
             out += [
                 f"gates.shadow.tasks: unknown task {t!r}; allowed: {listed(self.tasks)} (tasks:)"
                 for t in shadow.tasks

@@ -83,6 +83,16 @@ class Deployment:
             asked = self.reasoning_floor
         return min(asked, self.max_output_tokens) if self.max_output_tokens else asked
 
+    def starved_allowance(self, asked: int | None, factor: float) -> int | None:
+        """The larger output cap a reasoning-starved answer is retried with: ``factor`` times what was sent,
+        held to max_output_tokens; None when there is no floor, no cap was sent, or it cannot grow."""
+        sent = self.output_tokens(asked) if self.reasoning_floor else None
+        if sent is None or factor <= 1:
+            return None
+        more = int(sent * factor)
+        more = min(more, self.max_output_tokens) if self.max_output_tokens else more
+        return more if more > sent else None
+
     def cost(
         self, prompt_tokens: int, completion_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0
     ) -> float:

@@ -121,6 +121,7 @@ class GatePolicy:
     apply_to: Literal["routed", "all", "none"] = "routed"  # routed: auto and task routing
     max_escalations: int = 2
     escalate_to: Literal["next_tier", "next_candidate"] = "next_tier"
+    starved_retry_factor: float = 2.0  # a reasoning-starved answer is retried once with this times its allowance
     default: GateRule = GateRule()
     tasks: Mapping[str, GateRulePatch] = field(default_factory=dict)
     models: Mapping[str, GateRulePatch] = field(default_factory=dict)  # aliases (and model_map targets)

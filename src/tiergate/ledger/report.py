@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from tiergate.core.catalog import Catalog, Deployment
-from tiergate.core.recommend import GateFailureRow
+from tiergate.core.recommend import GateFailureRow, ShadowRow
 from tiergate.ledger.base import Ledger
 
 GROUPS = ("deployment", "tier", "agent", "task", "day")
@@ -189,7 +189,8 @@ def build_report(
     _shadows(
         rep,
         ledger.query(
-            "SELECT task, cost_usd, extra FROM usage WHERE kind = 'shadow' AND ts >= ? AND ts < ?", (start, end)
+            "SELECT task, deployment, tier, cost_usd, extra FROM usage WHERE kind = 'shadow' AND ts >= ? AND ts < ?",
+            (start, end),
         ),
     )
     return summarize(rep, billed, catalog)
@@ -198,16 +199,28 @@ def build_report(
 def _shadows(rep: Report, rows: Sequence[Any]) -> None:
     """Shadow comparisons by the deployment that served and the task: compared, agreed, their cost."""
     for r in rows:
-        try:
-            extra = orjson.loads(r["extra"]) if r["extra"] else {}
-        except orjson.JSONDecodeError:
-            extra = {}
-        extra = extra if isinstance(extra, dict) else {}
+        extra = _extra(r["extra"])
         rep.shadow_cost_usd += r["cost_usd"]
-        g = rep.shadow.setdefault(f"{extra.get('served_by', '-')} / {r['task'] or '-'}", {"compared": 0, "agreed": 0})
+        key = f"{extra.get('served_by', '-')} / {r['task'] or '-'}"
+        if _asked_lower(r["tier"], extra):  # gates.shadow.lower: a lower tier asked what a higher one served
+            key = f"{r['deployment']} for {key}"
+        g = rep.shadow.setdefault(key, {"compared": 0, "agreed": 0})
         if "agree" in extra:
             g["compared"] += 1
             g["agreed"] += extra["agree"] == "1"
+
+
+def _asked_lower(tier: int | None, extra: dict[str, Any]) -> bool:
+    served = extra.get("served_tier")
+    return tier is not None and isinstance(served, str) and served.isdigit() and tier < int(served)
+
+
+def _extra(raw: str | None) -> dict[str, Any]:
+    try:
+        extra = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return extra if isinstance(extra, dict) else {}
 
 
 def _row(r: Any, *, answered: bool, gated: bool = False) -> Row:
@@ -377,3 +390,19 @@ def recommend_inputs(
         )
     ]
     return requests, failures, served
+
+
+def shadow_inputs(ledger: Ledger, since_ts: float) -> list[ShadowRow]:
+    """The shadow comparisons ``tiergate recommend`` weighs for lowering, since ``since_ts``: each with a
+    verdict, a task, the tier that served and the tier asked."""
+    out = []
+    for r in ledger.query(
+        "SELECT task, tier, extra FROM usage WHERE kind = 'shadow' AND task IS NOT NULL AND tier IS NOT NULL "
+        "AND ts >= ?",
+        (since_ts,),
+    ):
+        extra = _extra(r["extra"])
+        served, agree = extra.get("served_tier"), extra.get("agree")
+        if isinstance(served, str) and served.isdigit() and agree in ("0", "1"):
+            out.append(ShadowRow(r["task"], int(served), r["tier"], agree == "1"))
+    return out

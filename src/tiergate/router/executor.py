@@ -215,7 +215,7 @@ class Executor:
                     if refused is not None:
                         ctx.notes.append(f"skipped {d.name}: {refused}")
                         continue
-                try:
+                try:  # inline, not through _answer: one coroutine less on the chat lane
                     if d.local_model is not None and self.local is not None:
                         outcome = await self._managed_attempts(ctx, d, candidate, adapter, body)
                     else:
@@ -227,11 +227,15 @@ class Executor:
                     if hold.budgeted:
                         await hold.release()
                     continue
+                if outcome.gate_failure is not None and outcome.gate_failure.gate == "reasoning_starved":
+                    kept = await self.unserved.failed(ctx, outcome, kept)  # billed; once more with more room
+                    outcome = await self._starved_retry(ctx, d, candidate, adapter, body) or outcome
                 if outcome.gate_failure is None:
                     if kept is not None:
                         await self.unserved.record(ctx, kept)
                     return outcome
-                kept = await self.unserved.failed(ctx, outcome, kept)
+                if outcome is not kept:
+                    kept = await self.unserved.failed(ctx, outcome, kept)
                 if ctx.gate is None or not ctx.gate.may_escalate(ctx.gate_failures):
                     break
                 if self.gates.policy.escalate_to == "next_tier":
@@ -250,6 +254,40 @@ class Executor:
                 f"every candidate is at its rate limit: {detail}", retry_after=max(1, ceil(min(rate_waits)))
             )
         raise AllCandidatesFailed(f"every candidate failed: {detail}", failures=list(ctx.failures))
+
+    async def _answer(
+        self, ctx: CallContext, d: Deployment, candidate: Candidate, adapter: Adapter, body: dict[str, Any]
+    ) -> Outcome | None:
+        """One candidate's answer (its retries included), or None with its reservation released (as run
+        does inline for the first answer)."""
+        try:
+            if d.local_model is not None and self.local is not None:
+                outcome = await self._managed_attempts(ctx, d, candidate, adapter, body)
+            else:
+                outcome = await self._attempts(ctx, d, candidate, adapter, body)
+        except BaseException:
+            await ctx.hold.release()
+            raise
+        if outcome is None and ctx.hold.budgeted:
+            await ctx.hold.release()
+        return outcome
+
+    async def _starved_retry(
+        self, ctx: CallContext, d: Deployment, candidate: Candidate, adapter: Adapter, body: dict[str, Any]
+    ) -> Outcome | None:
+        """A reasoning model's starved answer: the same deployment once more, its max_tokens raised (the
+        failed answer is billed already); None when no larger allowance is possible, affordable or answered."""
+        more = d.starved_allowance(ctx.features.max_tokens, self.gates.policy.starved_retry_factor)
+        if more is None or ctx.gate is None or not ctx.gate.may_escalate(ctx.gate_failures):
+            return None
+        roomier = replace(d, reasoning_floor=more)  # the adapters raise max_tokens to a floor
+        if ctx.hold.budgeted:
+            refused = await ctx.hold.reserve(roomier)
+            if refused is not None:
+                ctx.notes.append(f"no retry of {d.name} with max_tokens {more}: {refused}")
+                return None
+        ctx.notes.append(f"{d.name} retried with max_tokens {more}")
+        return await self._answer(ctx, roomier, candidate, adapter, body)
 
     async def _rate_refusal(self, ctx: CallContext, d: Deployment) -> float | None:
         """Count the request in the deployment's own rpm/tpm; when it is at one, say so in the failures and
@@ -448,7 +486,7 @@ class Executor:
         if ctx.failures:
             reason = f"{reason}; after {summarize_failures(ctx.failures)}"
             self.metrics.child(self.metrics.fallbacks, d.name).inc()
-            if ctx.gate_failures:
+            if ctx.gate_failures and d is self.catalog.deployments.get(d.name):  # not a starved retry's copy
                 reason = f"{reason}; escalated to tier {c.tier} on a failed gate"
         if ctx.notes:
             reason = f"{reason}; {'; '.join(ctx.notes)}"

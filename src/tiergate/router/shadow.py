@@ -1,12 +1,14 @@
-"""Shadow comparisons at work: a sample of local answers also asked of a reference tier, in the background.
+"""Shadow comparisons at work: a sample of local answers also asked of a reference tier, in the background;
+with ``lower``, a sample of the answers tiers above that deployment gave also asked of it.
 
 ``offer`` is called once a request is settled. It never delays or changes the client's answer. An
-offered answer is compared only when it was a plain (not streamed) answer from a local deployment to a
+offered answer is compared only when it was a plain (not streamed) answer from a local deployment (asked
+of the reference) or from a tier above the lower deployment (asked of it) to a
 request that may leave the machine (not local-only by privacy or emergency mode: those fail closed), its
 task is listed (or none are), the sample draw says so, and the comparison's worst case still fits the
 day's shadow budget (reserved before the call, trued up after). At most ``MAX_IN_FLIGHT`` comparisons
 run at once; beyond that an answer is not compared. Each comparison is a ledger row of kind ``shadow``
-(the reference deployment, its tokens and cost, ``extra``: served_by, agree, compare). Budgets and
+(the deployment asked, its tokens and cost, ``extra``: served_by, served_tier, agree, compare). Budgets and
 request totals leave these rows out; ``tiergate report`` shows them apart.
 """
 
@@ -52,13 +54,24 @@ class ShadowRunner:
         self.clock = clock
         self.rng = rng or random.Random()
         self.budget = ShadowBudget(cfg.budget_usd_per_day)
-        members = catalog.aliases.get(cfg.reference) or (cfg.reference,)
-        self.reference: Deployment | None = catalog.deployments.get(members[0])
+        self.reference = _resolve(catalog, cfg.reference)
+        self.lower = _resolve(catalog, cfg.lower)
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def _asked(self, served: Deployment) -> Deployment | None:
+        """Who is asked for comparison: the reference, for a local answer; the lower deployment, for an
+        answer from a tier above it."""
+        ref = self.reference if served.local else None
+        if ref is None and self.lower is not None and self.lower.tier < served.tier:
+            ref = self.lower
+        return None if ref is None or ref.name == served.name else ref
+
     def offer(self, ctx: CallContext, outcome: Outcome) -> None:
-        d, ref, gate = outcome.deployment, self.reference, ctx.gate
-        if outcome.reply is None or not d.local or gate is None or ref is None or ref.name == d.name:
+        d, gate = outcome.deployment, ctx.gate
+        if outcome.reply is None or gate is None:
+            return
+        ref = self._asked(d)
+        if ref is None:
             return
         if ctx.features.local_only or ctx.hold.constraints.local_only:  # privacy, emergency: never sent out
             return
@@ -90,13 +103,13 @@ class ShadowRunner:
             raise
         except Exception as exc:
             self.budget.spend(-held, self.clock())
-            self._record(ctx, ref, Usage(), 0.0, t0, served.name, mode, None, error=f"{type(exc).__name__}: {exc}")
+            self._record(ctx, ref, Usage(), 0.0, t0, served, mode, None, error=f"{type(exc).__name__}: {exc}")
             return
         cost = ref.usage_cost(reply.usage)
         self.budget.spend(cost - held, self.clock())
         mine, theirs = reply_view(ctx.protocol, served_body), reply_view(ctx.protocol, reply.body)
         agreed = mine is not None and theirs is not None and agree(mine, theirs, mode)
-        self._record(ctx, ref, reply.usage, cost, t0, served.name, mode, agreed)
+        self._record(ctx, ref, reply.usage, cost, t0, served, mode, agreed)
 
     def _record(
         self,
@@ -105,7 +118,7 @@ class ShadowRunner:
         usage: Usage,
         cost: float,
         t0: float,
-        served: str,
+        served: Deployment,
         mode: str,
         agreed: bool | None,
         error: str | None = None,
@@ -117,13 +130,13 @@ class ShadowRunner:
             usage=usage,
             status=200 if error is None else 502,
             ttft_ms=None,
-            reason=f"shadow of {served}",
+            reason=f"shadow of {served.name}",
             error=error,
             fallbacks=0,
             cost=cost,
             latency_ms=(time.perf_counter() - t0) * 1000,
         )
-        extra = {**(rec.extra or {}), "served_by": served, "compare": mode}
+        extra = {**(rec.extra or {}), "served_by": served.name, "served_tier": str(served.tier), "compare": mode}
         if agreed is not None:
             extra["agree"] = "1" if agreed else "0"
         self.ledger.record(rec._replace(extra=extra))
@@ -132,3 +145,11 @@ class ShadowRunner:
         """Comparisons in flight are stopped (their held budget given back); nothing is left running."""
         for task in list(self._tasks):
             await stop(task)
+
+
+def _resolve(catalog: Catalog, name: str | None) -> Deployment | None:
+    """A deployment, or an alias's first member."""
+    if name is None:
+        return None
+    members = catalog.aliases.get(name) or (name,)
+    return catalog.deployments.get(members[0])

@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from . import hostile
+from .capability import Capability
 
 ErrorFactory = Callable[..., web.Response]
 """``(status, message, *, code=None, param=None) -> Response`` in the vendor's shape."""
@@ -108,6 +109,7 @@ class ControlState:
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED)
         self.model_counts: Counter[str] = Counter()
         self.streams: deque[hostile.StreamRecord] = deque(maxlen=MAX_RECORDED)  # answers of hostile faults
+        self.capability: Capability | None = None  # simulated capability per model (see .capability)
 
     def model_request(self, path: str, model: str | None) -> tuple[bool, str | None]:
         """Whether ``path`` asks a model for something, and which model: the body's, or for a path
@@ -134,6 +136,7 @@ class ControlState:
         self.requests.clear()
         self.model_counts.clear()
         self.streams.clear()
+        self.capability = None
 
 
 CONTROL = web.AppKey("tiergate_standin_control", ControlState)
@@ -153,6 +156,7 @@ def install_control(app: web.Application, *, model_paths: Iterable[str], error_r
     app.router.add_get("/_control/stats", _stats)
     app.router.add_get("/_control/streams", _streams)
     app.router.add_post("/_control/reset", _reset)
+    app.router.add_post("/_control/capability", _set_capability)
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
@@ -178,6 +182,15 @@ async def _add_faults(request: web.Request) -> web.Response:
     state = request.app[CONTROL]
     state.faults.extend(faults)
     return json_response({"queued": len(state.faults)})
+
+
+async def _set_capability(request: web.Request) -> web.Response:
+    try:
+        cap = Capability.parse(parse_json(await request.read()))
+    except ValueError as exc:
+        return json_response({"error": str(exc)}, 400)
+    request.app[CONTROL].capability = cap
+    return json_response({"models": sorted(cap.profiles)})
 
 
 async def _list_faults(request: web.Request) -> web.Response:

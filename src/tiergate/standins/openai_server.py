@@ -7,6 +7,7 @@ deterministic fake model from :mod:`.faults`; ``/_control`` injects faults.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import struct
@@ -17,8 +18,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .capability import Capability, Profile, failure, task_tag
+from .capability import answer_text as tagged_text
 from .fake_model import approx_tokens, schema_instance, scripted_reply, split_text, text_of, tool_arguments
-from .faults import ApiError, EventStream, install_control, json_response, new_id, parse_json
+from .faults import CONTROL, ApiError, EventStream, install_control, json_response, new_id, parse_json
 from .responses_server import responses
 
 EMBED_DIMS = 8
@@ -228,6 +231,13 @@ async def chat_reply(
         completion = reply.tokens
         message = {"role": "assistant", "content": structured(body, reply.text)}
         finish = "length" if reply.truncated else "stop"
+    cap = request.app[CONTROL].capability
+    profile = cap.for_model(body["model"]) if cap is not None else None
+    if cap is not None and profile is not None:
+        message, finish, completion = _simulated(
+            cfg.name, cap, profile, body, prompt_text, limit, fn, (message, finish, completion)
+        )
+        await asyncio.sleep(profile.delay_s(completion))
     message.update(refusal=None, annotations=[])
     ident, created = new_id("chatcmpl-", 29), int(time.time())
 
@@ -277,7 +287,7 @@ async def chat_reply(
         obj.update(extra)
         await out.send(b"data: " + orjson.dumps(obj) + b"\n\n")
 
-    if fn is not None:
+    if message.get("tool_calls"):
         call = message["tool_calls"][0]
         fn_call = call["function"]
         await chunk(
@@ -299,6 +309,9 @@ async def chat_reply(
             await chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
     else:
         await chunk({"role": "assistant", "content": "", "refusal": None})
+        if message.get("reasoning_content"):  # a simulated reasoning model's thinking (see .capability)
+            for piece in split_text(message["reasoning_content"], cfg.stream_chunks):
+                await chunk({"reasoning_content": piece})
         if message["content"]:
             for piece in split_text(message["content"], cfg.stream_chunks):
                 await chunk({"content": piece})
@@ -307,6 +320,65 @@ async def chat_reply(
         await chunk(None, usage=usage)
     await out.send(b"data: [DONE]\n\n", final=True)
     return await out.close()
+
+
+def _simulated(
+    name: str,
+    cap: Capability,
+    profile: Profile,
+    body: dict[str, Any],
+    prompt: str,
+    limit: int | None,
+    fn: dict[str, Any] | None,
+    usual: tuple[dict[str, Any], str, int],
+) -> tuple[dict[str, Any], str, int]:
+    """The answer under a simulated capability (see .capability): (message, finish_reason, completion
+    tokens). An untagged request that is not starved keeps the fake model's ``usual`` answer."""
+    tag = task_tag(prompt)
+    starved = limit is not None and limit < profile.starve_below
+    if tag is None and not starved:
+        return usual
+    message = usual[0]
+    size = tag.answer_tokens if tag is not None else max(1, min(limit or 1, 64))
+    task = tag.task if tag is not None else prompt
+    rf = body.get("response_format")
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if starved:
+        how: str | None = "reasoning_starved"
+    else:
+        assert tag is not None
+        how = failure(
+            cap, body["model"], tag, wants_json=kind in ("json_object", "json_schema"), calls_tool=fn is not None
+        )
+    if how == "json_schema" and kind != "json_schema":
+        how = "invalid_json"  # no schema to miss: the JSON is broken instead
+    n = size if limit is None else min(limit, size)
+    text = tagged_text(name, task, n)
+    if how == "empty":
+        return {"role": "assistant", "content": ""}, "stop", 1
+    if how == "reasoning_starved":  # the whole allowance spent thinking
+        spent = limit if limit is not None else 2 * size
+        return (
+            {"role": "assistant", "content": None, "reasoning_content": tagged_text(name, task, spent)},
+            "length",
+            spent,
+        )
+    if fn is not None:
+        call = message["tool_calls"][0]
+        arguments = orjson.dumps(schema_instance(fn.get("parameters") or {}, "Paris")).decode()
+        if how == "tool_arguments":
+            arguments = arguments[: len(arguments) // 2]  # cut off mid-object
+        elif how == "tool_schema":
+            arguments = "{}"  # parses, but leaves out every required argument
+        call["function"]["arguments"] = arguments
+        return message, "tool_calls", n
+    content = structured(body, text)
+    if how == "invalid_json":
+        return {"role": "assistant", "content": content[: len(content) // 2]}, "stop", max(1, n // 2)
+    if how == "json_schema":
+        return {"role": "assistant", "content": orjson.dumps({"note": text}).decode()}, "stop", n
+    truncated = limit is not None and limit < size
+    return {"role": "assistant", "content": content}, "length" if truncated else "stop", n
 
 
 async def _responses(request: web.Request) -> web.StreamResponse:
