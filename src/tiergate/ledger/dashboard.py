@@ -87,7 +87,9 @@ REQUEST_COLUMNS = (
 )
 
 
-def recent_requests(ledger: Ledger, flt: RequestFilter, *, limit: int, before: float | None = None) -> list[dict[str, Any]]:
+def recent_requests(
+    ledger: Ledger, flt: RequestFilter, *, limit: int, before: float | None = None
+) -> list[dict[str, Any]]:
     """The newest ``limit`` requests matching ``flt`` (older than ``before`` when given, for the next page)."""
     where, params = flt.where()
     if before is not None:
