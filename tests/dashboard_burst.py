@@ -34,6 +34,11 @@ def dashboard_config(standins: Any) -> dict[str, Any]:
     frontier = standins("openai", "frontier", ["gpt-4o"])
     config = tiered_config(local, cheap, frontier)
     config["budgets"] = BUDGETS
+    # a server tiergate did not start, managed by it all the same: the Local models page's row
+    config["local_models"] = {
+        "budget_mb": 4096,
+        "models": [{"name": "box-llama", "attach": f"{local.base_url}/v1", "memory_mb": 1024}],
+    }
     return config
 
 

@@ -162,6 +162,11 @@ def test_each_endpoint_shows_what_the_ledger_holds_after_a_burst(dash):
         sum(r["cost_usd"] for r in rows if r["deployment"] == "frontier")
     )
 
+    models = ui.get("/ui/api/models")
+    assert (models["managed"], models["budget_mb"], models["used_mb"]) == (True, 4096, 1024)
+    [box] = models["models"]
+    assert (box["name"], box["state"], box["attached"], box["memory_mb"]) == ("box-llama", "ready", True, 1024)
+
     recent = ui.get("/ui/api/requests?limit=5")["requests"]
     newest = sorted(rows, key=lambda r: r["ts"], reverse=True)[:5]
     assert [r["request_id"] for r in recent] == [r["request_id"] for r in newest]

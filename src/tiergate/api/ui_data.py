@@ -29,6 +29,7 @@ from tiergate.ledger.report import Report, build_report, day_of
 RATE_WINDOW_S = 300.0  # the Overview's tiles: the last five minutes
 CHART_SPAN_S = 3600.0  # the charts: the last hour, a bucket a minute
 BUCKET_S = 60.0
+HOLDING_MEMORY = ("loading", "ready", "busy", "unloading")  # local model states that hold their memory
 
 
 def _ledger_figures(gw: Gateway, now: float) -> tuple[Report, float, list[dash.TrafficRow]]:
@@ -154,7 +155,7 @@ def models(gw: Gateway) -> dict[str, Any]:
     if gw.local is None or gw.config.local_models is None:
         return {"managed": False, "models": [], "budget_mb": None, "used_mb": 0, "pressure": None}
     rows = gw.local.status()
-    used = sum(r["memory_mb"] or 0 for r in rows if r["state"] in ("loaded", "loading"))
+    used = sum(r["memory_mb"] or 0 for r in rows if r["state"] in HOLDING_MEMORY)
     return {
         "managed": True,
         "models": rows,

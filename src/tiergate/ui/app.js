@@ -113,7 +113,9 @@ function renderOverview(o) {
   const r = o.rates, today = o.today;
   const saved = today.all_frontier_cost_usd > 0 ? pct(today.saved_vs_frontier_usd / today.all_frontier_cost_usd) + " of " + usd(today.all_frontier_cost_usd) : "no frontier priced";
   const on = o.emergency !== null;
-  const reason = el("input", { id: "emergency-reason", placeholder: "reason (optional)", size: 32 });
+  const typed = document.getElementById("emergency-reason");  // a live re-render keeps what was typed
+  const reason = el("input", { id: "emergency-reason", placeholder: "reason (optional)", size: 32, value: typed ? typed.value : "" });
+  document.getElementById("emergency-pill").hidden = !on;
   const sw = el("button", { id: "emergency-switch", class: on ? "secondary" : "danger", type: "button", text: on ? "Turn emergency mode off" : "Turn emergency mode on",
     onclick: async () => {
       sw.disabled = true;
@@ -226,7 +228,7 @@ function renderDeployments(list) {
 
 // ------------------------------------------------------------------ Local models
 function renderModels(m) {
-  const kind = { loaded: "ok", loading: "info", idle: "", failed: "bad", unloaded: "" };
+  const kind = { ready: "ok", busy: "info", loading: "info", queued: "warn", unloading: "warn", stopped: "", failed: "bad" };
   if (!m.managed) {
     main.replaceChildren(el("h1", { text: "Local models" }), card(null, el("p", { class: "empty", text: "No managed local models (local_models: in the config). Local deployments served by engines you run yourself appear under Deployments." })));
     return;
@@ -245,7 +247,7 @@ function renderModels(m) {
   const share = m.budget_mb ? m.used_mb / m.budget_mb : 0;
   main.replaceChildren(el("h1", { text: "Local models" }),
     el("div", { class: "grid tiles" },
-      el("div", { class: "tile", dataset: { kpi: "memory", value: String(m.used_mb) } }, el("div", { class: "label", text: "Memory in use" }), el("div", { class: "value", text: num(m.used_mb) + " / " + num(m.budget_mb) + " MiB" }), bar(share, share > 0.95 ? "high" : share > 0.8 ? "warn" : "ok")),
+      el("div", { class: "tile", dataset: { kpi: "memory", value: String(m.used_mb) } }, el("div", { class: "label", text: "Memory in use" }), el("div", { class: "value", text: num(m.used_mb) + " MiB" }), el("div", { class: "sub", text: "of a " + num(m.budget_mb) + " MiB budget (" + pct(share) + ")" }), bar(share, share > 0.95 ? "high" : share > 0.8 ? "warn" : "ok")),
       tile("pressure", "GPU pressure", m.pressure ? "busy" : "none", m.pressure || "", m.pressure || "no other GPU work seen")),
     card(null, table([{ label: "Model" }, { label: "State" }, { label: "Memory", num: 1 }, { label: "Loads", num: 1 }, { label: "Swapped out", num: 1 }, { label: "Crashes", num: 1 }, { label: "Served", num: 1 }, { label: "In flight / waiting", num: 1 }, { label: "Load time", num: 1 }, { label: "Last used", num: 1 }], rows, { id: "models" })));
 }
