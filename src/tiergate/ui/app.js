@@ -89,7 +89,9 @@ function chart(id, title, t, seriesList, fmt) {
     title, width: Math.max(320, host.clientWidth), height: 220,
     scales: { x: { time: true } },
     axes: [{}, { values: (u, vals) => vals.map((v) => fmt(v)), size: 84 }],
-    series: [{}, ...seriesList.map((s) => ({ label: s.label, stroke: s.color, width: 2, fill: s.fill, value: (u, v) => fmt(v), spanGaps: s.spanGaps }))],
+    // a dot on every minute that has data: a lone busy minute in an hour is a dot, not an invisible line
+    series: [{}, ...seriesList.map((s) => ({ label: s.label, stroke: s.color, width: 2, value: (u, v) => fmt(v), spanGaps: s.spanGaps,
+      points: { show: true, size: 6, fill: s.color, filter: (u, si) => u.data[si].flatMap((v, i) => (v ? [i] : [])) } }))],
   };
   state.charts[id] = { names, plot: new uPlot(opts, data, host) };
 }
