@@ -309,6 +309,7 @@ def add_routes(app: web.Application, routes: EdgeRoutes) -> None:
 
     app[LIVE_HUB] = LiveHub(build)
     routes.get("/ui", page)
+    routes.get("/ui/", page)
     routes.get("/ui/login", login_page)
     routes.post("/ui/login", login)
     routes.post("/ui/logout", logout)

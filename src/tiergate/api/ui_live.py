@@ -20,11 +20,12 @@ import orjson
 from aiohttp import web
 
 from tiergate.api.ui_session import secured
-from tiergate.core.errors import ServerBusy
+from tiergate.core.errors import ServerBusy, TiergateError
 
 TICK_S = 2.0
 MAX_CLIENTS = 16
 MAX_STREAM_S = 300.0
+SLOWDOWN = 4.0  # a snapshot is rebuilt no sooner than this many times its last build took
 
 
 class LiveHub:
@@ -43,13 +44,26 @@ class LiveHub:
         self._lock = asyncio.Lock()
         self._snapshot: bytes | None = None
         self._built_at = -1e18
+        self._took = 0.0  # what the last build took
         self.stopping = asyncio.Event()
 
     async def frame(self) -> bytes:
-        """The current snapshot as one SSE ``snapshot`` event, rebuilt when older than most of a tick."""
+        """The current snapshot as one SSE ``snapshot`` event, rebuilt when stale.
+
+        Stale means older than most of a tick, and older than SLOWDOWN times what the last build
+        took: a ledger so large that a build takes a second is read at most every few seconds.
+        A build that fails (the ledger unreachable) is a ``problem`` event; the page keeps what it showed.
+        """
         async with self._lock:
-            if self._snapshot is None or self._clock() - self._built_at >= self.tick_s * 0.75:
-                self._snapshot = orjson.dumps(await self._build())
+            age = self._clock() - self._built_at
+            if self._snapshot is None or age >= max(self.tick_s * 0.75, self._took * SLOWDOWN):
+                started = self._clock()
+                try:
+                    self._snapshot = orjson.dumps(await self._build())
+                except TiergateError as err:
+                    return b"event: problem\ndata: " + orjson.dumps({"message": err.message}) + b"\n\n"
+                finally:
+                    self._took = self._clock() - started
                 self._built_at = self._clock()
             return b"event: snapshot\ndata: " + self._snapshot + b"\n\n"
 

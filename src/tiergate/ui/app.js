@@ -279,7 +279,10 @@ async function loadRequests() {
     el("td", { class: "num", dataset: { cost: String(r.cost_usd) }, text: usd(r.cost_usd) }),
     el("td", { class: "num", text: ms(r.latency_ms) }),
     el("td", { class: "fine", text: (r.reason || "").length > 70 ? r.reason.slice(0, 70) + "…" : r.reason })));
-  document.getElementById("requests-count").textContent = `${data.requests.length} most recent` + (data.next_before ? " (more in the ledger)" : "");
+  const count = document.getElementById("requests-count");
+  const older = data.next_before ? el("button", { class: "small secondary", type: "button", id: "requests-older", text: "Older ›", onclick: () => { state.requests.filter = { ...state.requests.filter, before: String(data.next_before) }; loadRequests().catch(fail); } }) : null;
+  const newest = state.requests.filter.before ? el("button", { class: "small secondary", type: "button", text: "‹ Newest", onclick: () => { delete state.requests.filter.before; loadRequests().catch(fail); } }) : null;
+  count.replaceChildren(`${data.requests.length} ${state.requests.filter.before ? "older" : "most recent"} `, newest || "", " ", older || "");
   document.getElementById("requests-table").replaceChildren(table([{ label: "Time", num: 1 }, { label: "Agent" }, { label: "Task" }, { label: "Session" }, { label: "Deployment" }, { label: "Tier", num: 1 }, { label: "Status" }, { label: "Tokens in / out", num: 1 }, { label: "Cost", num: 1 }, { label: "Latency", num: 1 }, { label: "Reason" }], rows, { id: "requests", empty: "No requests match." }));
 }
 async function showRequest(id) {
@@ -332,6 +335,7 @@ function connect() {
   const live = document.getElementById("live");
   const es = new EventSource("/ui/api/live");
   es.addEventListener("snapshot", (e) => { live.className = "live on"; try { apply(JSON.parse(e.data)); } catch (err) { fail(err); } });
+  es.addEventListener("problem", (e) => { live.className = "live off"; live.textContent = "stale: " + JSON.parse(e.data).message; });
   es.onerror = () => { live.className = "live off"; live.textContent = "reconnecting…"; };
 }
 
