@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client as httpc
 import json
+import sqlite3
 import urllib.parse
 from collections import Counter, defaultdict
 
@@ -166,6 +167,9 @@ def test_each_endpoint_shows_what_the_ledger_holds_after_a_burst(dash):
     assert (models["managed"], models["budget_mb"], models["used_mb"]) == (True, 4096, 1024)
     [box] = models["models"]
     assert (box["name"], box["state"], box["attached"], box["memory_mb"]) == ("box-llama", "ready", True, 1024)
+    with sqlite3.connect(gw.ledger_path) as db:
+        held = db.execute("SELECT model, event FROM local_model_events ORDER BY ts DESC LIMIT 20").fetchall()
+    assert [(e["model"], e["event"]) for e in models["events"]] == [tuple(e) for e in held]
 
     recent = ui.get("/ui/api/requests?limit=5")["requests"]
     newest = sorted(rows, key=lambda r: r["ts"], reverse=True)[:5]

@@ -195,7 +195,8 @@ async def api_deployments(request: web.Request) -> web.StreamResponse:
 
 @ui_api
 async def api_models(request: web.Request) -> web.StreamResponse:
-    return _json(ui_data.models(request.app[GATEWAY]))
+    snap = await ui_data.snapshot(request.app[GATEWAY])
+    return _json(snap["models"])
 
 
 @ui_api

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,25 +32,39 @@ BUCKET_S = 60.0
 HOLDING_MEMORY = ("loading", "ready", "busy", "unloading")  # local model states that hold their memory
 
 
-def _ledger_figures(gw: Gateway, now: float) -> tuple[Report, float, list[dash.TrafficRow]]:
-    """Today's report, this month's spend and the last hour's rows: the blocking part, in one thread hop."""
+EVENTS_SPAN_S = 86400.0  # the Local models page's events: the last day
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFigures:
+    today: Report
+    month_usd: float
+    rows: list[dash.TrafficRow]
+    model_events: list[dict[str, Any]]
+
+
+def _ledger_figures(gw: Gateway, now: float) -> LedgerFigures:
+    """Today's report, this month's spend, the last hour's rows, the local models' last events: the
+    blocking part, in one thread hop."""
     tz = gw.config.timezone
     today = build_report(gw.ledger, day_of(now, tz), catalog=gw.catalog, tz=tz)
     start, end = window_bounds("month", now, tz)
     month = reads.spend(gw.ledger, since=start, until=end)
     rows = reads.traffic(gw.ledger, since=now - CHART_SPAN_S)
-    return today, month, rows
+    events = reads.model_events(gw.ledger, since=now - EVENTS_SPAN_S) if gw.local is not None else []
+    return LedgerFigures(today, month, rows, events)
 
 
 async def snapshot(gw: Gateway) -> dict[str, Any]:
     """Every live page's figures at once: what the live stream pushes and the JSON endpoints serve."""
     now = time.time()
-    today, month, rows = await asyncio.to_thread(_ledger_figures, gw, now)
+    f = await asyncio.to_thread(_ledger_figures, gw, now)
+    today, month, rows = f.today, f.month_usd, f.rows
     return {
         "ts": now,
         "overview": await _overview(gw, now, today, month, rows),
         "deployments": _deployments(gw, now, today, rows),
-        "models": models(gw),
+        "models": {**models(gw), "events": f.model_events},
         "alerts": alerts(gw),
         "sessions_total": len(gw.sessions.states),
     }

@@ -18,6 +18,7 @@ from tiergate.ledger.base import Ledger
 TRAFFIC_LIMIT = 50_000  # rows of the last hour read for rates and charts; past it the oldest are left out
 REQUESTS_MAX = 500  # the Requests page's largest page
 ATTEMPTS_MAX = 50  # failed attempts shown with one request's explanation
+MODEL_EVENTS_MAX = 20  # the Local models page's recent loads, unloads, swaps and crashes
 BILLED = "(kind = 'request' OR (kind = 'attempt' AND reason = 'gate failed'))"  # what the report bills
 
 
@@ -51,6 +52,15 @@ def spend(ledger: Ledger, *, since: float, until: float) -> float:
         (since, until),
     )
     return float(rows[0]["spent"]) if rows else 0.0
+
+
+def model_events(ledger: Ledger, *, since: float, limit: int = MODEL_EVENTS_MAX) -> list[dict[str, Any]]:
+    """The local model manager's latest events (load, unload, swap, crash) since ``since``, newest first."""
+    rows = ledger.query(
+        "SELECT ts, model, event, details FROM local_model_events WHERE ts >= ? ORDER BY ts DESC LIMIT ?",
+        (since, limit),
+    )
+    return [{**_plain(r), "details": _extra(r["details"])} for r in rows]
 
 
 @dataclass(frozen=True, slots=True)

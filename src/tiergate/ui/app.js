@@ -251,7 +251,10 @@ function renderModels(m) {
     el("div", { class: "grid tiles" },
       el("div", { class: "tile", dataset: { kpi: "memory", value: String(m.used_mb) } }, el("div", { class: "label", text: "Memory in use" }), el("div", { class: "value", text: num(m.used_mb) + " MiB" }), el("div", { class: "sub", text: "of a " + num(m.budget_mb) + " MiB budget (" + pct(share) + ")" }), bar(share, share > 0.95 ? "high" : share > 0.8 ? "warn" : "ok")),
       tile("pressure", "GPU pressure", m.pressure ? "busy" : "none", m.pressure || "", m.pressure || "no other GPU work seen")),
-    card(null, table([{ label: "Model" }, { label: "State" }, { label: "Memory", num: 1 }, { label: "Loads", num: 1 }, { label: "Swapped out", num: 1 }, { label: "Crashes", num: 1 }, { label: "Served", num: 1 }, { label: "In flight / waiting", num: 1 }, { label: "Load time", num: 1 }, { label: "Last used", num: 1 }], rows, { id: "models" })));
+    card(null, table([{ label: "Model" }, { label: "State" }, { label: "Memory", num: 1 }, { label: "Loads", num: 1 }, { label: "Swapped out", num: 1 }, { label: "Crashes", num: 1 }, { label: "Served", num: 1 }, { label: "In flight / waiting", num: 1 }, { label: "Load time", num: 1 }, { label: "Last used", num: 1 }], rows, { id: "models" })),
+    card("Loads, unloads and swaps (last 24 h)", table([{ label: "When", num: 1 }, { label: "Model" }, { label: "Event" }, { label: "Details" }],
+      (m.events || []).map((e) => el("tr", { dataset: { event: e.event } }, el("td", { class: "num", text: stamp(e.ts) }), el("td", { text: e.model }), el("td", {}, badge(e.event, e.event === "crash" || e.event === "crashed" ? "bad" : "info")),
+        el("td", { class: "fine", text: Object.entries(e.details).map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : v)).join("  ") }))), { id: "model-events", empty: "No loads or swaps in the last day." })));
 }
 
 // ------------------------------------------------------------------ Requests
@@ -289,7 +292,7 @@ async function showRequest(id) {
   const d = await api("/ui/api/requests/" + encodeURIComponent(id));
   const r = d.request;
   const kv = (pairs) => el("dl", { class: "kv" }, pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v === null || v === undefined ? "–" : String(v) })]));
-  const attempts = d.attempts.map((a) => el("tr", {}, el("td", { text: a.deployment || "–" }), el("td", { class: "num", text: a.tier === null ? "–" : a.tier }), el("td", {}, badge(String(a.status), "bad")), el("td", { text: a.reason || "" }), el("td", { class: "fine", text: a.error || "" }), el("td", { class: "num", text: usd(a.cost_usd) })));
+  const attempts = d.attempts.map((a) => el("tr", {}, el("td", { text: a.deployment || "–" }), el("td", { class: "num", text: a.tier === null ? "–" : a.tier }), el("td", {}, badge(String(a.status), a.status >= 400 ? "bad" : "warn")), el("td", { text: a.reason || "" }), el("td", { class: "fine", text: a.error || "" }), el("td", { class: "num", text: usd(a.cost_usd) })));
   document.getElementById("request-details").replaceChildren(card("Routing explanation · " + r.request_id,
     el("p", { class: "details", id: "request-reason", text: r.reason || "(no reason recorded)" }),
     kv([["requested model", r.requested_model], ["served by", (r.deployment || "–") + (r.provider ? " (" + r.provider + ")" : "")], ["tier", r.tier], ["status", r.status], ["error", r.error], ["fallbacks", r.fallbacks], ["tokens in / out", r.prompt_tokens + " / " + r.completion_tokens + (r.usage_estimated ? " (estimated)" : "")], ["cost", usd(r.cost_usd)], ["latency / first token", ms(r.latency_ms) + " / " + ms(r.ttft_ms)], ["protocol", r.protocol + (r.stream ? ", streamed" : "")], ["agent / task / session", [r.agent, r.task, r.session].map((x) => x || "–").join(" / ")], ["key", r.key_name], ["time", stamp(r.ts)]]),
