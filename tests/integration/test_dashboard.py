@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from dashboard_burst import BURST, Browserless, chat, dashboard_config, run_burst, wait_for
-from procs import MASTER_KEY, http
+from procs import MASTER_KEY, Recorder, http
 
 
 @pytest.fixture
@@ -84,8 +84,11 @@ def test_sign_in_cookie_csp_and_nothing_without_a_session(dash):
     assert status == 401
 
 
-def test_actions_need_the_csrf_token_and_reuse_the_admin_switches(dash):
-    gw = dash
+def test_actions_need_the_csrf_token_and_reuse_the_admin_switches(standins, gateway):
+    hook = Recorder()
+    config = dashboard_config(standins)
+    config["alerts"] = [{"type": "webhook", "url": f"{hook.url}/hook"}]
+    gw = gateway(config)
     ui = Browserless(gw)
     ui.sign_in()
     admin = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -106,6 +109,10 @@ def test_actions_need_the_csrf_token_and_reuse_the_admin_switches(dash):
     assert ui.get("/ui/api/overview")["emergency"] == "drill"
     alerts = ui.get("/ui/api/alerts")["alerts"]
     assert alerts[0]["event"] == "emergency_on" and "drill" in alerts[0]["message"]
+    # what was sent where: the webhook received it, and the Alerts page says so
+    sink = f"webhook 127.0.0.1:{hook.port}"
+    assert wait_for(lambda: ui.get("/ui/api/alerts")["alerts"][0]["deliveries"] == {sink: "sent"})
+    assert hook.received[0]["body"]["event"] == "emergency_on"
     assert ui.post("/ui/api/emergency", {"on": False}) == (200, {"on": False, "reason": None})
     assert ui.get("/ui/api/alerts")["alerts"][0]["event"] == "emergency_off"
 
