@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client as httpc
 import json
 import sqlite3
+import time
 import urllib.parse
 from collections import Counter, defaultdict
 
@@ -269,3 +270,11 @@ def test_live_stream_pushes_fresh_snapshots_to_a_bounded_number_of_pages(dash):
         return r.status == 200
 
     assert wait_for(slot_free, within_s=30, every_s=0.5)
+
+    # an open page never holds the drain on SIGTERM (server.drain_timeout_s, 25 s by default): its stream ends
+    conn, resp = _open_stream(gw, cookie)
+    _next_snapshot(resp)
+    started = time.monotonic()
+    assert gw.stop(timeout=60) == 0
+    assert time.monotonic() - started < 15, "the live stream held the drain"
+    conn.close()
