@@ -157,6 +157,7 @@ def test_each_endpoint_shows_what_the_ledger_holds_after_a_burst(dash):
         assert v["request_share"] == pytest.approx(per_tier[k] / len(rows))
     assert over["today"]["saved_vs_frontier_usd"] > 0  # tier 0 and 1 served most of it
     assert over["rates"]["requests"] == len(rows) and over["rates"]["errors"] == 0
+    assert over["overhead"]["requests"] == len(rows) and over["overhead"]["mean_ms"] > 0  # /metrics' histogram
     assert sum(sum(v) for v in over["series"]["requests_by_tier"].values()) == len(rows)
     budgets = {b["budget"]: b for b in over["budgets"]}
     assert set(budgets) == {"daily", "monthly"}

@@ -7,6 +7,7 @@ import pytest
 from tiergate.core.dashboard import (
     Forecast,
     TrafficRow,
+    bucket_quantile,
     by_deployment,
     context_level,
     forecast,
@@ -128,3 +129,17 @@ def test_context_level(ratio, level):
 def test_shares():
     assert shares({"a": 1.0, "b": 3.0}) == {"a": 0.25, "b": 0.75}
     assert shares({"a": 0.0}) == {"a": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("counts", "q", "expected"),
+    [
+        ([0, 0, 0, 0], 50, None),  # nothing observed
+        ([5, 0, 0, 0], 95, 0.001),  # all in the first bucket
+        ([1, 1, 1, 1], 50, 0.002),  # the 2nd of 4 lies in the 2nd bucket
+        ([1, 1, 1, 1], 95, float("inf")),  # past the last bound
+        ([90, 5, 5, 0], 95, 0.002),
+    ],
+)
+def test_bucket_quantile(counts, q, expected):
+    assert bucket_quantile((0.001, 0.002, 0.005), counts, q) == expected

@@ -104,10 +104,29 @@ async def _overview(
             for name, g in sorted(tiers.items())
         },
         "rates": asdict(dash.rates(rows, now=now, window_s=RATE_WINDOW_S)),
+        "overhead": overhead(gw),
         "series": asdict(series),
         "budgets": budgets,
         "emergency": await gw.state.flag(EMERGENCY_FLAG),
         "timezone": gw.config.timezone,
+    }
+
+
+def overhead(gw: Gateway) -> dict[str, Any]:
+    """The gateway's own time per answered request (total minus upstream) since it started, from the
+    histogram /metrics already keeps: p50 and p95 as the upper bounds of their buckets, and the mean."""
+    m = gw.metrics.per_request
+    counts, bounds = list(m.overhead.counts), m.overhead_bounds
+    n = sum(counts)
+
+    def ms(v: float | None) -> float | None:
+        return None if v is None else (v * 1000.0 if v != float("inf") else None)
+
+    return {
+        "requests": n,
+        "mean_ms": m.overhead.total / n * 1000.0 if n else None,
+        "p50_ms_at_most": ms(dash.bucket_quantile(bounds, counts, 50)),
+        "p95_ms_at_most": ms(dash.bucket_quantile(bounds, counts, 95)),
     }
 
 

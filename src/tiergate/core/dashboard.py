@@ -209,3 +209,18 @@ def context_level(ratio: float, thresholds: Sequence[float] = (0.8, 0.95)) -> st
     if ordered and ratio >= ordered[0]:
         return "warn"
     return "ok"
+
+
+def bucket_quantile(bounds: Sequence[float], counts: Sequence[int], q: float) -> float | None:
+    """The upper bound of the histogram bucket holding the ``q`` percentile (``counts`` has one more entry
+    than ``bounds``: the +Inf bucket, reported as infinity); None for an empty histogram."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(q / 100.0 * total))
+    running = 0
+    for bound, n in zip((*bounds, math.inf), counts, strict=True):
+        running += n
+        if running >= rank:
+            return bound
+    return math.inf
