@@ -26,7 +26,7 @@ function el(tag, attrs, ...kids) {
 function usd(v) {
   if (v === null || v === undefined) return "–";
   const a = Math.abs(v);
-  return "$" + (a === 0 ? "0.00" : a < 0.01 ? v.toFixed(6) : a < 10 ? v.toFixed(4) : v.toFixed(2));
+  return "$" + (a === 0 ? "0.00" : a < 0.001 ? v.toFixed(6) : a < 0.01 ? v.toFixed(5) : a < 10 ? v.toFixed(4) : v.toFixed(2));
 }
 function pct(v) { return v === null || v === undefined ? "–" : (v * 100).toFixed(v < 0.1 && v > 0 ? 1 : 0) + "%"; }
 function ms(v) { return v === null || v === undefined ? "–" : v < 1000 ? Math.round(v) + " ms" : (v / 1000).toFixed(2) + " s"; }
@@ -157,7 +157,7 @@ function renderOverview(o) {
       tile("escalations", "Gate escalations", num(r.gate_escalations), r.gate_escalations, "answers that failed a gate (5 min)"),
       tile("latency", "Latency p50 / p95", ms(r.latency_p50_ms) + " / " + ms(r.latency_p95_ms), r.latency_p50_ms, "answered, 5 min"),
       tile("overhead", "Gateway overhead", o.overhead.mean_ms === null ? "–" : o.overhead.mean_ms.toFixed(2) + " ms", o.overhead.requests,
-        o.overhead.requests ? "mean; p95 ≤ " + (o.overhead.p95_ms_at_most === null ? "> 100 ms" : o.overhead.p95_ms_at_most + " ms") + " (since start)" : "no request yet")),
+        o.overhead.requests ? "mean; p95 " + (o.overhead.p95_ms_at_most === null ? "above 100 ms" : "≤ " + o.overhead.p95_ms_at_most + " ms") + " (since start)" : "no request yet")),
     card("Budgets", Array.isArray(o.budgets) ? table([{ label: "Budget" }, { label: "Window" }, { label: "Spent", num: 1 }, { label: "Limit", num: 1 }, { label: "Used" }, { label: "Rate", num: 1 }, { label: "Forecast" }, { label: "Action" }], budgetRows, { id: "budgets", empty: "No budgets configured (budgets: in the config)." }) : el("p", { class: "error", text: o.budgets })),
     el("div", { class: "grid two" },
       card("Per tier today", table([{ label: "Tier" }, { label: "Requests", num: 1 }, { label: "Share" }, { label: "Cost", num: 1 }, { label: "Cost share" }], tierRows, { id: "tiers", empty: "No requests today." })),
