@@ -27,6 +27,8 @@ lint: venv
 test: venv lint
 	# HAProxy fronts the scale-out test's replicas; without it that test skips locally and fails under CI=true.
 	scripts/debian-packages.sh haproxy=haproxy || echo "warning: haproxy is missing and could not be installed"
+	# Chromium drives the dashboard's browser tests (Playwright with this browser; it never downloads one).
+	scripts/debian-packages.sh /usr/bin/chromium=chromium || echo "warning: chromium is missing and could not be installed"
 	# The agent CLIs of the e2e tests, installed one at a time before the tests (a test installs its own if this fails).
 	$(PY) tests/install_agent_clis.py || echo "warning: the agent CLIs could not all be installed"
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tiergate.adapters.registry import protocol_adapters
 from tiergate.adapters.upstream_http import UpstreamHTTP
-from tiergate.api import admin, admin_jobs, anthropic, codex_catalog, gemini, ollama, openai, responses
+from tiergate.api import admin, admin_jobs, anthropic, codex_catalog, gemini, ollama, openai, responses, ui
 from tiergate.api.auth import KeyStore
 from tiergate.api.common import BODIES_IN_FLIGHT
 from tiergate.api.edge import REQUEST_IDS, EdgeRoutes
@@ -289,5 +289,6 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
     gemini.add_routes(routes)
     admin.add_routes(routes)
     admin_jobs.add_routes(routes)
+    ui.add_routes(app, routes)
     routes.finish()
     return app

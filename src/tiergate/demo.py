@@ -228,6 +228,11 @@ def write_config(
         # Gemini CLI asks for Gemini models by name (its own "auto" picks one): tiergate's routing decides
         "model_map": {"gemini-*": "auto"},
         "routing": {"breaker_cooldown_s": 15},
+        # far above what the demo spends: they are there for the dashboard's budget table and its forecast
+        "budgets": [
+            {"name": "daily", "scope": "global", "window": "day", "limit_usd": 1.0, "alert_at": [0.8]},
+            {"name": "monthly", "scope": "global", "window": "month", "limit_usd": 20.0},
+        ],
     }
     path = workdir / "tiergate.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -410,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  (deployments named sim-* are {SIM} stand-ins priced at real list prices; local-smollm2 is real)")
         say(f"\ntiergate is running at {base_url}  (config {config})")
         say(f"  master key for this demo: {master}")
+        say(f"  dashboard:  {base_url}/ui  (open it in a browser; sign in with the master key above)")
         say(
             f"  try: curl {base_url}/v1/chat/completions -H 'Authorization: Bearer {master}' "
             '-d \'{"model":"auto","messages":[{"role":"user","content":"hi"}]}\''

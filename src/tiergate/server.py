@@ -100,6 +100,7 @@ async def serve(
     from aiohttp import web
 
     from tiergate.api.gateway import GATEWAY
+    from tiergate.api.ui_live import LIVE_HUB
     from tiergate.app import create_app
     from tiergate.background import stop as stop_task
     from tiergate.client_protocol import CUT_WAIT_S, ConnectionGate
@@ -136,6 +137,7 @@ async def serve(
         ready.put(actual)
     await stop.wait()
     listener.close()  # stop accepting first
+    runner.app[LIVE_HUB].stop()  # open dashboard streams end now rather than hold the drain
     if announce:
         print(
             f"tiergate stopping: answering requests in flight (up to {cfg.server.drain_timeout_s:g} s), "

@@ -47,3 +47,5 @@ def test_demo_routes_a_burst_over_real_local_and_simulated_clouds(tmp_path):
     assert re.search(r"embeddings: model=auto was served by local-embed \(REAL local, \d+ dims\)", out), out
     assert served and int(served.group(1)) == len(routed) + 4
     assert re.search(r"served locally: \d+%", out) and "tiergate is running at http://127.0.0.1:" in out
+    dashboard = re.search(r"dashboard:\s+(http://127\.0\.0\.1:\d+/ui) ", out)
+    assert dashboard and "master key for this demo: " in out, out

@@ -36,7 +36,7 @@ BODY_ROUTES = [
     "/v1/messages",
     "/v1/messages/count_tokens",
 ]
-ADMIN_POST = ["/admin/emergency", "/admin/sessions/kill"]
+ADMIN_POST = ["/admin/emergency", "/admin/sessions/kill", "/ui/login", "/ui/api/emergency"]
 GET_ROUTES = [
     "/health",
     "/metrics",
@@ -45,6 +45,12 @@ GET_ROUTES = [
     "/admin/sessions",
     "/admin/models",
     "/admin/emergency",
+    "/ui",
+    "/ui/login",
+    "/ui/api/overview",
+    "/ui/api/requests",
+    "/ui/api/sessions",
+    "/ui/static/app.js",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 

@@ -12,7 +12,7 @@ from tiergate.config.guardrails import GuardianConfig
 from tiergate.core.errors import SessionKilled
 from tiergate.core.types import Identity, Usage
 from tiergate.guardrails.session_rows import Kill
-from tiergate.guardrails.sessions import SessionTracker, rebuild
+from tiergate.guardrails.sessions import SESSION_SORTS, SessionTracker, rebuild
 from tiergate.ledger.records import SessionRow
 
 
@@ -425,5 +425,27 @@ def test_expired_kills_leave_memory_and_their_sessions_still_start_afresh():
         assert tracker.killed == {}
         back = await tracker.admit(Identity(key_name="k", session="s"))  # judged from its state: the kill is over
         assert (back.cost_usd, back.killed_reason) == (0.0, None)
+
+    asyncio.run(main())
+
+
+def test_pages_of_sessions_sorted_by_spend_age_and_context():
+    async def main():
+        now = [0.0]
+        tracker = SessionTracker(GuardianConfig(), ledger=RecordingLedger(), clock=lambda: now[0])
+        # (session, first seen, spend, context ratio)
+        for sid, at, cost, ratio in (("a", 1.0, 0.3, 0.10), ("b", 2.0, 0.9, 0.97), ("c", 3.0, 0.1, 0.85)):
+            now[0] = at
+            state = await tracker.admit(Identity(key_name="k", session=sid))
+            await tracker.settle(state, Usage(10, 2), cost)
+            state.max_context_ratio = ratio
+        order = {sort: [s.session for s in tracker.page(limit=3, sort=sort)[1]] for sort in SESSION_SORTS}
+        assert order == {
+            "last_seen": ["c", "b", "a"],
+            "spend": ["b", "a", "c"],  # the largest spend first
+            "age": ["a", "b", "c"],  # the oldest first
+            "context": ["b", "c", "a"],  # the fullest context first
+        }
+        assert [s.session for s in tracker.page(limit=1, offset=1, sort="spend")[1]] == ["a"]
 
     asyncio.run(main())

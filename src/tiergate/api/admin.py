@@ -127,11 +127,17 @@ async def emergency(request: web.Request) -> web.Response:
         if not isinstance(on, bool):
             raise BadRequest("'on' must be true or false", param="on")
         reason = str(body.get("reason") or "switched on by an operator") if on else None
-        await asyncio.to_thread(gw.ledger.set_flag, EMERGENCY_FLAG, reason)
-        await gw.state.set_flag(EMERGENCY_FLAG, reason)
-        gw.alerts.emit(emergency_alert(reason, source="admin"))  # the same alert as `tiergate emergency`
+        await switch_emergency(gw, reason, source="admin")
     reason = await gw.state.flag(EMERGENCY_FLAG)
     return web.Response(body=orjson.dumps({"on": reason is not None, "reason": reason}), content_type=JSON)
+
+
+async def switch_emergency(gw: Gateway, reason: str | None, *, source: str) -> None:
+    """Emergency (local-only) mode on with ``reason``, or off for None: in the ledger (every replica and the
+    CLI follow), in shared state at once, and the same alert as `tiergate emergency`."""
+    await asyncio.to_thread(gw.ledger.set_flag, EMERGENCY_FLAG, reason)
+    await gw.state.set_flag(EMERGENCY_FLAG, reason)
+    gw.alerts.emit(emergency_alert(reason, source=source))
 
 
 SESSIONS_PAGE, SESSIONS_MAX_PAGE = 100, 1000

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,24 @@ class _Request:
     headers: Mapping[str, str]
     label: str  # sink type and host: safe to log
     secrets: tuple[str, ...]  # strings to redact from anything logged
+
+
+HISTORY_SIZE = 200  # alerts kept in memory for the dashboard's Alerts page, newest last
+
+
+@dataclass(slots=True)
+class AlertEntry:
+    """An alert as the dashboard shows it: when, what, and per sink what became of its delivery.
+
+    ``deliveries`` maps a sink's label (type and host, never a secret) to "sending", "sent" or
+    "failed: why" (redacted); empty when no sink is configured (the alert was logged only).
+    """
+
+    ts: float
+    event: str
+    severity: str
+    message: str
+    deliveries: dict[str, str] = field(default_factory=dict)
 
 
 KEEP_SENT_S = 40 * 86400  # longer than the longest budget window (a month): a key is never needed after
@@ -201,6 +220,7 @@ class AlertDispatcher:
         self.clock = clock
         self.sent: list[tuple[str, str]] = []
         self.failed: list[tuple[str, str]] = []
+        self.history: deque[AlertEntry] = deque(maxlen=HISTORY_SIZE)
         self._session = session
         self._owns_session = session is None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -214,12 +234,14 @@ class AlertDispatcher:
                 return False
             self.seen.add(alert.dedupe_key)
             self.log.warning("alert %s [%s]: %s (key %s)", alert.event, alert.severity, alert.message, alert.dedupe_key)
-            self._schedule(alert)
+            entry = AlertEntry(self.clock(), alert.event, alert.severity, alert.message)
+            self.history.append(entry)
+            self._schedule(alert, entry)
         except Exception as exc:  # an alert must never fail the request that raised it
             self.log.error("alert %s could not be scheduled: %s", alert.dedupe_key, type(exc).__name__)
         return True
 
-    def _schedule(self, alert: Alert) -> None:
+    def _schedule(self, alert: Alert, entry: AlertEntry | None = None) -> None:
         if not self.sinks:
             return
         if self._closed:
@@ -232,22 +254,29 @@ class AlertDispatcher:
             return
         ts = self.clock()
         for sink in self.sinks:
-            task = loop.create_task(self._deliver(sink, alert, ts), name=f"alert:{sink.type}:{alert.dedupe_key}")
+            task = loop.create_task(self._deliver(sink, alert, ts, entry), name=f"alert:{sink.type}:{alert.dedupe_key}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(
-        self, sink: WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig, alert: Alert, ts: float
+        self,
+        sink: WebhookSinkConfig | SlackSinkConfig | TelegramSinkConfig,
+        alert: Alert,
+        ts: float,
+        entry: AlertEntry | None = None,
     ) -> None:
+        entry = entry or AlertEntry(ts, alert.event, alert.severity, alert.message)
         try:
             req = build_request(sink, alert, ts)
         except Exception as exc:  # e.g. details orjson cannot encode; the message says which alert
             self.failed.append((sink.type, alert.dedupe_key))
+            entry.deliveries[sink.type] = f"failed: payload ({type(exc).__name__})"
             self.log.error(
                 "alert %s to %s not sent: payload failed (%s)", alert.dedupe_key, sink.type, type(exc).__name__
             )
             return
         attempts = self.retries + 1
+        entry.deliveries[req.label] = "sending"
         for attempt in range(1, attempts + 1):
             try:
                 error, retry = await self._post(req, telegram=sink.type == "telegram")
@@ -257,10 +286,12 @@ class AlertDispatcher:
                 error, retry = f"{type(exc).__name__}: {exc}".rstrip(": "), True
             if error is None:
                 self.sent.append((sink.type, alert.dedupe_key))
+                entry.deliveries[req.label] = "sent"
                 return
             error = _redact(error, req.secrets)
             if not retry or attempt == attempts:
                 self.failed.append((sink.type, alert.dedupe_key))
+                entry.deliveries[req.label] = f"failed: {error[:_ERROR_BODY_CHARS]}"
                 self.log.error(
                     "alert %s to %s failed after %d attempt(s): %s", alert.dedupe_key, req.label, attempt, error
                 )

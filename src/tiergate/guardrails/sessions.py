@@ -53,6 +53,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tiergate.guardrails.sessions")
 
+# the orders a page of sessions can be read in (admin and dashboard), each largest first
+SESSION_SORTS: dict[str, Callable[[guardian.SessionState], float]] = {
+    "last_seen": lambda s: s.last_seen,
+    "spend": lambda s: s.cost_usd,
+    "age": lambda s: -s.first_seen,
+    "context": lambda s: s.max_context_ratio,
+}
+
 
 class SessionTracker:
     def __init__(
@@ -220,9 +228,11 @@ class SessionTracker:
         self._track(state)
         return state
 
-    def page(self, *, limit: int, offset: int = 0) -> tuple[int, list[guardian.SessionState]]:
-        """(how many are held, ``limit`` of them from ``offset``), most recently seen first."""
-        top = heapq.nlargest(offset + limit, self.states.values(), key=lambda s: s.last_seen)
+    def page(self, *, limit: int, offset: int = 0, sort: str = "last_seen") -> tuple[int, list[guardian.SessionState]]:
+        """(how many are held, ``limit`` of them from ``offset``), most recently seen first; or ordered by
+        ``sort`` (one of ``SESSION_SORTS``): the largest spend, the oldest, the fullest context first."""
+        key = SESSION_SORTS[sort]
+        top = heapq.nlargest(offset + limit, self.states.values(), key=lambda s: (key(s), s.last_seen))
         return len(self.states), top[offset:]
 
     def _observe(self) -> None:

@@ -184,6 +184,10 @@ class LocalModelManager(ModelWatcher):
             rows.append(slot.status_row(now, wall, reason=why, base_url=url, default=default, waiting=n))
         return rows
 
+    def pressure_reason(self) -> str | None:
+        """Why other GPU work makes the models busy (a lock file held, nvidia-smi's figures), or None; no I/O."""
+        return self._pressure.reason()
+
     # ------------------------------------------------------------------ requests
     @contextlib.asynccontextmanager
     async def acquire(self, name: str, *, wait_s: float | None = None) -> AsyncIterator[str]:
