@@ -7,6 +7,7 @@ import http.client as httpc
 import json
 import sqlite3
 import time
+import urllib.error
 import urllib.parse
 from collections import Counter, defaultdict
 
@@ -292,3 +293,51 @@ def test_live_stream_pushes_fresh_snapshots_to_a_bounded_number_of_pages(dash):
     assert gw.stop(timeout=60) == 0
     assert time.monotonic() - started < 15, "the live stream held the drain"
     conn.close()
+
+
+def test_admin_keys_open_the_dashboard_and_admin_routes_until_revoked(dash):
+    """An operator's key (`tiergate keys create --admin`) is taken where the master key is, and stops being
+    taken once revoked; a key named like the master key, made before such names were refused, is no key."""
+    gw = dash
+    res = gw.cli("keys", "create", "--name", "ops", "--admin")
+    ops = res.stdout.strip()
+    assert "(admin)" in res.stderr
+    assert gw.cli("keys", "create", "--name", "x", "--admin", "--agent", "bot", check=False).returncode != 0
+    listed = {k["name"]: k["admin"] for k in json.loads(gw.cli("keys", "list", "--json").stdout)}
+    assert listed == {"ops": True}
+    emergency = f"{gw.base_url}/admin/emergency"
+    status, _, _ = wait_for(
+        lambda: (r := http("GET", emergency, headers={"Authorization": f"Bearer {ops}"}))[0] != 401 and r
+    )
+    assert status == 200
+    ui = Browserless(gw)
+    ui.sign_in(ops)
+    assert ui.get("/ui/api/overview")["budgets"] is not None
+    assert ui.post("/ui/api/emergency", {"on": True})[0] == 200
+    assert http("GET", emergency, headers={"Authorization": f"Bearer {MASTER_KEY}"})[2]  # still answered
+    gw.cli("keys", "revoke", "ops")
+    status, _, _ = wait_for(
+        lambda: (r := http("GET", emergency, headers={"Authorization": f"Bearer {ops}"}))[0] == 401 and r
+    )
+    assert status == 401
+    with pytest.raises(urllib.error.HTTPError) as err:
+        ui.get("/ui/api/overview")  # its dashboard session ended with it
+    assert err.value.code == 401
+    # a virtual key named "master" in an older ledger: not accepted, so it cannot pass for the master key
+    conn = sqlite3.connect(gw.ledger_path)
+    from tiergate.ledger.records import hash_key
+
+    with conn:
+        conn.execute(
+            "INSERT INTO keys (name, key_hash, prefix, agent, created) VALUES ('master', ?, 'tg-old', NULL, 0)",
+            (hash_key("tg-old-master-key"),),
+        )
+        conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'keys_version'")
+    conn.close()
+    probe = gw.cli("keys", "create", "--name", "probe").stdout.strip()  # made after: once it works, both are read
+    ok = wait_for(
+        lambda: http("GET", f"{gw.base_url}/v1/models", headers={"Authorization": f"Bearer {probe}"})[0] == 200
+    )
+    assert ok
+    status, _, _ = http("GET", emergency, headers={"Authorization": "Bearer tg-old-master-key"})
+    assert status == 401

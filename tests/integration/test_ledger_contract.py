@@ -148,6 +148,24 @@ def test_keys_create_list_revoke_and_versions(make):
     assert make().keys_version() == led.keys_version()  # another process sees the same version
 
 
+@pytest.mark.parametrize("name", ["master", "Master", "anonymous", "jobs", " jobs "])
+def test_keys_named_like_tiergates_own_identities_are_refused(make, name):
+    """A virtual key named "master" would have passed for the master key: rights go by the key's name."""
+    led = make()
+    with pytest.raises(ValueError, match="tiergate's own"):
+        led.create_key(name)
+    assert led.list_keys() == []
+
+
+def test_admin_keys_are_marked_in_the_list_and_the_active_set(make):
+    led = make()
+    ops = led.create_key("ops", admin=True)
+    bot = led.create_key("bot", agent="researcher")
+    active = led.active_key_hashes()
+    assert active[hash_key(ops)].admin is True and active[hash_key(bot)].admin is False
+    assert [(k.name, k.admin) for k in led.list_keys()] == [("ops", True), ("bot", False)]
+
+
 def test_flags_and_control_version(make):
     led = make()
     v0 = led.control_version()

@@ -11,7 +11,6 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tiergate.api.auth import MASTER
 from tiergate.api.common import JSON, read_json_object
 from tiergate.api.config_view import masked_config
 from tiergate.api.edge import EdgeRoutes
@@ -113,8 +112,8 @@ async def budget_status(gw: Gateway) -> list[dict[str, object]]:
 
 
 def _require_master(gw: Gateway, request: web.Request) -> None:
-    if gw.keys.identify(request.headers, request.remote).key_name != MASTER:
-        raise Forbidden("admin endpoints need the master key")
+    if not gw.keys.is_admin(gw.keys.identify(request.headers, request.remote).key_name):
+        raise Forbidden("admin endpoints need the master key or an admin key ('tiergate keys create --admin')")
 
 
 async def emergency(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from tiergate.core.privacy import PRIVACY_HEADER, header_local_only
 from tiergate.core.types import Identity
 from tiergate.ledger.base import Ledger
 from tiergate.ledger.records import KeyRecord, hash_key
+from tiergate.ledger.tables import RESERVED_KEY_NAMES
 from tiergate.observability.metrics import Metrics
 
 log = logging.getLogger("tiergate.auth")
@@ -94,6 +95,7 @@ class KeyStore:
         self._master_hash = hash_key(master_key) if master_key else None
         self._required = required
         self._keys: dict[str, KeyRecord] = {}
+        self._admins: frozenset[str] = frozenset()  # names of active admin keys
         self._version = -1
         # presented key -> (name, agent) of keys already verified: a SHA-256 per request is measurable CPU.
         # Only valid keys are kept (bounded), and the cache is dropped whenever the key set changes.
@@ -106,9 +108,19 @@ class KeyStore:
     def reload_if_changed(self) -> None:
         version = self._ledger.keys_version()
         if version != self._version:
-            self._keys = self._ledger.active_key_hashes()
+            keys = self._ledger.active_key_hashes()
+            for r in keys.values():
+                if r.name.strip().lower() in RESERVED_KEY_NAMES:  # made before such names were refused
+                    log.warning("key %r is not accepted: its name is tiergate's own; revoke it", r.name)
+            self._keys = {h: r for h, r in keys.items() if r.name.strip().lower() not in RESERVED_KEY_NAMES}
+            self._admins = frozenset(r.name for r in self._keys.values() if r.admin)
             self._version = version
             self._verified = {}
+
+    def is_admin(self, key_name: str) -> bool:
+        """The master key, or an active key made with ``tiergate keys create --admin``: /admin and /ui take it.
+        A revoked admin key stops being one within the reload (about a second)."""
+        return key_name == MASTER or key_name in self._admins
 
     async def watch(self, interval_s: float = 1.0) -> None:
         while True:

@@ -4,8 +4,8 @@ Pages are one HTML shell (src/tiergate/ui/index.html) that the page's script
 (app.js) fills from the JSON endpoints under /ui/api and keeps live from
 /ui/api/live; nothing is built at install and nothing is fetched from outside
 (uPlot is vendored, src/tiergate/ui/vendor). Every page and API answer needs
-a signed-in session (api/ui_session.py) made with the master key, the key
-every /admin route needs; every action also needs the session's CSRF token.
+a signed-in session (api/ui_session.py) made with the master key or an admin
+key, the keys every /admin route takes; every action also needs the session's CSRF token.
 The actions reuse what /admin does: the emergency switch
 (``admin.switch_emergency``) and the session tracker's kill and revive.
 """
@@ -24,7 +24,6 @@ from aiohttp import web
 
 from tiergate.api import ui_data
 from tiergate.api.admin import switch_emergency
-from tiergate.api.auth import MASTER
 from tiergate.api.common import JSON, error_response, read_body, read_json_object
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
@@ -116,7 +115,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """POST the key (a form field ``key``, or JSON {"key": ...}): the master key opens a session.
+    """POST the key (a form field ``key``, or JSON {"key": ...}): the master key or an admin key opens a session.
 
     A browser's form gets the sign-in page again with the reason (401 wrong key, 403 not an admin key,
     429 too many failures); a script gets the JSON error.
@@ -127,8 +126,11 @@ async def login(request: web.Request) -> web.StreamResponse:
         key = await _posted_key(request, form=form)
         gw = request.app[GATEWAY]
         ident = gw.keys.identify({"Authorization": f"Bearer {key}"}, peer=request)  # 401; 429 when throttled
-        if ident.key_name != MASTER:
-            raise Forbidden("the dashboard needs the master key (auth.master_key); this key is an agent's key")
+        if not gw.keys.is_admin(ident.key_name):
+            raise Forbidden(
+                "the dashboard needs the master key (auth.master_key) or an admin key "
+                "('tiergate keys create --admin'); this key is an agent's key"
+            )
     except TiergateError as err:
         if not form:
             return secured(error_response(err, request_id=request["request_id"]))
@@ -267,7 +269,8 @@ async def api_live(request: web.Request) -> web.StreamResponse:
     except TiergateError as err:
         return secured(error_response(err, request_id=request["request_id"]))
     sessions = request.app[UI_SESSIONS]
-    return await stream(request, request.app[LIVE_HUB], lambda: sessions.alive(s))
+    keys = request.app[GATEWAY].keys  # a revoked admin key ends its pages' streams too
+    return await stream(request, request.app[LIVE_HUB], lambda: sessions.alive(s) and keys.is_admin(s.key_name))
 
 
 # ------------------------------------------------------------------ actions (CSRF-checked by ui_api)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from tiergate.api.gateway import GATEWAY
 from tiergate.core.errors import Forbidden, Unauthorized
 
 COOKIE = "tiergate_ui"
@@ -118,14 +119,21 @@ UI_SESSIONS: web.AppKey[UiSessions] = web.AppKey("ui_sessions", UiSessions)
 
 
 def session_of(request: web.Request) -> UiSession | None:
-    return request.app[UI_SESSIONS].find(request.cookies.get(COOKIE))
+    """The browser's session, while the key that opened it is still an admin's (a revoked admin key ends its
+    sessions within the key reload, about a second)."""
+    token = request.cookies.get(COOKIE)
+    s = request.app[UI_SESSIONS].find(token)
+    if s is not None and not request.app[GATEWAY].keys.is_admin(s.key_name):
+        request.app[UI_SESSIONS].close(token)
+        return None
+    return s
 
 
 def require_session(request: web.Request) -> UiSession:
     """The request's signed-in session; 401 without one (the JSON API), 403 for a refused action."""
     s = session_of(request)
     if s is None:
-        raise Unauthorized("sign in to the dashboard first (POST /ui/login with the master key)")
+        raise Unauthorized("sign in to the dashboard first (POST /ui/login with the master key or an admin key)")
     if request.method not in ("GET", "HEAD"):
         check_origin(request)
         sent = request.headers.get(CSRF_HEADER, "")

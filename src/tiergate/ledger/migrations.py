@@ -218,6 +218,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX stored_responses_expires ON stored_responses (expires);
         """,
     ),
+    step(
+        # an operator's key: /admin and the dashboard (/ui) take it as they take the master key
+        # (`tiergate keys create --admin`), so the master key need not be handed to every operator
+        "0012_admin_keys",
+        "ALTER TABLE keys ADD COLUMN admin {flag} NOT NULL DEFAULT 0",
+    ),
 )
 
 

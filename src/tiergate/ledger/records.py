@@ -117,6 +117,7 @@ class KeyRecord:
     agent: str | None
     created: float
     revoked: float | None
+    admin: bool = False  # may use /admin and the dashboard, as the master key does
 
 
 Record = UsageRecord | SessionRow | LocalModelEvent | AlertSent

@@ -28,6 +28,9 @@ from tiergate.ledger.records import (
     session_values,
 )
 
+# names tiergate itself records requests under: the master key, no key (auth.required: false), scheduled jobs
+RESERVED_KEY_NAMES = frozenset({"master", "anonymous", "jobs"})
+
 
 class Row(Protocol):
     """A result row read by column name: a ``dict`` from psycopg's ``dict_row``, a ``sqlite3.Row`` (not a Mapping)."""
@@ -56,15 +59,18 @@ class LedgerTables:
         return int(self.query("SELECT value FROM meta WHERE key = ?", (name,))[0]["value"])
 
     # ---------------------------------------------------------------- keys
-    def create_key(self, name: str, *, agent: str | None = None) -> str:
+    def create_key(self, name: str, *, agent: str | None = None, admin: bool = False) -> str:
         """Issue a virtual key; only its hash is stored, the key itself is returned once."""
+        if name.strip().lower() in RESERVED_KEY_NAMES:
+            # a virtual key named "master" was taken for the master key by /admin (its rights go by name)
+            raise ValueError(f"the key name {name!r} is tiergate's own; choose another")
         key = KEY_PREFIX + secrets.token_urlsafe(24)
         try:
             self._transact(
                 [
                     (
-                        "INSERT INTO keys (name, key_hash, prefix, agent, created) VALUES (?, ?, ?, ?, ?)",
-                        (name, hash_key(key), key[:8], agent, time.time()),
+                        "INSERT INTO keys (name, key_hash, prefix, agent, created, admin) VALUES (?, ?, ?, ?, ?, ?)",
+                        (name, hash_key(key), key[:8], agent, time.time(), int(admin)),
                     ),
                     _BUMP_KEYS,
                 ]
@@ -80,15 +86,20 @@ class LedgerTables:
         return revoked > 0
 
     def list_keys(self) -> list[KeyRecord]:
-        rows = self.query("SELECT name, prefix, agent, created, revoked FROM keys ORDER BY created")
-        return [KeyRecord(r["name"], r["prefix"], r["agent"], r["created"], r["revoked"]) for r in rows]
+        rows = self.query("SELECT name, prefix, agent, created, revoked, admin FROM keys ORDER BY created")
+        return [
+            KeyRecord(r["name"], r["prefix"], r["agent"], r["created"], r["revoked"], bool(r["admin"])) for r in rows
+        ]
 
     def keys_version(self) -> int:
         return self._version("keys_version")
 
     def active_key_hashes(self) -> dict[str, KeyRecord]:
-        rows = self.query("SELECT name, key_hash, prefix, agent, created FROM keys WHERE revoked IS NULL")
-        return {r["key_hash"]: KeyRecord(r["name"], r["prefix"], r["agent"], r["created"], None) for r in rows}
+        rows = self.query("SELECT name, key_hash, prefix, agent, created, admin FROM keys WHERE revoked IS NULL")
+        return {
+            r["key_hash"]: KeyRecord(r["name"], r["prefix"], r["agent"], r["created"], None, bool(r["admin"]))
+            for r in rows
+        }
 
     # ---------------------------------------------------------------- control (flags, session kills)
     def _control(self, sql: str, params: tuple[Any, ...]) -> int:
