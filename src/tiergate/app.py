@@ -149,7 +149,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         r = config.routing
         upstream = UpstreamHTTP(connect_timeout_s=r.connect_timeout_s)  # no cookie jar: callers never share state
         session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())  # webhooks only
-        metrics = Metrics()
+        metrics = Metrics(max_label_values=config.observability.metrics.max_label_values)
         local = (
             LocalModelManager(
                 config.local_models,

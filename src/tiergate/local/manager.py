@@ -184,6 +184,11 @@ class LocalModelManager(ModelWatcher):
             rows.append(slot.status_row(now, wall, reason=why, base_url=url, default=default, waiting=n))
         return rows
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in acquire() for a model to load or free up (the queue-depth metric)."""
+        return len(self._waiting)
+
     # ------------------------------------------------------------------ requests
     @contextlib.asynccontextmanager
     async def acquire(self, name: str, *, wait_s: float | None = None) -> AsyncIterator[str]:

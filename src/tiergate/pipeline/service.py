@@ -211,6 +211,8 @@ class RequestPipeline:
             tokens_out=usage.completion_tokens,
             cost=cost,
             ttft_s=None if ttft_ms is None else ttft_ms / 1000,
+            agent=ctx.identity.agent,
+            task=ctx.identity.task,
         )
         if d.rate:
             await self.executor.count_served_tokens(ctx, d, usage)
