@@ -27,6 +27,8 @@ lint: venv
 test: venv lint
 	# HAProxy fronts the scale-out test's replicas; without it that test skips locally and fails under CI=true.
 	scripts/debian-packages.sh haproxy=haproxy || echo "warning: haproxy is missing and could not be installed"
+	# Prometheus (and its promtool) scrapes a real gateway and checks deploy/prometheus's alert rules.
+	scripts/debian-packages.sh prometheus=prometheus promtool=prometheus || echo "warning: prometheus is missing and could not be installed"
 	# The agent CLIs of the e2e tests, installed one at a time before the tests (a test installs its own if this fails).
 	$(PY) tests/install_agent_clis.py || echo "warning: the agent CLIs could not all be installed"
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
