@@ -12,7 +12,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -193,7 +192,7 @@ def start_prometheus(tmp_path: Path, target_port: int) -> tuple[subprocess.Popen
             f"--web.listen-address=127.0.0.1:{port}",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "prometheus.log", "w"),  # noqa: SIM115 - the child holds it
+        stderr=open(tmp_path / "prometheus.log", "w"),
     )
     return proc, port
 
