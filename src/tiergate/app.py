@@ -41,11 +41,14 @@ from tiergate.ledger.records import LocalModelEvent
 from tiergate.local.engine_probe import probe_local_capabilities
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
+from tiergate.observability.tracing import Tracing
 from tiergate.router.executor import Executor
 from tiergate.state.base import SharedState
 from tiergate.state.memory import MemoryState
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from tiergate.jobs.scheduler import Scheduler
 
 log = logging.getLogger("tiergate.app")
@@ -133,8 +136,32 @@ def check_auth_configured(config: TiergateConfig, ledger: Ledger) -> None:
         )
 
 
-def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.Application:
-    """An aiohttp application serving both client protocols for this config."""
+def start_tracing(config: TiergateConfig, exporter: SpanExporter | None = None) -> Tracing | None:
+    """The tracer provider when ``observability.tracing`` is set (opentelemetry imported only then)."""
+    t = config.observability.tracing
+    if t is None:
+        return None
+    try:
+        return Tracing(
+            service_name=t.service_name,
+            endpoint=t.endpoint,
+            headers=t.headers,
+            sample_ratio=t.sample_ratio,
+            exporter=exporter,
+        )
+    except ImportError as exc:
+        raise ConfigError(
+            f"observability.tracing: needs the OpenTelemetry SDK ({exc.name} is not installed); "
+            "pip install 'tiergate[tracing]', or remove observability.tracing"
+        ) from None
+
+
+def create_app(
+    config: TiergateConfig, *, ledger: Ledger | None = None, span_exporter: SpanExporter | None = None
+) -> web.Application:
+    """An aiohttp application serving both client protocols for this config.
+
+    ``span_exporter``: where spans also go when tracing is on (tests give the SDK's in-memory one)."""
     max_body = int(config.server.max_body_mb * 1024 * 1024)
     # api/common.read_body decompresses, bounded; aiohttp would answer br/zstd/corrupt gzip in plain text
     app = web.Application(client_max_size=max_body, handler_args={"auto_decompress": False})
@@ -211,6 +238,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         )
         sessions.load()
         await sync_flags(ledger, state)
+        tracing = start_tracing(config, span_exporter)
         executor = Executor(
             catalog=catalog,
             routing=r,
@@ -243,6 +271,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             )
             if config.limits
             else None,
+            tracing=tracing,
         )
         app[GATEWAY] = gw
         ledger_watch = LedgerWatch(ledger, metrics=metrics, alerts=alerts)
@@ -275,6 +304,8 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
                 await state.close()
             if owns_ledger:
                 await asyncio.to_thread(ledger.close)
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # the spans still queued are exported
 
     app.cleanup_ctx.append(lifecycle)
     routes = EdgeRoutes(app)
