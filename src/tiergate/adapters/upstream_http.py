@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from tiergate.core.errors import AttemptError
+from tiergate.core.request_scope import REQUEST_ID
 
 USER_AGENT = "tiergate"
 PAUSE_AT = 256 * 1024  # bytes buffered from a stream the client has not taken yet: stop reading the socket
@@ -411,7 +412,9 @@ class UpstreamHTTP:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         o = self.origin(url)
-        request = o.head + header_block(headers, len(data)) + data
+        rid = REQUEST_ID.get()  # the client's X-Request-ID (printable ASCII, checked at the edge) or tiergate's
+        head = o.head if rid is None else o.head + b"X-Request-ID: " + rid.encode("latin-1") + b"\r\n"
+        request = head + header_block(headers, len(data)) + data
         conn = self._reuse(o.key) or await self._connect(o, min(timeout_s, self.connect_timeout_s))
         resp = UpstreamResponse(conn, loop, deadline, timeout_s)
         conn.send(resp, request)

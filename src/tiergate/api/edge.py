@@ -36,6 +36,7 @@ from tiergate.core.errors import (
     UpstreamRejected,
 )
 from tiergate.core.ids import IdSource
+from tiergate.core.request_scope import REQUEST_ID
 
 log = logging.getLogger("tiergate.app")
 
@@ -72,6 +73,7 @@ def guarded(handler: Handler) -> Handler:
         problem = None if plain_headers(request.raw_headers) else header_problem(request.headers.items())
         rid = (None if problem else request.headers.get("X-Request-ID")) or request.app[REQUEST_IDS].new()
         request["request_id"] = rid
+        scope = REQUEST_ID.set(rid)  # log lines and upstream calls made for this request carry it
         try:
             if problem is not None:  # before any handler reads a header into an identity or a record
                 raise BadRequest(problem)
@@ -93,6 +95,8 @@ def guarded(handler: Handler) -> Handler:
             log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
             internal = TiergateError(f"internal error; request id {rid}")
             return error_response(internal, envelope=envelope_for(request), request_id=rid)
+        finally:
+            REQUEST_ID.reset(scope)  # keep-alive: the connection's next request runs in the same task
 
     return at_the_edge
 
