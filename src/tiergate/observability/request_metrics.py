@@ -29,11 +29,6 @@ NONE = "none"  # no agent or task named by the request
 DEFAULT_MAX_LABEL_VALUES = 50
 
 
-def folded(series: dict[str, float], value: str, cap: int) -> str:
-    """``value`` while it is already a series or the cap leaves room; ``other`` past it."""
-    return value if value in series or len(series) < cap else OTHER
-
-
 class Buckets:
     """One histogram series: counts per bucket (the last is +Inf) and the sum."""
 
@@ -108,13 +103,16 @@ class RequestMetrics(Collector):
     def spend(self, deployment: str, tier: str, agent: str | None, task: str | None, usd: float) -> None:
         """Money paid to a deployment: an answered request, or an answer paid for and not served (a gate)."""
         key = (deployment, tier)
-        self.cost[key] = self.cost.get(key, 0.0) + usd
-        cap = self.max_label_values
-        by = self.agent_cost
-        a = folded(by, agent or NONE, cap)
+        cost = self.cost
+        cost[key] = cost.get(key, 0.0) + usd
+        # past the cap a new name is counted as other; a name that has its series keeps it
+        by, a = self.agent_cost, agent or NONE
+        if a not in by and len(by) >= self.max_label_values:
+            a = OTHER
         by[a] = by.get(a, 0.0) + usd
-        by = self.task_cost
-        t = folded(by, task or NONE, cap)
+        by, t = self.task_cost, task or NONE
+        if t not in by and len(by) >= self.max_label_values:
+            t = OTHER
         by[t] = by.get(t, 0.0) + usd
 
     def observe_overhead(self, seconds: float) -> None:
