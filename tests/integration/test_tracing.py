@@ -138,3 +138,62 @@ def test_no_tracing_config_no_spans_and_no_tracer(standins, tmp_path):
     with served(tiered_config(local, None), tmp_path, exporter) as url:
         client(url).chat.completions.create(model="auto", messages=MSG)
     assert exporter.get_finished_spans() == ()
+
+
+def test_tiergate_serve_exports_spans_over_otlp_http_when_an_endpoint_is_set(standins, gateway):
+    """The real exporter, from a real ``tiergate serve``, to an OTLP/HTTP receiver: protobuf spans arrive."""
+    import http.server
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from procs import http as call
+
+    received: list[tuple[str, str, str | None, bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(
+                (self.path, self.headers.get("Content-Type", ""), self.headers.get("x-collector-key"), body)
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = standins(name="local", models=["llama-8b"])
+        cfg = tiered_config(local, None)
+        cfg["observability"] = {"tracing": {"endpoint": "env:OTLP_URL", "headers": {"x-collector-key": "k1"}}}
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+        gw = gateway(cfg, env_extra={"CHEAP_KEY": CHEAP_KEY, "OTLP_URL": url})
+        status, headers, _ = call(
+            "POST",
+            f"{gw.base_url}/v1/chat/completions",
+            body=b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}',
+            headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+        )
+        assert status == 200
+        assert gw.stop() == 0  # a graceful stop exports what is queued
+    finally:
+        server.shutdown()
+    assert received, gw.log[-20:]
+    spans = []
+    for path, content_type, key, body in received:
+        assert path == "/v1/traces" and content_type == "application/x-protobuf" and key == "k1"
+        export = ExportTraceServiceRequest.FromString(body)
+        for rs in export.resource_spans:
+            service = {a.key: a.value.string_value for a in rs.resource.attributes}["service.name"]
+            assert service == "tiergate"
+            spans += [s for ss in rs.scope_spans for s in ss.spans]
+    names = sorted(s.name for s in spans)
+    assert names == ["chat auto", "chat llama-8b"], names
+    request = next(s for s in spans if s.name == "chat auto")
+    attrs = {a.key: a.value for a in request.attributes}
+    assert attrs["tiergate.request_id"].string_value == headers["X-Request-ID"]
+    assert attrs["gen_ai.usage.output_tokens"].int_value > 0
