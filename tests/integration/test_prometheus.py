@@ -251,3 +251,47 @@ def test_prometheus_scrapes_spend_that_matches_the_ledger(observed_gateway, tmp_
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def scraped(gw) -> dict[tuple[str, tuple], float]:
+    status, _, body = http("GET", f"{gw.base_url}/metrics", headers=AUTH)
+    assert status == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_scrape_time_series_follow_the_gateways_state(standins, gateway):
+    """Queue depth while requests wait for a max_concurrent slot; sessions, deployments up, local throughput."""
+    import concurrent.futures as cf
+
+    local = standins(name="local", models=["llama-8b"])
+    local.faults({"mode": "slow", "delay_s": 2, "times": 3})
+    cfg = tiered_config(local, None)
+    cfg["limits"] = [{"scope": "agent", "match": "q-*", "max_concurrent": 1, "queue_timeout": "60s"}]
+    gw = gateway(cfg)
+    queued = ("tiergate_queue_depth", (("queue", "concurrency_limit"),))
+
+    def ask(i: int) -> int:
+        body = {"model": "auto", "messages": [{"role": "user", "content": f"hi {i}"}]}
+        headers = {**AUTH, "Content-Type": "application/json", "X-Tiergate-Agent": "q-a"}
+        return http("POST", f"{gw.base_url}/v1/chat/completions", body=json.dumps(body).encode(), headers=headers)[0]
+
+    with cf.ThreadPoolExecutor(3) as pool:
+        answers = [pool.submit(ask, i) for i in range(3)]
+        assert wait_until(lambda: scraped(gw).get(queued) == 2, timeout=30), scraped(gw).get(queued)
+        assert [a.result(timeout=60) for a in answers] == [200, 200, 200]
+    after = scraped(gw)
+    assert after[queued] == 0
+    assert after[("tiergate_sessions", (("state", "live"),))] >= 1
+    assert after[("tiergate_sessions", (("state", "killed"),))] == 0
+    assert after[("tiergate_deployment_up", (("deployment", "local-8b"), ("local", "true"), ("tier", "0")))] == 1
+    assert after[("tiergate_local_tokens_per_second", (("deployment", "local-8b"),))] > 0
+    local.faults({"mode": "status", "status": 500, "times": 20})
+    for _ in range(5):  # routing.breaker_failures (3 by default) failures in a row open its breaker
+        ask(9)
+    down = scraped(gw)
+    assert down[("tiergate_deployment_up", (("deployment", "local-8b"), ("local", "true"), ("tier", "0")))] == 0
+    assert down[("tiergate_breaker_open", (("deployment", "local-8b"),))] == 1
