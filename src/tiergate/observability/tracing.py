@@ -3,9 +3,9 @@
 One server span per request and one client span per upstream attempt under it.
 They are written once the request is settled, from what it noted on the way
 (``RequestTrace``: when it began, each attempt's deployment, times and outcome),
-with explicit start and end times: the request path holds no span open, and a
+as finished span records: the request path holds no span open, and a
 request that is not traced (tracing off) carries ``None`` instead, checked at
-three places (docs/observability.md). opentelemetry is imported only here, and
+a few places (docs/observability.md). opentelemetry is imported only here, and
 this module only when ``observability.tracing`` is set.
 
 An attempt's span ends when its answer's head (a stream's first event) was in;
@@ -61,7 +61,15 @@ class RequestTrace:
 
 
 class Tracing:
-    """The tracer provider: OTLP/HTTP export when an endpoint is set; ``exporter`` adds one (tests)."""
+    """Finished spans handed to span processors: OTLP/HTTP export when an endpoint is set; ``exporter`` adds
+    one (tests).
+
+    The spans are ``ReadableSpan`` records built here, not made through the SDK's tracer: their times and
+    attributes are all known when the request settles, and the tracer's live-span machinery (a lock and
+    attribute checks per attribute, the context, the sampler) cost ~400k instructions per request with one
+    attempt, against ~860k for the whole request (docs/decisions/0009-tracing-spans.md). Attribute values
+    here are str, int, float or bool by construction. Sampling is by trace id, as TraceIdRatioBased does.
+    """
 
     def __init__(
         self,
@@ -72,27 +80,29 @@ class Tracing:
         sample_ratio: float = 1.0,
         exporter: SpanExporter | None = None,
     ) -> None:
-        from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-        self._provider = TracerProvider(
-            resource=Resource.create({"service.name": service_name}),
-            sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
-        )
+        self._processors: list[SpanProcessor] = []
         if endpoint is not None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             otlp = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers or {}), timeout=10)
-            self._provider.add_span_processor(BatchSpanProcessor(otlp))  # exported off the event loop
+            self._processors.append(BatchSpanProcessor(otlp))  # exported in its own thread, in batches
         if exporter is not None:
-            self._provider.add_span_processor(SimpleSpanProcessor(exporter))
-        self._tracer = self._provider.get_tracer("tiergate")
-        self._in_context = trace.set_span_in_context
-        self._server, self._client = trace.SpanKind.SERVER, trace.SpanKind.CLIENT
-        self._error = trace.Status(trace.StatusCode.ERROR)
+            self._processors.append(SimpleSpanProcessor(exporter))
+        self._resource = Resource.create({"service.name": service_name})
+        self._scope = InstrumentationScope("tiergate")
+        ids = RandomIdGenerator()
+        self._trace_id, self._span_id = ids.generate_trace_id, ids.generate_span_id
+        self._bound = round(sample_ratio * (1 << 64))  # TraceIdRatioBased: the trace id's low 64 bits below it
+        self._span, self._context, self._sampled = ReadableSpan, SpanContext, TraceFlags(TraceFlags.SAMPLED)
+        self._server, self._client = SpanKind.SERVER, SpanKind.CLIENT
+        self._error, self._unset = Status(StatusCode.ERROR), Status(StatusCode.UNSET)
 
     def begin(self, started: float) -> RequestTrace:
         return RequestTrace(started)
@@ -110,7 +120,10 @@ class Tracing:
         cost: float,
         error: str | None,
     ) -> None:
-        """The request's span and its attempts' spans, written now with the times they noted."""
+        """The request's span and its attempts' spans, from the times they noted, to every processor."""
+        trace_id = self._trace_id()
+        if (trace_id & 0xFFFFFFFFFFFFFFFF) >= self._bound:
+            return  # not sampled
         op = OPERATIONS.get(protocol, "chat")
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": op,
@@ -133,10 +146,23 @@ class Tracing:
                     "tiergate.local": deployment.local,
                 }
             )
-        span = self._tracer.start_span(
-            f"{op} {requested_model}", kind=self._server, start_time=t.start_ns, attributes=attrs
-        )
-        parent = self._in_context(span)
+        failed = status >= 500 or (error is not None and deployment is None)
+        if failed:
+            attrs["error.type"] = str(status)
+        ctx = self._context(trace_id, self._span_id(), False, self._sampled)
+        spans = [
+            self._span(
+                f"{op} {requested_model}",
+                context=ctx,
+                resource=self._resource,
+                attributes=attrs,
+                kind=self._server,
+                status=self._error if failed else self._unset,
+                start_time=t.start_ns,
+                end_time=time.time_ns(),
+                instrumentation_scope=self._scope,
+            )
+        ]
         for d, start_ns, end_ns, outcome, error_type in t.attempts:
             a: dict[str, Any] = {
                 "gen_ai.operation.name": op,
@@ -148,17 +174,25 @@ class Tracing:
             }
             if error_type is not None:
                 a["error.type"] = error_type
-            child = self._tracer.start_span(
-                f"{op} {d.model}", context=parent, kind=self._client, start_time=start_ns, attributes=a
+            spans.append(
+                self._span(
+                    f"{op} {d.model}",
+                    context=self._context(trace_id, self._span_id(), False, self._sampled),
+                    parent=ctx,
+                    resource=self._resource,
+                    attributes=a,
+                    kind=self._client,
+                    status=self._error if outcome == "failed" else self._unset,
+                    start_time=start_ns,
+                    end_time=end_ns,
+                    instrumentation_scope=self._scope,
+                )
             )
-            if outcome == "failed":
-                child.set_status(self._error)
-            child.end(end_time=end_ns)
-        if status >= 500 or error is not None and deployment is None:
-            span.set_attribute("error.type", str(status))
-            span.set_status(self._error)
-        span.end()
+        for p in self._processors:
+            for span in spans:
+                p.on_end(span)
 
     def shutdown(self) -> None:
         """Export what is left (blocking: call it off the event loop)."""
-        self._provider.shutdown()
+        for p in self._processors:
+            p.shutdown()
