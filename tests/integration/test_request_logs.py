@@ -73,3 +73,20 @@ def test_text_logs_stay_the_default(standins, gateway):
     assert status == 200
     assert not any(line.startswith("{") for line in gw.log)
     assert local.requests()[-1]["headers"]["x-request-id"]
+
+
+def test_workers_log_json_too(standins, gateway, redis_prefix):
+    """--workers N: each spawned worker sets up the same log format (a spawned process starts with none)."""
+    local, cheap = standins(name="local", models=["llama-8b"]), standins(name="cheap", models=["gpt-4o-mini"])
+    cfg = tiered_config(local, cheap)
+    cfg.update(state="redis://127.0.0.1:6379/0", state_prefix=redis_prefix)
+    cfg["budgets"] = [{"name": "tiny", "scope": "global", "window": "day", "limit_usd": 1, "alert_at": [1e-9]}]
+    gw = gateway(cfg, args=("--workers", "2", "--log-format", "json"))
+    status, _, body = chat(gw, **{"X-Request-ID": "worker-rid-7"})
+    assert status == 200, body
+
+    def alert_logged() -> list[dict]:
+        return [ln for ln in json_lines(gw) if ln.get("request_id") == "worker-rid-7"]
+
+    assert wait_until(alert_logged, timeout=30), gw.log[-20:]
+    assert alert_logged()[0]["logger"] == "tiergate.guardrails.alerts"

@@ -31,13 +31,14 @@ def serve(
         fail(f"--log-format: must be text or json, not {log_format!r}")
     configure_logging(log_level, log_format or "text")  # the config's own warnings, while it loads
     cfg, source = load_config_or_fail(config, allow_discovery=True)
-    if log_format is None and cfg.observability.log_format != "text":
-        configure_logging(log_level, cfg.observability.log_format)
+    fmt = log_format or cfg.observability.log_format
+    if fmt != (log_format or "text"):
+        configure_logging(log_level, fmt)
     bind_host, bind_port = host or cfg.server.host, cfg.server.port if port is None else port
     try:
         check_workers(cfg, workers)
         if workers > 1:
-            run_workers(cfg, source, bind_host, bind_port, workers)
+            run_workers(cfg, source, bind_host, bind_port, workers, log=(log_level, fmt))
         else:
             run_loop(serve_one(cfg, source, bind_host, bind_port))
     except TiergateError as exc:  # config errors, shared state unreachable at start
