@@ -244,6 +244,18 @@ def test_prometheus_scrapes_spend_that_matches_the_ledger(observed_gateway, tmp_
         (gpu,) = query(port, "tiergate_gpu_utilization_ratio")
         assert float(gpu["value"][1]) == pytest.approx(0.42)
         assert wait_until(lambda: query(port, "ALERTS") == [] and query(port, "up") != [], timeout=30)
+
+        def rules_evaluated() -> list[dict]:
+            status, _, body = http("GET", f"http://127.0.0.1:{port}/api/v1/rules", timeout=10)
+            rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]] if status == 200 else []
+            return rules if rules and all(r.get("lastEvaluation", "").startswith("20") for r in rules) else []
+
+        assert wait_until(rules_evaluated, timeout=30)
+        rules = rules_evaluated()
+        # every rule evaluated against tiergate's real series without an error, none firing
+        assert (
+            len(rules) == 6 and {r["health"] for r in rules} == {"ok"} and {r["state"] for r in rules} == {"inactive"}
+        )
     finally:
         proc.terminate()
         try:
