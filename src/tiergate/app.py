@@ -195,6 +195,8 @@ def create_app(
         )
         probed = await probe_local_capabilities(config, session)  # once, bounded; the family's guess if down
         catalog = build_catalog(config, local_urls=urls, probed=probed)
+        deployments = catalog.deployments  # the spend metric's tier label, read at scrape time, not per request
+        metrics.per_request.tier_of = lambda name: str(d.tier) if (d := deployments.get(name)) is not None else ""
         for name in catalog.unpriced():  # also in /health and check-config
             log.warning("deployment %s has no price (unknown model, no price: line): recorded at $0", name)
         if local is not None:

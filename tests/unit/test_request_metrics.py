@@ -22,6 +22,7 @@ def samples(registry: CollectorRegistry, prefix: str) -> dict[tuple, float]:
 def test_same_samples_as_prometheus_client_metrics():
     rng = random.Random(7)
     ours = Metrics()
+    ours.per_request.tier_of = lambda name: "1"  # the app reads it from the catalog
     ref = CollectorRegistry()
     requests = Counter("tiergate_requests", "r", ["deployment", "tier", "status"], registry=ref)
     latency = Histogram("tiergate_request_seconds", "l", ["deployment"], buckets=LATENCY_BUCKETS, registry=ref)
@@ -70,6 +71,7 @@ def test_same_samples_as_prometheus_client_metrics():
 def test_agent_and_task_labels_are_capped_and_the_rest_is_other():
     """Agent and task names come from client headers: past the cap they are one "other" series, spend intact."""
     m = Metrics(max_label_values=3)
+    m.per_request.tier_of = {"cloud": "2"}.__getitem__
     for i in range(10):
         m.per_request.answered(
             "cloud", "2", "200", seconds=0.1, tokens_in=1, tokens_out=1, cost=0.5, ttft_s=None, agent=f"a{i}", task="t"

@@ -73,7 +73,9 @@ def guarded(handler: Handler) -> Handler:
         problem = None if plain_headers(request.raw_headers) else header_problem(request.headers.items())
         rid = (None if problem else request.headers.get("X-Request-ID")) or request.app[REQUEST_IDS].new()
         request["request_id"] = rid
-        scope = REQUEST_ID.set(rid)  # log lines and upstream calls made for this request carry it
+        # log lines and upstream calls made for this request carry it; aiohttp runs each request in a task
+        # of its own (a copy of the context), so it needs no reset: the next request never sees it
+        REQUEST_ID.set(rid)
         try:
             if problem is not None:  # before any handler reads a header into an identity or a record
                 raise BadRequest(problem)
@@ -95,8 +97,6 @@ def guarded(handler: Handler) -> Handler:
             log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
             internal = TiergateError(f"internal error; request id {rid}")
             return error_response(internal, envelope=envelope_for(request), request_id=rid)
-        finally:
-            REQUEST_ID.reset(scope)  # keep-alive: the connection's next request runs in the same task
 
     return at_the_edge
 

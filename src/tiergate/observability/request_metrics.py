@@ -29,6 +29,10 @@ NONE = "none"  # no agent or task named by the request
 DEFAULT_MAX_LABEL_VALUES = 50
 
 
+def _no_tier(deployment: str) -> str:
+    return ""
+
+
 class Buckets:
     """One histogram series: counts per bucket (the last is +Inf) and the sum."""
 
@@ -63,7 +67,8 @@ class RequestMetrics(Collector):
         self.overhead_bounds = tuple(overhead_buckets)
         self.requests: dict[tuple[str, str, str], int] = {}  # (deployment, tier, status) -> count
         self.tokens: dict[tuple[str, str], int] = {}  # (deployment, "in" | "out") -> tokens
-        self.cost: dict[tuple[str, str], float] = {}  # (deployment, tier) -> USD
+        self.cost: dict[str, float] = {}  # deployment -> USD; its tier label is looked up at scrape time
+        self.tier_of: Callable[[str], str] = _no_tier  # deployment -> tier (the app sets it from the catalog)
         self.agent_cost: dict[str, float] = {}  # agent (capped) -> USD
         self.task_cost: dict[str, float] = {}  # task (capped) -> USD
         self.max_label_values = max(1, max_label_values)  # "other" makes one more
@@ -96,24 +101,33 @@ class RequestMetrics(Collector):
         tokens[(deployment, "in")] = tokens.get((deployment, "in"), 0) + tokens_in
         tokens[(deployment, "out")] = tokens.get((deployment, "out"), 0) + tokens_out
         if cost:
-            self.spend(deployment, tier, agent, task, cost)
+            self.spend(deployment, agent, task, cost)
         if ttft_s is not None:
             self._hist(self.ttft, deployment).observe(self.latency_bounds, ttft_s)
 
-    def spend(self, deployment: str, tier: str, agent: str | None, task: str | None, usd: float) -> None:
-        """Money paid to a deployment: an answered request, or an answer paid for and not served (a gate)."""
-        key = (deployment, tier)
-        cost = self.cost
-        cost[key] = cost.get(key, 0.0) + usd
-        # past the cap a new name is counted as other; a name that has its series keeps it
-        by, a = self.agent_cost, agent or NONE
-        if a not in by and len(by) >= self.max_label_values:
-            a = OTHER
-        by[a] = by.get(a, 0.0) + usd
-        by, t = self.task_cost, task or NONE
-        if t not in by and len(by) >= self.max_label_values:
-            t = OTHER
-        by[t] = by.get(t, 0.0) + usd
+    def spend(self, deployment: str, agent: str | None, task: str | None, usd: float) -> None:
+        """Money paid to a deployment: an answered request, or an answer paid for and not served (a gate).
+
+        A name seen before costs one ``+=`` per series; a new one goes through ``_first``."""
+        try:
+            self.cost[deployment] += usd
+        except KeyError:
+            self.cost[deployment] = usd
+        a, t = agent or NONE, task or NONE
+        try:
+            self.agent_cost[a] += usd
+        except KeyError:
+            self._first(self.agent_cost, a, usd)
+        try:
+            self.task_cost[t] += usd
+        except KeyError:
+            self._first(self.task_cost, t, usd)
+
+    def _first(self, series: dict[str, float], name: str, usd: float) -> None:
+        """A name without a series yet: its own while the cap leaves room, else counted as other."""
+        if len(series) >= self.max_label_values:
+            name = OTHER
+        series[name] = series.get(name, 0.0) + usd
 
     def observe_overhead(self, seconds: float) -> None:
         self.overhead.observe(self.overhead_bounds, seconds)
@@ -148,8 +162,9 @@ class RequestMetrics(Collector):
         cost = CounterMetricFamily(
             "tiergate_cost_usd", "Spend in USD, by deployment and tier", labels=["deployment", "tier"]
         )
-        for key, usd in dict(self.cost).items():
-            cost.add_metric(list(key), usd)
+        tier_of = self.tier_of
+        for deployment, usd in dict(self.cost).items():
+            cost.add_metric([deployment, tier_of(deployment)], usd)
         yield cost
         yield self._spend_by("tiergate_agent_cost_usd", "agent", self.agent_cost)
         yield self._spend_by("tiergate_task_cost_usd", "task", self.task_cost)

@@ -187,7 +187,7 @@ class UnservedAnswers:
         )
         if cost:
             ident = ctx.identity
-            self.metrics.per_request.spend(d.name, str(d.tier), ident.agent, ident.task, cost)
+            self.metrics.per_request.spend(d.name, ident.agent, ident.task, cost)
         if d.rate:
             await self.count_tokens(ctx, d, usage)
 
