@@ -69,3 +69,21 @@ def test_ids_are_unique_and_attempts_hang_under_their_request():
     first = next(s for s in spans if s.parent is None)
     assert first.attributes["gen_ai.usage.output_tokens"] == 4 and first.attributes["tiergate.local"] is True
     assert first.start_time <= first.end_time
+
+
+def test_without_tracing_configured_opentelemetry_is_never_imported():
+    """The gateway with its app built and a request's context made: no opentelemetry module loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tiergate.app import create_app\n"
+        "from tiergate.cli.serve import serve\n"
+        "from tiergate.config.loading import config_from_dict\n"
+        "create_app(config_from_dict({'auth': {'required': False}, 'ledger': 'sqlite:///:memory:'}))\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('opentelemetry'))\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
