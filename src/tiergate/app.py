@@ -41,11 +41,14 @@ from tiergate.ledger.records import LocalModelEvent
 from tiergate.local.engine_probe import probe_local_capabilities
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
+from tiergate.observability.tracing import Tracing
 from tiergate.router.executor import Executor
 from tiergate.state.base import SharedState
 from tiergate.state.memory import MemoryState
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from tiergate.jobs.scheduler import Scheduler
 
 log = logging.getLogger("tiergate.app")
@@ -133,8 +136,32 @@ def check_auth_configured(config: TiergateConfig, ledger: Ledger) -> None:
         )
 
 
-def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.Application:
-    """An aiohttp application serving both client protocols for this config."""
+def start_tracing(config: TiergateConfig, exporter: SpanExporter | None = None) -> Tracing | None:
+    """The tracer provider when ``observability.tracing`` is set (opentelemetry imported only then)."""
+    t = config.observability.tracing
+    if t is None:
+        return None
+    try:
+        return Tracing(
+            service_name=t.service_name,
+            endpoint=t.endpoint,
+            headers=t.headers,
+            sample_ratio=t.sample_ratio,
+            exporter=exporter,
+        )
+    except ImportError as exc:
+        raise ConfigError(
+            f"observability.tracing: needs the OpenTelemetry SDK ({exc.name} is not installed); "
+            "pip install 'tiergate[tracing]', or remove observability.tracing"
+        ) from None
+
+
+def create_app(
+    config: TiergateConfig, *, ledger: Ledger | None = None, span_exporter: SpanExporter | None = None
+) -> web.Application:
+    """An aiohttp application serving both client protocols for this config.
+
+    ``span_exporter``: where spans also go when tracing is on (tests give the SDK's in-memory one)."""
     max_body = int(config.server.max_body_mb * 1024 * 1024)
     # api/common.read_body decompresses, bounded; aiohttp would answer br/zstd/corrupt gzip in plain text
     app = web.Application(client_max_size=max_body, handler_args={"auto_decompress": False})
@@ -152,7 +179,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         r = config.routing
         upstream = UpstreamHTTP(connect_timeout_s=r.connect_timeout_s)  # no cookie jar: callers never share state
         session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())  # webhooks only
-        metrics = Metrics()
+        metrics = Metrics(max_label_values=config.observability.metrics.max_label_values)
         local = (
             LocalModelManager(
                 config.local_models,
@@ -171,6 +198,8 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         )
         probed = await probe_local_capabilities(config, session)  # once, bounded; the family's guess if down
         catalog = build_catalog(config, local_urls=urls, probed=probed)
+        deployments = catalog.deployments  # the spend metric's tier label, read at scrape time, not per request
+        metrics.per_request.tier_of = lambda name: str(d.tier) if (d := deployments.get(name)) is not None else ""
         for name in catalog.unpriced():  # also in /health and check-config
             log.warning("deployment %s has no price (unknown model, no price: line): recorded at $0", name)
         if local is not None:
@@ -214,6 +243,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
         )
         sessions.load()
         await sync_flags(ledger, state)
+        tracing = start_tracing(config, span_exporter)
         executor = Executor(
             catalog=catalog,
             routing=r,
@@ -246,6 +276,7 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
             )
             if config.limits
             else None,
+            tracing=tracing,
         )
         app[GATEWAY] = gw
         ledger_watch = LedgerWatch(ledger, metrics=metrics, alerts=alerts)
@@ -278,6 +309,8 @@ def create_app(config: TiergateConfig, *, ledger: Ledger | None = None) -> web.A
                 await state.close()
             if owns_ledger:
                 await asyncio.to_thread(ledger.close)
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # the spans still queued are exported
 
     app.cleanup_ctx.append(lifecycle)
     routes = EdgeRoutes(app)

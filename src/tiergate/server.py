@@ -149,8 +149,14 @@ async def serve(
     await runner.cleanup()
 
 
-def _worker(cfg: TiergateConfig, source: str, host: str, port: int, ready: Any) -> None:
+def _worker(
+    cfg: TiergateConfig, source: str, host: str, port: int, ready: Any, log: tuple[str, str] | None = None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards a SIGTERM instead
+    if log is not None:  # a spawned process starts with no logging set up: the parent's level and format
+        from tiergate.observability.logs import configure_logging
+
+        configure_logging(*log)
     try:
         run_loop(serve(cfg, source, host, port, reuse_port=True, announce=False, ready=ready))
     except Exception as exc:  # reported to the parent, which exits non-zero
@@ -165,12 +171,16 @@ def _free_port(host: str) -> int:
         return port
 
 
-def run_workers(cfg: TiergateConfig, source: str, host: str, port: int, workers: int) -> None:
+def run_workers(
+    cfg: TiergateConfig, source: str, host: str, port: int, workers: int, *, log: tuple[str, str] | None = None
+) -> None:
     """Start N workers on one port, announce once they all listen, stop them all on SIGTERM/SIGINT."""
     port = port or _free_port(host)
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(cfg, source, host, port, ready), daemon=False) for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(cfg, source, host, port, ready, log), daemon=False) for _ in range(workers)
+    ]
     for p in procs:
         p.start()
     stop = {"sig": False}

@@ -10,6 +10,7 @@ gateway translates the cheap tier's answer into the client's protocol and judges
 from __future__ import annotations
 
 import json
+import re
 
 import anthropic
 import ollama
@@ -110,6 +111,12 @@ def assert_escalated(gw, gate: str, *, stream: bool = False):
     assert (att["prompt_tokens"], att["completion_tokens"]) == (1000, 500)  # the upstream's usage, billed
     assert att["cost_usd"] == pytest.approx(CHEAP_COST) and att["status"] == 200
     assert bool(req["stream"]) == stream
+    # the spend metric counts the failed answer that was paid for, beside the one served
+    text = http("GET", f"{gw.base_url}/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})[2].decode()
+    spend = dict(re.findall(r'^tiergate_cost_usd_total\{deployment="(\w+)",tier="\d"\} (\S+)$', text, re.M))
+    assert float(spend["cheap"]) == pytest.approx(CHEAP_COST) and float(spend["frontier"]) == pytest.approx(
+        req["cost_usd"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from tiergate.core.errors import AttemptError
+from tiergate.core.request_scope import REQUEST_ID
 
 USER_AGENT = "tiergate"
 PAUSE_AT = 256 * 1024  # bytes buffered from a stream the client has not taken yet: stop reading the socket
@@ -53,12 +54,15 @@ def parse_origin(url: str) -> Origin:
     return Origin((u.scheme, host, port), host, port, tls, head)
 
 
-def header_block(headers: Mapping[str, str], length: int) -> bytes:
+def header_block(headers: Mapping[str, str], length: int, request_id: str | None = None) -> bytes:
+    """The request's header lines; ``request_id`` (printable ASCII, checked at the edge) as X-Request-ID."""
     lines = []
     for k, v in headers.items():
         if "\n" in v or "\r" in v or "\n" in k or "\r" in k or ":" in k:
             raise AttemptError("protocol", f"header {k!r} has a line break or a colon in its name")
         lines.append(f"{k}: {v}\r\n")
+    if request_id is not None:
+        lines.append(f"X-Request-ID: {request_id}\r\n")
     lines.append(f"Content-Length: {length}\r\n\r\n")
     try:
         return "".join(lines).encode("latin-1")
@@ -411,7 +415,8 @@ class UpstreamHTTP:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         o = self.origin(url)
-        request = o.head + header_block(headers, len(data)) + data
+        # the request's id (the client's X-Request-ID or tiergate's) goes upstream with every attempt
+        request = o.head + header_block(headers, len(data), REQUEST_ID.get()) + data
         conn = self._reuse(o.key) or await self._connect(o, min(timeout_s, self.connect_timeout_s))
         resp = UpstreamResponse(conn, loop, deadline, timeout_s)
         conn.send(resp, request)

@@ -15,6 +15,7 @@ from tiergate.api.common import JSON, read_json_object
 from tiergate.api.config_view import masked_config
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
+from tiergate.api.metrics_scrape import gather
 from tiergate.config.checks import missing_model_files
 from tiergate.core.errors import BadRequest, Forbidden, StateUnavailable
 from tiergate.guardrails.alerts import emergency_alert
@@ -231,6 +232,7 @@ async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     gw.keys.identify(request.headers, request.remote)
     gw.metrics.ledger_pending.set(gw.ledger.pending())
+    gw.metrics.scraped.snapshot = await gather(gw)
     return web.Response(body=gw.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

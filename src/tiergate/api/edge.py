@@ -36,6 +36,7 @@ from tiergate.core.errors import (
     UpstreamRejected,
 )
 from tiergate.core.ids import IdSource
+from tiergate.core.request_scope import REQUEST_ID
 
 log = logging.getLogger("tiergate.app")
 
@@ -72,6 +73,9 @@ def guarded(handler: Handler) -> Handler:
         problem = None if plain_headers(request.raw_headers) else header_problem(request.headers.items())
         rid = (None if problem else request.headers.get("X-Request-ID")) or request.app[REQUEST_IDS].new()
         request["request_id"] = rid
+        # log lines and upstream calls made for this request carry it; aiohttp runs each request in a task
+        # of its own (a copy of the context), so it needs no reset: the next request never sees it
+        REQUEST_ID.set(rid)
         try:
             if problem is not None:  # before any handler reads a header into an identity or a record
                 raise BadRequest(problem)

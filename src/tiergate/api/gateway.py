@@ -19,6 +19,7 @@ from tiergate.guardrails.sessions import SessionTracker
 from tiergate.ledger.base import Ledger
 from tiergate.local.manager import LocalModelManager
 from tiergate.observability.metrics import Metrics
+from tiergate.observability.tracing import Tracing
 from tiergate.pipeline.service import RequestPipeline
 from tiergate.router.executor import Executor
 from tiergate.state.base import SharedState
@@ -41,6 +42,7 @@ class Gateway:
     local: LocalModelManager | None = None
     outages: Outages | None = None
     limits: LimitGuard | None = None  # None without limits[]: the request path then skips them entirely
+    tracing: Tracing | None = None  # None without observability.tracing: no tracing work per request
     pipeline: RequestPipeline = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +55,7 @@ class Gateway:
             metrics=self.metrics,
             request_timeout_s=self.config.routing.request_timeout_s,
             privacy=self.config.privacy,
+            tracing=self.tracing,
         )
 
 

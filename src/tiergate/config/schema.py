@@ -31,6 +31,7 @@ from tiergate.config.guardrails import (
 )
 from tiergate.config.jobs import JobConfig, SchedulerConfig, SinkConfig, job_problems
 from tiergate.config.local_models import LocalModelsConfig
+from tiergate.config.observability import ObservabilityConfig
 from tiergate.config.references import listed, reference_problems
 from tiergate.core.capabilities import Capability
 
@@ -295,6 +296,9 @@ class TiergateConfig(_Model):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig, description="quality gates (docs/gates.md)")
+    observability: ObservabilityConfig = Field(
+        default_factory=ObservabilityConfig, description="metrics labels, log format, tracing (docs/observability.md)"
+    )
 
     @field_validator("state")
     @classmethod

@@ -86,6 +86,7 @@ class LimitGuard:
         self._held: dict[str, tuple[LimitCounter, ...]] = {}  # lease -> its max_concurrent counters, in flight
         self._unchecked_since: float | None = None  # fail_open: set while admitting unchecked (warn once)
         self._release_failing = False
+        self.queued = 0  # requests waiting for a max_concurrent slot (queue_timeout), on this process
 
     @property
     def in_flight(self) -> int:
@@ -135,6 +136,15 @@ class LimitGuard:
     ) -> tuple[int, float] | None:
         """A request over a ``max_concurrent`` line with ``queue_timeout`` waits for a slot (polling the shared
         count, so a slot freed on any replica counts) until admitted, refused by another line, or out of time."""
+        self.queued += 1  # the queue-depth metric; only queued requests pay for it
+        try:
+            return await self._wait_for_slot(counters, tokens, lease, refused)
+        finally:
+            self.queued -= 1
+
+    async def _wait_for_slot(
+        self, counters: tuple[LimitCounter, ...], tokens: int, lease: str, refused: tuple[int, float]
+    ) -> tuple[int, float] | None:
         queue_timeout = counters[refused[0]].limit.queue_timeout
         assert queue_timeout is not None
         deadline = time.monotonic() + queue_timeout

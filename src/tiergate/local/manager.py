@@ -188,6 +188,11 @@ class LocalModelManager(ModelWatcher):
         """Why other GPU work makes the models busy (a lock file held, nvidia-smi's figures), or None; no I/O."""
         return self._pressure.reason()
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in acquire() for a model to load or free up (the queue-depth metric)."""
+        return len(self._waiting)
+
     # ------------------------------------------------------------------ requests
     @contextlib.asynccontextmanager
     async def acquire(self, name: str, *, wait_s: float | None = None) -> AsyncIterator[str]:

@@ -7,7 +7,9 @@ from typing import TypeVar, cast
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-from tiergate.observability.request_metrics import RequestMetrics
+from tiergate.observability.gpu import GpuProbe
+from tiergate.observability.request_metrics import DEFAULT_MAX_LABEL_VALUES, RequestMetrics
+from tiergate.observability.scrape import ScrapeCollector
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -16,14 +18,24 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
+        gpu: GpuProbe | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         r = self.registry
-        # requests, latency, time to first token, overhead, tokens and cost: written per request, so kept
+        # requests, latency, time to first token, overhead, tokens and spend: written per request, so kept
         # without prometheus_client's locks (tiergate.observability.request_metrics)
-        self.per_request = RequestMetrics(LATENCY_BUCKETS, OVERHEAD_BUCKETS)
+        self.per_request = RequestMetrics(LATENCY_BUCKETS, OVERHEAD_BUCKETS, max_label_values=max_label_values)
         r.register(self.per_request)
+        # budgets, sessions, deployments, local memory, queues, GPUs: read at scrape time (api/metrics_scrape.py)
+        self.scraped = ScrapeCollector()
+        r.register(self.scraped)
+        self.gpu = gpu or GpuProbe()
         self.attempt_failures = Counter(
             "tiergate_attempt_failures",
             "Failed upstream attempts, by deployment and kind",

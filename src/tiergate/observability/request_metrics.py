@@ -1,11 +1,16 @@
 """The per-request Prometheus series, kept in plain dicts and rendered at scrape time.
 
-Every answered request updates requests, latency, tokens in and out, cost,
-time to first token and gateway overhead. Through prometheus_client's metric
+Every answered request updates requests, latency, tokens in and out, spend
+(per deployment and tier, per agent, per task), time to first token and
+gateway overhead. Through prometheus_client's metric
 objects that was ~4.5 µs of lock-protected calls per request (measured,
 docs/decisions/0003-hot-path.md); these series are written only from the event
 loop's thread, so counters in dicts and bucket counts in lists do, and this
 collector renders them with the same names, labels and buckets.
+
+Agent and task names come from client headers, so their series are capped:
+past ``max_label_values`` distinct names, new ones are counted as ``other``
+(a scrape must not grow with whatever clients send).
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 _go_float: Callable[[float], str] = floatToGoString  # unannotated in prometheus_client; "+Inf", "0.5", "1.0"
+
+OTHER = "other"  # the label value of agents and tasks past the cap
+NONE = "none"  # no agent or task named by the request
+DEFAULT_MAX_LABEL_VALUES = 50
+
+
+def _no_tier(deployment: str) -> str:
+    return ""
 
 
 class Buckets:
@@ -43,12 +56,22 @@ class Buckets:
 
 
 class RequestMetrics(Collector):
-    def __init__(self, latency_buckets: Sequence[float], overhead_buckets: Sequence[float]) -> None:
+    def __init__(
+        self,
+        latency_buckets: Sequence[float],
+        overhead_buckets: Sequence[float],
+        *,
+        max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
+    ) -> None:
         self.latency_bounds = tuple(latency_buckets)
         self.overhead_bounds = tuple(overhead_buckets)
         self.requests: dict[tuple[str, str, str], int] = {}  # (deployment, tier, status) -> count
         self.tokens: dict[tuple[str, str], int] = {}  # (deployment, "in" | "out") -> tokens
-        self.cost: dict[str, float] = {}
+        self.cost: dict[str, float] = {}  # deployment -> USD; its tier label is looked up at scrape time
+        self.tier_of: Callable[[str], str] = _no_tier  # deployment -> tier (the app sets it from the catalog)
+        self.agent_cost: dict[str, float] = {}  # agent (capped) -> USD
+        self.task_cost: dict[str, float] = {}  # task (capped) -> USD
+        self.max_label_values = max(1, max_label_values)  # "other" makes one more
         self.latency: dict[str, Buckets] = {}
         self.ttft: dict[str, Buckets] = {}
         self.overhead = Buckets(len(self.overhead_bounds))
@@ -68,6 +91,8 @@ class RequestMetrics(Collector):
         tokens_out: int,
         cost: float,
         ttft_s: float | None,
+        agent: str | None = None,
+        task: str | None = None,
     ) -> None:
         """One finished request that reached a deployment."""
         self.count(deployment, tier, status)
@@ -76,9 +101,33 @@ class RequestMetrics(Collector):
         tokens[(deployment, "in")] = tokens.get((deployment, "in"), 0) + tokens_in
         tokens[(deployment, "out")] = tokens.get((deployment, "out"), 0) + tokens_out
         if cost:
-            self.cost[deployment] = self.cost.get(deployment, 0.0) + cost
+            self.spend(deployment, agent, task, cost)
         if ttft_s is not None:
             self._hist(self.ttft, deployment).observe(self.latency_bounds, ttft_s)
+
+    def spend(self, deployment: str, agent: str | None, task: str | None, usd: float) -> None:
+        """Money paid to a deployment: an answered request, or an answer paid for and not served (a gate).
+
+        A name seen before costs one ``+=`` per series; a new one goes through ``_first``."""
+        try:
+            self.cost[deployment] += usd
+        except KeyError:
+            self.cost[deployment] = usd
+        a, t = agent or NONE, task or NONE
+        try:
+            self.agent_cost[a] += usd
+        except KeyError:
+            self._first(self.agent_cost, a, usd)
+        try:
+            self.task_cost[t] += usd
+        except KeyError:
+            self._first(self.task_cost, t, usd)
+
+    def _first(self, series: dict[str, float], name: str, usd: float) -> None:
+        """A name without a series yet: its own while the cap leaves room, else counted as other."""
+        if len(series) >= self.max_label_values:
+            name = OTHER
+        series[name] = series.get(name, 0.0) + usd
 
     def observe_overhead(self, seconds: float) -> None:
         self.overhead.observe(self.overhead_bounds, seconds)
@@ -110,10 +159,25 @@ class RequestMetrics(Collector):
         for direction_labels, n in dict(self.tokens).items():
             tokens.add_metric(list(direction_labels), n)
         yield tokens
-        cost = CounterMetricFamily("tiergate_cost_usd", "Spend in USD, by deployment", labels=["deployment"])
+        cost = CounterMetricFamily(
+            "tiergate_cost_usd", "Spend in USD, by deployment and tier", labels=["deployment", "tier"]
+        )
+        tier_of = self.tier_of
         for deployment, usd in dict(self.cost).items():
-            cost.add_metric([deployment], usd)
+            cost.add_metric([deployment, tier_of(deployment)], usd)
         yield cost
+        yield self._spend_by("tiergate_agent_cost_usd", "agent", self.agent_cost)
+        yield self._spend_by("tiergate_task_cost_usd", "task", self.task_cost)
+
+    def _spend_by(self, name: str, label: str, series: dict[str, float]) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            name,
+            f"Spend in USD, by {label} (X-Tiergate-{label.title()}; past {self.max_label_values} names: {OTHER})",
+            labels=[label],
+        )
+        for value, usd in dict(series).items():
+            family.add_metric([value], usd)
+        return family
 
     def _histograms(self, name: str, doc: str, series: dict[str, Buckets]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, doc, labels=["deployment"])

@@ -18,6 +18,7 @@ import dataclasses
 import time
 from typing import Any
 
+from tiergate.core.catalog import Deployment
 from tiergate.core.errors import (
     AllCandidatesFailed,
     BudgetExceeded,
@@ -32,6 +33,7 @@ from tiergate.guardrails.limits import Admission, LimitGuard
 from tiergate.guardrails.sessions import SessionTracker
 from tiergate.ledger.base import Ledger
 from tiergate.observability.metrics import Metrics
+from tiergate.observability.tracing import Tracing
 from tiergate.pipeline.answer import Answer
 from tiergate.router.context import CallContext, Outcome, usage_record
 from tiergate.router.executor import Executor
@@ -75,6 +77,7 @@ class RequestPipeline:
         metrics: Metrics,
         request_timeout_s: float,
         privacy: PrivacyRules | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.executor = executor
         self.budgets = budgets
@@ -84,6 +87,7 @@ class RequestPipeline:
         self.metrics = metrics
         self.request_timeout_s = request_timeout_s
         self.privacy = privacy if privacy is not None and _any_rule(privacy) else None
+        self.tracing = tracing  # None: no tracing work at all on the request path
 
     def context(self, req: PipelineRequest) -> CallContext:
         f, notes = req.features, []
@@ -93,7 +97,7 @@ class RequestPipeline:
             if why is not None:  # config can only make a request stricter
                 f = dataclasses.replace(f, local_only=True)
                 notes.append(why)
-        return CallContext(
+        ctx = CallContext(
             request_id=req.request_id,
             identity=ident,
             requested_model=f.model,
@@ -107,6 +111,9 @@ class RequestPipeline:
             hints=req.hints,
             notes=notes,
         )
+        if self.tracing is not None:
+            ctx.trace = self.tracing.begin(req.started)
+        return ctx
 
     async def open(self, req: PipelineRequest) -> Answer:
         """Route the request to the first deployment that answers; the Answer settles itself when finished.
@@ -177,6 +184,24 @@ class RequestPipeline:
             )
         )
         self.metrics.per_request.count("none", "", str(status))
+        if ctx.trace is not None:
+            self._traced(ctx, None, Usage(), status, 0.0, error)
+
+    def _traced(
+        self, ctx: CallContext, d: Deployment | None, usage: Usage, status: int, cost: float, error: str | None
+    ) -> None:
+        assert self.tracing is not None and ctx.trace is not None
+        self.tracing.finish(
+            ctx.trace,
+            request_id=ctx.request_id,
+            protocol=ctx.protocol,
+            requested_model=ctx.requested_model,
+            deployment=d,
+            usage=usage,
+            status=status,
+            cost=cost,
+            error=error,
+        )
 
     async def settle(
         self, ctx: CallContext, outcome: Outcome, *, usage: Usage, status: int, ttft_ms: float | None, error: str | None
@@ -211,7 +236,11 @@ class RequestPipeline:
             tokens_out=usage.completion_tokens,
             cost=cost,
             ttft_s=None if ttft_ms is None else ttft_ms / 1000,
+            agent=ctx.identity.agent,
+            task=ctx.identity.task,
         )
+        if ctx.trace is not None:
+            self._traced(ctx, d, usage, status, cost, error)
         if d.rate:
             await self.executor.count_served_tokens(ctx, d, usage)
         while ctx.cleanups:

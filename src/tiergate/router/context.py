@@ -27,6 +27,7 @@ from tiergate.core.types import (
 )
 from tiergate.guardrails.budget_hold import BudgetHold
 from tiergate.guardrails.guardian import SessionState
+from tiergate.observability.tracing import RequestTrace
 
 if TYPE_CHECKING:
     from tiergate.core.gates import GateFailure
@@ -55,6 +56,7 @@ class CallContext:
     gate: RequestGate | None = None  # the quality gates its answers face (None: not gated)
     gate_failures: int = 0  # its answers that failed one so far
     billed: tuple[tuple[Usage, float], ...] = ()  # answers that failed a gate: paid, not served (no list per request)
+    trace: RequestTrace | None = None  # what its spans need; None unless observability.tracing is set
 
 
 @dataclass(slots=True)

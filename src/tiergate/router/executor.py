@@ -363,8 +363,12 @@ class Executor:
                     ctx.notes += s.notes
                     await self.state.breaker_success(d.name)
                     if ctx.gate is not None:
-                        return await self._gated_stream(ctx, d, candidate, s, t0)
-                    return self._outcome(ctx, d, candidate, stream=s)
+                        outcome = await self._gated_stream(ctx, d, candidate, s, t0)
+                    else:
+                        outcome = self._outcome(ctx, d, candidate, stream=s)
+                    if ctx.trace is not None:
+                        ctx.trace.attempt(d, t0, "ok" if outcome.gate_failure is None else "gate_failed")
+                    return outcome
                 reply = await adapter.complete(d, body, timeout_s=timeout_s, hints=ctx.hints, output_cap=cap)
                 ctx.upstream_ms += reply.upstream_ms
                 ctx.notes += reply.notes
@@ -373,6 +377,8 @@ class Executor:
                 if ctx.gate is not None:
                     outcome.gate_failure = ctx.gate.judge_reply(d, reply)
                     outcome.attempt_ms = (time.perf_counter() - t0) * 1000
+                if ctx.trace is not None:
+                    ctx.trace.attempt(d, t0, "ok" if outcome.gate_failure is None else "gate_failed")
                 return outcome
             except AttemptError as err:
                 ctx.upstream_ms += (time.perf_counter() - t0) * 1000
@@ -450,6 +456,8 @@ class Executor:
         summary = err.summary()
         ctx.failures.append((d.name, f"unsupported: {summary}" if kind == "unsupported" else summary))
         self.metrics.attempt_failures.labels(d.name, kind).inc()
+        if ctx.trace is not None:  # error.type: the upstream's status, else how it failed (timeout, refused...)
+            ctx.trace.attempt(d, t0, "failed", str(err.status) if err.status else kind)
         self.ledger.record(
             usage_record(
                 ctx,

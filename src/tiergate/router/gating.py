@@ -185,6 +185,9 @@ class UnservedAnswers:
                 cost=cost,
             )
         )
+        if cost:
+            ident = ctx.identity
+            self.metrics.per_request.spend(d.name, ident.agent, ident.task, cost)
         if d.rate:
             await self.count_tokens(ctx, d, usage)
 
