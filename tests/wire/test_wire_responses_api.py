@@ -14,7 +14,7 @@ import typing
 import orjson
 import pydantic
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from openai.types.responses import Response, ResponseStreamEvent
 from wire_helpers import FIXTURES, split_events
@@ -414,6 +414,10 @@ JSONISH = st.recursive(
         st.sampled_from(["input", "tools", "tool_choice", "text", "reasoning", "instructions", "include"]), JSONISH
     )
 )
+# found by this test: a list or an object as a role or a part's type met a set lookup (TypeError, a 500)
+@example({"input": [{"role": []}]})
+@example({"input": [{"role": "user", "content": [{"type": {}}]}]})
+@example({"input": [{"role": "assistant", "content": [{"type": []}]}]})
 def test_hostile_requests_only_ever_raise_value_error(body):
     try:
         responses_to_chat({"model": "m", **body}, model="m")

@@ -298,6 +298,11 @@ def _reasoning(value: Any, dropped: list[str]) -> str | None:
 # --------------------------------------------------------------------------- input items -> messages
 
 
+def _text_or_none(value: Any) -> str | None:
+    """A name field (type, role) as the set lookups can take it: a list or an object sent there is no name."""
+    return value if isinstance(value, str) else None
+
+
 def _messages(raw: Any, names: ToolNames, systems: list[str], dropped: list[str]) -> list[JsonObject]:
     if isinstance(raw, str):
         return [{"role": "user", "content": raw}]
@@ -306,7 +311,7 @@ def _messages(raw: Any, names: ToolNames, systems: list[str], dropped: list[str]
     out: list[JsonObject] = []
     for i, item in _objects(raw, "input", "a string or an array of items"):
         path = f"input[{i}]"
-        kind = item.get("type", "message")
+        kind = _text_or_none(item.get("type", "message"))
         if kind == "message":
             _message(item, path, out, systems, dropped)
         elif kind in ("function_call", "custom_tool_call"):
@@ -324,7 +329,7 @@ def _messages(raw: Any, names: ToolNames, systems: list[str], dropped: list[str]
 
 
 def _message(item: JsonObject, path: str, out: list[JsonObject], systems: list[str], dropped: list[str]) -> None:
-    role = item.get("role")
+    role = _text_or_none(item.get("role"))  # a list or an object here is no role (and not hashable)
     content = item.get("content")
     if role in _SYSTEM_ROLES:
         systems.append(_plain_text(content, f"{path}.content"))
@@ -354,7 +359,7 @@ def _message(item: JsonObject, path: str, out: list[JsonObject], systems: list[s
 
 
 def _user_part(part: JsonObject, path: str, dropped: list[str]) -> JsonObject | None:
-    kind = part.get("type")
+    kind = _text_or_none(part.get("type"))
     if kind in _TEXT_PARTS:
         if not isinstance(part.get("text"), str):
             raise _bad(f"{path}.text", "must be a string")
@@ -380,7 +385,7 @@ def _plain_text(content: Any, path: str) -> str:
         return content
     texts: list[str] = []
     for j, part in _objects(content, path, "a string or an array of parts"):
-        text = part.get("text") if part.get("type") in _TEXT_PARTS else part.get("refusal")
+        text = part.get("text") if _text_or_none(part.get("type")) in _TEXT_PARTS else part.get("refusal")
         if not isinstance(text, str):
             raise _bad(f"{path}[{j}]", "must be a text part")
         texts.append(text)
