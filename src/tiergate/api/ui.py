@@ -120,7 +120,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     A browser's form gets the sign-in page again with the reason (401 wrong key, 403 not an admin key,
     429 too many failures); a script gets the JSON error.
     """
-    form = not request.content_type.startswith("application/json")
+    form = request.content_type == "application/x-www-form-urlencoded"  # the sign-in page's form; else JSON
     try:
         check_origin(request)
         key = await _posted_key(request, form=form)
