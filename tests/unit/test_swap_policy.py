@@ -490,6 +490,6 @@ def test_which_requests_are_routed_by_tier(model, by_tier):
     """Only these may be placed on another loaded local model (the executor's place_request input)."""
     from tiergate.config.catalog import build_catalog
     from tiergate.config.loading import config_from_dict
-    from tiergate.router.executor import _routed_by_tier
+    from tiergate.router.local_placement import routed_by_tier as _routed_by_tier
 
     assert _routed_by_tier(model, build_catalog(config_from_dict(ROUTED, env={}))) is by_tier

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tiergate.api.common import JSON, read_json_object
+from tiergate.api.common import JSON, query_count, read_json_object
 from tiergate.api.config_view import masked_config
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
@@ -143,21 +143,12 @@ async def switch_emergency(gw: Gateway, reason: str | None, *, source: str) -> N
 SESSIONS_PAGE, SESSIONS_MAX_PAGE = 100, 1000
 
 
-def _count(request: web.Request, name: str, default: int, most: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) > most:
-        raise BadRequest(f"'{name}' must be a whole number from 0 to {most}", param=name)
-    return int(raw)
-
-
 async def sessions(request: web.Request) -> web.Response:
     """GET ?limit=N&offset=M: the sessions this gateway holds, most recently seen first, a page at a time."""
     gw = request.app[GATEWAY]
     _require_master(gw, request)
-    limit = max(1, _count(request, "limit", SESSIONS_PAGE, SESSIONS_MAX_PAGE))
-    offset = _count(request, "offset", 0, 10**9)
+    limit = max(1, query_count(request, "limit", SESSIONS_PAGE, SESSIONS_MAX_PAGE))
+    offset = query_count(request, "offset", 0, 10**9)
     total, page = gw.sessions.page(limit=limit, offset=offset)
     body = {
         "sessions": [session_dict(s) for s in page],

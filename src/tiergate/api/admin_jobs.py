@@ -13,8 +13,8 @@ import time
 import orjson
 from aiohttp import web
 
-from tiergate.api.admin import _count, _require_master
-from tiergate.api.common import JSON
+from tiergate.api.admin import _require_master
+from tiergate.api.common import JSON, query_count
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY, Gateway
 from tiergate.config.jobs import JobConfig
@@ -56,7 +56,7 @@ async def history(request: web.Request) -> web.Response:
     name = request.query.get("job")
     if name is not None:
         _job(gw, name)
-    limit = max(1, _count(request, "limit", 50, HISTORY_MAX))
+    limit = max(1, query_count(request, "limit", 50, HISTORY_MAX))
     rows = await asyncio.to_thread(_runs(gw).history, name, limit=limit)
     return _json({"runs": rows})
 

@@ -110,6 +110,17 @@ async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]
     return raw, body
 
 
+def query_count(request: web.Request, name: str, default: int, most: int) -> int:
+    """A whole-number query parameter (a page's limit or offset): ``default`` when absent, 400 naming it when
+    it is not a number from 0 to ``most``."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        raise BadRequest(f"'{name}' must be a whole number from 0 to {most}", param=name)
+    return int(raw)
+
+
 SMALL_BODY = 64 * 1024
 # every byte but "[" and "{": deleting them leaves the openers, counted in one C pass (two counts cost twice)
 _NOT_OPENING = bytes(b for b in range(256) if b not in b"[{")

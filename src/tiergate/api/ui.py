@@ -24,7 +24,7 @@ from aiohttp import web
 
 from tiergate.api import ui_data
 from tiergate.api.admin import switch_emergency
-from tiergate.api.common import JSON, error_response, read_body, read_json_object
+from tiergate.api.common import JSON, error_response, query_count, read_body, read_json_object
 from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
 from tiergate.api.ui_live import LIVE_HUB, LiveHub, stream
@@ -206,22 +206,13 @@ async def api_alerts(request: web.Request) -> web.StreamResponse:
     return _json(ui_data.alerts(request.app[GATEWAY]))
 
 
-def _int(request: web.Request, name: str, default: int, most: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) > most:
-        raise BadRequest(f"'{name}' must be a whole number from 0 to {most}", param=name)
-    return int(raw)
-
-
 @ui_api
 async def api_sessions(request: web.Request) -> web.StreamResponse:
     sort = request.query.get("sort", "last_seen")
     if sort not in SESSION_SORTS:
         raise BadRequest(f"'sort' must be one of {', '.join(SESSION_SORTS)}", param="sort")
-    limit = max(1, _int(request, "limit", 50, 500))
-    offset = _int(request, "offset", 0, 10**9)
+    limit = max(1, query_count(request, "limit", 50, 500))
+    offset = query_count(request, "offset", 0, 10**9)
     return _json(ui_data.sessions(request.app[GATEWAY], sort=sort, limit=limit, offset=offset))
 
 
@@ -241,7 +232,7 @@ def _filter(request: web.Request) -> reads.RequestFilter:
 @ui_api
 async def api_requests(request: web.Request) -> web.StreamResponse:
     flt = _filter(request)
-    limit = max(1, _int(request, "limit", 100, reads.REQUESTS_MAX))
+    limit = max(1, query_count(request, "limit", 100, reads.REQUESTS_MAX))
     before_raw = request.query.get("before")
     try:
         before = float(before_raw) if before_raw is not None else None

@@ -42,7 +42,6 @@ from tiergate.core.types import (
     Usage,
 )
 from tiergate.guardrails.budgets import NO_CONSTRAINTS, Constraints
-from tiergate.local.swap_policy import LocalOption, place_request, served_first
 from tiergate.observability.metrics import Metrics
 from tiergate.router.context import (
     CallContext,
@@ -51,7 +50,8 @@ from tiergate.router.context import (
     usage_record,
 )
 from tiergate.router.gating import Gates, LedgerSink, UnservedAnswers
-from tiergate.router.policy import AUTO_NAMES, TASK_PREFIX, Planner, WorldSnapshot, decide
+from tiergate.router.local_placement import load_on_demand, local_unavailable, routed_by_tier
+from tiergate.router.policy import Planner, WorldSnapshot
 from tiergate.router.shadow import ShadowRunner
 from tiergate.state.base import SharedState
 
@@ -59,17 +59,6 @@ if TYPE_CHECKING:  # the manager runs engines (processes, health checks); routin
     from tiergate.local.manager import LocalModelManager
 
 log = logging.getLogger("tiergate.executor")
-WAITABLE = ("stopped", "queued", "loading")  # local model states a request may wait out (local_models.load_wait_s)
-
-
-def _routed_by_tier(model: str, catalog: Catalog) -> bool:
-    """``auto`` or a task (directly or through model_map): any deployment at the task's tier may serve it."""
-    if model in AUTO_NAMES or model.startswith(TASK_PREFIX):  # the usual names: no catalog lookup
-        return True
-    m = model.strip()
-    if m not in catalog.aliases and m not in catalog.deployments:
-        m = catalog.map_model(m) or m
-    return m in AUTO_NAMES or m.startswith(TASK_PREFIX)
 
 
 class Executor:
@@ -116,7 +105,7 @@ class Executor:
         unavailable = self.state.breaker_snapshot(now=self.clock(), cooldown_s=self.routing.breaker_cooldown_s)
         reachable = self._reachable.get(protocol, frozenset())
         c = constraints or NO_CONSTRAINTS
-        local_down = self._local_unavailable()
+        local_down = local_unavailable(self.local, self.catalog)
         if local_down or c.blocked:
             unavailable = {**unavailable, **local_down, **c.blocked}
         return WorldSnapshot(
@@ -128,56 +117,14 @@ class Executor:
             context_reroute_at=self.context_reroute_at,
         )
 
-    def _local_unavailable(self) -> dict[str, str]:
-        if self.local is None:
-            return {}
-        down = self.local.unavailable()
-        if self.local.cfg.load_wait_s > 0:
-            # requests may wait for a load (acquire waits up to load_wait_s): keep those models in the plan
-            down = {m: why for m, why in down.items() if not why.startswith(WAITABLE)}
-        return {
-            d.name: f"{d.local_model} {down[d.local_model]}"
-            for d in self.catalog.deployments.values()
-            if d.local_model is not None and d.local_model in down
-        }
-
     def plan(self, features: RequestFeatures, protocol: str, constraints: Constraints | None = None) -> RoutePlan:
         world = self.snapshot(protocol, constraints)
         try:
             plan = self.planner.decide(features, world)
         except NoCandidate:
-            self._load_on_demand(features, world, None)
+            load_on_demand(self.local, self.catalog, features, world, None)
             raise
-        return self._load_on_demand(features, world, plan) or plan
-
-    def _load_on_demand(
-        self, features: RequestFeatures, world: WorldSnapshot, plan: RoutePlan | None
-    ) -> RoutePlan | None:
-        """When the managed local model this request prefers is not loaded: a request routed by tier goes
-        to a loaded local model that reaches the tier (no swap, see place_request); otherwise the model
-        it preferred starts loading and the request goes on now."""
-        if self.local is None:
-            return plan
-        local_down, states, ds = self._local_unavailable(), self.local.states(), self.catalog.deployments
-        # with load_wait_s a model not loaded yet stays in the plan (its request would wait): not serving now
-        waits = {n for n, d in ds.items() if d.local_model and n not in local_down and states[d.local_model] != "ready"}
-        if not local_down and not waits:
-            return plan
-        ideal = decide(
-            features,
-            self.catalog,
-            replace(world, unavailable={k: v for k, v in world.unavailable.items() if k not in local_down}),
-        )
-        options = [LocalOption(c.deployment, ds[c.deployment].local_model, c.tier) for c in ideal.candidates]
-        place = place_request(
-            options,
-            available=[c.deployment for c in plan.candidates if c.deployment not in waits] if plan else (),
-            states=states,
-            by_tier=_routed_by_tier(features.model, self.catalog),
-        )
-        if place.load is not None:
-            self.local.request_load(place.load)
-        return served_first(plan, place) if plan is not None else None
+        return load_on_demand(self.local, self.catalog, features, world, plan) or plan
 
     async def run(self, ctx: CallContext, plan: RoutePlan, body: dict[str, Any]) -> Outcome:
         """The first candidate whose answer passes the gates; every failed candidate's reservation is released.
@@ -191,7 +138,7 @@ class Executor:
         ctx.plan = plan
         f = ctx.features
         if ctx.gate is None and self.gates.policy.apply_to != "none":
-            routed = _routed_by_tier(f.model, self.catalog)
+            routed = routed_by_tier(f.model, self.catalog)
             ctx.gate = self.gates.for_request(ctx.protocol, body, task=ctx.identity.task, model=f.model, routed=routed)
         rate_waits: list[float] = []  # candidates skipped at their own rpm/tpm: how long until each has room
         kept: Outcome | None = None  # the last answer that failed a gate, not yet in the ledger
