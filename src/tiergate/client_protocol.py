@@ -36,9 +36,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.hdrs import EXPECT
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from tiergate.api.common import error_response, openai_error_body
+from tiergate.api.edge import STATIC_ROUTES, Handler
 from tiergate.api.render import mark_cut_by_shutdown
 from tiergate.config.schema import ServerConfig
 from tiergate.core.client_conn import (
@@ -67,7 +70,7 @@ _IDLE, _HEADER, _BODY, _BUSY = Phase.IDLE, Phase.HEADER, Phase.BODY, Phase.BUSY
 class GatewayProtocol(RequestHandler):
     """One client connection: aiohttp's handler, which also knows its phase and since when."""
 
-    __slots__ = ("_gate", "_phase", "_since", "_body", "_start_task", "_app_request", "refused")
+    __slots__ = ("_gate", "_phase", "_since", "_body", "_start_task", "_app_request", "_app_handler", "refused")
 
     def __init__(self, gate: ConnectionGate, *, refused: bool, **kwargs: Any) -> None:
         super().__init__(gate.server, loop=gate.loop, **kwargs)
@@ -77,9 +80,9 @@ class GatewayProtocol(RequestHandler):
         self._body: Any = None  # the payload of the newest request head parsed, while its body arrives
         self._start_task: asyncio.Task[None] | None = None
         self._app_request = self._request_factory
+        self._app_handler = self._request_handler  # the app's: its router walks to the route
         self.refused = refused
-        if refused:
-            self._request_handler = self._refuse
+        self._request_handler = self._refuse if refused else self._dispatch
 
     # ------------------------------------------------------------------ aiohttp's events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -197,6 +200,19 @@ class GatewayProtocol(RequestHandler):
         if self._start_task is not None and not self._start_task.done():
             self._start_task.cancel()
 
+    def _dispatch(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        """A route whose path has no variable part, by one lookup; any other request, and one that expects
+        100-continue, through the app's router. Returns the handler's coroutine: no frame of its own."""
+        hit = self._gate.static_routes.get((request.method, request.rel_url.path_safe))
+        if hit is None or EXPECT in request.headers:
+            assert self._app_handler is not None
+            return self._app_handler(request)
+        match_info, handler = hit
+        # what the app's router would have set: the same route, app and handler (the app's request factory
+        # makes every request a web.Request)
+        request._match_info = match_info  # type: ignore[attr-defined]
+        return handler(request)  # type: ignore[arg-type]
+
     async def _refuse(self, request: web.BaseRequest) -> web.StreamResponse:
         err = ServerBusy(
             f"all {self._gate.max_connections} connections (server.max_connections) have a request in flight; "
@@ -207,6 +223,18 @@ class GatewayProtocol(RequestHandler):
         )
         resp.force_close()
         return resp
+
+
+def static_dispatch(app: web.Application) -> dict[tuple[str, str], tuple[UrlMappingMatchInfo, Handler]]:
+    """(method, path) -> the match info aiohttp's router would build for it (frozen, shared: a route
+    without a variable part matches nothing per request) and the route's handler."""
+    out = {}
+    for key, route in app.get(STATIC_ROUTES, {}).items():
+        match_info = UrlMappingMatchInfo({}, route)
+        match_info.add_app(app)
+        match_info.freeze()
+        out[key] = (match_info, route.handler)
+    return out
 
 
 class _Dropped(asyncio.Protocol):
@@ -234,7 +262,9 @@ class ConnectionGate:
     descriptors then).
     """
 
-    def __init__(self, server: web.Server, cfg: ServerConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, server: web.Server, cfg: ServerConfig, metrics: Metrics, app: web.Application | None = None
+    ) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.metrics = metrics
@@ -246,6 +276,7 @@ class ConnectionGate:
         self._running: set[GatewayProtocol] = set()  # aiohttp's task still running: what the drain waits for
         self._draining = False
         self._malformed_log = OncePer(MALFORMED_LOG_WINDOW_S)
+        self.static_routes = static_dispatch(app) if app is not None else {}
         self._kwargs: dict[str, Any] = {
             # what aiohttp's Server would pass its handlers: the runner's kwargs and the app's handler_args
             # (app.py's auto_decompress=False: api/common.read_body decodes gzip/deflate with a bound)

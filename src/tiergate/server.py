@@ -109,7 +109,7 @@ async def serve(
     runner = web.AppRunner(create_app(cfg), access_log=None, handle_signals=False, shutdown_timeout=CUT_WAIT_S)
     await runner.setup()
     assert runner.server is not None
-    gate = ConnectionGate(runner.server, cfg.server, metrics=runner.app[GATEWAY].metrics)
+    gate = ConnectionGate(runner.server, cfg.server, metrics=runner.app[GATEWAY].metrics, app=runner.app)
     loop = asyncio.get_running_loop()
     # before the listening line: a SIGTERM sent as soon as it is read must find the handler
     stop, hurry = asyncio.Event(), asyncio.Event()

@@ -280,6 +280,27 @@ def metric_when_free(gw, busy: list[socket.socket]) -> float:
     return metric(gw, 'tiergate_connections_shed_total{action="refused"}')
 
 
+def test_a_request_that_expects_100_continue_gets_it_and_then_its_answer(gw):
+    """Such a request goes through aiohttp's router (its expect handler writes the interim 100), not the
+    protocol's static route lookup; the answer follows on the same connection, and so does the next one."""
+    s = connect(gw)
+    s.sendall(chat_head(**{"Content-Length": str(len(CHAT)), "Expect": "100-continue"}))
+    s.settimeout(30)
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        chunk = s.recv(4096)
+        assert chunk, interim
+        interim += chunk
+    assert interim.startswith(b"HTTP/1.1 100 "), interim[:200]
+    s.sendall(CHAT)
+    status, _, body = response(s)
+    assert status == 200 and json.loads(body)["choices"], body
+    s.sendall(chat_head(**{"Content-Length": str(len(CHAT))}) + CHAT)
+    status, _, body = response(s)
+    assert status == 200 and json.loads(body)["choices"], body
+    s.close()
+
+
 def test_the_protocol_hooks_exist_in_the_installed_aiohttp():
     """client_protocol reaches into aiohttp's RequestHandler: a rename there must fail here, loudly."""
     from aiohttp.web_protocol import RequestHandler
@@ -291,6 +312,9 @@ def test_the_protocol_hooks_exist_in_the_installed_aiohttp():
         assert name in slots, name
     for name in ("_request_in_progress", "_task_handler", "_waiter"):
         assert name in slots, name
+    from aiohttp.web_request import Request
+
+    assert "_match_info" in Request.__slots__ or "_match_info" in _source(Request)  # set by the static lookup
     from aiohttp import web
 
     assert "self._kwargs = kwargs" in _source(web.Server)  # the app's handler_args reach our handlers too

@@ -355,6 +355,54 @@ def test_gzip_nobody_asked_for_is_decompressed_and_early_hints_are_skipped():
     run(main())
 
 
+def test_a_head_sent_a_few_bytes_at_a_time_is_read_field_by_field():
+    """The head's fields come from the bytes the connection read (tiergate.adapters.upstream_response):
+    a head split across reads, a name sent twice (joined), an interim head first. (A folded line is refused
+    by the parser, as RFC 9112 allows.)"""
+    head = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 200 Fine Thanks\r\nContent-Type: application/json\r\nX-Twice: one\r\n"
+        b"x-twice:two \r\nContent-Length: 2\r\n\r\n{}"
+    )
+
+    async def trickle(reader, writer, req):
+        for i in range(0, len(head), 7):
+            writer.write(head[i : i + 7])
+            await writer.drain()
+            await asyncio.sleep(0)
+        return True
+
+    async def main():
+        async with RawServer(trickle) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            for _ in range(2):  # the second on the kept-alive connection: nothing of the first head is left over
+                resp = await client.post(srv.url, b"{}", HEADERS, timeout_s=5)
+                assert (resp.status, resp.reason) == (200, "Fine Thanks")
+                assert resp.headers["x-twice"] == "one, two"
+                assert "link" not in resp.headers and resp.headers["content-type"] == "application/json"
+                assert await resp.read() == b"{}"
+            assert srv.connections == 1
+            await client.close()
+
+    run(main())
+
+
+def test_a_head_that_never_ends_is_refused_at_its_bound():
+    from tiergate.adapters.upstream_response import MAX_HEAD
+
+    endless = sends(b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"f" * (MAX_HEAD + 4096) + b"\r\n", keep=True)
+
+    async def main():
+        async with RawServer(endless) as srv:
+            client = UpstreamHTTP(connect_timeout_s=5)
+            with pytest.raises(AttemptError) as e:
+                await client.post(srv.url, b"{}", HEADERS, timeout_s=30)
+            assert e.value.kind == "protocol" and "response head over" in e.value.message
+            await client.close()
+
+    run(main())
+
+
 def test_a_stream_relays_each_event_as_it_arrives_and_large_bodies_survive_flow_control():
     proceed = asyncio.Event()
     big = b"data: " + b"x" * 4000 + b"\n\n"

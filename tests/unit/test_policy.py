@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tiergate.config.catalog import build_catalog
 from tiergate.config.loading import config_from_dict
 from tiergate.core.catalog import Catalog
 from tiergate.core.errors import ContextTooLarge, ModelNotFound, NoCandidate
-from tiergate.core.types import RequestFeatures
+from tiergate.core.types import CHAT, RequestFeatures
 from tiergate.router.policy import WorldSnapshot, decide
 
 RAW = {
@@ -250,6 +253,55 @@ def test_planner_gives_exactly_what_decide_gives(catalog):
         assert (
             names(planner.decide(out_heavy, ALL))[0] == "cheaper" and names(planner.decide(in_heavy, ALL))[0] == "cheap"
         )
+
+
+_MODELS = ["auto", "task/coding", "task/reasoning", "local/fast", "local-8b", "mini", "claude-sonnet-4", "nope"]
+_WINDOWS = [0, 3000, 4096, 4097, 8000, 8192, 12000, 16000, 16001, 64000, 128000, 128001, 200000, 200001]
+
+
+_SHAPES = st.tuples(
+    st.sampled_from(_MODELS),
+    st.sampled_from([None, "coding", "poetry"]),
+    st.booleans(),
+    st.sampled_from([frozenset(), frozenset({"tools"}), frozenset({"vision"})]),
+)
+_WORLDS = st.builds(
+    WorldSnapshot,
+    unavailable=st.sampled_from([{}, {}, {"cheaper": "breaker open"}, {"cheap": "blocked by a budget"}]),
+    reachable_apis=st.sampled_from([ALL.reachable_apis, OPENAI_ONLY.reachable_apis]),
+    local_only_reason=st.sampled_from([None, None, None, "emergency mode on (by hand)"]),
+    tier_cap=st.sampled_from([None, None, None, 1]),
+    context_reroute_at=st.sampled_from([None, None, 0.5, 0.9]),
+)
+
+
+@given(
+    st.lists(_SHAPES, min_size=1, max_size=3),
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from(_WINDOWS) | st.integers(0, 250_000),
+            st.none() | st.sampled_from([1, 512, 4000, 100_000]),
+            _WORLDS,
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_planner_reusing_plans_gives_what_decide_gives_whatever_comes_in_between(shapes, requests):
+    """The memo hands back whole plans while nothing can skip a deployment: any sequence of requests and
+    worlds (a breaker opening, a prompt past a window, a client reaching fewer apis) gets decide's answer."""
+    from tiergate.router.policy import Planner
+
+    planner = Planner(CAT)
+    for shape, prompt, max_tokens, world in requests:
+        model, task, local_only, needs = shapes[shape % len(shapes)]
+        f = RequestFeatures(model, task, prompt, max_tokens=max_tokens, local_only=local_only, needs=CHAT | needs)
+        # first the same shape, tiny, in a world that skips nothing: its plan is what the memo would reuse
+        tiny, calm = replace(f, prompt_tokens_est=0, max_tokens=None), replace(world, unavailable={})
+        assert _outcome(partial(planner.decide, tiny, calm)) == _outcome(partial(decide, tiny, CAT, calm))
+        assert _outcome(partial(planner.decide, f, world)) == _outcome(partial(decide, f, CAT, world)), (f, world)
 
 
 @pytest.mark.parametrize("memoised", [True, False])

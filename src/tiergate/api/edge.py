@@ -101,20 +101,28 @@ def guarded(handler: Handler) -> Handler:
     return at_the_edge
 
 
+# (method, path) -> its route, for every route whose path has no variable part: the client protocol
+# (tiergate.client_protocol) dispatches those without aiohttp's router walk
+STATIC_ROUTES: web.AppKey[dict[tuple[str, str], web.AbstractRoute]] = web.AppKey("static_routes", dict)
+
+
 class EdgeRoutes:
     """Registers guarded handlers and remembers each path's methods for the catch-all's 404 and 405."""
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
         self._methods: dict[str, set[str]] = {}
+        self._static = app[STATIC_ROUTES] = {}
 
     def add(self, method: str, path: str, handler: Handler) -> None:
         if method == "GET":
-            self._app.router.add_get(path, guarded(handler))  # and HEAD, as aiohttp does
+            route = self._app.router.add_get(path, guarded(handler))  # and HEAD, as aiohttp does
             self._methods.setdefault(path, set()).update(("GET", "HEAD"))
         else:
-            self._app.router.add_route(method, path, guarded(handler))
+            route = self._app.router.add_route(method, path, guarded(handler))
             self._methods.setdefault(path, set()).add(method)
+        if "{" not in path:
+            self._static.setdefault((method, path), route)  # the first registered wins, as in aiohttp's walk
 
     def get(self, path: str, handler: Handler) -> None:
         self.add("GET", path, handler)

@@ -35,21 +35,35 @@ def openai_stream_error(message: str) -> bytes:
 
 def max_tokens_of(body: dict[str, Any]) -> int | None:
     for key in ("max_completion_tokens", "max_tokens"):
-        v = require_type(body, key, int, "a positive integer")
-        if v is not None:
-            if v <= 0:
-                raise BadRequest(f"'{key}' must be a positive integer", param=key)
-            return v
+        v = body.get(key)
+        if v is None:
+            continue
+        if type(v) is not int:  # the usual value passes without a call; require_type says what is wrong
+            v = require_type(body, key, int, "a positive integer", required=True)
+        if v <= 0:
+            raise BadRequest(f"'{key}' must be a positive integer", param=key)
+        return v
     return None
 
 
 def chat_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tuple[Identity, RequestFeatures]:
-    """Validate the few fields routing reads and build its features; the rest is not looked at."""
-    model = require_type(body, "model", str, "a string") or "auto"
-    messages = require_type(body, "messages", list, "a non-empty list of messages", required=True)
+    """Validate the few fields routing reads and build its features; the rest is not looked at.
+
+    Each field is tested for its usual exact type first (what a JSON parser gives); anything else goes
+    to ``require_type``, which accepts or names what is wrong, so the answers are the same either way.
+    """
+    model = body.get("model")
+    if type(model) is not str:
+        model = require_type(body, "model", str, "a string")
+    model = model or "auto"
+    messages = body.get("messages")
+    if type(messages) is not list:
+        messages = require_type(body, "messages", list, "a non-empty list of messages", required=True)
     if not messages:
         raise BadRequest("'messages' must contain at least one message", param="messages")
-    stream = bool(require_type(body, "stream", bool, "a boolean"))
+    stream = body.get("stream")
+    if type(stream) is not bool:
+        stream = bool(require_type(body, "stream", bool, "a boolean"))
     ident = effective_identity(ident, model)
     features = RequestFeatures(
         model=model,

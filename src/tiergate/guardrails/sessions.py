@@ -88,7 +88,8 @@ class SessionTracker:
         self.killed: dict[str, Kill] = {}  # every kill known, whether or not its session is held in memory
         self._reset_due: dict[str, float] = {}  # lifted kills: shared totals older than this belong to a past life
         self._period: guardian.Period | None = None  # the implicit sessions' current period
-        self._implicit_ids: dict[tuple[str, str | None], str] = {}  # (key, agent) -> its session this period
+        # (key, agent, task, privacy, tags) -> its identity with the session this period named
+        self._implicit_ids: dict[tuple[str, str | None, str | None, bool, tuple[str, ...]], Identity] = {}
         self._dirty: dict[str, guardian.SessionState] = {}  # totals changed since the last flush()
         self._control_version = -1
         self.evicted = 0
@@ -122,21 +123,21 @@ class SessionTracker:
         if p is None or not p.start <= now < p.end:
             p = self._period = guardian.implicit_period(now, tz=self.tz, max_age_s=self.rules.session_max_age_s)
             self._implicit_ids.clear()
-        who = (ident.key_name, ident.agent)
-        sid = self._implicit_ids.get(who)
-        if sid is None:  # named once per key, agent and period: every request of theirs asks again
+        who = (ident.key_name, ident.agent, ident.task, ident.local_only, ident.tags)
+        named = self._implicit_ids.get(who)
+        if named is None:  # named once per caller and period: every request of theirs asks again
             if len(self._implicit_ids) >= self.max_tracked:
                 self._implicit_ids.clear()
-            sid = self._implicit_ids[who] = implicit_id(ident.key_name, ident.agent, p.label)
-        return Identity(
-            key_name=ident.key_name,
-            agent=ident.agent,
-            session=sid,
-            task=ident.task,
-            local_only=ident.local_only,
-            tags=ident.tags,
-            session_implicit=True,
-        )
+            named = self._implicit_ids[who] = Identity(  # shared by their requests: identities are never mutated
+                key_name=ident.key_name,
+                agent=ident.agent,
+                session=implicit_id(ident.key_name, ident.agent, p.label),
+                task=ident.task,
+                local_only=ident.local_only,
+                tags=ident.tags,
+                session_implicit=True,
+            )
+        return named
 
     async def admit(self, ident: Identity) -> guardian.SessionState:
         """Before routing: refuse a killed session (403 with the reason); start or refresh it."""

@@ -207,7 +207,7 @@ _CLEANERS: tuple[tuple[int, typing.Callable[[object], object], bool], ...] = (
 def is_clean(rec: UsageRecord) -> bool:
     """One cheap check that nearly every record passes: short ASCII text, 64-bit ints, finite floats."""
     try:
-        text = "".join([t for t in _all_texts(rec) if t is not None])
+        text = "".join(filter(None, _all_texts(rec)))  # no None, no empty text: the same join, in C
         p, c, status, fallbacks = _ints(rec)
         ts, cost, latency = _floats(rec)
         tier, ttft = rec[_TIER], rec[_TTFT]

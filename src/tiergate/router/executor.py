@@ -100,6 +100,7 @@ class Executor:
         for name in catalog.deployments:  # every deployment is on the dashboard from the start, at 0
             metrics.child(metrics.breaker_open, name).set(0)
         self._reachable = {client: frozenset(api for (c, api) in adapters if c == client) for (client, _) in adapters}
+        self._calm: dict[str, WorldSnapshot] = {}  # by protocol: nothing unavailable, blocked or capped
 
     def snapshot(self, protocol: str, constraints: Constraints | None = None) -> WorldSnapshot:
         unavailable = self.state.breaker_snapshot(now=self.clock(), cooldown_s=self.routing.breaker_cooldown_s)
@@ -108,6 +109,13 @@ class Executor:
         local_down = local_unavailable(self.local, self.catalog)
         if local_down or c.blocked:
             unavailable = {**unavailable, **local_down, **c.blocked}
+        elif not unavailable and c.local_only is None and c.tier_cap is None and not c.tier_cap_reason:
+            calm = self._calm.get(protocol)  # the usual world: one object per protocol, never mutated
+            if calm is None:
+                calm = self._calm[protocol] = WorldSnapshot(
+                    reachable_apis=reachable, context_reroute_at=self.context_reroute_at
+                )
+            return calm
         return WorldSnapshot(
             unavailable=unavailable,
             reachable_apis=reachable,

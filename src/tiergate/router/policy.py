@@ -302,14 +302,29 @@ def order_is_token_independent(catalog: Catalog) -> bool:
     return True
 
 
+@dataclass(slots=True)
+class _Order:
+    """One memoised ordering, and the plans filtered from it while nothing in the world could skip a member."""
+
+    ordered: tuple[tuple[str, str], ...]
+    summary: str
+    spin: int  # leading members of a balanced alias that take turns (0: none)
+    smallest_window: int  # of every deployment in ``ordered``: a request that fits it is skipped by none
+    plans: dict[frozenset[str], RoutePlan] = field(default_factory=dict)  # by the client's reachable apis
+
+
 class Planner:
-    """``decide`` for one catalog, with the ordering step memoised (the hot path calls it per request).
+    """``decide`` for one catalog, memoised (the hot path calls it per request).
 
     The ordering depends only on the model field, task, privacy and the
     budget's emergency / tier-cap state, unless a catalog's prices make it
     depend on token counts (see ``order_is_token_independent``); then every
     request is planned from scratch. The per-request filter (context windows,
-    breakers, budgets) always runs. Same result as ``decide``, by test.
+    breakers, budgets) runs unless nothing in it can skip a deployment but
+    what the memo's key fixes already (capabilities, privacy, the tier cap):
+    no breaker open or deployment blocked, and a request that fits every
+    window in the order; then the plan itself is reused (plans are never
+    mutated). Same result as ``decide``, by test, whatever comes in between.
     """
 
     MAX_ENTRIES = 4096  # model names come from clients: bound the memo
@@ -317,7 +332,7 @@ class Planner:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.memoise = order_is_token_independent(catalog)
-        self._orders: dict[tuple[object, ...], tuple[tuple[tuple[str, str], ...], str, int]] = {}
+        self._orders: dict[tuple[object, ...], _Order] = {}
         # smooth weighted round-robin per balanced alias: each member's running credit
         self._credit: dict[str, list[float]] = {a: [0.0] * len(w) for a, w in catalog.balanced.items()}
 
@@ -363,7 +378,28 @@ class Planner:
             ordered, summary = _ordered(features, self.catalog, world)
             if len(self._orders) >= self.MAX_ENTRIES:
                 self._orders.clear()
-            hit = self._orders[key] = (tuple(ordered), summary, self._spin(features.model, ordered))
-        if hit[2]:  # a balanced group (LiteLLM's load balancing): only then is there per-request work here
-            return _filtered(self._turn(features.model, hit[0], hit[2]), hit[1], features, self.catalog, world)
-        return _filtered(hit[0], hit[1], features, self.catalog, world)
+            ds = self.catalog.deployments
+            hit = self._orders[key] = _Order(
+                tuple(ordered),
+                summary,
+                self._spin(features.model, ordered),
+                min((ds[n].context_window for n, _ in ordered), default=0),
+            )
+        if hit.spin:  # a balanced group (LiteLLM's load balancing): only then is there per-request work here
+            return _filtered(
+                self._turn(features.model, hit.ordered, hit.spin), hit.summary, features, self.catalog, world
+            )
+        if world.unavailable or not self._fits(features, world, hit.smallest_window):
+            return _filtered(hit.ordered, hit.summary, features, self.catalog, world)
+        plan = hit.plans.get(world.reachable_apis)
+        if plan is None:  # a plan with no candidate raises, and is not kept
+            plan = hit.plans[world.reachable_apis] = _filtered(hit.ordered, hit.summary, features, self.catalog, world)
+        return plan
+
+    @staticmethod
+    def _fits(f: RequestFeatures, world: WorldSnapshot, window: int) -> bool:
+        """No context-window skip can happen: ``_skip_reason``'s two context tests pass for every window >=
+        ``window`` (its clamp of max_tokens to a deployment's limit only lowers the need)."""
+        if f.prompt_tokens_est + (f.max_tokens or 0) > window:
+            return False
+        return not world.context_reroute_at or f.prompt_tokens_est <= world.context_reroute_at * window
