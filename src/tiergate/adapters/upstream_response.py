@@ -26,80 +26,58 @@ MAX_HEAD = 256 * 1024  # bytes of status line and header fields (every vendor's 
 INFLATE_STEP = 16 * 1024 * 1024  # most bytes one piece of a streamed gzip body may inflate to (a bomb is refused)
 
 
-def head_fields(head: bytes) -> tuple[dict[str, str], str]:
-    """A response head's fields (lower-case names; a repeated name's values joined with ", ", as RFC 9110
-    allows) and its reason phrase. The parser has checked the head's syntax (a folded line is refused)."""
-    status_line, *lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
-    reason = status_line.split(" ", 2)[2] if status_line.count(" ") >= 2 else ""
-    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    if len(fields) < len(lines):  # a name sent more than once
-        fields = {}
-        for line in lines:
-            k, _, v = line.partition(":")
-            name, v = k.strip().lower(), v.strip()
-            fields[name] = f"{fields[name]}, {v}" if name in fields else v
-    return fields, reason
-
-
 class UpstreamResponse:
     """One response: status and headers are in when ``post`` returns; the body is read or streamed."""
-
-    # Where a response starts: class attributes, set on the instance only once they change (one response is
-    # built per upstream call; sixteen assignments in __init__ were a tenth of its reading cost).
-    status = 0
-    reason = ""
-    _buffered = 0
-    _pause_at = PAUSE_AT  # read() takes the whole body at once: it lifts this
-    _waiter: asyncio.Future[None] | None = None
-    _complete = False
-    _keep_alive = False
-    _until_eof = False  # no length, not chunked: the body ends when the connection does
-    _error: AttemptError | None = None
-    _inflate: zlib._Decompress | None = None
-    _interim = False  # a 1xx (103 Early Hints, 100 Continue) precedes the real answer
-    _done = False  # released or closed: the connection is no longer this response's
-    _idle_s: float | None = None
-    _total_s = 0.0  # a stream's whole-life deadline (set with idle_timeout), from the request
-    _hard_at = float("inf")
-    _inflate_room: int | None = None  # read(limit) of a gzip body: bytes it may still inflate to
-    _heading = True  # the head is not complete: ``feed`` keeps the bytes for on_headers_complete
-    _head = b""
 
     def __init__(self, conn: _Connection, loop: asyncio.AbstractEventLoop, deadline: float, timeout_s: float) -> None:
         self._conn = conn
         self._loop = loop
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.reason = ""
         self.headers: dict[str, str] = {}  # lower-case names
         self.headers_in: asyncio.Future[None] = loop.create_future()
         self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._pause_at = PAUSE_AT  # read() takes the whole body at once: it lifts this
+        self._waiter: asyncio.Future[None] | None = None
+        self._complete = False
+        self._keep_alive = False
+        self._until_eof = False  # no length, not chunked: the body ends when the connection does
+        self._error: AttemptError | None = None
+        self._inflate: zlib._Decompress | None = None
+        self._interim = False  # a 1xx (103 Early Hints, 100 Continue) precedes the real answer
+        self._done = False  # released or closed: the connection is no longer this response's
         # One timer per response, not an asyncio.timeout per wait (~3 vs ~8 µs each here): it fails the
         # response at the deadline, or, once idle_timeout() is set, when no data came for that long.
         self._timeout_s = timeout_s
+        self._idle_s: float | None = None
         self._expires_at = deadline
         self._started = loop.time()
+        self._total_s = 0.0  # a stream's whole-life deadline (set with idle_timeout), from the request
+        self._hard_at = float("inf")
+        self._inflate_room: int | None = None  # read(limit) of a gzip body: bytes it may still inflate to
+        self._head_left = MAX_HEAD  # bytes the head may still take (0 once it is in): else nothing bounds it
         self._timer: asyncio.TimerHandle | None = loop.call_at(deadline, self._on_timer)
 
     # -- the parser's callbacks (httptools calls them from feed_data)
+    def on_status(self, status: bytes) -> None:
+        self.reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        k = name.decode("latin-1").lower()
+        v = value.decode("latin-1").rstrip(" \t")  # llhttp keeps the whitespace before the line's end
+        self.headers[k] = f"{self.headers[k]}, {v}" if k in self.headers else v
+
     def on_headers_complete(self) -> None:
-        """The head is in: httptools has checked its syntax; its fields are read from the bytes ``feed``
-        kept (no on_header callback: one Python call per header, from C, cost more than reading them here)."""
         p = self._parser
         assert p is not None
-        head = self._head
-        end = head.find(b"\r\n\r\n")
-        if end < 0:  # a head that ends lines with bare LF (llhttp lets that pass)
-            end, skip = head.find(b"\n\n"), 2
-        else:
-            skip = 4
-        self._head = head[end + skip :]  # what follows an interim head is the next head
-        self.headers, self.reason = head_fields(head[:end])
         self.status = p.get_status_code()
         if 100 <= self.status < 200:
             self._interim = True
             self.headers, self.reason = {}, ""
             return
-        self._heading = False
-        self._head = b""
+        self._head_left = 0  # the head is in
         self._keep_alive = p.should_keep_alive()
         h = self.headers
         self._until_eof = "content-length" not in h and "chunked" not in h.get("transfer-encoding", "").lower()
@@ -157,17 +135,18 @@ class UpstreamResponse:
     def feed(self, data: bytes) -> None:
         if self._parser is None:
             return
-        if self._heading:
-            self._head += data
-            if len(self._head) > MAX_HEAD:  # an endless head: nothing else bounds it before the deadline
-                self._fail(AttemptError("protocol", f"upstream sent a response head over {MAX_HEAD // 1024} KiB"))
-                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(AttemptError("protocol", f"upstream sent malformed HTTP: {exc}"))
+            return
         except zlib.error as exc:
             self._fail(AttemptError("protocol", f"upstream sent a body that does not decompress: {exc}"))
+            return
+        if self._head_left > 0:  # the head is not complete after this packet: all of it was head
+            self._head_left -= len(data)
+            if self._head_left <= 0:
+                self._fail(AttemptError("protocol", f"upstream sent a response head over {MAX_HEAD // 1024} KiB"))
 
     def lost(self, exc: BaseException | None) -> None:
         if self._complete:
