@@ -135,7 +135,7 @@ class OpenAIChatAdapter:
         reported = openai_reported(u, bound, output=self.caps_output)
         choices = obj.get("choices") if self.caps_output else None
         usage = billed(reported, sent_bytes=len(data), produced=lambda: text_bytes(choices))
-        return UpstreamReply(200, raw, ctype, usage, upstream_ms, notes=doubt_note(reported, u))
+        return UpstreamReply(200, raw, ctype, usage, upstream_ms, doubt_note(reported, u))
 
     async def stream(
         self,

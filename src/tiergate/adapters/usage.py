@@ -65,13 +65,13 @@ def openai_reported(u: Any, bound: int, *, output: bool = True) -> Reported:
         if cached == 0 and cached.__class__ is int:
             return Reported(p, c)
         if cached.__class__ is int and 0 < cached <= p:
-            return Reported(p, c, cache_read=cached)
+            return Reported(p, c, cached)
     prompt = believable_tokens(p, bound)
     completion = believable_tokens(c, bound) if output else 0
     cached = _optional(details.get("cached_tokens"), bound) if isinstance(details, dict) else 0
     if prompt is None or cached is None or cached > prompt:
         return Reported(None, completion)
-    return Reported(prompt, completion, cache_read=cached)
+    return Reported(prompt, completion, cached)
 
 
 def responses_reported(u: Any, bound: int) -> Reported:
@@ -84,7 +84,7 @@ def responses_reported(u: Any, bound: int) -> Reported:
     cached = _optional(details.get("cached_tokens"), bound) if isinstance(details, dict) else 0
     if prompt is None or cached is None or cached > prompt:
         return Reported(None, completion)
-    return Reported(prompt, completion, cache_read=cached)
+    return Reported(prompt, completion, cached)
 
 
 def anthropic_reported(u: Any, bound: int, *, output: bool = True) -> Reported:
@@ -97,7 +97,7 @@ def anthropic_reported(u: Any, bound: int, *, output: bool = True) -> Reported:
     write = _optional(u.get("cache_creation_input_tokens"), bound)
     if fresh is None or read is None or write is None or fresh + read + write > bound:
         return Reported(None, completion)
-    return Reported(fresh + read + write, completion, cache_read=read, cache_write=write)
+    return Reported(fresh + read + write, completion, read, write)
 
 
 def settled(r: Reported, *, prompt_estimate: int, completion_estimate: int) -> Usage:
@@ -108,7 +108,7 @@ def settled(r: Reported, *, prompt_estimate: int, completion_estimate: int) -> U
         prompt, read, write = r.prompt, r.cache_read, r.cache_write
     completion = completion_estimate if r.completion is None else r.completion
     estimated = r.prompt is None or r.completion is None
-    return Usage(prompt, completion, estimated=estimated, cache_read_tokens=read, cache_write_tokens=write)
+    return Usage(prompt, completion, estimated, read, write)  # positional: a class called with keywords builds a dict
 
 
 def billed(r: Reported, *, sent_bytes: int, produced: Callable[[], int] | None = None) -> Usage:
@@ -116,7 +116,7 @@ def billed(r: Reported, *, sent_bytes: int, produced: Callable[[], int] | None =
     from the bytes sent and the output from ``produced()`` (the reply's text bytes, measured only then: a
     walk per reply), flagged as estimated."""
     if r.prompt is not None and r.completion is not None:
-        return Usage(r.prompt, r.completion, cache_read_tokens=r.cache_read, cache_write_tokens=r.cache_write)
+        return Usage(r.prompt, r.completion, False, r.cache_read, r.cache_write)  # positional, as above
     out = produced() if r.completion is None and produced is not None else 0
     return settled(
         r,

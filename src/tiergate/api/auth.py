@@ -63,13 +63,9 @@ def identity_from_headers(key_name: str, key_agent: str | None, headers: Mapping
     """
     agent = key_agent or headers.get("X-Tiergate-Agent") or None
     session = headers.get("X-Tiergate-Session") or None
-    return Identity(
-        key_name=key_name,
-        agent=agent,
-        session=session,
-        task=(headers.get("X-Tiergate-Task") or "").strip().lower() or None,  # config task names are lower-case
-        local_only=header_local_only(headers.get(PRIVACY_HEADER)),  # unknown values: 400, never open
-    )
+    task = (headers.get("X-Tiergate-Task") or "").strip().lower() or None  # config task names are lower-case
+    local_only = header_local_only(headers.get(PRIVACY_HEADER))  # unknown values: 400, never open
+    return Identity(key_name, agent, session, task, local_only)  # positional: keywords would build a dict
 
 
 class Peer(Protocol):

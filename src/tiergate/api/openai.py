@@ -65,15 +65,18 @@ def chat_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tuple[Id
     if type(stream) is not bool:
         stream = bool(require_type(body, "stream", bool, "a boolean"))
     ident = effective_identity(ident, model)
+    prompt = chat_prompt(body)
+    # in field order (model, task, prompt_tokens_est, prompt, max_tokens, local_only, stream, needs):
+    # a class called with keywords builds a dict of them per request
     features = RequestFeatures(
-        model=model,
-        task=ident.task,
-        prompt_tokens_est=(prompt := chat_prompt(body)).tokens,
-        prompt=prompt,
-        max_tokens=max_tokens_of(body),
-        local_only=ident.local_only,
-        stream=stream,
-        needs=openai_chat_needs(body, messages),
+        model,
+        ident.task,
+        prompt.tokens,
+        prompt,
+        max_tokens_of(body),
+        ident.local_only,
+        stream,
+        openai_chat_needs(body, messages),
     )
     return ident, features
 
@@ -86,15 +89,8 @@ def pipeline_request(
     protocol: str,
     hints: ClientHints = NO_HINTS,
 ) -> PipelineRequest:
-    return PipelineRequest(
-        request_id=request["request_id"],
-        identity=ident,
-        features=features,
-        body=body,
-        protocol=protocol,
-        started=request["started"],
-        hints=hints,
-    )
+    # in field order: a class called with keywords builds a dict of them per request
+    return PipelineRequest(request["request_id"], ident, features, body, protocol, request["started"], hints)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

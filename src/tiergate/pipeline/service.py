@@ -90,27 +90,29 @@ class RequestPipeline:
         self.tracing = tracing  # None: no tracing work at all on the request path
 
     def context(self, req: PipelineRequest) -> CallContext:
-        f, notes = req.features, []
+        f, why = req.features, None
         ident = self.sessions.identify(req.identity)  # a request without a session counts in its implicit one
         if self.privacy is not None and not f.local_only:
             why = rule_local_only(self.privacy, ident, f.model)
             if why is not None:  # config can only make a request stricter
                 f = dataclasses.replace(f, local_only=True)
-                notes.append(why)
+        # in field order (request_id, identity, requested_model, protocol, stream, started, wall_start,
+        # deadline, features, hold, hints): a class called with keywords builds a dict of them per request
         ctx = CallContext(
-            request_id=req.request_id,
-            identity=ident,
-            requested_model=f.model,
-            protocol=req.protocol,
-            stream=f.stream,
-            started=req.started,
-            wall_start=time.time(),
-            deadline=time.perf_counter() + self.request_timeout_s,
-            features=f,
-            hold=BudgetHold(self.budgets, ident, f),
-            hints=req.hints,
-            notes=notes,
+            req.request_id,
+            ident,
+            f.model,
+            req.protocol,
+            f.stream,
+            req.started,
+            time.time(),
+            time.perf_counter() + self.request_timeout_s,
+            f,
+            BudgetHold(self.budgets, ident, f),
+            req.hints,
         )
+        if why is not None:
+            ctx.notes.append(why)
         if self.tracing is not None:
             ctx.trace = self.tracing.begin(req.started)
         return ctx

@@ -453,4 +453,4 @@ class Executor:
                 reason = f"{reason}; escalated to tier {c.tier} on a failed gate"
         if ctx.notes:
             reason = f"{reason}; {'; '.join(ctx.notes)}"
-        return Outcome(d, c, len(ctx.failures), reason, reply=reply, stream=stream)
+        return Outcome(d, c, len(ctx.failures), reason, reply, stream)  # positional: no kwargs dict per request
