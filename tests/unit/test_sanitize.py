@@ -163,6 +163,8 @@ TEXT_FIELDS = ("request_id", "key_name", "agent", "session", "task", "requested_
         ({"ttft_ms": float("nan")}, "ttft_ms", 0.0),
         ({"tier": 2**70}, "tier", INT64_MAX),
         ({"status": 499.0}, "status", 499),
+        ({"status": True}, "status", 1),
+        ({"tier": False}, "tier", 0),
         ({"extra": {"k\udcff": "v\udcff"}}, "extra", orjson.dumps({f"k{REPLACEMENT}": f"v{REPLACEMENT}"}).decode()),
     ],
 )
