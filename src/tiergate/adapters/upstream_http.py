@@ -51,18 +51,27 @@ def parse_origin(url: str) -> Origin:
 
 def header_block(headers: Mapping[str, str], length: int, request_id: str | None = None) -> bytes:
     """The request's header lines; ``request_id`` (printable ASCII, checked at the edge) as X-Request-ID."""
+    return _fixed_lines(headers) + _varying_lines(length, request_id)
+
+
+def _fixed_lines(headers: Mapping[str, str]) -> bytes:
+    """The given headers as lines, checked: none may carry a line break (a header injected) or fail to
+    encode. Raises AttemptError saying which."""
     lines = []
     for k, v in headers.items():
         if "\n" in v or "\r" in v or "\n" in k or "\r" in k or ":" in k:
             raise AttemptError("protocol", f"header {k!r} has a line break or a colon in its name")
         lines.append(f"{k}: {v}\r\n")
-    if request_id is not None:
-        lines.append(f"X-Request-ID: {request_id}\r\n")
-    lines.append(f"Content-Length: {length}\r\n\r\n")
     try:
         return "".join(lines).encode("latin-1")
     except UnicodeEncodeError:
         raise AttemptError("protocol", "a request header is not latin-1 text") from None
+
+
+def _varying_lines(length: int, request_id: str | None) -> bytes:
+    if request_id is None:
+        return f"Content-Length: {length}\r\n\r\n".encode()
+    return f"X-Request-ID: {request_id}\r\nContent-Length: {length}\r\n\r\n".encode()
 
 
 class _Connection(asyncio.Protocol):
@@ -140,6 +149,7 @@ class UpstreamHTTP:
         self._max_idle = max_idle_per_origin
         self._ssl = ssl_context
         self._origins: dict[str, Origin] = {}
+        self._blocks: dict[tuple[tuple[str, str], ...], bytes] = {}  # a headers mapping's items -> its lines
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._closing = False
@@ -162,7 +172,7 @@ class UpstreamHTTP:
         deadline = loop.time() + timeout_s
         o = self.origin(url)
         # the request's id (the client's X-Request-ID or tiergate's) goes upstream with every attempt
-        request = o.head + header_block(headers, len(data), REQUEST_ID.get()) + data
+        request = o.head + self._lines(headers) + _varying_lines(len(data), REQUEST_ID.get()) + data
         conn = self._reuse(o.key) or await self._connect(o, min(timeout_s, self.connect_timeout_s))
         resp = UpstreamResponse(conn, loop, deadline, timeout_s)
         conn.send(resp, request)
@@ -172,6 +182,16 @@ class UpstreamHTTP:
             resp.close()
             raise
         return resp
+
+    def _lines(self, headers: Mapping[str, str]) -> bytes:
+        """``_fixed_lines``, kept by the headers' items: a deployment sends the same ones each time."""
+        key = tuple(headers.items())
+        block = self._blocks.get(key)
+        if block is None:
+            if len(self._blocks) >= 1024:  # headers a caller builds per request: bounded anyway
+                self._blocks.clear()
+            block = self._blocks[key] = _fixed_lines(headers)  # raises, and keeps nothing, when refused
+        return block
 
     def _reuse(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)

@@ -32,15 +32,24 @@ class LedgerSink(Protocol):
 class Gates:
     """The policy, and the gates of each request it covers."""
 
+    MAX_RULES = 4096  # tasks and model names come from clients: bound the memo
+
     def __init__(self, policy: GatePolicy) -> None:
         self.policy = policy
+        self._rules: dict[tuple[str | None, str, bool], GateRule | None] = {}  # the policy is fixed: memoised
 
     def for_request(
         self, protocol: str, body: dict[str, Any], *, task: str | None, model: str, routed: bool
     ) -> RequestGate | None:
         if protocol not in GATED_PROTOCOLS:
             return None
-        rule = self.policy.for_request(task, model, routed=routed)
+        key = (task, model, routed)
+        try:
+            rule = self._rules[key]
+        except KeyError:
+            if len(self._rules) >= self.MAX_RULES:
+                self._rules.clear()
+            rule = self._rules[key] = self.policy.for_request(task, model, routed=routed)
         return None if rule is None else RequestGate(self.policy, rule, protocol, body)
 
 
