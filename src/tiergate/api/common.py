@@ -24,7 +24,7 @@ _UNSAFE_HEADER = re.compile(r"[^\x20-\x7e]")
 BODIES_IN_FLIGHT: web.AppKey[BodiesInFlight] = web.AppKey("bodies_in_flight", BodiesInFlight)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, bodies: BodiesInFlight | None = None) -> bytes:
     """The body, decompressed, never gathered past ``limit`` bytes, nor past the bytes all of this worker's
     requests may be reading at once (``BodiesInFlight``; 503 with Retry-After beyond it).
 
@@ -39,7 +39,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise too_large(limit)
     encoding = request.headers.get("Content-Encoding")
     content = request.content
-    bodies = request.app[BODIES_IN_FLIGHT]
+    if bodies is None:
+        bodies = request.app[BODIES_IN_FLIGHT]
     if encoding is None and declared is not None:
         # the usual body: plain, its length declared and within the limit, and aiohttp's parser never
         # gives more than the declared length, so no running bound is needed: one add, one subtract
@@ -92,8 +93,9 @@ async def _read_paced(content: StreamReader, bodies: BodiesInFlight, use: Callab
 async def read_json_object(request: web.Request) -> tuple[bytes, dict[str, Any]]:
     """The raw (decompressed) body and its parsed object; 413 over the size limit, 400 for anything not a
     JSON object or nested deeper than server.max_json_depth."""
-    server = request.app[GATEWAY].config.server
-    raw = await read_body(request, int(server.max_body_mb * 1024 * 1024))
+    app = request.app  # once: each read goes through aiohttp's match info
+    server = app[GATEWAY].config.server
+    raw = await read_body(request, int(server.max_body_mb * 1024 * 1024), app[BODIES_IN_FLIGHT])
     if not raw:
         raise BadRequest("request body is empty; expected a JSON object")
     depth = server.max_json_depth

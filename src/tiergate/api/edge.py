@@ -64,14 +64,15 @@ def envelope_for(request: web.Request) -> Envelope:
     return openai_error_body
 
 
-def guarded(handler: Handler) -> Handler:
-    """``handler`` with a request id (X-Request-ID, or a new one) and errors mapped to 4xx/5xx bodies."""
+def guarded(handler: Handler, ids: IdSource) -> Handler:
+    """``handler`` with a request id (X-Request-ID, or else one from ``ids``) and errors mapped to 4xx/5xx
+    bodies."""
 
     @functools.wraps(handler)
     async def at_the_edge(request: web.Request) -> web.StreamResponse:
         request["started"] = time.perf_counter()
         problem = None if plain_headers(request.raw_headers) else header_problem(request.headers.items())
-        rid = (None if problem else request.headers.get("X-Request-ID")) or request.app[REQUEST_IDS].new()
+        rid = (None if problem else request.headers.get("X-Request-ID")) or ids.new()
         request["request_id"] = rid
         # log lines and upstream calls made for this request carry it; aiohttp runs each request in a task
         # of its own (a copy of the context), so it needs no reset: the next request never sees it
@@ -113,13 +114,14 @@ class EdgeRoutes:
         self._app = app
         self._methods: dict[str, set[str]] = {}
         self._static = app[STATIC_ROUTES] = {}
+        self._ids = app[REQUEST_IDS]  # create_app sets it before any route is added
 
     def add(self, method: str, path: str, handler: Handler) -> None:
         if method == "GET":
-            route = self._app.router.add_get(path, guarded(handler))  # and HEAD, as aiohttp does
+            route = self._app.router.add_get(path, guarded(handler, self._ids))  # and HEAD, as aiohttp does
             self._methods.setdefault(path, set()).update(("GET", "HEAD"))
         else:
-            route = self._app.router.add_route(method, path, guarded(handler))
+            route = self._app.router.add_route(method, path, guarded(handler, self._ids))
             self._methods.setdefault(path, set()).add(method)
         if "{" not in path:
             self._static.setdefault((method, path), route)  # the first registered wins, as in aiohttp's walk
@@ -147,4 +149,4 @@ class EdgeRoutes:
 
         # [\s\S], not ".": a path with an encoded line break (%0A) matched no route, and aiohttp answered it
         # in plain text
-        self._app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(not_routed))
+        self._app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(not_routed, self._ids))
