@@ -311,8 +311,11 @@ def agent_cli(name: str) -> tuple[Path, str]:
 
 def start_wide_engine(extra_args: tuple[str, ...] = ("--verbosity", "1")) -> Any:
     """The llama.cpp engine an agent CLI's turn runs on: one slot with a wide context (their system prompts
-    and tool schemas are long), greedy and seeded so a turn says the same each run."""
-    return start_engine(ctx=32768, parallel=1, extra_args=[*extra_args, "--temp", "0", "--seed", "7"])
+    and tool schemas are long), greedy and seeded so a turn says the same each run, and at most 256 tokens
+    for a request that sets no cap (OpenClaw sets none: the 135M model went on for ~1,400 tokens, held for
+    the quality gates, past the CLI's 540 s on a slow host)."""
+    extra = [*extra_args, "--temp", "0", "--seed", "7", "--n-predict", "256"]
+    return start_engine(ctx=32768, parallel=1, extra_args=extra)
 
 
 def local_smol(engine: Any) -> tuple[dict[str, Any], dict[str, Any]]:

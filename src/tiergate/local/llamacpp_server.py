@@ -1,7 +1,7 @@
 """Run llama.cpp's own llama-server (embedded via ``xllamacpp``) as a standalone process.
 
     python -m tiergate.local.llamacpp_server --gguf PATH --port P [--host 127.0.0.1]
-        [--ctx N] [--threads T] [--parallel K] [--alias NAME] [--gpu-layers G] [--embedding]
+        [--ctx N] [--threads T] [--parallel K] [--alias NAME] [--gpu-layers G] [--embedding] [--n-predict N]
 
 Prints exactly ``READY <port>`` on stdout (flushed) once ``/health`` answers ok, then
 blocks until SIGTERM/SIGINT and exits 0. ``--port 0`` lets the OS choose; the chosen port
@@ -75,6 +75,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="default sampling temperature for requests that set none (0 = greedy, reproducible)",
     )
     ap.add_argument("--seed", type=int, default=None, help="default sampling seed")
+    ap.add_argument(
+        "--n-predict", type=int, default=None, help="most tokens a request that sets no max_tokens may generate"
+    )
     ap.add_argument(
         "--pooling",
         choices=["mean", "cls", "last", "none", "rank"],
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         p.sampling.temp = args.temp
     if args.seed is not None:
         p.sampling.seed = args.seed
+    if args.n_predict is not None:
+        p.n_predict = args.n_predict
     if args.embedding:
         p.embedding = True
     if args.pooling:
