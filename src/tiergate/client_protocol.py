@@ -20,11 +20,16 @@ gateway facing many agents needs and aiohttp leaves open:
   of fault and repeats nothing, ``tiergate_malformed_requests_total``, and one
   log line per client address per minute.
 - **the drain**: ``ConnectionGate.drain``.
+- **a routed answer in one write**: ``finish_response`` sends an
+  ``api.plain_reply.PlainReply`` as one ``transport.write`` of its head and
+  body, not through aiohttp's response machinery (a tenth of a chat
+  request's cost); anything else goes aiohttp's way.
 
 The hooks reach into aiohttp's ``RequestHandler`` (``_messages``,
 ``_request_factory``, ``_request_handler``, ``_current_request``,
-``_lingering_time``); tests/integration/test_raw_sockets.py exercises each one
-against the installed aiohttp.
+``_lingering_time``, ``_upgraded``, ``_paused``; a request's ``_message`` and
+``_finish``); tests/integration/test_raw_sockets.py exercises each one against
+the installed aiohttp.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from tiergate.api.common import error_response, openai_error_body
-from tiergate.api.edge import STATIC_ROUTES, Handler
+from tiergate.api.edge import STATIC_ROUTES, AiohttpHandler
+from tiergate.api.plain_reply import PlainReply
 from tiergate.api.render import mark_cut_by_shutdown
 from tiergate.config.schema import ServerConfig
 from tiergate.core.client_conn import (
@@ -110,12 +116,25 @@ class GatewayProtocol(RequestHandler):
         elif self._phase is _BODY and self._body.is_eof():
             self._phase, self._body = _BUSY, None
 
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """A ``PlainReply`` in one write to the socket (api/plain_reply.py); any other answer, and one the
+        transport is not ready for, the way aiohttp writes it."""
+        reply: object = resp  # aiohttp's router was told handlers answer a StreamResponse (api/edge.py)
+        if type(reply) is PlainReply and not self._upgraded and not self._paused and self.transport is not None:
+            wire = reply.wire(request._message)
+            if wire is not None:
+                request._finish()
+                self.transport.write(wire)
+                return resp, False
+        return await super().finish_response(request, resp, start_time)
+
     def _went_idle(self) -> None:
         """BUSY that aiohttp says is over: its start() awaits the next request head.
 
-        Read when the sweep or the gate asks, not hooked per response (an awaited
-        ``finish_response`` wrapper cost every request): aiohttp's keep-alive bookkeeping
-        says when the last answer ended.
+        Read when the sweep or the gate asks, not set per response (that would cost every
+        request): aiohttp's keep-alive bookkeeping says when the last answer ended.
         """
         if self._phase is _BUSY and self._waiter is not None and not self._messages:
             self._phase = _IDLE
@@ -225,7 +244,7 @@ class GatewayProtocol(RequestHandler):
         return resp
 
 
-def static_dispatch(app: web.Application) -> dict[tuple[str, str], tuple[UrlMappingMatchInfo, Handler]]:
+def static_dispatch(app: web.Application) -> dict[tuple[str, str], tuple[UrlMappingMatchInfo, AiohttpHandler]]:
     """(method, path) -> the match info aiohttp's router would build for it (frozen, shared: a route
     without a variable part matches nothing per request) and the route's handler."""
     out = {}

@@ -170,6 +170,59 @@ def test_a_body_that_arrives_whole_is_served(gw):
     s.close()
 
 
+def read_answer(sock: socket.socket, buf: bytes) -> tuple[bytes, list[tuple[str, str]], bytes, bytes]:
+    """One answer off a socket by its Content-Length: (status line, headers in order with repeats, body,
+    the bytes after it)."""
+    sock.settimeout(30)
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, buf[:300]
+        buf += chunk
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    status, *lines = head.decode("ascii").split("\r\n")
+    headers = [(k.lower(), v) for k, _, v in (ln.partition(": ") for ln in lines)]
+    length = int(dict(headers)["content-length"])
+    while len(buf) < length:
+        chunk = sock.recv(65536)
+        assert chunk, buf[:300]
+        buf += chunk
+    return status.encode(), headers, buf[:length], buf[length:]
+
+
+def test_pipelined_chat_requests_get_whole_answers_in_order(gw):
+    """A routed answer is written in one piece (api/plain_reply.py): each is one status line, one
+    Content-Length that is its body's, the gateway's headers, and nothing of the next answer; the last
+    request asks to close and is told so, then the socket closes."""
+    s = connect(gw)
+    ids = ["pipe-1", "pipe-2", "pipe-3"]
+    reqs = [chat_head(**{"Content-Length": str(len(CHAT)), "X-Request-ID": i}) + CHAT for i in ids[:2]]
+    reqs.append(chat_head(**{"Content-Length": str(len(CHAT)), "X-Request-ID": ids[2], "Connection": "close"}) + CHAT)
+    s.sendall(b"".join(reqs))
+    buf = b""
+    for i, rid in enumerate(ids):
+        status, headers, body, buf = read_answer(s, buf)
+        names = [k for k, _ in headers]
+        h = dict(headers)
+        assert status == b"HTTP/1.1 200 OK", status
+        assert json.loads(body)["choices"], body
+        assert names.count("content-length") == 1 and h["content-length"] == str(len(body))
+        assert h["x-request-id"] == rid and h["content-type"].startswith("application/json")
+        assert {"date", "server", "x-tiergate-deployment", "x-tiergate-tier", "x-tiergate-cost-usd"} <= set(names)
+        assert h.get("connection") == ("close" if i == 2 else None), headers
+    assert buf == b""
+    elapsed, rest = wait_closed(s, time.monotonic(), MARGIN)
+    assert rest == b""
+
+
+def test_an_http_10_chat_request_is_answered_the_way_aiohttp_answers_it(gw):
+    """HTTP/1.0 is not written in one piece: aiohttp's own path answers it, and closes the connection."""
+    s = connect(gw)
+    s.sendall(chat_head(**{"Content-Length": str(len(CHAT))}).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1) + CHAT)
+    elapsed, data = wait_closed(s, time.monotonic(), MARGIN)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ") and json.loads(body)["choices"], data[:300]
+
+
 # ---------------------------------------------------------------------------- malformed HTTP
 MALFORMED = {
     "request_line": b"GARBAGE\x01 /v1/chat/completions HTTP/1.1\r\nAuthorization: Bearer "
@@ -310,12 +363,14 @@ def test_the_protocol_hooks_exist_in_the_installed_aiohttp():
         slots.update(getattr(cls, "__slots__", ()))
     for name in ("_messages", "_request_factory", "_request_handler", "_current_request", "_lingering_time"):
         assert name in slots, name
-    for name in ("_request_in_progress", "_task_handler", "_waiter"):
+    for name in ("_request_in_progress", "_task_handler", "_waiter", "_upgraded", "_paused"):
         assert name in slots, name
     from aiohttp.web_request import Request
 
     assert "_match_info" in Request.__slots__ or "_match_info" in _source(Request)  # set by the static lookup
     from aiohttp import web
+
+    assert "self._message = message" in _source(web.BaseRequest) and "def _finish(" in _source(web.BaseRequest)
 
     assert "self._kwargs = kwargs" in _source(web.Server)  # the app's handler_args reach our handlers too
     assert re.search(r"def handle_error\(", _source(RequestHandler)) and "def finish_response(" in _source(

@@ -20,6 +20,7 @@ from tiergate.api.gateway import GATEWAY
 from tiergate.api.inbound import MAX_ID_CHARS, value_problem
 from tiergate.api.needs import anthropic_messages_needs
 from tiergate.api.openai import pipeline_request
+from tiergate.api.plain_reply import Reply
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest
 from tiergate.core.tokens import messages_prompt
@@ -96,7 +97,7 @@ def messages_features(raw: bytes, body: dict[str, Any], ident: Identity) -> tupl
     )
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
+async def messages(request: web.Request) -> Reply:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers, peer=request)
     raw, body = await read_json_object(request)

@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 
@@ -28,6 +29,7 @@ from tiergate.api.common import (
     openai_error_body,
 )
 from tiergate.api.inbound import header_problem, plain_headers
+from tiergate.api.plain_reply import Reply
 from tiergate.core.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -40,7 +42,10 @@ from tiergate.core.request_scope import REQUEST_ID
 
 log = logging.getLogger("tiergate.app")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[Reply]]
+# what aiohttp's router is told a handler is: it awaits prepare() and write_eof() of whatever a handler
+# returns, and a PlainReply has both (and is written in one piece by tiergate.client_protocol)
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_IDS: web.AppKey[IdSource] = web.AppKey("request_ids", IdSource)
 
@@ -69,7 +74,7 @@ def guarded(handler: Handler, ids: IdSource) -> Handler:
     bodies."""
 
     @functools.wraps(handler)
-    async def at_the_edge(request: web.Request) -> web.StreamResponse:
+    async def at_the_edge(request: web.Request) -> Reply:
         request["started"] = time.perf_counter()
         problem = None if plain_headers(request.raw_headers) else header_problem(request.headers.items())
         rid = (None if problem else request.headers.get("X-Request-ID")) or ids.new()
@@ -102,6 +107,10 @@ def guarded(handler: Handler, ids: IdSource) -> Handler:
     return at_the_edge
 
 
+def _for_aiohttp(handler: Handler) -> AiohttpHandler:
+    return cast(AiohttpHandler, handler)
+
+
 # (method, path) -> its route, for every route whose path has no variable part: the client protocol
 # (tiergate.client_protocol) dispatches those without aiohttp's router walk
 STATIC_ROUTES: web.AppKey[dict[tuple[str, str], web.AbstractRoute]] = web.AppKey("static_routes", dict)
@@ -118,10 +127,10 @@ class EdgeRoutes:
 
     def add(self, method: str, path: str, handler: Handler) -> None:
         if method == "GET":
-            route = self._app.router.add_get(path, guarded(handler, self._ids))  # and HEAD, as aiohttp does
+            route = self._app.router.add_get(path, _for_aiohttp(guarded(handler, self._ids)))  # and HEAD too
             self._methods.setdefault(path, set()).update(("GET", "HEAD"))
         else:
-            route = self._app.router.add_route(method, path, guarded(handler, self._ids))
+            route = self._app.router.add_route(method, path, _for_aiohttp(guarded(handler, self._ids)))
             self._methods.setdefault(path, set()).add(method)
         if "{" not in path:
             self._static.setdefault((method, path), route)  # the first registered wins, as in aiohttp's walk
@@ -149,4 +158,4 @@ class EdgeRoutes:
 
         # [\s\S], not ".": a path with an encoded line break (%0A) matched no route, and aiohttp answered it
         # in plain text
-        self._app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(not_routed, self._ids))
+        self._app.router.add_route("*", r"/{tail:[\s\S]*}", _for_aiohttp(guarded(not_routed, self._ids)))

@@ -23,6 +23,7 @@ from tiergate.api.gateway import GATEWAY
 from tiergate.api.gemini_models import EMBED_METHODS, GENERATE_METHODS, get_model, get_v1_model, identify, list_models
 from tiergate.api.needs import openai_chat_needs
 from tiergate.api.openai import pipeline_request
+from tiergate.api.plain_reply import Reply
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest, NotFound, TiergateError
 from tiergate.core.tokens import chat_prompt, embeddings_prompt
@@ -48,7 +49,7 @@ def _stream_error(sse: bool) -> Any:
     return event
 
 
-async def _generate(request: web.Request, model: str, *, stream: bool) -> web.StreamResponse:
+async def _generate(request: web.Request, model: str, *, stream: bool) -> Reply:
     gw = request.app[GATEWAY]
     ident = identify(request)
     _, body = await read_json_object(request)
@@ -87,7 +88,7 @@ async def _count_tokens(request: web.Request, model: str) -> web.Response:
     return web.Response(body=orjson.dumps({"totalTokens": chat_prompt(view).tokens}), content_type=JSON)
 
 
-async def _embed(request: web.Request, model: str, *, batch: bool) -> web.StreamResponse:
+async def _embed(request: web.Request, model: str, *, batch: bool) -> Reply:
     gw = request.app[GATEWAY]
     ident = identify(request)
     _, body = await read_json_object(request)
@@ -108,7 +109,7 @@ async def _embed(request: web.Request, model: str, *, batch: bool) -> web.Stream
     return await render(request, answer)
 
 
-async def model_method(request: web.Request) -> web.StreamResponse:
+async def model_method(request: web.Request) -> Reply:
     """POST models/{model}:{method}."""
     model, method = split_target(request.match_info["tail"])
     if method == "generateContent":

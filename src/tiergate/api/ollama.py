@@ -31,6 +31,7 @@ from tiergate.api.gateway import GATEWAY, Gateway
 from tiergate.api.model_cards import ModelCard, model_card, model_cards
 from tiergate.api.needs import openai_chat_needs
 from tiergate.api.openai import pipeline_request
+from tiergate.api.plain_reply import Reply
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest, NotFound
 from tiergate.core.tokens import chat_prompt, embeddings_prompt
@@ -71,7 +72,7 @@ def _loaded_reply(model: str, body: dict[str, Any], *, generate: bool) -> web.Re
     return web.Response(body=orjson.dumps(out), content_type=JSON)
 
 
-async def _complete(request: web.Request, *, generate: bool) -> web.StreamResponse:
+async def _complete(request: web.Request, *, generate: bool) -> Reply:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers, request.remote)
     _, body = await read_json_object(request)
@@ -103,15 +104,15 @@ async def _complete(request: web.Request, *, generate: bool) -> web.StreamRespon
     return await render(request, answer, error_event=ollama_stream_error)
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
+async def chat(request: web.Request) -> Reply:
     return await _complete(request, generate=False)
 
 
-async def generate(request: web.Request) -> web.StreamResponse:
+async def generate(request: web.Request) -> Reply:
     return await _complete(request, generate=True)
 
 
-async def _embed(request: web.Request, *, legacy: bool) -> web.StreamResponse:
+async def _embed(request: web.Request, *, legacy: bool) -> Reply:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers, request.remote)
     _, body = await read_json_object(request)
@@ -133,11 +134,11 @@ async def _embed(request: web.Request, *, legacy: bool) -> web.StreamResponse:
     return await render(request, answer)
 
 
-async def embed(request: web.Request) -> web.StreamResponse:
+async def embed(request: web.Request) -> Reply:
     return await _embed(request, legacy=False)
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
+async def embeddings(request: web.Request) -> Reply:
     return await _embed(request, legacy=True)
 
 

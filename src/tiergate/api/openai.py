@@ -17,6 +17,7 @@ from tiergate.api.gateway import GATEWAY
 from tiergate.api.gemini_models import is_google_caller
 from tiergate.api.gemini_models import list_models as gemini_list_models
 from tiergate.api.needs import openai_chat_needs
+from tiergate.api.plain_reply import Reply
 from tiergate.api.render import render
 from tiergate.core.errors import BadRequest
 from tiergate.core.tokens import chat_prompt, embeddings_prompt
@@ -93,7 +94,7 @@ def pipeline_request(
     return PipelineRequest(request["request_id"], ident, features, body, protocol, request["started"], hints)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+async def chat_completions(request: web.Request) -> Reply:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers, peer=request)
     raw, body = await read_json_object(request)
@@ -102,7 +103,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await render(request, answer, error_event=openai_stream_error)
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
+async def embeddings(request: web.Request) -> Reply:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers, peer=request)
     raw, body = await read_json_object(request)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from tiergate.api.client_watch import ClientWatch
 from tiergate.api.common import HEADER_CHARS, header_value
+from tiergate.api.plain_reply import PlainReply, Reply
 from tiergate.pipeline.answer import Answer
 
 log = logging.getLogger("tiergate.api")
@@ -53,14 +54,14 @@ def _headers(answer: Answer) -> dict[str, str]:
     return headers
 
 
-async def plain_response(answer: Answer) -> web.Response:
+async def plain_response(answer: Answer) -> PlainReply:
     reply = answer.reply
     cost = await answer.finish(status=200)
     headers = _headers(answer)
     headers["X-Tiergate-Cost-USD"] = f"{cost:.8f}"
     headers["X-Tiergate-Overhead-Ms"] = f"{answer.overhead_ms():.3f}"
     headers["Content-Type"] = header_value(reply.content_type)  # a plain header: aiohttp's content_type= parses again
-    return web.Response(body=reply.body, status=200, headers=headers)
+    return PlainReply(reply.body, headers)
 
 
 async def relay_stream(
@@ -125,7 +126,7 @@ async def relay_stream(
 
 def render(
     request: web.Request, answer: Answer, *, error_event: StreamErrorEvent | None = None
-) -> Coroutine[Any, Any, web.StreamResponse]:
+) -> Coroutine[Any, Any, Reply]:
     """The one answer dispatch every surface uses: a plain call returning the coroutine to await (no
     coroutine frame of its own per request)."""
     if answer.outcome.stream is not None:

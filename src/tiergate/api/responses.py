@@ -25,6 +25,7 @@ from tiergate.api.edge import EdgeRoutes
 from tiergate.api.gateway import GATEWAY
 from tiergate.api.needs import openai_chat_needs
 from tiergate.api.openai import pipeline_request
+from tiergate.api.plain_reply import Reply
 from tiergate.api.render import render
 from tiergate.api.responses_state import StoredState, delete_response, get_response, list_input_items
 from tiergate.core.errors import BadRequest
@@ -99,7 +100,7 @@ class StreamErrors:
         return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-async def create(request: web.Request) -> web.StreamResponse:
+async def create(request: web.Request) -> Reply:
     gw = request.app[GATEWAY]
     ident = gw.keys.identify(request.headers, request.remote)
     _, body = await read_json_object(request)
