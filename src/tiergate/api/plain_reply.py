@@ -47,14 +47,14 @@ class PlainReply:
         if message.version != HttpVersion11 or message.method == "HEAD" or len(body) > MAX_DIRECT_BODY:
             return None
         headers = self.headers
-        lines = "".join([f"\r\n{k}: {v}" for k, v in headers.items()])
+        lines = "\r\n".join(map(": ".join, headers.items()))  # in C: no comprehension frame per answer
         # a name or value holding CR or LF would split the head: aiohttp's own serialiser refuses those
-        n = len(headers)
+        n = len(headers) - 1
         if lines.count("\n") != n or lines.count("\r") != n or not lines.isascii():
             return None
         close = "\r\nConnection: close" if message.should_close else ""
         self._keep_alive = not close
-        head = f"HTTP/1.1 200 OK{lines}\r\nContent-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}{_SERVER}"
+        head = f"HTTP/1.1 200 OK\r\n{lines}\r\nContent-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}{_SERVER}"
         return f"{head}{close}\r\n\r\n".encode() + body
 
     # aiohttp's path: the two calls its RequestHandler.finish_response makes of any response
