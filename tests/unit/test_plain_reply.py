@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 from http.client import HTTPResponse
 
 import pytest
@@ -88,9 +89,11 @@ def test_the_largest_direct_body_is_still_written_whole():
     assert wire is not None and parsed(wire)[1] == body
 
 
-def test_served_by_plain_aiohttp_it_is_an_ordinary_response():
+def test_served_by_plain_aiohttp_it_is_an_ordinary_response(caplog):
     """Without tiergate's protocol (aiohttp's own RequestHandler) the reply is prepared and written as a
-    web.Response: same status, headers and body, and the connection is kept alive for the next request."""
+    web.Response: same status, headers and body, the connection kept alive for the next request, and
+    aiohttp's access log (its default format) reads it as it reads any response."""
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
 
     async def handler(request: web.Request) -> PlainReply:
         return PlainReply(BODY, dict(HEADERS))
@@ -111,3 +114,7 @@ def test_served_by_plain_aiohttp_it_is_an_ordinary_response():
         return out
 
     assert asyncio.run(run()) == [(200, "local", BODY)] * 2
+    logged = [r for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(logged) == 2 and all(r.levelno == logging.INFO for r in logged), [r.getMessage() for r in logged]
+    for r in logged:  # status, then the bytes written (head and body)
+        assert int(r.getMessage().split('" 200 ', 1)[1].split()[0]) > len(BODY), r.getMessage()

@@ -57,6 +57,13 @@ class PlainReply:
         head = f"HTTP/1.1 200 OK\r\n{lines}\r\nContent-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}{_SERVER}"
         return f"{head}{close}\r\n\r\n".encode() + body
 
+    @property
+    def body_length(self) -> int:
+        """The bytes aiohttp wrote, head included (its access log's ``%b``); 0 when GatewayProtocol wrote the
+        reply whole (it keeps no access log)."""
+        r = self._response
+        return 0 if r is None else r.body_length
+
     # aiohttp's path: the two calls its RequestHandler.finish_response makes of any response
     async def prepare(self, request: web.BaseRequest) -> object:
         if self._response is None:
